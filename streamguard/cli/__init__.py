@@ -1,0 +1,1 @@
+"""The ``streamguard`` command."""

@@ -1,0 +1,102 @@
+"""``streamguard worker``: run the Faust worker.
+
+Without ``--broker`` (or ``STREAMGUARD_BROKER``) it starts the embedded broker and stops it on
+exit. Missing topics are created from ``topics/*.toml`` before the worker joins its group.
+"""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamguard.cli.errors import EXIT_RUNTIME, fail
+
+__all__ = ["register", "run_worker"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``worker`` command."""
+    parser = sub.add_parser("worker", help="run the Faust worker (stages 1-3)")
+    parser.add_argument(
+        "--broker", default=None, help="Kafka URL (default: $STREAMGUARD_BROKER, else embedded)"
+    )
+    parser.add_argument(
+        "--policy", type=Path, default=None, help="policy TOML file (default: built-in)"
+    )
+    parser.add_argument(
+        "--web-port", type=int, default=None, help="HTTP port for /metrics and /health"
+    )
+    parser.add_argument(
+        "--app-id", default=None, help="consumer group / app id (default: streamguard)"
+    )
+    parser.add_argument(
+        "--no-create-topics", action="store_true", help="do not create missing topics"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO instead of WARNING"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything first (one plain error line on failure), then run until stopped."""
+    from streamguard.policy import load_policy
+    from streamguard.settings import Settings
+
+    settings = Settings.from_env(
+        broker=args.broker, policy_path=args.policy, web_port=args.web_port, app_id=args.app_id
+    )
+    policy = load_policy(settings.policy_path)
+    return run_worker(
+        settings, policy, create_topics=not args.no_create_topics, verbose=args.verbose
+    )
+
+
+def run_worker(
+    settings: Any, policy: Any, *, create_topics: bool = True, verbose: bool = False
+) -> int:
+    """Run a worker with ``settings`` (starting the embedded broker if it names none)."""
+    from dataclasses import replace
+
+    from streamguard.broker import BrokerError, EmbeddedBroker
+    from streamguard.broker.admin import apply_topics
+    from streamguard.settings import bootstrap_servers
+
+    embedded = None
+    if settings.broker is None:
+        embedded = EmbeddedBroker().start()
+        settings = replace(settings, broker=embedded.url)
+        print(
+            f"streamguard: started embedded broker at {embedded.url}", file=sys.stderr, flush=True
+        )
+    try:
+        if create_topics:
+            try:
+                reports = asyncio.run(apply_topics(bootstrap_servers(settings.broker)))
+            except BrokerError as exc:
+                fail(str(exc), EXIT_RUNTIME)
+            for report in reports:
+                if report.status == "mismatch":
+                    print(
+                        f"streamguard: warning: topic {report.name} {report.detail}",
+                        file=sys.stderr,
+                    )
+        return _run_faust(settings, policy, verbose)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _run_faust(settings: Any, policy: Any, verbose: bool) -> int:
+    from faust import Worker
+
+    from streamguard.faust_app import create_app
+
+    built = create_app(settings, policy)
+    worker = Worker(built.app, loglevel="info" if verbose else "warning", quiet=True)
+    # execute_from_commandline() only ever leaves by SystemExit (mode's NoReturn).
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)

@@ -1,0 +1,399 @@
+"""Receive pause / rollback / resume commands from the control topic.
+
+Delivery guarantees
+-------------------
+* At-least-once to the handler: a message's offset is committed only after the handler returned
+  for it (or after it was rejected, filtered out or recognised as a duplicate). A subscriber that
+  stops or crashes before that leaves the command to the next member of its group.
+* Never skipped: a handler that raises is called again with capped exponential back-off until it
+  succeeds or the subscriber is stopped; later commands of that partition wait behind it.
+* Once per process: commands are deduplicated by ``command_id`` (an LRU of the last
+  ``dedup_capacity`` handled ids), so a re-published decision reaches the handler once. After a
+  restart, a command handled but not yet committed can reach the new process again.
+* In order per deployment: the topic is keyed by deployment, a partition's messages are handled
+  one at a time, and partitions are handled independently of each other (one blocked
+  deployment does not hold up the others on other partitions).
+* Invalid messages (not JSON, not a valid command, or refused by ``verify``) are counted by
+  reason in :meth:`ControlSubscriber.stats`, logged, committed, and never reach the handler.
+"""
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from streamguard.client._kafka import (
+    AIOKafkaConsumer,
+    CallbackListener,
+    KafkaError,
+    TopicPartition,
+    leave_group_on_stop,
+)
+from streamguard.client.validate import DecodeError, parse_json, validate_command
+from streamguard.contracts import Command, load_topic_specs
+
+__all__ = [
+    "GROUP_TIMINGS",
+    "ControlSubscriber",
+    "Handler",
+    "Verifier",
+    "accept_all",
+    "read_commands",
+]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: What the subscriber calls for each command.
+Handler = Callable[[Command], Awaitable[None]]
+#: Checks a valid command's JSON object; returns a rejection reason, or None to accept it.
+Verifier = Callable[[dict[str, Any]], str | None]
+
+#: Consumer-group timings that keep joins and rebalances short (the first join on the embedded
+#: broker takes a few seconds); ``consumer_config`` overrides them.
+GROUP_TIMINGS: dict[str, int] = {
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 1_000,
+    "rebalance_timeout_ms": 3_000,
+}
+
+
+def accept_all(raw: dict[str, Any]) -> str | None:
+    """Default verifier: accept every valid command.
+
+    Signature verification replaces this with a check of ``raw``'s signature.
+    """
+    return None
+
+
+def _control_topic(topic: str | None) -> str:
+    return topic or load_topic_specs()["control"].name
+
+
+def _decode(value: bytes | None, verify: Verifier) -> Command:
+    """Parse, validate and verify one message value; raises DecodeError with the reason."""
+    raw = parse_json(value)
+    command = validate_command(raw)
+    assert isinstance(raw, dict)  # validate_command accepted it, so it is an object
+    refusal = verify(raw)
+    if refusal is not None:
+        raise DecodeError("unverified", refusal)
+    return command
+
+
+class ControlSubscriber:
+    """Consumer-group member that hands each control command to ``handler`` once, in order.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers.
+    handler
+        Coroutine function applying one command; raising means "not applied, try again".
+    group_id
+        Consumer group; members of one group share the partitions and the committed offsets.
+    topic
+        Control topic; the ``control`` topic of the specs when omitted.
+    deployments
+        Deployments to act on; commands for others are skipped (and committed). None: all.
+        Every member of a group must use the same filter: partitions are shared by the group,
+        so a command one member skips is skipped for the whole group.
+    verify
+        Called with each valid command's JSON object; a returned string rejects the message
+        with reason ``unverified``. Exceptions are retried like handler failures.
+    dedup_capacity
+        Number of recently handled command ids remembered for deduplication.
+    retry_backoff_s, max_backoff_s
+        First delay between handler attempts, doubled after each failure up to the maximum.
+    auto_offset_reset
+        Where a group without committed offsets starts: ``earliest`` (default, so a new
+        subscriber sees commands still retained) or ``latest``.
+    consumer_config
+        Extra keyword arguments for ``AIOKafkaConsumer``.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        handler: Handler,
+        group_id: str,
+        topic: str | None = None,
+        deployments: set[str] | None = None,
+        *,
+        verify: Verifier = accept_all,
+        dedup_capacity: int = 100_000,
+        retry_backoff_s: float = 0.1,
+        max_backoff_s: float = 5.0,
+        auto_offset_reset: str = "earliest",
+        consumer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.topic = _control_topic(topic)
+        self.deployments = frozenset(deployments) if deployments is not None else None
+        self.dedup_capacity = dedup_capacity
+        self.retry_backoff_s = retry_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._handler = handler
+        self._verify = verify
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": auto_offset_reset,
+            **GROUP_TIMINGS,
+            **(consumer_config or {}),
+        }
+        # Counters (read them directly or through stats()).
+        self.commands_handled = 0
+        self.duplicates = 0
+        self.filtered = 0
+        self.handler_errors = 0
+        self.commit_errors = 0
+        self.rejected: dict[str, int] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._consumer: Any = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._workers: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._stopped = asyncio.Event()  # set by stop() or by a failed background task
+        self._closed = False
+        self._failure: BaseException | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the group and start consuming in the background."""
+        if self._consumer is not None:
+            raise RuntimeError("a ControlSubscriber starts once")
+        self._consumer = AIOKafkaConsumer(**self._config)
+        listener = CallbackListener(self._on_revoked, self._on_assigned)
+        self._consumer.subscribe([self.topic], listener=listener)
+        await self._consumer.start()
+        self._poll_task = asyncio.create_task(self._poll(), name=f"control-poll-{self.group_id}")
+        self._poll_task.add_done_callback(self._task_done)
+
+    async def stop(self) -> None:
+        """Stop handling and leave the group; nothing further is committed."""
+        if self._consumer is None or self._closed:
+            return
+        self._closed = True
+        self._stopped.set()
+        tasks = [t for t in (self._poll_task, *self._workers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.clear()
+        leave_group_on_stop(self._consumer)
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Start, then handle commands until :meth:`stop` is called or consuming fails.
+
+        Raises
+        ------
+        Exception
+            Whatever stopped the consumer (a broker error, or a bug in this module).
+        """
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.stop()
+        if self._failure is not None:
+            raise self._failure
+
+    async def __aenter__(self) -> "ControlSubscriber":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, rejections by reason, and the partitions currently being handled."""
+        return {
+            "commands_handled": self.commands_handled,
+            "duplicates": self.duplicates,
+            "filtered": self.filtered,
+            "handler_errors": self.handler_errors,
+            "commit_errors": self.commit_errors,
+            "rejected": dict(self.rejected),
+            "rejected_total": sum(self.rejected.values()),
+            "busy_partitions": len(self._workers),
+        }
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A background task ended on its own: record why, and let run() return."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("control subscriber %s failed: %r", self.group_id, exc)
+            self._failure = self._failure or exc
+            self._stopped.set()
+
+    # --- consuming ------------------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        """Fetch, and give each partition's records to its own worker.
+
+        A partition is paused while its worker runs, so the consumer keeps polling (and stays in
+        the group) while a handler is being retried, and records of one partition never
+        overtake each other.
+        """
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                self._consumer.pause(tp)
+                task = asyncio.create_task(self._drain(tp, records), name=f"control-{tp}")
+                task.add_done_callback(self._task_done)
+                self._workers[tp] = task
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Stop work on partitions we are losing before they move: the new owner starts from
+        # the last committed offset, so an unfinished command is redelivered, not lost.
+        tasks = [self._workers.pop(tp) for tp in revoked if tp in self._workers]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("control subscriber %s assigned %d partitions", self.group_id, len(assigned))
+
+    async def _drain(self, tp: TopicPartition, records: list[Any]) -> None:
+        uncommitted: int | None = None
+        for record in records:
+            if await self._process(record):
+                await self._commit(tp, record.offset + 1)
+                uncommitted = None
+            else:
+                uncommitted = record.offset + 1
+        if uncommitted is not None:
+            await self._commit(tp, uncommitted)
+        if self._workers.get(tp) is asyncio.current_task():
+            del self._workers[tp]
+            self._consumer.resume(tp)
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            await self._consumer.commit({tp: offset})
+        except KafkaError as exc:
+            # Usually a rebalance: the handler ran, the partition's next owner may run it again.
+            self.commit_errors += 1
+            log.warning("commit of %s at %d failed: %r", tp, offset, exc)
+
+    async def _process(self, record: Any) -> bool:
+        """Handle one record; True if the handler ran (so its offset is committed right away)."""
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+
+        async def decode() -> Command:
+            return _decode(record.value, self._verify)
+
+        try:
+            command = await self._retrying(decode, f"verify {where}")
+        except DecodeError as exc:
+            self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+            log.warning("rejected control message %s: %s: %s", where, exc.reason, exc.detail)
+            return False
+        if self.deployments is not None and command.deployment not in self.deployments:
+            self.filtered += 1
+            return False
+        if command.command_id in self._seen:
+            self._seen.move_to_end(command.command_id)
+            self.duplicates += 1
+            return False
+        await self._retrying(
+            lambda: self._handler(command), f"handler for {command.command_id} ({where})"
+        )
+        self._seen[command.command_id] = None
+        if len(self._seen) > self.dedup_capacity:
+            self._seen.popitem(last=False)
+        self.commands_handled += 1
+        return True
+
+    async def _retrying(self, step: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """Await ``step()`` until it succeeds; DecodeError is an answer, not a failure."""
+        attempt = 0
+        while True:
+            try:
+                return await step()
+            except DecodeError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self.handler_errors += 1
+                delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+                log.warning("%s failed (attempt %d, retry in %.2fs): %r", what, attempt, delay, exc)
+                await asyncio.sleep(delay)
+
+
+async def _caught_up(consumer: Any, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+async def read_commands(
+    bootstrap: str,
+    timeout_s: float,
+    expected: int | None = None,
+    topic: str | None = None,
+    *,
+    verify: Verifier = accept_all,
+) -> list[Command]:
+    """Read the control topic from the beginning, without a consumer group.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers.
+    timeout_s
+        Longest time to read.
+    expected
+        Stop once this many commands were read. None: stop at the end of every partition as
+        it was when reading started.
+    topic
+        Control topic; the ``control`` topic of the specs when omitted.
+    verify
+        As for :class:`ControlSubscriber`; refused and invalid messages are logged and skipped.
+
+    Returns
+    -------
+    list[Command]
+        In per-partition order (partitions interleave arbitrarily), duplicates included.
+    """
+    name = _control_topic(topic)
+    deadline = time.monotonic() + timeout_s
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    commands: list[Command] = []
+    try:
+        await consumer.topics()  # loads metadata, so partitions_for_topic knows the topic
+        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        if not tps:
+            raise KafkaError(f"topic {name} does not exist")
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        while expected is None or len(commands) < expected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if expected is None and await _caught_up(consumer, ends):
+                break
+            batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.2) * 1000) + 1)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        commands.append(_decode(record.value, verify))
+                    except DecodeError as exc:
+                        log.warning("read_commands skipped offset %d: %s", record.offset, exc)
+    finally:
+        await consumer.stop()
+    return commands

@@ -1,0 +1,398 @@
+"""Decode one Kafka message into columnar batches plus rejected events.
+
+A message holds either one event or a batch envelope ``{"schema_version": 1, "events": [...]}``.
+Each event is validated against its kind's JSON Schema (constraints read by
+:mod:`streamguard.contracts.schemas`). A bad event is rejected with a reason; its neighbours in
+the same envelope are kept. Decoding never raises anything but :class:`DecodeError`, and
+:func:`decode_message` never raises at all: failures come back in :attr:`Decoded.rejected`.
+
+The fast path checks a whole batch with C-level builtins (``map``, ``set``, ``itemgetter``) and
+only falls back to the per-event validator, which names the culprit, when a batch check fails.
+
+Examples
+--------
+>>> import orjson
+>>> event = {"schema_version": 1, "kind": "prediction", "event_id": "e1", "request_id": "r1",
+...          "ts": 1790000000.0, "deployment": "home-ranker", "model_version": "v1",
+...          "role": "shadow", "slice": {"platform": "ios"}, "score": 0.7}
+>>> d = decode_message(orjson.dumps({"schema_version": 1, "events": [event, {"kind": "?"}]}))
+>>> len(d.predictions), [r.reason for r in d.rejected]
+(1, ['unknown_kind'])
+"""
+
+import math
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamguard.contracts.events import ROLES, OutcomeBatch, PredictionBatch
+from streamguard.contracts.exceptions import DecodeError
+from streamguard.contracts.schemas import FieldRule, KindRules, rules_for
+
+__all__ = ["MAX_MESSAGE_BYTES", "Decoded", "Rejected", "decode_message", "validate_event"]
+
+#: Messages larger than this are rejected whole (Kafka's default max message size is 1 MiB;
+#: envelopes may be configured larger, so the bound is generous but finite).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+_ROLE_CODE = {name: code for code, name in enumerate(ROLES)}
+_NUMBER = (int, float)
+
+
+@dataclass(slots=True)
+class Rejected:
+    """One message or event that did not meet its contract."""
+
+    reason: str
+    detail: str
+    original: bytes
+    event_index: int | None = None  # position inside an envelope; None for the whole message
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Result of decoding one message."""
+
+    predictions: PredictionBatch
+    outcomes: OutcomeBatch
+    rejected: list[Rejected] = field(default_factory=list)
+    n_events: int = 0  # events found, valid or not
+    max_ts: float = -math.inf  # largest event time among valid events
+
+
+def _is_number(value: object) -> bool:
+    # JSON Schema numbers exclude booleans, which Python treats as ints.
+    return type(value) in _NUMBER
+
+
+def _check_string(name: str, value: object, rule: FieldRule) -> str:
+    if type(value) is not str:
+        raise DecodeError("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    if not rule.min_length <= len(value) <= rule.max_length:
+        raise DecodeError(
+            "bad_value",
+            f"{name} length {len(value)} outside [{rule.min_length}, {rule.max_length}]",
+        )
+    if rule.enum is not None and value not in rule.enum:
+        raise DecodeError("bad_value", f"{name}={value!r} is not one of {sorted(rule.enum)}")
+    if rule.pattern is not None and rule.pattern.search(value) is None:
+        raise DecodeError("bad_value", f"{name}={value!r} does not match {rule.pattern.pattern}")
+    return value
+
+
+def _check_version(event: dict[str, Any]) -> None:
+    version = event.get("schema_version")
+    if not _is_number(version) or version != 1:
+        raise DecodeError("unsupported_version", f"schema_version {version!r} is not supported")
+
+
+def _check_common(event: dict[str, Any], rules: KindRules, max_ts: float) -> None:
+    missing = [name for name in rules.required if name not in event]
+    if missing:
+        raise DecodeError("missing_field", f"missing {', '.join(missing)}")
+    _check_version(event)
+    for name, rule in rules.strings.items():
+        if name in event:
+            _check_string(name, event[name], rule)
+    ts = event["ts"]
+    if not _is_number(ts):
+        raise DecodeError("wrong_type", f"ts must be a number, got {type(ts).__name__}")
+    if ts < rules.ts_minimum:
+        raise DecodeError("bad_value", f"ts={ts!r} is below {rules.ts_minimum}")
+    if ts > max_ts:
+        raise DecodeError("ts_in_future", f"ts={ts!r} is later than the accepted bound {max_ts}")
+
+
+def _check_prediction(event: dict[str, Any], rules: KindRules, max_ts: float) -> None:
+    _check_common(event, rules, max_ts)
+    if not _is_number(event["score"]):
+        raise DecodeError("wrong_type", f"score must be a number, got {event['score']!r:.40}")
+    if "latency_ms" in event:
+        latency = event["latency_ms"]
+        if not _is_number(latency):
+            raise DecodeError("wrong_type", f"latency_ms must be a number, got {latency!r:.40}")
+        if latency < 0:
+            raise DecodeError("bad_value", f"latency_ms={latency!r} is negative")
+    slice_ = event["slice"]
+    if type(slice_) is not dict:
+        raise DecodeError("wrong_type", "slice must be an object")
+    if len(slice_) > rules.slice_max_properties:
+        raise DecodeError("bad_value", f"slice has {len(slice_)} dimensions, more than allowed")
+    for key, value in slice_.items():
+        _check_string("slice key", key, rules.slice_key)
+        _check_string(f"slice.{key}", value, rules.slice_value)
+    if "items" in event:
+        items = event["items"]
+        if type(items) is not list:
+            raise DecodeError("wrong_type", "items must be an array")
+        if len(items) > rules.items_max:
+            raise DecodeError("bad_value", f"items has {len(items)} entries, more than allowed")
+        for item in items:
+            _check_string("items[]", item, rules.item)
+
+
+def _check_outcome(event: dict[str, Any], rules: KindRules, max_ts: float) -> None:
+    _check_common(event, rules, max_ts)
+    if not _is_number(event["value"]):
+        raise DecodeError("wrong_type", f"value must be a number, got {event['value']!r:.40}")
+
+
+def validate_event(event: object, max_ts: float = math.inf) -> str:
+    """Validate one event exactly and return its kind.
+
+    Raises
+    ------
+    DecodeError
+        With the reason and a detail naming the field.
+    """
+    if type(event) is not dict:
+        raise DecodeError("not_an_object", f"event is a JSON {type(event).__name__}, not an object")
+    kind = event.get("kind")
+    if kind == "prediction":
+        _check_prediction(event, rules_for("prediction"), max_ts)
+    elif kind == "outcome":
+        _check_outcome(event, rules_for("outcome"), max_ts)
+    else:
+        raise DecodeError("unknown_kind", f"kind {kind!r:.40} is not prediction or outcome")
+    return str(kind)
+
+
+# --- fast columnar path -------------------------------------------------------------------------
+
+
+def _strings_ok(values: list[Any], rule: FieldRule) -> bool:
+    if set(map(type, values)) != {str}:
+        return False
+    lengths = list(map(len, values))
+    if min(lengths) < rule.min_length or max(lengths) > rule.max_length:
+        return False
+    if rule.enum is None and rule.pattern is None:
+        return True
+    # Patterns and enums are checked once per distinct value: deployments, versions and
+    # roles have few distinct values per batch, and ids carry no pattern.
+    distinct = set(values)
+    if rule.enum is not None and not distinct <= rule.enum:
+        return False
+    return rule.pattern is None or all(rule.pattern.search(v) for v in distinct)
+
+
+def _numbers(values: list[Any]) -> np.ndarray | None:
+    if not set(map(type, values)) <= {int, float}:
+        return None
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except OverflowError:  # an integer too large for a float64
+        return None
+
+
+def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> PredictionBatch | None:
+    """Build the batch if every event passes; return None to fall back to per-event checks."""
+    rules = rules_for("prediction")
+    try:
+        columns = [list(map(itemgetter(name), events)) for name in rules.required]
+    except KeyError:
+        return None
+    col = dict(zip(rules.required, columns, strict=True))
+    versions = col["schema_version"]
+    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+        return None
+    for name in ("event_id", "request_id", "deployment", "model_version", "role"):
+        if not _strings_ok(col[name], rules.strings[name]):
+            return None
+    ts = _numbers(col["ts"])
+    score = _numbers(col["score"])
+    if ts is None or score is None or ts.min() < rules.ts_minimum or ts.max() > max_ts:
+        return None
+    slices: list[dict[str, str]] = col["slice"]
+    if set(map(type, slices)) != {dict} or max(map(len, slices)) > rules.slice_max_properties:
+        return None
+    keys = list(set(chain.from_iterable(slices)))
+    values = list(set(chain.from_iterable(map(dict.values, slices))))
+    if (keys and not _strings_ok(keys, rules.slice_key)) or (
+        values and not _strings_ok(values, rules.slice_value)
+    ):
+        return None
+    latency_raw = [e.get("latency_ms") for e in events]
+    if any(v is None for v in latency_raw):
+        if any(v is None and "latency_ms" in e for v, e in zip(latency_raw, events, strict=True)):
+            return None  # an explicit null is not a number
+        latency_raw = [math.nan if v is None else v for v in latency_raw]
+    latency = _numbers(latency_raw)
+    if latency is None or bool((latency < 0).any()):
+        return None
+    items: list[list[str] | None] = [e.get("items") for e in events]
+    if any(v is not None for v in items) or any("items" in e for e in events):
+        for value in items:
+            if value is None:
+                continue
+            if type(value) is not list or len(value) > rules.items_max:
+                return None
+            if value and not _strings_ok(value, rules.item):
+                return None
+        if any(v is None and "items" in e for v, e in zip(items, events, strict=True)):
+            return None
+    else:
+        items = []
+    return PredictionBatch(
+        event_id=col["event_id"],
+        request_id=col["request_id"],
+        ts=ts,
+        deployment=col["deployment"],
+        model_version=col["model_version"],
+        role=np.fromiter(map(_ROLE_CODE.__getitem__, col["role"]), np.int8, len(events)),
+        score=score,
+        latency_ms=latency,
+        slice=slices,
+        items=items,
+    )
+
+
+def _fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch | None:
+    rules = rules_for("outcome")
+    try:
+        col = {name: list(map(itemgetter(name), events)) for name in rules.required}
+    except KeyError:
+        return None
+    versions = col["schema_version"]
+    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+        return None
+    for name in ("event_id", "request_id", "deployment"):
+        if not _strings_ok(col[name], rules.strings[name]):
+            return None
+    ts = _numbers(col["ts"])
+    value = _numbers(col["value"])
+    if ts is None or value is None or ts.min() < rules.ts_minimum or ts.max() > max_ts:
+        return None
+    return OutcomeBatch(col["event_id"], col["request_id"], ts, col["deployment"], value)
+
+
+def _split_kinds(
+    events: list[Any], max_ts: float, rejected: list[Rejected], indexed: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Separate predictions from outcomes; reject what is neither, or anything invalid.
+
+    When the fast path fails for a kind, every event of that kind is validated one by one and
+    only the valid ones are kept, so a single bad event never costs its neighbours.
+    """
+    kinds = [e.get("kind") if type(e) is dict else None for e in events]
+    predictions = [e for e, k in zip(events, kinds, strict=True) if k == "prediction"]
+    outcomes = [e for e, k in zip(events, kinds, strict=True) if k == "outcome"]
+    if len(predictions) + len(outcomes) == len(events):
+        return predictions, outcomes
+    predictions, outcomes = [], []
+    for index, (event, kind) in enumerate(zip(events, kinds, strict=True)):
+        if kind == "prediction":
+            predictions.append(event)
+        elif kind == "outcome":
+            outcomes.append(event)
+        else:
+            try:
+                validate_event(event, max_ts)
+            except DecodeError as exc:
+                rejected.append(_reject(exc, event, index if indexed else None))
+    return predictions, outcomes
+
+
+def _reject(exc: DecodeError, event: object, index: int | None) -> Rejected:
+    try:
+        original = orjson.dumps(event)
+    except TypeError:  # pragma: no cover - decoded JSON always re-encodes
+        original = repr(event).encode()
+    return Rejected(exc.reason, exc.detail, original, index)
+
+
+def decode_events(events: list[Any], max_ts: float = math.inf, indexed: bool = True) -> Decoded:
+    """Decode already-parsed events (the ``events`` of an envelope, or one event in a list)."""
+    rejected: list[Rejected] = []
+    predictions_raw, outcomes_raw = _split_kinds(events, max_ts, rejected, indexed)
+    predictions = _fast_predictions(predictions_raw, max_ts) if predictions_raw else None
+    if predictions is None and predictions_raw:
+        good = _validate_each_indexed(events, predictions_raw, max_ts, rejected, indexed)
+        predictions = _fast_predictions(good, max_ts) if good else None
+    outcomes = _fast_outcomes(outcomes_raw, max_ts) if outcomes_raw else None
+    if outcomes is None and outcomes_raw:
+        good = _validate_each_indexed(events, outcomes_raw, max_ts, rejected, indexed)
+        outcomes = _fast_outcomes(good, max_ts) if good else None
+    rejected.sort(key=lambda r: -1 if r.event_index is None else r.event_index)
+    decoded = Decoded(
+        predictions=predictions if predictions is not None else PredictionBatch.empty(),
+        outcomes=outcomes if outcomes is not None else OutcomeBatch.empty(),
+        rejected=rejected,
+        n_events=len(events),
+    )
+    highs = [b.ts.max() for b in (decoded.predictions, decoded.outcomes) if len(b)]
+    if highs:
+        decoded.max_ts = float(max(highs))
+    return decoded
+
+
+def _validate_each_indexed(
+    events: list[Any],
+    subset: list[dict[str, Any]],
+    max_ts: float,
+    rejected: list[Rejected],
+    indexed: bool,
+) -> list[dict[str, Any]]:
+    position = {id(e): i for i, e in enumerate(events)}
+    good = []
+    for event in subset:
+        try:
+            validate_event(event, max_ts)
+        except DecodeError as exc:
+            rejected.append(_reject(exc, event, position[id(event)] if indexed else None))
+        else:
+            good.append(event)
+    return good
+
+
+def decode_message(value: bytes | None, max_ts: float = math.inf) -> Decoded:
+    """Decode one Kafka message value; never raises.
+
+    Parameters
+    ----------
+    value
+        The raw message value (``None`` for a tombstone).
+    max_ts
+        Events later than this (epoch seconds) are rejected as ``ts_in_future``: one event
+        from a wrong clock would otherwise move the watermark and make everything else late.
+    """
+    if value is None or len(value) == 0:
+        return _whole("empty_message", "message has no value", b"" if value is None else value)
+    if len(value) > MAX_MESSAGE_BYTES:
+        detail = f"message of {len(value)} bytes exceeds {MAX_MESSAGE_BYTES}"
+        return _whole("oversized", detail, value[:1024])
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return _whole("invalid_json", str(exc)[:200], value)
+    if type(parsed) is not dict:
+        return _whole("not_an_object", f"message is a JSON {type(parsed).__name__}", value)
+    if "events" in parsed and "kind" not in parsed:
+        try:
+            _check_version(parsed)
+        except DecodeError as exc:
+            return _whole(exc.reason, exc.detail, value)
+        events = parsed["events"]
+        extra = set(parsed) - {"schema_version", "events"}
+        if type(events) is not list:
+            return _whole("wrong_type", "envelope events must be an array", value)
+        if extra:
+            return _whole("bad_value", f"envelope has unknown fields {sorted(extra)}", value)
+        return decode_events(events, max_ts, indexed=True)
+    decoded = decode_events([parsed], max_ts, indexed=False)
+    for rejected in decoded.rejected:
+        rejected.original = value  # a single-event message is dead-lettered byte for byte
+    return decoded
+
+
+def _whole(reason: str, detail: str, original: bytes) -> Decoded:
+    return Decoded(
+        predictions=PredictionBatch.empty(),
+        outcomes=OutcomeBatch.empty(),
+        rejected=[Rejected(reason, detail, original, None)],
+        n_events=0,
+    )

@@ -1,0 +1,87 @@
+"""Columnar batches of decoded events.
+
+The decoder turns one Kafka message (a single event or a batch envelope) into column arrays, so
+everything downstream works per batch with numpy instead of per event in Python.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "ROLES",
+    "ROLE_CANARY",
+    "ROLE_PRIMARY",
+    "ROLE_SHADOW",
+    "OutcomeBatch",
+    "PredictionBatch",
+]
+
+ROLE_PRIMARY = 0
+ROLE_SHADOW = 1
+ROLE_CANARY = 2
+#: Role names by code; the code is the index.
+ROLES: tuple[str, ...] = ("primary", "shadow", "canary")
+
+F64 = npt.NDArray[np.float64]
+I8 = npt.NDArray[np.int8]
+
+
+@dataclass(slots=True)
+class PredictionBatch:
+    """Prediction events of one message, one list or array per field, all the same length."""
+
+    event_id: list[str]
+    request_id: list[str]
+    ts: F64
+    deployment: list[str]
+    model_version: list[str]
+    role: I8
+    score: F64
+    latency_ms: F64  # NaN where the event has no latency_ms
+    slice: list[dict[str, str]]
+    items: list[list[str] | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    @classmethod
+    def empty(cls) -> "PredictionBatch":
+        """A batch with no events."""
+        return cls([], [], np.empty(0), [], [], np.empty(0, np.int8), np.empty(0), np.empty(0), [])
+
+    def take(self, index: npt.NDArray[np.intp]) -> "PredictionBatch":
+        """Return the events at ``index`` (in that order) as a new batch."""
+        pick = index.tolist()
+        return PredictionBatch(
+            event_id=[self.event_id[i] for i in pick],
+            request_id=[self.request_id[i] for i in pick],
+            ts=self.ts[index],
+            deployment=[self.deployment[i] for i in pick],
+            model_version=[self.model_version[i] for i in pick],
+            role=self.role[index],
+            score=self.score[index],
+            latency_ms=self.latency_ms[index],
+            slice=[self.slice[i] for i in pick],
+            items=[self.items[i] for i in pick] if self.items else [],
+        )
+
+
+@dataclass(slots=True)
+class OutcomeBatch:
+    """Outcome events of one message."""
+
+    event_id: list[str]
+    request_id: list[str]
+    ts: F64
+    deployment: list[str]
+    value: F64
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    @classmethod
+    def empty(cls) -> "OutcomeBatch":
+        """A batch with no events."""
+        return cls([], [], np.empty(0), [], np.empty(0))

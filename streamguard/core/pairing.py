@@ -1,0 +1,200 @@
+"""Pair the primary and shadow predictions of each request.
+
+Halves wait in a bounded buffer. A half expires when the partition's event-time watermark
+passes its time plus the TTL, or is evicted (oldest first) when the buffer is full; either way it
+is returned to the caller, which counts it as unpaired. Nothing leaves the buffer silently.
+
+Expiry depends only on the order of events within the partition, never on wall-clock time, so
+replaying a partition reproduces the same pairs and the same unpaired halves.
+
+Examples
+--------
+>>> import numpy as np
+>>> from streamguard.contracts import PredictionBatch
+>>> buf = PairingBuffer(ttl_s=30.0, max_pending=10)
+>>> batch = PredictionBatch(["a", "b", "c"], ["r1", "r1", "r2"], np.array([1.0, 1.5, 2.0]),
+...     ["d"] * 3, ["v1", "v2", "v1"], np.array([0, 1, 0], np.int8), np.array([0.2, 0.3, 0.9]),
+...     np.full(3, np.nan), [{}, {}, {}])
+>>> pairs = buf.match(batch, np.array([0, 0, 1]))
+>>> len(pairs), pairs.version, len(buf)
+(1, ['v2'], 1)
+>>> [h.request_id for h in buf.expire(watermark=100.0)]
+['r2']
+"""
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.contracts import ROLE_PRIMARY, PredictionBatch
+
+__all__ = ["Half", "PairingBuffer", "Pairs"]
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(slots=True)
+class Half:
+    """One prediction waiting for its partner."""
+
+    request_id: str
+    role: int
+    ts: float
+    score: float
+    deployment: str
+    model_version: str
+    combo: int  # slice combination id (see SliceCoder)
+    seq: int
+
+
+@dataclass(slots=True)
+class Pairs:
+    """Completed pairs, one entry per request.
+
+    ``ts`` is the later of the two event times: a pair is complete when its second half
+    arrives, so a slow shadow does not make the pair late. ``combo`` is the primary's slice
+    combination id.
+    """
+
+    ts: F64
+    deployment: list[str]
+    version: list[str]  # the shadow's model version: the candidate
+    baseline_version: list[str]  # the primary's model version
+    combo: npt.NDArray[np.int64]
+    primary: F64
+    shadow: F64
+    duplicates: int = 0  # halves whose role was already waiting for the same request
+
+    def __len__(self) -> int:
+        return len(self.deployment)
+
+
+class PairingBuffer:
+    """Bounded buffer of unpaired halves with event-time expiry."""
+
+    def __init__(self, ttl_s: float, max_pending: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_pending = max_pending
+        self._pending: dict[str, Half] = {}
+        self._by_time: list[tuple[float, int, str]] = []  # heap of (ts, seq, request_id)
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def match(self, batch: PredictionBatch, combos: npt.NDArray[np.int64]) -> Pairs:
+        """Pair the batch's primary and shadow events with each other and with waiting halves.
+
+        The batch must contain only primary and shadow predictions; ``combos`` holds their
+        slice combination ids.
+        """
+        roles = batch.role.tolist()
+        first: dict[str, int] = {}
+        in_batch: list[tuple[int, int]] = []  # (primary index, shadow index)
+        with_waiting: list[tuple[Half, int]] = []
+        duplicates = 0
+        pending = self._pending
+        for i, request_id in enumerate(batch.request_id):
+            j = first.pop(request_id, -1)
+            if j >= 0:
+                if roles[j] != roles[i]:
+                    in_batch.append((j, i) if roles[j] == ROLE_PRIMARY else (i, j))
+                    continue
+                duplicates += 1
+                first[request_id] = j  # keep the first of two identical halves
+                continue
+            waiting = pending.get(request_id)
+            if waiting is not None:
+                if waiting.role != roles[i]:
+                    del pending[request_id]
+                    with_waiting.append((waiting, i))
+                else:
+                    duplicates += 1
+                continue
+            first[request_id] = i
+        for request_id, i in first.items():
+            self._add(batch, combos, i, request_id)
+        return self._assemble(batch, combos, in_batch, with_waiting, duplicates)
+
+    def _add(
+        self, batch: PredictionBatch, combos: npt.NDArray[np.int64], i: int, request_id: str
+    ) -> None:
+        self._seq += 1
+        ts = float(batch.ts[i])
+        self._pending[request_id] = Half(
+            request_id,
+            int(batch.role[i]),
+            ts,
+            float(batch.score[i]),
+            batch.deployment[i],
+            batch.model_version[i],
+            int(combos[i]),
+            self._seq,
+        )
+        heapq.heappush(self._by_time, (ts, self._seq, request_id))
+
+    def _assemble(
+        self,
+        batch: PredictionBatch,
+        combos: npt.NDArray[np.int64],
+        in_batch: list[tuple[int, int]],
+        with_waiting: list[tuple[Half, int]],
+        duplicates: int,
+    ) -> Pairs:
+        n = len(in_batch) + len(with_waiting)
+        ts = np.empty(n)
+        primary = np.empty(n)
+        shadow = np.empty(n)
+        combo = np.empty(n, dtype=np.int64)
+        deployment: list[str] = []
+        version: list[str] = []
+        baseline: list[str] = []
+        if in_batch:
+            ip = np.fromiter((p for p, _ in in_batch), np.intp, len(in_batch))
+            js = np.fromiter((s for _, s in in_batch), np.intp, len(in_batch))
+            k = len(in_batch)
+            ts[:k] = np.maximum(batch.ts[ip], batch.ts[js])
+            primary[:k] = batch.score[ip]
+            shadow[:k] = batch.score[js]
+            combo[:k] = combos[ip]
+            deployment.extend(batch.deployment[p] for p, _ in in_batch)
+            version.extend(batch.model_version[s] for _, s in in_batch)
+            baseline.extend(batch.model_version[p] for p, _ in in_batch)
+        for k, (half, i) in enumerate(with_waiting, start=len(in_batch)):
+            ts[k] = max(half.ts, float(batch.ts[i]))
+            own = float(batch.score[i])
+            if half.role == ROLE_PRIMARY:
+                primary[k], shadow[k] = half.score, own
+                version.append(batch.model_version[i])
+                baseline.append(half.model_version)
+                combo[k] = half.combo
+            else:
+                primary[k], shadow[k] = own, half.score
+                version.append(half.model_version)
+                baseline.append(batch.model_version[i])
+                combo[k] = combos[i]
+            deployment.append(half.deployment)
+        return Pairs(ts, deployment, version, baseline, combo, primary, shadow, duplicates)
+
+    def expire(self, watermark: float) -> list[Half]:
+        """Remove and return halves older than ``watermark - ttl`` and any beyond capacity."""
+        out: list[Half] = []
+        heap, pending = self._by_time, self._pending
+        limit = watermark - self.ttl_s
+        while heap and (heap[0][0] < limit or len(pending) > self.max_pending):
+            _, seq, request_id = heapq.heappop(heap)
+            half = pending.get(request_id)
+            if half is not None and half.seq == seq:
+                del pending[request_id]
+                out.append(half)
+        if len(heap) > 4 * max(len(pending), 1024):
+            # Entries of halves that were paired stay in the heap; rebuild it when they dominate.
+            self._by_time = [(h.ts, h.seq, r) for r, h in pending.items()]
+            heapq.heapify(self._by_time)
+        return out
+
+    def pending(self) -> list[Half]:
+        """Halves still waiting, oldest first by arrival (for snapshots and diagnostics)."""
+        return list(self._pending.values())

@@ -1,0 +1,142 @@
+"""The whole engine in one process: what ``streamguard replay`` runs.
+
+It wires the same three stages the Faust worker runs, with the same JSON encoding between them,
+and routes each message to the partition Kafka's default partitioner would give its request id,
+so a replay reproduces the worker's per-partition order, windows and commands.
+
+Examples
+--------
+>>> import orjson
+>>> pipe = Pipeline(Policy(), partitions=2)
+>>> pipe.feed(b"not json")
+>>> pipe.finish()
+[]
+>>> dict(pipe.rejected)
+{'invalid_json': 1}
+"""
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from streamguard.contracts import Alert, Command, Decoded, decode_message, partition_for
+from streamguard.core.engine import Engine
+from streamguard.core.stage1 import dumps
+from streamguard.guards import Verdict
+from streamguard.policy import Policy
+
+__all__ = ["Pipeline", "PipelineStats", "dumps", "route"]
+
+
+def route(decoded: Decoded, partitions: int) -> int:
+    """Partition of a message: that of its events' request id (envelopes hold one partition)."""
+    if len(decoded.predictions):
+        key = decoded.predictions.request_id[0]
+    elif len(decoded.outcomes):
+        key = decoded.outcomes.request_id[0]
+    else:
+        return 0
+    return partition_for(key.encode(), partitions)
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counters of a run."""
+
+    messages: int = 0
+    events: int = 0
+    pairs: int = 0
+    unpaired: int = 0
+    late: int = 0
+    duplicates: int = 0
+    verdicts: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+class Pipeline:
+    """Stage 1, stage 2 and the decider wired in-process.
+
+    Parameters
+    ----------
+    policy
+        The policy.
+    partitions
+        Partitions of the predictions topic to emulate (the worker's topic spec by default).
+    flush_every
+        Messages between flushes of stage 1; results do not depend on it, memory does.
+    on_verdict
+        Called with every verdict (the live table of the demo, tests).
+    max_future_s
+        Events later than wall clock + this are rejected, as in the worker.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        partitions: int,
+        flush_every: int = 5000,
+        on_verdict: Callable[[Verdict], None] | None = None,
+        max_future_s: float = 300.0,
+    ) -> None:
+        self.partitions = partitions
+        self.engine = Engine.create(policy, partitions)
+        self.stage1 = self.engine.stage1
+        self.stage2 = self.engine.stage2
+        self.decider = self.engine.decider
+        self.flush_every = flush_every
+        self.on_verdict = on_verdict
+        self.max_future_s = max_future_s
+        self.stats = PipelineStats()
+        self.commands: list[Command] = []
+        self.alerts: list[Alert] = []
+        self._offsets = [-1] * partitions
+        self._since_flush = 0
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Dead-lettered messages and events by reason."""
+        return self.stats.rejected
+
+    def feed(self, value: bytes) -> None:
+        """Process one message (one line of a recording)."""
+        decoded = decode_message(value, max_ts=time.time() + self.max_future_s)
+        self.stats.messages += 1
+        self.stats.events += decoded.n_events
+        for rejected in decoded.rejected:
+            self.stats.rejected[rejected.reason] += 1
+        partition = route(decoded, self.partitions)
+        self._offsets[partition] += 1
+        report = self.stage1.process(partition, self._offsets[partition], decoded)
+        self.stats.pairs += report.pairs
+        self.stats.unpaired += report.unpaired
+        self.stats.late += report.late
+        self.stats.duplicates += report.duplicates
+        self._since_flush += 1
+        if self._since_flush >= self.flush_every:
+            self.flush()
+
+    def flush(self, final: bool = False) -> list[Command]:
+        """Move stage 1's partials through stage 2 and the decider; return new commands."""
+        self._since_flush = 0
+        for partition in range(self.partitions):
+            for _, partial in self.stage1.flush(partition):
+                self.stage2.apply(orjson.loads(partial))
+        self.stage2.apply(orjson.loads(dumps(self.stage1.heartbeat(list(range(self.partitions))))))
+        new: list[Command] = []
+        for verdict in self.stage2.advance(final=final):
+            self.stats.verdicts += 1
+            if self.on_verdict is not None:
+                self.on_verdict(verdict)
+            for command, alert in self.decider.on_verdict(orjson.loads(dumps(verdict.to_dict()))):
+                self.commands.append(command)
+                self.alerts.append(alert)
+                new.append(command)
+        return new
+
+    def finish(self) -> list[Command]:
+        """Flush everything and close every open window; return all commands."""
+        self.flush(final=True)
+        return self.commands

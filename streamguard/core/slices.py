@@ -1,0 +1,163 @@
+"""Hierarchical slices: the whole deployment, single dimensions, pairs, the full combination.
+
+A regression concentrated in one platform is diluted when that platform is split further by
+region and tier, so every event counts towards one slice per tracked *level* (a subset of the
+slice dimensions). Slice labels are canonical text, dimensions sorted by name:
+``*`` (whole deployment), ``platform=android``, ``platform=android,tier=free``.
+
+Cardinality is bounded per dimension: after ``max_values_per_dimension`` distinct values, new
+values are folded into ``__other__`` (and counted), so a client that puts request ids into a
+slice dimension cannot blow up memory.
+
+Examples
+--------
+>>> from streamguard.policy import SlicePolicy
+>>> coder = SliceCoder(SlicePolicy(dimensions=("platform", "tier"), max_level=1))
+>>> [coder.level_label(lv) for lv in coder.levels]
+['*', 'platform', 'tier', 'platform,tier']
+>>> combos = coder.encode([{"platform": "ios", "tier": "free"}, {"platform": "web"}])
+>>> rows = coder.rows(combos)
+>>> [rows.labels[i] for i in rows.index[1]]
+['*', 'platform=web', 'tier=__missing__', 'platform=web,tier=__missing__']
+"""
+
+from dataclasses import dataclass, replace
+from itertools import combinations
+from operator import itemgetter
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.policy import SlicePolicy
+
+__all__ = ["MISSING", "OTHER", "ROOT", "SliceCoder", "SliceRows", "label_dims", "levels_of"]
+
+ROOT = "*"
+MISSING = "__missing__"
+OTHER = "__other__"
+
+I64 = npt.NDArray[np.int64]
+
+
+def levels_of(policy: SlicePolicy) -> tuple[tuple[int, ...], ...]:
+    """Tracked levels as tuples of dimension positions, coarsest first."""
+    d = len(policy.dimensions)
+    levels: list[tuple[int, ...]] = []
+    for size in range(min(policy.max_level, d) + 1):
+        levels.extend(combinations(range(d), size))
+    if policy.include_full and d and tuple(range(d)) not in levels:
+        levels.append(tuple(range(d)))
+    return tuple(levels)
+
+
+def label_dims(label: str) -> dict[str, str]:
+    """Dimensions of a canonical label (``*`` -> ``{}``)."""
+    if label == ROOT:
+        return {}
+    out: dict[str, str] = {}
+    for part in label.split(","):
+        key, _, value = part.partition("=")
+        out[key] = value
+    return out
+
+
+@dataclass(slots=True)
+class SliceRows:
+    """Slices touched by a batch.
+
+    ``labels`` lists the distinct slices; ``index[i]`` holds, for event ``i``, one position in
+    ``labels`` per level (shape: events x levels).
+    """
+
+    labels: list[str]
+    index: I64
+
+
+class SliceCoder:
+    """Turns the ``slice`` objects of events into slice rows, one per tracked level.
+
+    Each distinct full combination of dimension values gets an integer id once; per event the
+    only Python work is building its value tuple (C-level ``itemgetter``) and one dict lookup.
+    Labels are computed per combination, never per event.
+
+    One coder exists per (source partition, deployment): the value cap is applied in the
+    order values appear in that partition, so it is deterministic for a given input order.
+    """
+
+    #: Raw value tuples remembered for fast lookup; beyond this the cache is cleared (ids stay).
+    RAW_CACHE_LIMIT = 100_000
+
+    def __init__(self, policy: SlicePolicy) -> None:
+        self.policy = policy
+        # Sort dimensions by name so labels are canonical whatever order the policy lists them.
+        self.dimensions = tuple(sorted(policy.dimensions))
+        self.levels = levels_of(replace(policy, dimensions=self.dimensions))
+        self._getter = itemgetter(*self.dimensions) if len(self.dimensions) > 1 else None
+        self._seen: list[set[str]] = [set() for _ in self.dimensions]
+        self._raw: dict[tuple[str | None, ...], int] = {}
+        self._canonical: dict[tuple[str, ...], int] = {}
+        self._labels: list[tuple[str, ...]] = []  # combination id -> label per level
+        self.capped = 0  # events whose value was folded into __other__
+
+    def level_label(self, level: tuple[int, ...]) -> str:
+        """Names of a level's dimensions (``*`` for the whole deployment)."""
+        return ",".join(self.dimensions[i] for i in level) or ROOT
+
+    def _keys(self, slices: list[dict[str, str]]) -> list[tuple[str | None, ...]]:
+        if self._getter is not None:
+            try:
+                return list(map(self._getter, slices))
+            except KeyError:
+                pass
+        dims = self.dimensions
+        return [tuple(map(s.get, dims)) for s in slices]
+
+    def _new(self, key: tuple[str | None, ...]) -> int:
+        values = []
+        for dim, value in enumerate(key):
+            if value is None:
+                values.append(MISSING)
+            elif value in self._seen[dim]:
+                values.append(value)
+            elif len(self._seen[dim]) < self.policy.max_values_per_dimension:
+                self._seen[dim].add(value)
+                values.append(value)
+            else:
+                self.capped += 1
+                values.append(OTHER)
+        canonical = tuple(values)
+        combo = self._canonical.get(canonical)
+        if combo is None:
+            combo = self._canonical[canonical] = len(self._labels)
+            self._labels.append(
+                tuple(
+                    ",".join(f"{self.dimensions[d]}={canonical[d]}" for d in level) or ROOT
+                    for level in self.levels
+                )
+            )
+        if len(self._raw) >= self.RAW_CACHE_LIMIT:
+            self._raw.clear()
+        if OTHER not in canonical:
+            # Keys with a folded value are not cached: each is re-checked (and counted).
+            self._raw[key] = combo
+        return combo
+
+    def encode(self, slices: list[dict[str, str]]) -> I64:
+        """Combination id of each event's slice."""
+        keys = self._keys(slices)
+        ids = list(map(self._raw.get, keys))
+        if None in ids:
+            for i, combo in enumerate(ids):
+                if combo is None:
+                    ids[i] = self._new(keys[i])
+        return np.fromiter(ids, np.int64, len(ids))
+
+    def rows(self, combos: I64) -> SliceRows:
+        """Slice rows of encoded events for every tracked level."""
+        unique, inverse = np.unique(combos, return_inverse=True)
+        local: dict[str, int] = {}
+        table = np.empty((len(unique), len(self.levels)), dtype=np.int64)
+        for u, combo in enumerate(unique.tolist()):
+            for k, label in enumerate(self._labels[combo]):
+                table[u, k] = local.setdefault(label, len(local))
+        return SliceRows(list(local), table[inverse])

@@ -1,0 +1,386 @@
+"""Stage 1: per source partition, pair predictions and accumulate partial summaries.
+
+For every message of a predictions partition (in offset order), stage 1
+
+1. pairs primary and shadow predictions of each request (:class:`PairingBuffer`),
+2. assigns pairs and single predictions to event-time windows, counting as *late* those whose
+   window closed before this message (``window_end + allowed_lateness <= watermark``), where the
+   watermark is the largest event time seen earlier in the same partition,
+3. adds per-slice measurements to the partial summary of (deployment, stream, version, window).
+
+:meth:`Stage1.flush` turns the accumulated summaries into partial messages stamped with the
+source partition and the offset range ``(offset_lo, offset_hi]`` they cover, plus the
+partition's watermark. Every decision depends only on the partition's own order of messages,
+so the same input gives the same partials however the work is spread over workers.
+"""
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from streamguard.contracts import ROLE_CANARY, ROLES, Decoded, PredictionBatch
+from streamguard.core.measures import ARM_FIELDS, PairMeasures, arm_contributions
+from streamguard.core.pairing import Half, PairingBuffer, Pairs
+from streamguard.core.slices import SliceCoder
+from streamguard.core.summary import Array, Registry, Table
+from streamguard.policy import DeploymentPolicy, Policy
+
+__all__ = ["MAX_PARTIAL_BYTES", "PAIR_STREAM", "Stage1", "Stage1Report", "arm_stream", "dumps"]
+
+PAIR_STREAM = "pair"
+#: Upper bound of one partial message (Kafka's default max message size is 1 MiB).
+MAX_PARTIAL_BYTES = 512 * 1024
+
+I64 = npt.NDArray[np.int64]
+
+
+def arm_stream(role: int) -> str:
+    """Stream name of a role's single predictions, e.g. ``arm:canary``."""
+    return f"arm:{ROLES[role]}"
+
+
+@dataclass(slots=True)
+class Stage1Report:
+    """What one message did, for metrics."""
+
+    predictions: int = 0
+    outcomes: int = 0
+    pairs: int = 0
+    unpaired: int = 0
+    duplicates: int = 0
+    late: int = 0
+    skipped_offsets: int = 0  # messages at or below an offset already processed
+
+
+@dataclass(slots=True)
+class _Group:
+    registry: Registry
+    table: Table
+    baseline_version: str = ""
+
+
+@dataclass(slots=True)
+class _Deployment:
+    policy: DeploymentPolicy
+    coder: SliceCoder
+    pairing: PairingBuffer
+    measures: PairMeasures
+    late: int = 0
+    touched: bool = False
+
+
+@dataclass(slots=True)
+class _Source:
+    partition: int
+    watermark: float = -math.inf
+    offset_lo: int = -1  # the partial covers (offset_lo, offset_hi]
+    offset_hi: int = -1
+    deployments: dict[str, _Deployment] = field(default_factory=dict)
+    groups: dict[tuple[str, str, str, int], _Group] = field(default_factory=dict)
+
+
+def dumps(message: dict[str, Any]) -> bytes:
+    """JSON of an internal message; numpy arrays and scalars included."""
+    return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _encode_group(
+    header: dict[str, Any], labels: list[str], fields: dict[str, Array], max_bytes: int
+) -> list[bytes]:
+    """One group as JSON, split by slice rows until each piece fits ``max_bytes``."""
+    encoded = dumps({**header, "slices": labels, "fields": fields})
+    if len(encoded) <= max_bytes or len(labels) <= 1:
+        return [encoded]
+    half = len(labels) // 2
+    return _encode_group(
+        header, labels[:half], {k: v[:half] for k, v in fields.items()}, max_bytes
+    ) + _encode_group(header, labels[half:], {k: v[half:] for k, v in fields.items()}, max_bytes)
+
+
+def _pack(groups: list[bytes], max_bytes: int) -> list[list[bytes]]:
+    """Greedy packing of encoded groups into messages (always at least one, maybe empty)."""
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for group in groups:
+        if parts[-1] and size + len(group) > max_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(group)
+        size += len(group) + 1
+    return parts
+
+
+def _window(ts: npt.NDArray[np.float64], window_s: int) -> I64:
+    return np.floor(ts / window_s).astype(np.int64)
+
+
+def _factorize(values: list[str]) -> tuple[I64, list[str]]:
+    """Integer codes of strings with few distinct values (deployments, versions)."""
+    names = sorted(set(values))
+    if len(names) == 1:
+        return np.zeros(len(values), dtype=np.int64), names
+    codes = {name: i for i, name in enumerate(names)}
+    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), names
+
+
+class Stage1:
+    """Pairing and partial summaries for the source partitions one worker owns."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._sources: dict[int, _Source] = {}
+
+    # -- ownership -----------------------------------------------------------------------------
+
+    def partitions(self) -> list[int]:
+        """Source partitions with state."""
+        return sorted(self._sources)
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition (revoked from this worker)."""
+        self._sources.pop(partition, None)
+
+    def watermark(self, partition: int) -> float:
+        """Largest event time seen in ``partition`` (``-inf`` before any event)."""
+        source = self._sources.get(partition)
+        return source.watermark if source else -math.inf
+
+    def pending(self, partition: int) -> int:
+        """Halves waiting for a partner in ``partition``."""
+        source = self._sources.get(partition)
+        if source is None:
+            return 0
+        return sum(len(d.pairing) for d in source.deployments.values())
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def _source(self, partition: int) -> _Source:
+        source = self._sources.get(partition)
+        if source is None:
+            source = self._sources[partition] = _Source(partition)
+        return source
+
+    def _deployment(self, source: _Source, name: str) -> _Deployment:
+        state = source.deployments.get(name)
+        if state is None:
+            policy = self.policy.for_deployment(name)
+            state = source.deployments[name] = _Deployment(
+                policy=policy,
+                coder=SliceCoder(policy.slices),
+                pairing=PairingBuffer(policy.pair_ttl_s, policy.max_pending),
+                measures=PairMeasures.from_policy(policy.shadow),
+            )
+        return state
+
+    def process(self, partition: int, offset: int, decoded: Decoded) -> Stage1Report:
+        """Account one message of ``partition`` at ``offset``."""
+        report = Stage1Report()
+        source = self._source(partition)
+        if offset <= source.offset_hi:
+            report.skipped_offsets = 1
+            return report
+        if source.offset_lo < 0:
+            source.offset_lo = offset - 1
+        source.offset_hi = offset
+        watermark = source.watermark
+        predictions = decoded.predictions
+        report.predictions = len(predictions)
+        report.outcomes = len(decoded.outcomes)
+        if len(predictions):
+            codes, names = _factorize(predictions.deployment)
+            for code, name in enumerate(names):
+                batch = (
+                    predictions
+                    if len(names) == 1
+                    else predictions.take(np.flatnonzero(codes == code))
+                )
+                self._predictions(source, self._deployment(source, name), batch, watermark, report)
+        source.watermark = max(watermark, decoded.max_ts)
+        if source.watermark > watermark:
+            for state in source.deployments.values():
+                expired = state.pairing.expire(source.watermark)
+                if expired:
+                    report.unpaired += len(expired)
+                    self._unpaired(source, state, expired)
+        return report
+
+    def _predictions(
+        self,
+        source: _Source,
+        state: _Deployment,
+        batch: PredictionBatch,
+        watermark: float,
+        report: Stage1Report,
+    ) -> None:
+        policy = state.policy
+        state.touched = True
+        deployment = batch.deployment[0]
+        windows = _window(batch.ts, policy.window_s)
+        late = (windows + 1) * policy.window_s + policy.allowed_lateness_s <= watermark
+        on_time = ~late
+        n_late = int(late.sum())
+        # Single predictions feed the per-role arms (traffic mix, shadow health).
+        combos = state.coder.encode(batch.slice)
+        versions, version_names = _factorize(batch.model_version)
+        keys = (windows * len(version_names) + versions) * len(ROLES) + batch.role
+        for key in np.unique(keys[on_time]).tolist():
+            idx = np.flatnonzero((keys == key) & on_time)
+            role = key % len(ROLES)
+            version = version_names[(key // len(ROLES)) % len(version_names)]
+            window = int(windows[idx[0]])
+            rows = state.coder.rows(combos[idx])
+            group = self._group(source, state, (deployment, arm_stream(role), version, window))
+            self._merge(group, rows.labels, arm_contributions(rows.index, len(rows.labels)), state)
+        # Pairs: every primary and shadow prediction, late or not, may complete a pair.
+        paired = np.flatnonzero(batch.role != ROLE_CANARY)
+        if len(paired):
+            everything = len(paired) == len(batch)
+            pairs = state.pairing.match(
+                batch if everything else batch.take(paired),
+                combos if everything else combos[paired],
+            )
+            report.duplicates += pairs.duplicates
+            if len(pairs):
+                n_late += self._pairs(source, state, pairs, watermark, report)
+        state.late += n_late
+        report.late += n_late
+
+    def _pairs(
+        self,
+        source: _Source,
+        state: _Deployment,
+        pairs: Pairs,
+        watermark: float,
+        report: Stage1Report,
+    ) -> int:
+        policy = state.policy
+        windows = _window(pairs.ts, policy.window_s)
+        on_time = (windows + 1) * policy.window_s + policy.allowed_lateness_s > watermark
+        versions, version_names = _factorize(pairs.version)
+        keys = windows * len(version_names) + versions
+        for key in np.unique(keys[on_time]).tolist():
+            idx = np.flatnonzero((keys == key) & on_time)
+            version = version_names[key % len(version_names)]
+            window = int(windows[idx[0]])
+            rows = state.coder.rows(pairs.combo[idx])
+            group = self._group(source, state, (pairs.deployment[0], PAIR_STREAM, version, window))
+            group.baseline_version = pairs.baseline_version[idx[-1]]
+            contribution = state.measures.contributions(
+                rows.index, len(rows.labels), pairs.primary[idx], pairs.shadow[idx]
+            )
+            self._merge(group, rows.labels, contribution, state)
+        report.pairs += int(on_time.sum())
+        return int((~on_time).sum())
+
+    def _unpaired(self, source: _Source, state: _Deployment, halves: list[Half]) -> None:
+        # Attributed to the window in which they expired (the watermark's), which is never late.
+        window = math.floor(source.watermark / state.policy.window_s)
+        by_key: dict[tuple[int, str], list[Half]] = defaultdict(list)
+        for half in halves:
+            by_key[(half.role, half.model_version)].append(half)
+        for (role, version), group_halves in sorted(by_key.items()):
+            combos = np.fromiter((h.combo for h in group_halves), np.int64, len(group_halves))
+            rows = state.coder.rows(combos)
+            key = (group_halves[0].deployment, arm_stream(role), version, window)
+            group = self._group(source, state, key)
+            contribution = arm_contributions(rows.index, len(rows.labels), unpaired=True)
+            self._merge(group, rows.labels, contribution, state)
+
+    def _group(self, source: _Source, state: _Deployment, key: tuple[str, str, str, int]) -> _Group:
+        group = source.groups.get(key)
+        if group is None:
+            fields = state.measures.fields if key[1] == PAIR_STREAM else ARM_FIELDS
+            group = source.groups[key] = _Group(Registry(), Table(fields))
+        return group
+
+    @staticmethod
+    def _merge(
+        group: _Group, labels: list[str], contribution: dict[str, Array], state: _Deployment
+    ) -> None:
+        """Add per-label contributions to a group, within the deployment's slice limit."""
+        rows = group.registry.rows_for(labels, limit=state.policy.slices.max_slices)
+        keep = rows >= 0
+        if not keep.all():
+            contribution = {k: v[keep] for k, v in contribution.items()}
+            rows = rows[keep]
+        group.table.add(rows, contribution)
+
+    # -- flushing ------------------------------------------------------------------------------
+
+    def flush(self, partition: int, max_bytes: int = MAX_PARTIAL_BYTES) -> list[tuple[str, bytes]]:
+        """Encoded partial messages ``(deployment, value)`` for ``partition``; resets them.
+
+        A deployment's partial is split into parts of at most ``max_bytes`` (a group with many
+        slices is split by rows); every part carries ``part`` and ``parts`` so stage 2 can
+        deduplicate each one by ``(offset_hi, part)``.
+        """
+        source = self._sources.get(partition)
+        if source is None or source.offset_hi <= source.offset_lo:
+            return []
+        by_deployment: dict[str, list[bytes]] = defaultdict(list)
+        for (deployment, stream, version, window), group in sorted(
+            source.groups.items(), key=lambda kv: kv[0]
+        ):
+            n = len(group.registry)
+            header = {
+                "window": window,
+                "stream": stream,
+                "version": version,
+                "baseline_version": group.baseline_version,
+            }
+            by_deployment[deployment].extend(
+                _encode_group(
+                    header,
+                    group.registry.labels,
+                    {k: v[:n] for k, v in group.table.arrays.items()},
+                    max_bytes // 2,
+                )
+            )
+        out: list[tuple[str, bytes]] = []
+        watermark = None if source.watermark == -math.inf else source.watermark
+        for name, state in sorted(source.deployments.items()):
+            if not (state.touched or name in by_deployment):
+                continue
+            parts = _pack(by_deployment.get(name, []), max_bytes)
+            for index, groups in enumerate(parts):
+                head = dumps(
+                    {
+                        "schema_version": 1,
+                        "kind": "partial",
+                        "deployment": name,
+                        "source": {
+                            "partition": partition,
+                            "offset_lo": source.offset_lo,
+                            "offset_hi": source.offset_hi,
+                            "part": index,
+                            "parts": len(parts),
+                        },
+                        "watermark": watermark,
+                        "late": state.late if index == 0 else 0,
+                    }
+                )
+                out.append((name, head[:-1] + b',"groups":[' + b",".join(groups) + b"]}"))
+            state.late = 0
+            state.touched = False
+        source.groups.clear()
+        source.offset_lo = source.offset_hi
+        return out
+
+    def heartbeat(self, partitions: list[int] | None = None) -> dict[str, Any]:
+        """Watermark and last offset of each owned partition, for every stage-2 partition."""
+        entries: list[dict[str, Any]] = []
+        for partition in sorted(self._sources if partitions is None else partitions):
+            source = self._sources.get(partition)
+            if source is None:
+                entries.append({"partition": partition, "watermark": None, "offset": -1})
+                continue
+            watermark = None if source.watermark == -math.inf else source.watermark
+            entries.append(
+                {"partition": partition, "watermark": watermark, "offset": source.offset_hi}
+            )
+        return {"schema_version": 1, "kind": "heartbeat", "sources": entries}

@@ -1,0 +1,348 @@
+"""Stage 2: merge partial summaries, close event-time windows, run the guards.
+
+Partials arrive keyed by deployment. Each carries the source partition and the offset range
+``(offset_lo, offset_hi]`` it covers; a partial whose range was already applied (a redelivery
+after a crash or rebalance) is dropped, so at-least-once delivery counts once.
+
+A window ``[k*w, (k+1)*w)`` closes when every source partition's watermark has passed
+``(k+1)*w + allowed_lateness``. Stage 1 counts an event as late by its own partition's watermark,
+so a window's content depends only on each partition's order of events, never on how fast the
+partitions are consumed: one worker, three workers and ``streamguard replay`` see the same
+windows. A partition with no new data for ``idle_timeout_s`` (wall clock, worker only) stops
+holding windows open; its later events for closed windows are counted as late.
+
+When a window closes, each guard judges the horizon (the last ``horizon_windows`` windows).
+"""
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamguard.core.measures import ARM_FIELDS, PairMeasures
+from streamguard.core.stage1 import PAIR_STREAM
+from streamguard.core.summary import Array, Field, Registry, Table, add_fields, zeros
+from streamguard.guards.base import Guard, Verdict
+from streamguard.policy import DeploymentPolicy, Policy
+
+__all__ = ["PartialError", "Stage2", "Stage2Report"]
+
+_ARM_STREAMS = {"arm:primary", "arm:shadow", "arm:canary"}
+
+
+class PartialError(ValueError):
+    """A partial does not fit this worker's policy (workers must share one policy file)."""
+
+
+@dataclass(slots=True)
+class Stage2Report:
+    """What applying one message did, for metrics."""
+
+    applied: int = 0
+    duplicates: int = 0  # partials whose offset range was already applied
+    late_at_merge: int = 0  # measurements for windows already closed
+    capped_slices: int = 0
+    late_at_source: int = 0
+
+
+@dataclass(slots=True)
+class _Source:
+    watermark: float = -math.inf
+    offset: int = -1
+    progressed_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Stream:
+    fields: tuple[Field, ...]
+    registry: Registry = field(default_factory=Registry)
+    open: dict[int, Table] = field(default_factory=dict)
+    closed: deque[tuple[int, Table]] = field(default_factory=deque)
+    baseline_version: str = ""
+
+
+@dataclass(slots=True)
+class _Deployment:
+    name: str
+    policy: DeploymentPolicy
+    pair_fields: tuple[Field, ...]
+    streams: dict[tuple[str, str], _Stream] = field(default_factory=dict)
+    # source partition -> (offset_hi, part) of the last partial applied
+    applied: dict[int, tuple[int, int]] = field(default_factory=dict)
+    last_closed: int | None = None
+    guard_state: dict[str, dict[Any, Any]] = field(default_factory=dict)
+
+
+class _Context:
+    """The view of one deployment a guard gets when window ``window`` closes."""
+
+    def __init__(self, deployment: _Deployment, window: int) -> None:
+        self._d = deployment
+        self.deployment = deployment.name
+        self.window = window
+        self.window_s = deployment.policy.window_s
+        self.horizon_windows = deployment.policy.horizon_windows
+        self._cache: dict[tuple[str, str], tuple[list[str], dict[str, Array]]] = {}
+
+    def _first(self) -> int:
+        return self.window - self.horizon_windows + 1
+
+    def versions(self, stream: str) -> list[str]:
+        recent = []
+        for (name, version), s in self._d.streams.items():
+            if name == stream and s.closed and s.closed[-1][0] >= self._first():
+                recent.append((s.closed[-1][0], version))
+        return [version for _, version in sorted(recent, reverse=True)]
+
+    def horizon(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]]:
+        key = (stream, version)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        s = self._d.streams[key]
+        rows = len(s.registry)
+        total = zeros(s.fields, rows)
+        first = self._first()
+        for index, table in s.closed:
+            if index >= first:
+                add_fields(s.fields, total, table.view(rows))
+        self._cache[key] = (s.registry.labels, total)
+        return self._cache[key]
+
+    def closed_window(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]] | None:
+        s = self._d.streams.get((stream, version))
+        if s is None or not s.closed or s.closed[-1][0] != self.window:
+            return None
+        return s.registry.labels, s.closed[-1][1].view(len(s.registry))
+
+    def baseline_version(self, stream: str, version: str) -> str:
+        return self._d.streams[(stream, version)].baseline_version
+
+    def state(self, guard: str) -> dict[Any, Any]:
+        return self._d.guard_state.setdefault(guard, {})
+
+
+class Stage2:
+    """Window state and guards for the deployments of the partial partitions a worker owns.
+
+    Parameters
+    ----------
+    policy
+        The policy shared by all workers.
+    n_sources
+        Number of partitions of the predictions topic: windows wait for all of them.
+    guards
+        Guards run at every window close.
+    idle_timeout_s
+        Wall-clock seconds after which a source without new data stops holding windows open
+        (only applies when ``now`` is passed to :meth:`advance`).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        n_sources: int,
+        guards: list[Guard],
+        idle_timeout_s: float = 30.0,
+    ) -> None:
+        self.policy = policy
+        self.guards = guards
+        self.idle_timeout_s = idle_timeout_s
+        self._sources = [_Source() for _ in range(n_sources)]
+        self._deployments: dict[str, _Deployment] = {}
+        self._started_at: float | None = None
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def apply(self, message: dict[str, Any], now: float | None = None) -> Stage2Report:
+        """Apply a partial or heartbeat message (already parsed from JSON)."""
+        report = Stage2Report()
+        kind = message.get("kind")
+        if kind == "heartbeat":
+            for entry in message["sources"]:
+                self._progress(
+                    int(entry["partition"]), entry["watermark"], int(entry["offset"]), now
+                )
+            return report
+        if kind != "partial":
+            raise PartialError(f"unexpected message kind {kind!r} on the partials topic")
+        source = message["source"]
+        partition, hi = int(source["partition"]), int(source["offset_hi"])
+        stamp = (hi, int(source.get("part", 0)))
+        deployment = self._deployment(str(message["deployment"]))
+        # Parts of one source and deployment arrive in order on one partition, so anything at
+        # or below the last applied stamp is a redelivery.
+        if stamp <= deployment.applied.get(partition, (-1, -1)):
+            report.duplicates = 1
+            return report
+        self._merge(deployment, message["groups"], report)
+        report.late_at_source = int(message.get("late", 0))
+        deployment.applied[partition] = stamp
+        self._progress(partition, message.get("watermark"), hi, now)
+        report.applied = 1
+        return report
+
+    def _progress(
+        self, partition: int, watermark: float | None, offset: int, now: float | None
+    ) -> None:
+        if not 0 <= partition < len(self._sources):
+            raise PartialError(f"source partition {partition} outside 0..{len(self._sources) - 1}")
+        source = self._sources[partition]
+        if watermark is not None:
+            source.watermark = max(source.watermark, float(watermark))
+        if offset > source.offset:
+            source.offset = offset
+            source.progressed_at = now
+
+    def _deployment(self, name: str) -> _Deployment:
+        state = self._deployments.get(name)
+        if state is None:
+            policy = self.policy.for_deployment(name)
+            pair_fields = PairMeasures.from_policy(policy.shadow).fields
+            state = self._deployments[name] = _Deployment(name, policy, pair_fields)
+        return state
+
+    def _merge(self, d: _Deployment, groups: list[dict[str, Any]], report: Stage2Report) -> None:
+        for group in groups:
+            stream, version, window = (
+                str(group["stream"]),
+                str(group["version"]),
+                int(group["window"]),
+            )
+            if stream == PAIR_STREAM:
+                fields = d.pair_fields
+            elif stream in _ARM_STREAMS:
+                fields = ARM_FIELDS
+            else:
+                raise PartialError(f"unknown stream {stream!r}")
+            labels = [str(label) for label in group["slices"]]
+            arrays = _arrays(fields, group["fields"], len(labels))
+            if d.last_closed is not None and window <= d.last_closed:
+                if stream == PAIR_STREAM:
+                    report.late_at_merge += int(arrays["pairs"][0]) if labels else 0
+                continue
+            s = d.streams.get((stream, version))
+            if s is None:
+                s = d.streams[(stream, version)] = _Stream(fields)
+            if group.get("baseline_version"):
+                s.baseline_version = str(group["baseline_version"])
+            rows = s.registry.rows_for(labels, limit=d.policy.slices.max_slices)
+            keep = rows >= 0
+            if not keep.all():
+                report.capped_slices += int((~keep).sum())
+                arrays = {k: v[keep] for k, v in arrays.items()}
+                rows = rows[keep]
+            table = s.open.get(window)
+            if table is None:
+                table = s.open[window] = Table(fields, capacity=max(16, len(s.registry)))
+            table.add(rows, arrays)
+
+    # -- windows -------------------------------------------------------------------------------
+
+    def low_watermark(self, now: float | None = None) -> float:
+        """The event time up to which every (non-idle) source partition has been read."""
+        if now is not None and self._started_at is None:
+            self._started_at = now
+        active = []
+        for source in self._sources:
+            if now is not None and self._started_at is not None:
+                since = (
+                    source.progressed_at if source.progressed_at is not None else self._started_at
+                )
+                if now - since > self.idle_timeout_s:
+                    continue
+            active.append(source.watermark)
+        if not active:
+            return max(s.watermark for s in self._sources)
+        return min(active)
+
+    def advance(self, now: float | None = None, final: bool = False) -> list[Verdict]:
+        """Close every window that can close and return the guards' verdicts, in order."""
+        low = math.inf if final else self.low_watermark(now)
+        verdicts: list[Verdict] = []
+        for name in sorted(self._deployments):
+            verdicts.extend(self._close(self._deployments[name], low, final))
+        return verdicts
+
+    def _close(self, d: _Deployment, low: float, final: bool) -> list[Verdict]:
+        policy = d.policy
+        horizon = policy.horizon_windows
+        opened = [i for s in d.streams.values() for i in s.open]
+        if final:
+            if not opened:
+                return []
+            target = max(opened)
+        else:
+            if low == -math.inf:
+                return []
+            target = math.floor((low - policy.allowed_lateness_s) / policy.window_s) - 1
+        after = d.last_closed if d.last_closed is not None else -(2**62)
+        if target <= after:
+            return []
+        # Close windows with data and the windows after them while their data is in the horizon;
+        # long stretches without data are skipped instead of iterated.
+        candidates: set[int] = set()
+        for s in d.streams.values():
+            starts = [i for i in s.open if i <= target]
+            if s.closed:
+                starts.append(s.closed[-1][0])
+            for start in starts:
+                candidates.update(
+                    range(max(start, after + 1), min(start + horizon - 1, target) + 1)
+                )
+        verdicts = []
+        for window in sorted(candidates):
+            for s in d.streams.values():
+                table = s.open.pop(window, None)
+                if table is not None:
+                    s.closed.append((window, table))
+                while s.closed and s.closed[0][0] <= window - horizon:
+                    s.closed.popleft()
+            d.last_closed = window
+            context = _Context(d, window)
+            for guard in self.guards:
+                verdict = guard.evaluate(context)
+                if verdict is not None:
+                    verdicts.append(verdict)
+        d.last_closed = target
+        for key in [k for k, s in d.streams.items() if not s.open and not s.closed]:
+            del d.streams[key]
+        return verdicts
+
+    # -- introspection -------------------------------------------------------------------------
+
+    def deployments(self) -> list[str]:
+        """Deployments with state."""
+        return sorted(self._deployments)
+
+    def last_closed_end(self, deployment: str) -> float | None:
+        """Event time at which the deployment's last closed window ended."""
+        d = self._deployments.get(deployment)
+        if d is None or d.last_closed is None:
+            return None
+        return float((d.last_closed + 1) * d.policy.window_s)
+
+    def source_watermarks(self) -> list[float]:
+        """Watermark of every source partition (``-inf`` before any data)."""
+        return [s.watermark for s in self._sources]
+
+
+def _arrays(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict[str, Array]:
+    out: dict[str, Array] = {}
+    for f in fields:
+        if f.name not in raw:
+            raise PartialError(f"partial lacks field {f.name!r}")
+        array = np.asarray(raw[f.name], dtype=f.dtype())
+        if rows == 0:
+            array = np.zeros(f.shape(0), f.dtype())
+        if array.shape != f.shape(rows):
+            expected = f.shape(rows)
+            raise PartialError(
+                f"field {f.name!r} has shape {array.shape}, this worker's policy expects {expected}"
+            )
+        if f.kind == "count" and rows and array.min() < 0:
+            raise PartialError(f"field {f.name!r} has negative counts")
+        out[f.name] = array
+    return out

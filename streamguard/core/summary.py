@@ -1,0 +1,146 @@
+"""Per-slice summary tables: the mergeable state behind every guard.
+
+A :class:`Table` holds, for one (deployment, stream, version, window), one row per slice and one
+numpy array per field. Fields are either counts (merged by addition) or moments
+``(n, mean, m2)`` (merged with Chan's parallel update). Rows are positions in a
+:class:`Registry` shared by all windows of the same stream, so merging a horizon of windows is
+an array sum, and a slice's complement (a slice minus its children) is a subtraction.
+
+Examples
+--------
+>>> import numpy as np
+>>> fields = (Field("pairs", "count"), Field("dev", "moments"))
+>>> reg = Registry()
+>>> t = Table(fields)
+>>> rows = reg.rows_for(["*", "platform=ios"])
+>>> t.add(rows, {"pairs": np.array([3, 1]), "dev": np.array([[3, 0.2, 0.02], [1, 0.1, 0.0]])})
+>>> t.view(len(reg))["pairs"].tolist()
+[3, 1]
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.stats import merge_moments, subtract_moments
+
+__all__ = ["Field", "Registry", "Table", "add_fields", "subtract_fields", "zeros"]
+
+Array = npt.NDArray[np.float64] | npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One summary field. ``width`` is the trailing size of count fields (0: one number)."""
+
+    name: str
+    kind: Literal["count", "moments"]
+    width: int = 0
+
+    def shape(self, rows: int) -> tuple[int, ...]:
+        """Array shape for ``rows`` slices."""
+        if self.kind == "moments":
+            return (rows, 3)
+        return (rows, self.width) if self.width else (rows,)
+
+    def dtype(self) -> type[np.generic]:
+        """Counts are exact integers; moments are floats."""
+        return np.float64 if self.kind == "moments" else np.int64
+
+
+def zeros(fields: tuple[Field, ...], rows: int) -> dict[str, Array]:
+    """Empty arrays of every field for ``rows`` slices."""
+    return {f.name: np.zeros(f.shape(rows), f.dtype()) for f in fields}
+
+
+def add_fields(fields: tuple[Field, ...], a: dict[str, Array], b: dict[str, Array]) -> None:
+    """``a += b`` field by field (same rows), in place."""
+    for f in fields:
+        if f.kind == "moments":
+            a[f.name][...] = merge_moments(a[f.name], b[f.name])
+        else:
+            a[f.name] += b[f.name]
+
+
+def subtract_fields(
+    fields: tuple[Field, ...], a: dict[str, Array], b: dict[str, Array]
+) -> dict[str, Array]:
+    """``a - b`` field by field, as new arrays (counts clipped at zero)."""
+    out: dict[str, Array] = {}
+    for f in fields:
+        if f.kind == "moments":
+            out[f.name] = subtract_moments(a[f.name], b[f.name])
+        else:
+            out[f.name] = np.maximum(a[f.name] - b[f.name], 0)
+    return out
+
+
+class Registry:
+    """Slice labels and their row numbers; rows are never reused or reordered."""
+
+    __slots__ = ("index", "labels")
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def rows_for(self, labels: list[str], limit: int | None = None) -> npt.NDArray[np.int64]:
+        """Row of each label, adding unknown labels (up to ``limit`` rows; -1 beyond)."""
+        out = np.empty(len(labels), dtype=np.int64)
+        for i, label in enumerate(labels):
+            row = self.index.get(label)
+            if row is None:
+                if limit is not None and len(self.labels) >= limit:
+                    out[i] = -1
+                    continue
+                row = self.index[label] = len(self.labels)
+                self.labels.append(label)
+            out[i] = row
+        return out
+
+
+class Table:
+    """Arrays of every field for the rows of a registry; grows as the registry grows."""
+
+    __slots__ = ("arrays", "fields", "rows")
+
+    def __init__(self, fields: tuple[Field, ...], capacity: int = 16) -> None:
+        self.fields = fields
+        self.rows = capacity
+        self.arrays = zeros(fields, capacity)
+
+    def ensure(self, rows: int) -> None:
+        """Make room for at least ``rows`` rows (doubling, so growth is amortised)."""
+        if rows <= self.rows:
+            return
+        size = max(rows, 2 * self.rows)
+        grown = zeros(self.fields, size)
+        for name, array in self.arrays.items():
+            grown[name][: self.rows] = array
+        self.arrays, self.rows = grown, size
+
+    def add(self, rows: npt.NDArray[np.int64], contribution: dict[str, Array]) -> None:
+        """Merge per-row contributions into ``rows`` (distinct row numbers)."""
+        if len(rows) == 0:
+            return
+        self.ensure(int(rows.max()) + 1)
+        for f in self.fields:
+            target = self.arrays[f.name]
+            if f.kind == "moments":
+                target[rows] = merge_moments(target[rows], contribution[f.name])
+            else:
+                target[rows] += contribution[f.name]
+
+    def view(self, rows: int) -> dict[str, Array]:
+        """The first ``rows`` rows of every field (a copy padded with zeros if short)."""
+        if rows <= self.rows:
+            return {name: array[:rows] for name, array in self.arrays.items()}
+        out = zeros(self.fields, rows)
+        for name, array in self.arrays.items():
+            out[name][: self.rows] = array
+        return out

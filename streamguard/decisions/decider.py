@@ -1,0 +1,167 @@
+"""Stage 3: turn guard findings into commands without thrash.
+
+Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled back*:
+
+- a finding that calls for ``rollback`` issues one rollback command and latches: nothing more is
+  issued for that version;
+- a finding that calls for ``pause`` issues a pause command once per (guard, slice) while the
+  version is not rolled back; a paused rollout resumes only by an explicit ``resume`` command
+  (an approval), never by itself;
+- a new model version starts healthy with a clean slate.
+
+Commands are stamped with the end of the window whose verdict triggered them, and their ids are
+derived from (deployment, model_version, guard, slice, action, ts), so the same input always
+yields the same commands with the same ids.
+
+Examples
+--------
+>>> d = Decider()
+>>> verdict = {"deployment": "d", "guard": "shadow", "model_version": "v2",
+...     "baseline_version": "v1", "window_start": 0.0, "window_end": 10.0, "horizon_start": -290.0,
+...     "findings": [{"slice": "platform=ios", "action": "pause", "statistic": "psi",
+...                   "value": 0.2, "threshold": 0.1, "n": 900}]}
+>>> [c.action for c, _ in d.on_verdict(verdict)]
+['pause']
+>>> d.on_verdict(verdict)  # the same evidence again: nothing new
+[]
+"""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from streamguard.contracts import Alert, Command, alert_for
+from streamguard.core.slices import label_dims
+
+__all__ = ["Decider", "RolloutState"]
+
+
+class RolloutState(StrEnum):
+    """Where a model version's rollout stands."""
+
+    HEALTHY = "healthy"
+    PAUSED = "paused"
+    ROLLED_BACK = "rolled_back"
+
+
+@dataclass(slots=True)
+class _Version:
+    state: RolloutState = RolloutState.HEALTHY
+    issued: set[tuple[str, str, str]] = field(default_factory=set)  # (guard, slice, action)
+    approvals: list[dict[str, Any]] = field(default_factory=list)
+
+
+_GUARD_TEXT = {"shadow": "shadow predictions deviate from the primary's"}
+
+
+def _summary(command: Command, finding: dict[str, Any]) -> str:
+    where = finding["slice"] if finding["slice"] != "*" else "all traffic"
+    what = _GUARD_TEXT.get(command.guard, f"guard {command.guard} breached")
+    value = finding.get("value")
+    shown = f"{value:.4g}" if isinstance(value, int | float) else "n/a"
+    return (
+        f"{command.deployment} {command.model_version}: {what} in {where}: "
+        f"{finding['statistic']}={shown} >= {finding['threshold']:.4g} over n={finding['n']}; "
+        f"{command.action} issued"
+    )
+
+
+class Decider:
+    """Decision state of the deployments one worker owns (keyed like the verdicts topic)."""
+
+    def __init__(self) -> None:
+        self._versions: dict[tuple[str, str], _Version] = {}
+
+    def state(self, deployment: str, model_version: str) -> RolloutState:
+        """Current state of a deployment's model version."""
+        version = self._versions.get((deployment, model_version))
+        return version.state if version else RolloutState.HEALTHY
+
+    def on_verdict(self, verdict: dict[str, Any]) -> list[tuple[Command, Alert]]:
+        """Commands (each with its alert) that a verdict calls for."""
+        deployment, model_version = verdict["deployment"], verdict["model_version"]
+        version = self._versions.setdefault((deployment, model_version), _Version())
+        out: list[tuple[Command, Alert]] = []
+        # Rollbacks first: once latched, the pauses of the same verdict are moot.
+        findings = sorted(
+            verdict["findings"], key=lambda f: (f["action"] != "rollback", f["slice"])
+        )
+        for finding in findings:
+            action = finding["action"]
+            key = (verdict["guard"], finding["slice"], action)
+            if version.state is RolloutState.ROLLED_BACK or key in version.issued:
+                continue
+            version.issued.add(key)
+            version.state = (
+                RolloutState.ROLLED_BACK if action == "rollback" else RolloutState.PAUSED
+            )
+            command = Command(
+                action=action,
+                deployment=deployment,
+                model_version=model_version,
+                guard=verdict["guard"],
+                slice=label_dims(finding["slice"]) or None,
+                evidence=_evidence(verdict, finding),
+                ts=float(verdict["window_end"]),
+            )
+            out.append((command, alert_for(command, _summary(command, finding))))
+        return out
+
+    def on_control(self, command: dict[str, Any]) -> bool:
+        """Apply a command seen on the control topic; True if it changed the state.
+
+        Only ``resume`` (an approval) changes anything here: it moves a paused version back
+        to healthy. A rolled-back version stays rolled back.
+        """
+        if command.get("action") != "resume":
+            return False
+        key = (command["deployment"], command["model_version"])
+        version = self._versions.setdefault(key, _Version())
+        if version.state is not RolloutState.PAUSED:
+            return False
+        version.state = RolloutState.HEALTHY
+        version.approvals.append(
+            {
+                "command_id": command.get("command_id"),
+                "ts": command.get("ts"),
+                "reason": command.get("reason", ""),
+            }
+        )
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable state (for restore after a restart)."""
+        return {
+            f"{d}\x1f{v}": {
+                "state": s.state.value,
+                "issued": sorted(list(k) for k in s.issued),
+                "approvals": s.approvals,
+            }
+            for (d, v), s in sorted(self._versions.items())
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any]) -> "Decider":
+        """Rebuild a decider from :meth:`snapshot`."""
+        decider = cls()
+        for key, value in snapshot.items():
+            deployment, model_version = key.split("\x1f", 1)
+            decider._versions[(deployment, model_version)] = _Version(
+                state=RolloutState(value["state"]),
+                issued={(g, s, a) for g, s, a in value["issued"]},
+                approvals=list(value["approvals"]),
+            )
+        return decider
+
+
+def _evidence(verdict: dict[str, Any], finding: dict[str, Any]) -> dict[str, Any]:
+    evidence = dict(finding)
+    evidence.update(
+        {
+            "guard": verdict["guard"],
+            "baseline_version": verdict.get("baseline_version", ""),
+            "window": {"start": verdict["window_start"], "end": verdict["window_end"]},
+            "horizon": {"start": verdict["horizon_start"], "end": verdict["window_end"]},
+        }
+    )
+    return evidence

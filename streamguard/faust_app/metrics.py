@@ -1,0 +1,99 @@
+"""Prometheus metrics of a worker (one registry per app, so tests can run several apps).
+
+Label values come from small fixed sets (kinds, reasons, actions, guards) or from the
+deployment names, never from slices or request ids, so cardinality stays bounded.
+"""
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+__all__ = ["Metrics"]
+
+
+@dataclass
+class Metrics:
+    """Every metric the worker exports."""
+
+    registry: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.messages = Counter(
+            "streamguard_messages", "Kafka messages read from the predictions topic.", registry=r
+        )
+        self.events = Counter(
+            "streamguard_events", "Events decoded, by kind.", ["kind"], registry=r
+        )
+        self.decode_failures = Counter(
+            "streamguard_decode_failures",
+            "Messages or events sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.pairs = Counter("streamguard_pairs", "Primary/shadow pairs completed.", registry=r)
+        self.unpaired = Counter(
+            "streamguard_unpaired",
+            "Halves that expired or were evicted without a partner.",
+            registry=r,
+        )
+        self.duplicate_halves = Counter(
+            "streamguard_duplicate_halves", "Halves whose role was already waiting.", registry=r
+        )
+        self.late = Counter(
+            "streamguard_late_events",
+            "Events or pairs not counted because their window had closed, by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "streamguard_pending_halves", "Halves waiting for a partner on this worker.", registry=r
+        )
+        self.partials = Counter(
+            "streamguard_partials", "Partial summaries received, by result.", ["result"], registry=r
+        )
+        self.capped = Counter(
+            "streamguard_capped_slices",
+            "Slice rows dropped because a deployment hit max_slices.",
+            registry=r,
+        )
+        self.verdicts = Counter(
+            "streamguard_verdicts", "Guard verdicts, by guard.", ["guard"], registry=r
+        )
+        self.commands = Counter(
+            "streamguard_commands",
+            "Commands published, by action and guard.",
+            ["action", "guard"],
+            registry=r,
+        )
+        self.window_lag = Gauge(
+            "streamguard_window_lag_seconds",
+            "Event time between the newest watermark and the end of the last closed window.",
+            ["deployment"],
+            registry=r,
+        )
+        self.watermark = Gauge(
+            "streamguard_source_watermark_seconds",
+            "Event-time watermark of each predictions partition owned by this worker.",
+            ["partition"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "streamguard_internal_errors",
+            "Internal messages that could not be applied (policy mismatch between workers).",
+            ["stage"],
+            registry=r,
+        )
+
+        self.send_failures = Counter(
+            "streamguard_send_failures",
+            "Failed sends, by topic and outcome (retried or dropped as too large).",
+            ["topic", "outcome"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus text format."""
+        return generate_latest(self.registry)

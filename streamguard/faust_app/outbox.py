@@ -1,0 +1,55 @@
+"""Publishing that survives a broker hiccup: retry with capped back-off, never crash the worker.
+
+An exception escaping a Faust timer or agent stops the whole worker, so every send goes through
+:func:`send_reliably`. A transient failure is retried (in order: the caller waits); only a
+message the broker can never take (too large) is dropped, and counted.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
+
+from streamguard.faust_app.metrics import Metrics
+
+__all__ = ["send_reliably"]
+
+log = logging.getLogger("streamguard.worker")
+
+_MAX_DELAY_S = 5.0
+
+
+def _permanent(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc
+    return isinstance(cause, MessageSizeTooLargeError)
+
+
+async def send_reliably(
+    metrics: Metrics,
+    topic: Any,
+    value: bytes,
+    key: bytes | None = None,
+    partition: int | None = None,
+) -> bool:
+    """Send one message, retrying transient errors; False if it had to be dropped."""
+    delay = 0.1
+    while True:
+        try:
+            await topic.send(key=key, value=value, partition=partition)
+        except (ProducerSendError, KafkaError, OSError) as exc:
+            if _permanent(exc):
+                metrics.send_failures.labels(topic.get_topic_name(), "too_large").inc()
+                log.error(
+                    "dropped a %d-byte message to %s: too large", len(value), topic.get_topic_name()
+                )
+                return False
+            metrics.send_failures.labels(topic.get_topic_name(), "retried").inc()
+            log.warning(
+                "send to %s failed (%s); retrying in %.1fs", topic.get_topic_name(), exc, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(_MAX_DELAY_S, delay * 2)
+        else:
+            return True

@@ -1,0 +1,260 @@
+"""Shadow-deviation guard: does the shadow (candidate) model score the same requests differently?
+
+Per slice, over the horizon (default: the last 30 closed 10-second windows), from the pairs of
+primary and shadow predictions of the same requests:
+
+- ``mean_abs_dev``: mean of ``|shadow - primary|``;
+- ``p95_abs_dev``: 95th percentile of it, from a relative-error log-bucket sketch (DDSketch,
+  Masson, Rim & Lee, VLDB 2019), accurate to ``dev_alpha``;
+- ``flip_rate``: share of requests whose decision at ``decision_threshold`` differs;
+- ``psi``: population stability index of the shadow's score histogram against the primary's,
+  on bins holding equal primary mass (deciles by default);
+- ``js_distance``: Jensen-Shannon distance (base 2, in [0, 1]) on the same bins. This is the
+  distance, the square root of the divergence, as Evidently's ``jensenshannon`` test and
+  ``scipy.spatial.distance.jensenshannon`` compute it; Evidently's default threshold 0.1
+  applies to it.
+
+A slice with fewer than ``min_pairs`` pairs is *insufficient*, never judged. A statistic at or
+above its ``pause`` threshold calls for a pause, at or above ``rollback`` for a rollback; the
+slice takes the most severe. Findings name the smallest slices that explain the breach
+(:mod:`streamguard.guards.explain`); each carries the onset of the shift dated by an
+:class:`~streamguard.stats.OnsetTracker` over the slice's window-level series.
+"""
+
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.core.measures import PairMeasures
+from streamguard.core.stage1 import PAIR_STREAM
+from streamguard.core.summary import Array, subtract_fields
+from streamguard.guards.base import (
+    SEVERITY_ACTION,
+    Finding,
+    GuardContext,
+    SliceResult,
+    Verdict,
+    clean_float,
+)
+from streamguard.guards.explain import explain
+from streamguard.policy import SHADOW_STATISTICS, DeploymentPolicy
+from streamguard.stats import (
+    OnsetTracker,
+    js_distance,
+    merge_moments,
+    psi,
+    quantile_groups,
+    regroup,
+)
+
+__all__ = ["ShadowDeviationGuard", "shadow_statistics"]
+
+F64 = npt.NDArray[np.float64]
+NAME = "shadow"
+
+
+def shadow_statistics(
+    arrays: dict[str, Array], measures: PairMeasures, psi_groups: int
+) -> dict[str, F64]:
+    """Every statistic of the guard for each row of pair-stream arrays."""
+    n = arrays["pairs"].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flip_rate = arrays["flips"] / n
+        mean_abs_dev = np.where(n > 0, arrays["dev"][:, 1], np.nan)
+    primary = arrays["primary_hist"]
+    groups = quantile_groups(primary, psi_groups)
+    reference = regroup(primary, groups, psi_groups)
+    current = regroup(arrays["shadow_hist"], groups, psi_groups)
+    return {
+        "mean_abs_dev": mean_abs_dev,
+        "p95_abs_dev": measures.deviations.quantile(arrays["dev_sketch"], 0.95),
+        "flip_rate": flip_rate,
+        "psi": psi(reference, current),
+        "js_distance": js_distance(reference, current),
+    }
+
+
+@dataclass(slots=True)
+class _Judged:
+    stats: dict[str, F64]
+    severity: npt.NDArray[np.int64]
+    worst: list[str]  # per row: the statistic that sets its severity
+
+
+def _bands(policy: DeploymentPolicy, labels: list[str]) -> F64:
+    """Thresholds per row: shape (rows, statistics, 2) with pause and rollback."""
+    out = np.empty((len(labels), len(SHADOW_STATISTICS), 2))
+    for j, name in enumerate(SHADOW_STATISTICS):
+        band = policy.shadow.thresholds[name]
+        out[:, j] = (band.pause, band.rollback)
+    for i, label in enumerate(labels):
+        override = policy.shadow_slice_thresholds.get(label)
+        if override:
+            for j, name in enumerate(SHADOW_STATISTICS):
+                custom = override.get(name)
+                if custom is not None:
+                    out[i, j] = (custom.pause, custom.rollback)
+    return out
+
+
+def _judge(stats: dict[str, F64], bands: F64, enough: npt.NDArray[np.bool_]) -> _Judged:
+    values = np.stack([stats[name] for name in SHADOW_STATISTICS], axis=1)
+    finite = np.isfinite(values)
+    safe = np.where(finite, values, -np.inf)
+    level = (safe >= bands[:, :, 0]).astype(np.int64) + (safe >= bands[:, :, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(finite, values / np.maximum(bands[:, :, 0], 1e-12), -np.inf)
+    # The statistic that matters: highest level first, then furthest past its pause threshold.
+    score = level * 1e6 + np.minimum(ratio, 1e5)
+    worst_index = np.argmax(score, axis=1)
+    severity = np.where(enough, level.max(axis=1), 0)
+    return _Judged(stats, severity, [SHADOW_STATISTICS[j] for j in worst_index])
+
+
+def _sum_rows(arrays: dict[str, Array], rows: list[int]) -> dict[str, Array]:
+    out: dict[str, Array] = {}
+    for name, array in arrays.items():
+        if name == "dev":
+            out[name] = reduce(merge_moments, (array[r] for r in rows))[None, :]
+        else:
+            out[name] = array[rows].sum(axis=0)[None, ...]
+    return out
+
+
+class ShadowDeviationGuard:
+    """Judges the pair stream of each deployment; see the module docstring."""
+
+    name = NAME
+
+    def __init__(self, policy_for: Any) -> None:
+        self._policy_for = policy_for  # deployment name -> DeploymentPolicy
+
+    def evaluate(self, ctx: GuardContext) -> Verdict | None:
+        """Verdict on the most recent shadow version with data in the horizon."""
+        policy: DeploymentPolicy = self._policy_for(ctx.deployment)
+        if not policy.shadow.enabled:
+            return None
+        versions = ctx.versions(PAIR_STREAM)
+        if not versions:
+            return None
+        version = versions[0]
+        measures = PairMeasures.from_policy(policy.shadow)
+        labels, arrays = ctx.horizon(PAIR_STREAM, version)
+        present = np.flatnonzero(arrays["pairs"] > 0)
+        if not len(present):
+            return None
+        labels = [labels[i] for i in present.tolist()]
+        arrays = {k: v[present] for k, v in arrays.items()}
+        n = arrays["pairs"]
+        enough = n >= policy.shadow.min_pairs
+        bands = _bands(policy, labels)
+        judged = _judge(
+            shadow_statistics(arrays, measures, policy.shadow.psi_groups), bands, enough
+        )
+        self._track_onsets(ctx, policy, measures, version)
+        index = {label: i for i, label in enumerate(labels)}
+        firing = {labels[i] for i in np.flatnonzero(judged.severity > 0).tolist()}
+
+        def complement_breaches(parent: str, children: list[str]) -> bool:
+            p = index[parent]
+            rest = subtract_fields(
+                measures.fields,
+                {k: v[p : p + 1] for k, v in arrays.items()},
+                _sum_rows(arrays, [index[c] for c in children]),
+            )
+            rest_enough = rest["pairs"] >= policy.shadow.min_pairs
+            stats = shadow_statistics(rest, measures, policy.shadow.psi_groups)
+            return bool(_judge(stats, bands[p : p + 1], rest_enough).severity[0] > 0)
+
+        explanations = explain(labels, firing, complement_breaches) if firing else []
+        window_start = float(ctx.window * ctx.window_s)
+        state = ctx.state(NAME)
+        findings = [
+            self._finding(label, index[label], judged, bands, n, state.get((version, label)))
+            for label in explanations
+        ]
+        slices = [
+            SliceResult(
+                slice=label,
+                n=int(n[i]),
+                state=SEVERITY_ACTION.get(int(judged.severity[i]), "ok")
+                if enough[i]
+                else "insufficient",
+                stats={k: clean_float(float(v[i])) for k, v in judged.stats.items()},
+            )
+            for i, label in enumerate(labels)
+        ]
+        return Verdict(
+            deployment=ctx.deployment,
+            guard=NAME,
+            model_version=version,
+            baseline_version=ctx.baseline_version(PAIR_STREAM, version),
+            window_start=window_start,
+            window_end=window_start + ctx.window_s,
+            horizon_start=float((ctx.window - ctx.horizon_windows + 1) * ctx.window_s),
+            slices=slices,
+            findings=findings,
+        )
+
+    @staticmethod
+    def _finding(  # noqa: PLR0917 - private helper, called once
+        label: str, i: int, judged: _Judged, bands: F64, n: Array, tracker: OnsetTracker | None
+    ) -> Finding:
+        severity = int(judged.severity[i])
+        statistic = judged.worst[i]
+        j = SHADOW_STATISTICS.index(statistic)
+        return Finding(
+            slice=label,
+            action=SEVERITY_ACTION[severity],
+            statistic=statistic,
+            value=clean_float(float(judged.stats[statistic][i])),
+            threshold=float(bands[i, j, severity - 1]),
+            n=int(n[i]),
+            stats={k: clean_float(float(v[i])) for k, v in judged.stats.items()},
+            thresholds={
+                name: {"pause": float(bands[i, k, 0]), "rollback": float(bands[i, k, 1])}
+                for k, name in enumerate(SHADOW_STATISTICS)
+            },
+            onset=tracker.onset() if tracker else None,
+            change_detected_at=tracker.detected_at if tracker else None,
+        )
+
+    @staticmethod
+    def _track_onsets(
+        ctx: GuardContext, policy: DeploymentPolicy, measures: PairMeasures, version: str
+    ) -> None:
+        """Feed each slice's deviation in the window that just closed to its onset tracker.
+
+        The series is normalised by the slice's pause thresholds (1.0 = at the threshold) so
+        one detector setting serves every deployment and statistic.
+        """
+        closed = ctx.closed_window(PAIR_STREAM, version)
+        if closed is None:
+            return
+        labels, window = closed
+        n = window["pairs"]
+        floor = max(20, policy.shadow.min_pairs // policy.horizon_windows)
+        rows = np.flatnonzero(n >= floor)
+        if not len(rows):
+            return
+        stats = shadow_statistics(
+            {k: v[rows] for k, v in window.items()}, measures, policy.shadow.psi_groups
+        )
+        mad = SHADOW_STATISTICS.index("mean_abs_dev")
+        flip = SHADOW_STATISTICS.index("flip_rate")
+        row_labels = [labels[r] for r in rows.tolist()]
+        row_bands = _bands(policy, row_labels)
+        level = np.maximum(
+            stats["mean_abs_dev"] / np.maximum(row_bands[:, mad, 0], 1e-12),
+            stats["flip_rate"] / np.maximum(row_bands[:, flip, 0], 1e-12),
+        )
+        state = ctx.state(NAME)
+        start = float(ctx.window * ctx.window_s)
+        for label, value in zip(row_labels, level.tolist(), strict=True):
+            tracker = state.get((version, label))
+            if tracker is None:
+                tracker = state[(version, label)] = OnsetTracker()
+            tracker.update(start, float(value))

@@ -1,0 +1,232 @@
+"""Read a policy TOML file.
+
+Examples
+--------
+>>> policy = parse_policy('''
+... [defaults.guards.shadow.thresholds]
+... psi = { pause = 0.2, rollback = 0.3 }
+... [deployments.home-ranker]
+... window_s = 5
+... [deployments.home-ranker.slice_overrides."tier=free,platform=android".shadow]
+... flip_rate = { pause = 0.1, rollback = 0.2 }
+... ''')
+>>> policy.for_deployment("home-ranker").window_s
+5
+>>> policy.for_deployment("home-ranker").shadow_band("platform=android,tier=free", "flip_rate")
+Band(pause=0.1, rollback=0.2)
+>>> policy.for_deployment("other").shadow.thresholds["psi"]
+Band(pause=0.2, rollback=0.3)
+"""
+
+import tomllib
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from streamguard.exceptions import ConfigError
+from streamguard.policy.model import (
+    SHADOW_STATISTICS,
+    Band,
+    DeploymentPolicy,
+    Policy,
+    ShadowPolicy,
+    SlicePolicy,
+)
+
+__all__ = ["load_policy", "parse_label", "parse_policy"]
+
+_MAX_DIMENSIONS = 6  # 2^6 slice levels at most; beyond that the lattice is not judgeable
+
+
+def parse_label(label: str) -> dict[str, str]:
+    """``"platform=android,tier=free"`` -> ``{"platform": "android", "tier": "free"}``.
+
+    ``"*"`` (or ``""``) is the whole deployment.
+    """
+    if label in ("*", ""):
+        return {}
+    out = {}
+    for part in label.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"slice {label!r}: expected dimension=value[,dimension=value]")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _canonical(label: str) -> str:
+    dims = parse_label(label)
+    return ",".join(f"{k}={dims[k]}" for k in sorted(dims)) or "*"
+
+
+def _number(path: str, value: Any, *, integer: bool = False, positive: bool = True) -> Any:
+    ok = type(value) is int if integer else type(value) in (int, float)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{path} must be {kind}, got {value!r}")
+    if positive and value <= 0:
+        raise ConfigError(f"{path} must be positive, got {value!r}")
+    return value
+
+
+def _band(path: str, raw: Any) -> Band:
+    if not isinstance(raw, dict) or set(raw) != {"pause", "rollback"}:
+        raise ConfigError(f"{path} must be {{ pause = X, rollback = Y }}")
+    pause = float(_number(f"{path}.pause", raw["pause"], positive=False))
+    rollback = float(_number(f"{path}.rollback", raw["rollback"], positive=False))
+    if not 0 <= pause <= rollback:
+        raise ConfigError(f"{path}: need 0 <= pause <= rollback, got {pause} and {rollback}")
+    return Band(pause, rollback)
+
+
+def _bands(path: str, raw: Any, base: dict[str, Band]) -> dict[str, Band]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    out = dict(base)
+    for name, value in raw.items():
+        if name not in SHADOW_STATISTICS:
+            known = ", ".join(SHADOW_STATISTICS)
+            raise ConfigError(f"{path}.{name} is not a shadow statistic (known: {known})")
+        out[name] = _band(f"{path}.{name}", value)
+    return out
+
+
+def _check_keys(path: str, raw: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key {path}.{unknown[0]} (known: {', '.join(sorted(allowed))})")
+
+
+def _shadow(path: str, raw: dict[str, Any], base: ShadowPolicy) -> ShadowPolicy:
+    allowed = {f.name for f in fields(ShadowPolicy)}
+    _check_keys(path, raw, allowed)
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "enabled":
+            if type(value) is not bool:
+                raise ConfigError(f"{where} must be true or false")
+            values[name] = value
+        elif name in ("min_pairs", "score_bins", "psi_groups"):
+            values[name] = _number(where, value, integer=True)
+        elif name == "score_range":
+            if not (isinstance(value, list) and len(value) == 2):
+                raise ConfigError(f"{where} must be [low, high]")
+            low = float(_number(f"{where}[0]", value[0], positive=False))
+            high = float(_number(f"{where}[1]", value[1], positive=False))
+            if high <= low:
+                raise ConfigError(f"{where}: high must exceed low")
+            values[name] = (low, high)
+        elif name == "thresholds":
+            values[name] = _bands(where, value, base.thresholds)
+        else:
+            values[name] = float(_number(where, value, positive=name != "decision_threshold"))
+    shadow = replace(base, **values)
+    if not 0 < shadow.dev_alpha < 0.5:
+        raise ConfigError(f"{path}.dev_alpha must be in (0, 0.5), got {shadow.dev_alpha}")
+    if shadow.psi_groups > shadow.score_bins:
+        raise ConfigError(f"{path}.psi_groups must not exceed score_bins")
+    return shadow
+
+
+def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
+    _check_keys(path, raw, {f.name for f in fields(SlicePolicy)})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "dimensions":
+            if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+                raise ConfigError(f"{where} must be a list of dimension names")
+            if len(set(value)) != len(value) or len(value) > _MAX_DIMENSIONS:
+                raise ConfigError(f"{where}: at most {_MAX_DIMENSIONS} distinct dimensions")
+            values[name] = tuple(value)
+        elif name == "include_full":
+            if type(value) is not bool:
+                raise ConfigError(f"{where} must be true or false")
+            values[name] = value
+        else:
+            values[name] = _number(where, value, integer=True, positive=name != "max_level")
+    return replace(base, **values)
+
+
+_DEPLOYMENT_KEYS = {
+    "window_s",
+    "horizon_s",
+    "allowed_lateness_s",
+    "pair_ttl_s",
+    "max_pending",
+    "slices",
+    "guards",
+    "slice_overrides",
+}
+
+
+def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> DeploymentPolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, _DEPLOYMENT_KEYS)
+    policy = base
+    window_s = int(_number(f"{path}.window_s", raw.get("window_s", base.window_s), integer=True))
+    horizon_s = _number(f"{path}.horizon_s", raw.get("horizon_s", base.horizon_s), integer=True)
+    if horizon_s % window_s:
+        raise ConfigError(f"{path}: horizon_s ({horizon_s}) must be a multiple of window_s")
+    policy = replace(policy, window_s=window_s, horizon_windows=horizon_s // window_s)
+    if "allowed_lateness_s" in raw:
+        lateness = float(_number(f"{path}.allowed_lateness_s", raw["allowed_lateness_s"]))
+        policy = replace(policy, allowed_lateness_s=lateness)
+    if "pair_ttl_s" in raw:
+        policy = replace(policy, pair_ttl_s=float(_number(f"{path}.pair_ttl_s", raw["pair_ttl_s"])))
+    if "max_pending" in raw:
+        max_pending = _number(f"{path}.max_pending", raw["max_pending"], integer=True)
+        policy = replace(policy, max_pending=max_pending)
+    if "slices" in raw:
+        policy = replace(policy, slices=_slices(f"{path}.slices", raw["slices"], base.slices))
+    guards = raw.get("guards", {})
+    _check_keys(f"{path}.guards", guards, {"shadow"})
+    if "shadow" in guards:
+        shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
+        policy = replace(policy, shadow=shadow)
+    overrides = dict(base.shadow_slice_thresholds)
+    for label, table in raw.get("slice_overrides", {}).items():
+        where = f"{path}.slice_overrides.{label!r}"
+        _check_keys(where, table, {"shadow"})
+        key = _canonical(label)
+        overrides[key] = _bands(f"{where}.shadow", table.get("shadow", {}), overrides.get(key, {}))
+    return replace(policy, shadow_slice_thresholds=overrides)
+
+
+def parse_policy(text: str, source: str = "policy") -> Policy:
+    """Parse policy TOML text.
+
+    Raises
+    ------
+    ConfigError
+        On a TOML syntax error or any invalid key or value; the message names the key.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    _check_keys(source, raw, {"defaults", "deployments"})
+    defaults = _deployment("defaults", raw.get("defaults", {}), DeploymentPolicy())
+    deployments = raw.get("deployments", {})
+    if not isinstance(deployments, dict):
+        raise ConfigError("deployments must be a table of deployment names")
+    return Policy(
+        defaults=defaults,
+        deployments={
+            name: _deployment(f"deployments.{name}", table, defaults)
+            for name, table in deployments.items()
+        },
+    )
+
+
+def load_policy(path: Path | None) -> Policy:
+    """Load a policy file, or the defaults when ``path`` is None."""
+    if path is None:
+        return Policy()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from exc
+    return parse_policy(text, source=str(path))

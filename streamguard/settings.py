@@ -1,0 +1,110 @@
+"""Worker settings: where the broker is, where the policy is, how the worker is tuned.
+
+Every value comes from an argument, else an environment variable, else a default. The pure
+core never reads settings; the adapters pass what the core needs explicitly.
+"""
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from streamguard.exceptions import ConfigError
+
+__all__ = ["BROKER_ENV", "Settings", "bootstrap_servers", "faust_broker_url"]
+
+BROKER_ENV = "STREAMGUARD_BROKER"
+
+
+def bootstrap_servers(url: str) -> str:
+    """``kafka://h1:9092;h2:9092`` or ``h1:9092,h2:9092`` -> ``h1:9092,h2:9092``.
+
+    Raises
+    ------
+    ConfigError
+        If a host has no numeric port.
+
+    Examples
+    --------
+    >>> bootstrap_servers("kafka://127.0.0.1:9092")
+    '127.0.0.1:9092'
+    >>> bootstrap_servers("a:1,b:2")
+    'a:1,b:2'
+    """
+    text = url.strip()
+    for scheme in ("kafka://", "tcp://", "aiokafka://"):
+        if text.startswith(scheme):
+            text = text[len(scheme) :]
+    hosts = [h.strip() for h in text.replace(";", ",").split(",") if h.strip()]
+    if not hosts:
+        raise ConfigError(f"broker URL {url!r} names no host")
+    for host in hosts:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"broker URL {url!r}: {host!r} is not host:port")
+    return ",".join(hosts)
+
+
+def faust_broker_url(url: str) -> str:
+    """The same brokers in Faust's ``kafka://h1:p1;h2:p2`` form."""
+    return "kafka://" + ";".join(bootstrap_servers(url).split(","))
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one worker runs.
+
+    ``broker`` is None when the worker should start the embedded broker itself.
+    """
+
+    broker: str | None = None
+    policy_path: Path | None = None
+    app_id: str = "streamguard"
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    flush_interval_s: float = 1.0
+    idle_source_timeout_s: float = 30.0
+    max_future_s: float = 300.0
+    data_dir: Path = field(default_factory=lambda: Path(".streamguard-data"))
+    # Tansu's group coordination is slow with Faust's defaults (first join ~30 s); these
+    # values bring it to ~5 s and are harmless on Apache Kafka.
+    broker_rebalance_timeout_s: float = 2.0
+    broker_session_timeout_s: float = 10.0
+    broker_heartbeat_interval_s: float = 1.0
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        """Settings from ``STREAMGUARD_*`` environment variables, then ``overrides``."""
+        base = cls(
+            broker=os.environ.get(BROKER_ENV) or None,
+            policy_path=Path(p) if (p := os.environ.get("STREAMGUARD_POLICY")) else None,
+            app_id=os.environ.get("STREAMGUARD_APP_ID", "streamguard"),
+            web_port=int(_env_float("STREAMGUARD_WEB_PORT", 6066)),
+            web_host=os.environ.get("STREAMGUARD_WEB_HOST", "127.0.0.1"),
+            flush_interval_s=_env_float("STREAMGUARD_FLUSH_INTERVAL_S", 1.0),
+            idle_source_timeout_s=_env_float("STREAMGUARD_IDLE_SOURCE_TIMEOUT_S", 30.0),
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        settings = replace(base, **given)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on values that cannot work."""
+        if self.broker is not None:
+            bootstrap_servers(self.broker)
+        if self.flush_interval_s <= 0:
+            raise ConfigError(f"flush interval must be positive, got {self.flush_interval_s}")
+        if not 0 < self.web_port < 65536:
+            raise ConfigError(f"web port {self.web_port} is not a TCP port")
+        if self.policy_path is not None and not self.policy_path.is_file():
+            raise ConfigError(f"policy file {self.policy_path} does not exist")

@@ -1,0 +1,5 @@
+"""Simulated serving traffic for the demo, tests and benchmarks (pure)."""
+
+from streamguard.sim.traffic import DEFAULT_SHARES, ShadowDeviation, TrafficGenerator
+
+__all__ = ["DEFAULT_SHARES", "ShadowDeviation", "TrafficGenerator"]

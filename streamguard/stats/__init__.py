@@ -1,0 +1,60 @@
+"""Mergeable statistics on numpy arrays (pure: numpy, math and river only).
+
+Arrays put bins (or the three moment components ``(n, mean, m2)``) on the LAST axis; any
+leading axes are independent rows (slices, windows), and results are arrays over those
+leading axes.
+
+- :mod:`~streamguard.stats.binning` -- :class:`FixedBins`, :class:`LogBuckets` (DDSketch).
+- :mod:`~streamguard.stats.histogram` -- quantiles and reference-quantile regrouping.
+- :mod:`~streamguard.stats.divergence` -- PSI, Jensen-Shannon, KS, Wasserstein-1, TV.
+- :mod:`~streamguard.stats.moments` -- mergeable ``(n, mean, m2)`` moments.
+- :mod:`~streamguard.stats.onset` -- :class:`OnsetTracker` (Page-Hinkley + change point).
+
+Examples
+--------
+>>> import numpy as np
+>>> bins = FixedBins(0.0, 1.0, 10)
+>>> ref = np.bincount(bins.index(np.linspace(0.0, 1.0, 101)), minlength=bins.bins)
+>>> cur = np.bincount(bins.index(np.linspace(0.2, 1.0, 101)), minlength=bins.bins)
+>>> float(total_variation(ref, cur)) > 0.1
+True
+"""
+
+from streamguard.stats.binning import FixedBins, LogBuckets
+from streamguard.stats.divergence import (
+    js_distance,
+    ks_statistic,
+    psi,
+    total_variation,
+    wasserstein1,
+)
+from streamguard.stats.histogram import quantile_from_counts, quantile_groups, regroup
+from streamguard.stats.moments import (
+    Moments,
+    merge_moments,
+    moment_mean,
+    moment_variance,
+    moments_by_group,
+    subtract_moments,
+)
+from streamguard.stats.onset import OnsetTracker
+
+__all__ = [
+    "FixedBins",
+    "LogBuckets",
+    "Moments",
+    "OnsetTracker",
+    "js_distance",
+    "ks_statistic",
+    "merge_moments",
+    "moment_mean",
+    "moment_variance",
+    "moments_by_group",
+    "psi",
+    "quantile_from_counts",
+    "quantile_groups",
+    "regroup",
+    "subtract_moments",
+    "total_variation",
+    "wasserstein1",
+]

@@ -1,0 +1,36 @@
+"""Emitter behaviour that needs no broker: argument checks and use before start."""
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from streamguard.client import ENVELOPE_OVERHEAD, Emitter, EmitterError
+from streamguard.client.emitter import _PREFIX, _SUFFIX
+
+
+def test_envelope_framing_is_the_json_of_the_envelope() -> None:
+    events = [{"request_id": "a", "x": 1}, {"request_id": "b", "y": [1, 2]}]
+    framed = _PREFIX + b",".join(orjson.dumps(e) for e in events) + _SUFFIX
+    assert orjson.loads(framed) == {"schema_version": 1, "events": events}
+    assert len(_PREFIX) + len(_SUFFIX) == ENVELOPE_OVERHEAD
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_batch_events": 0}, {"max_buffered_events": 0}, {"max_batch_bytes": ENVELOPE_OVERHEAD}],
+)
+def test_rejects_impossible_limits(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        Emitter("127.0.0.1:1", **kwargs)
+
+
+def test_emit_before_start_is_an_error() -> None:
+    async def scenario() -> None:
+        emitter = Emitter("127.0.0.1:1")
+        with pytest.raises(EmitterError):
+            emitter.emit({"request_id": "r1"})
+        await emitter.stop()  # stopping an emitter that never started does nothing
+
+    asyncio.run(scenario())
