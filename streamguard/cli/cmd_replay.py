@@ -1,7 +1,135 @@
-"""placeholder"""
+"""``streamguard replay EVENTS.jsonl``: run the engine in event time over recorded messages.
 
-from typing import Any
+Each line is one Kafka message value (a single event or a batch envelope). Lines are routed to
+the partition Kafka would give their request id, so the result is the worker's. Every command
+is printed as one JSON line on stdout, byte for byte what the worker publishes on the control
+topic; progress and a summary go to stderr. The same input always prints the same output.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from streamguard.cli.errors import EXIT_CONFIG, fail
+
+__all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    pass
+    """Add the ``replay`` command."""
+    parser = sub.add_parser("replay", help="run the engine over recorded events; print commands")
+    parser.add_argument("events", help="JSON-lines file of messages ('-' for stdin)")
+    parser.add_argument("--policy", type=Path, default=None, help="policy TOML file")
+    parser.add_argument(
+        "--partitions", type=int, default=None, help="predictions partitions (default: topic spec)"
+    )
+    parser.add_argument("--verdicts", type=Path, default=None, help="also write verdicts here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=run)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, total: int | None, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled and sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, done: int, messages: int, commands: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        if self.total:
+            share = min(1.0, done / self.total)
+            bar = "#" * int(share * 30)
+            line = f"[{bar:<30}] {share:6.1%} {messages} messages, {commands} commands"
+        else:
+            line = f"{done / 1e6:.1f} MB, {messages} messages, {commands} commands"
+        sys.stderr.write("\r" + line)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _open(path: str) -> tuple[IO[bytes], int | None]:
+    if path == "-":
+        return sys.stdin.buffer, None
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", EXIT_CONFIG)
+    return handle, os.fstat(handle.fileno()).st_size
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the file and print commands; exit 0 (commands or not)."""
+    import orjson
+
+    from streamguard.contracts import load_topic_specs
+    from streamguard.core import Pipeline
+    from streamguard.guards import Verdict
+    from streamguard.policy import load_policy
+
+    policy = load_policy(args.policy)
+    partitions = args.partitions or load_topic_specs()["predictions"].partitions
+    if partitions < 1:
+        fail(f"--partitions must be at least 1, got {partitions}", 2)
+    verdict_out = None
+    if args.verdicts is not None:
+        try:
+            verdict_out = open(args.verdicts, "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            fail(f"cannot write {args.verdicts}: {exc.strerror}", EXIT_CONFIG)
+
+    def on_verdict(verdict: Verdict) -> None:
+        if verdict_out is not None:
+            verdict_out.write(orjson.dumps(verdict.to_dict()) + b"\n")
+
+    pipeline = Pipeline(policy, partitions, on_verdict=on_verdict)
+    handle, total = _open(args.events)
+    progress = _Progress(total, not args.no_progress)
+    printed = 0
+    out = sys.stdout.buffer
+
+    def emit() -> None:
+        nonlocal printed
+        for command in pipeline.commands[printed:]:
+            out.write(command.to_json() + b"\n")
+        printed = len(pipeline.commands)
+        out.flush()
+
+    done = 0
+    try:
+        for line in handle:
+            done += len(line)
+            value = line.strip()
+            if not value:
+                continue
+            pipeline.feed(value)
+            if len(pipeline.commands) > printed:
+                emit()
+            progress.update(done, pipeline.stats.messages, printed)
+        pipeline.finish()
+        emit()
+    finally:
+        progress.close()
+        if handle is not sys.stdin.buffer:
+            handle.close()
+        if verdict_out is not None:
+            verdict_out.close()
+    stats = pipeline.stats
+    rejected = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected.items())) or "none"
+    print(
+        f"replayed {stats.messages} messages, {stats.events} events, {stats.pairs} pairs, "
+        f"{stats.unpaired} unpaired, {stats.late} late; dead letters: {rejected}; "
+        f"{stats.verdicts} verdicts, {printed} commands",
+        file=sys.stderr,
+    )
+    return 0

@@ -5,7 +5,7 @@ import asyncio
 import os
 from typing import Any
 
-from streamguard.cli.errors import fail
+from streamguard.cli.errors import fail, quiet_kafka_logs
 
 __all__ = ["register"]
 
@@ -30,7 +30,8 @@ def run_apply(args: argparse.Namespace) -> int:
     url = args.broker or os.environ.get(BROKER_ENV)
     if not url:
         fail(f"no broker given: pass --broker URL or set {BROKER_ENV}", 2)
-    reports = asyncio.run(apply_topics(bootstrap_servers(url)))
+    with quiet_kafka_logs():
+        reports = asyncio.run(apply_topics(bootstrap_servers(url)))
     for report in reports:
         line = f"{report.status:8} {report.name} ({report.partitions} partitions)"
         print(f"{line}: {report.detail}" if report.detail else line)

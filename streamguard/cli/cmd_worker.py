@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from streamguard.cli.errors import EXIT_RUNTIME, fail
+from streamguard.cli.errors import EXIT_RUNTIME, fail, quiet_kafka_logs
 
 __all__ = ["register", "run_worker"]
 
@@ -73,7 +73,8 @@ def run_worker(
     try:
         if create_topics:
             try:
-                reports = asyncio.run(apply_topics(bootstrap_servers(settings.broker)))
+                with quiet_kafka_logs():
+                    reports = asyncio.run(apply_topics(bootstrap_servers(settings.broker)))
             except BrokerError as exc:
                 fail(str(exc), EXIT_RUNTIME)
             for report in reports:

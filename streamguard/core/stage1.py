@@ -80,6 +80,10 @@ class _Source:
     watermark: float = -math.inf
     offset_lo: int = -1  # the partial covers (offset_lo, offset_hi]
     offset_hi: int = -1
+    # What the last flush covered: heartbeats report these, never the live values, so a
+    # watermark never reaches stage 2 before the data it covers.
+    flushed_watermark: float = -math.inf
+    flushed_offset: int = -1
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     groups: dict[tuple[str, str, str, int], _Group] = field(default_factory=dict)
 
@@ -184,7 +188,7 @@ class Stage1:
         if offset <= source.offset_hi:
             report.skipped_offsets = 1
             return report
-        if source.offset_lo < 0:
+        if source.offset_hi < 0:  # the first message: offset_lo may legitimately be -1
             source.offset_lo = offset - 1
         source.offset_hi = offset
         watermark = source.watermark
@@ -369,18 +373,24 @@ class Stage1:
             state.touched = False
         source.groups.clear()
         source.offset_lo = source.offset_hi
+        source.flushed_watermark = source.watermark
+        source.flushed_offset = source.offset_hi
         return out
 
     def heartbeat(self, partitions: list[int] | None = None) -> dict[str, Any]:
-        """Watermark and last offset of each owned partition, for every stage-2 partition."""
+        """Watermark and offset each owned partition had at its last flush.
+
+        Sent to every stage-2 partition after the partials of that flush.
+        """
         entries: list[dict[str, Any]] = []
         for partition in sorted(self._sources if partitions is None else partitions):
             source = self._sources.get(partition)
             if source is None:
                 entries.append({"partition": partition, "watermark": None, "offset": -1})
                 continue
-            watermark = None if source.watermark == -math.inf else source.watermark
+            flushed = source.flushed_watermark
+            watermark = None if flushed == -math.inf else flushed
             entries.append(
-                {"partition": partition, "watermark": watermark, "offset": source.offset_hi}
+                {"partition": partition, "watermark": watermark, "offset": source.flushed_offset}
             )
         return {"schema_version": 1, "kind": "heartbeat", "sources": entries}

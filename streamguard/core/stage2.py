@@ -5,8 +5,11 @@ Partials arrive keyed by deployment. Each carries the source partition and the o
 after a crash or rebalance) is dropped, so at-least-once delivery counts once.
 
 A window ``[k*w, (k+1)*w)`` closes when every source partition's watermark has passed
-``(k+1)*w + allowed_lateness``. Stage 1 counts an event as late by its own partition's watermark,
-so a window's content depends only on each partition's order of events, never on how fast the
+``(k+1)*w + allowed_lateness``. Watermarks are tracked per *channel* (partials partition):
+heartbeats are sent to every channel after the data, and only within one channel is that order
+kept, so a deployment's windows close on the watermarks seen on its own channel. Stage 1
+counts an event as late by its own partition's watermark, so a window's content depends only
+on each partition's order of events, never on how fast the
 partitions are consumed: one worker, three workers and ``streamguard replay`` see the same
 windows. A partition with no new data for ``idle_timeout_s`` (wall clock, worker only) stops
 holding windows open; its later events for closed windows are counted as late.
@@ -72,6 +75,7 @@ class _Deployment:
     # source partition -> (offset_hi, part) of the last partial applied
     applied: dict[int, tuple[int, int]] = field(default_factory=dict)
     last_closed: int | None = None
+    channel: int = 0  # the partials partition this deployment's partials arrive on
     guard_state: dict[str, dict[Any, Any]] = field(default_factory=dict)
 
 
@@ -150,21 +154,29 @@ class Stage2:
         self.policy = policy
         self.guards = guards
         self.idle_timeout_s = idle_timeout_s
-        self._sources = [_Source() for _ in range(n_sources)]
+        self.n_sources = n_sources
+        self._channels: dict[int, list[_Source]] = {}
         self._deployments: dict[str, _Deployment] = {}
         self._started_at: float | None = None
 
     # -- input ---------------------------------------------------------------------------------
 
-    def apply(self, message: dict[str, Any], now: float | None = None) -> Stage2Report:
-        """Apply a partial or heartbeat message (already parsed from JSON)."""
+    def _sources(self, channel: int) -> list[_Source]:
+        sources = self._channels.get(channel)
+        if sources is None:
+            sources = self._channels[channel] = [_Source() for _ in range(self.n_sources)]
+        return sources
+
+    def apply(
+        self, message: dict[str, Any], now: float | None = None, channel: int = 0
+    ) -> Stage2Report:
+        """Apply a partial or heartbeat (already parsed from JSON) read on ``channel``."""
         report = Stage2Report()
         kind = message.get("kind")
         if kind == "heartbeat":
             for entry in message["sources"]:
-                self._progress(
-                    int(entry["partition"]), entry["watermark"], int(entry["offset"]), now
-                )
+                partition, offset = int(entry["partition"]), int(entry["offset"])
+                self._progress(channel, partition, entry["watermark"], offset, now)
             return report
         if kind != "partial":
             raise PartialError(f"unexpected message kind {kind!r} on the partials topic")
@@ -172,6 +184,7 @@ class Stage2:
         partition, hi = int(source["partition"]), int(source["offset_hi"])
         stamp = (hi, int(source.get("part", 0)))
         deployment = self._deployment(str(message["deployment"]))
+        deployment.channel = channel
         # Parts of one source and deployment arrive in order on one partition, so anything at
         # or below the last applied stamp is a redelivery.
         if stamp <= deployment.applied.get(partition, (-1, -1)):
@@ -180,16 +193,16 @@ class Stage2:
         self._merge(deployment, message["groups"], report)
         report.late_at_source = int(message.get("late", 0))
         deployment.applied[partition] = stamp
-        self._progress(partition, message.get("watermark"), hi, now)
+        self._progress(channel, partition, message.get("watermark"), hi, now)
         report.applied = 1
         return report
 
     def _progress(
-        self, partition: int, watermark: float | None, offset: int, now: float | None
+        self, channel: int, partition: int, watermark: float | None, offset: int, now: float | None
     ) -> None:
-        if not 0 <= partition < len(self._sources):
-            raise PartialError(f"source partition {partition} outside 0..{len(self._sources) - 1}")
-        source = self._sources[partition]
+        if not 0 <= partition < self.n_sources:
+            raise PartialError(f"source partition {partition} outside 0..{self.n_sources - 1}")
+        source = self._sources(channel)[partition]
         if watermark is not None:
             source.watermark = max(source.watermark, float(watermark))
         if offset > source.offset:
@@ -241,12 +254,13 @@ class Stage2:
 
     # -- windows -------------------------------------------------------------------------------
 
-    def low_watermark(self, now: float | None = None) -> float:
+    def low_watermark(self, now: float | None = None, channel: int = 0) -> float:
         """The event time up to which every (non-idle) source partition has been read."""
         if now is not None and self._started_at is None:
             self._started_at = now
+        sources = self._sources(channel)
         active = []
-        for source in self._sources:
+        for source in sources:
             if now is not None and self._started_at is not None:
                 since = (
                     source.progressed_at if source.progressed_at is not None else self._started_at
@@ -255,15 +269,22 @@ class Stage2:
                     continue
             active.append(source.watermark)
         if not active:
-            return max(s.watermark for s in self._sources)
+            return max(s.watermark for s in sources)
         return min(active)
 
     def advance(self, now: float | None = None, final: bool = False) -> list[Verdict]:
         """Close every window that can close and return the guards' verdicts, in order."""
-        low = math.inf if final else self.low_watermark(now)
         verdicts: list[Verdict] = []
+        lows: dict[int, float] = {}
         for name in sorted(self._deployments):
-            verdicts.extend(self._close(self._deployments[name], low, final))
+            d = self._deployments[name]
+            if final:
+                low = math.inf
+            elif d.channel in lows:
+                low = lows[d.channel]
+            else:
+                low = lows[d.channel] = self.low_watermark(now, d.channel)
+            verdicts.extend(self._close(d, low, final))
         return verdicts
 
     def _close(self, d: _Deployment, low: float, final: bool) -> list[Verdict]:
@@ -325,8 +346,12 @@ class Stage2:
         return float((d.last_closed + 1) * d.policy.window_s)
 
     def source_watermarks(self) -> list[float]:
-        """Watermark of every source partition (``-inf`` before any data)."""
-        return [s.watermark for s in self._sources]
+        """Highest watermark of every source partition over all channels (``-inf`` before data)."""
+        out = [-math.inf] * self.n_sources
+        for sources in self._channels.values():
+            for i, source in enumerate(sources):
+                out[i] = max(out[i], source.watermark)
+        return out
 
 
 def _arrays(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict[str, Array]:

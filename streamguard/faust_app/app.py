@@ -154,10 +154,13 @@ def create_app(
 
     @app.agent(partials, name="stage2")
     async def stage2(stream: Any) -> None:
-        async for value in stream:
+        async for event in stream.events():
             now = time.time()
             try:
-                report = engine.stage2.apply(orjson.loads(value), now=now)
+                # The partials partition is the channel: only within it do heartbeats follow
+                # the data they cover.
+                message = orjson.loads(event.value)
+                report = engine.stage2.apply(message, now=now, channel=event.message.partition)
             except (PartialError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 metrics.internal_errors.labels("stage2").inc()
                 log.error("partial dropped: %s", exc)

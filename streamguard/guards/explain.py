@@ -4,16 +4,18 @@ Slices form a lattice (``*`` > ``platform=android`` > ``platform=android,tier=fr
 confined to Android free-tier users makes ``platform=android``, ``tier=free`` and perhaps ``*``
 breach too, diluted. Starting from each breaching slice with no breaching ancestor, we descend:
 a slice S is *explained by* its breaching children F along some extra dimensions when S without
-F (the complement, computed by subtracting summaries) no longer breaches, or has too little data
-to judge. We descend into F; when no such split exists, S itself is the explanation.
+F (the complement, computed by subtracting summaries) is *clean*: it has enough data to be
+judged and is clearly healthy. We descend into F; when no such split exists, S itself is the
+explanation. A complement that is empty or too small proves nothing, so a deviation spread over
+all of S (every child breaches) is reported as S, not as its children.
 
 Examples
 --------
 >>> labels = ["*", "p=a", "p=b", "p=a,t=f", "p=a,t=g", "p=b,t=f", "t=f", "t=g"]
 >>> firing = {"*", "p=a", "p=a,t=f", "t=f"}
->>> def complement_breaches(parent, children):
-...     return False  # removing the breaching children always heals the parent here
->>> explain(labels, firing, complement_breaches)
+>>> def complement_is_clean(parent, children):
+...     return True  # what is left of the parent without these children is healthy here
+>>> explain(labels, firing, complement_is_clean)
 ['p=a,t=f']
 """
 
@@ -35,7 +37,7 @@ def _dims(items: frozenset[str]) -> frozenset[str]:
 def explain(
     labels: list[str],
     firing: set[str],
-    complement_breaches: Callable[[str, list[str]], bool],
+    complement_is_clean: Callable[[str, list[str]], bool],
 ) -> list[str]:
     """Explanatory slices among ``firing``.
 
@@ -45,9 +47,9 @@ def explain(
         All tracked slice labels with data.
     firing
         Labels whose own statistics breach a threshold.
-    complement_breaches
-        ``complement_breaches(parent, children)`` tells whether ``parent`` minus ``children``
-        still breaches (False also when the complement is too small to judge).
+    complement_is_clean
+        ``complement_is_clean(parent, children)`` tells whether ``parent`` minus ``children`` has
+        enough data to be judged and is clearly healthy.
     """
     items = {label: _items(label) for label in labels}
     firing_items = {label: items[label] for label in firing if label in items}
@@ -74,7 +76,7 @@ def explain(
         for extra, members in groups.items():
             # Children that differ from the parent by exactly these dimensions split it.
             children = sorted(members)
-            if not complement_breaches(label, children):
+            if complement_is_clean(label, children):
                 candidates.append((len(extra), len(children), children))
         if not candidates:
             found.add(label)

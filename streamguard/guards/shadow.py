@@ -21,6 +21,7 @@ slice takes the most severe. Findings name the smallest slices that explain the 
 :class:`~streamguard.stats.OnsetTracker` over the slice's window-level series.
 """
 
+import math
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -50,10 +51,13 @@ from streamguard.stats import (
     regroup,
 )
 
-__all__ = ["ShadowDeviationGuard", "shadow_statistics"]
+__all__ = ["CLEAN_FRACTION", "ShadowDeviationGuard", "shadow_statistics"]
 
 F64 = npt.NDArray[np.float64]
 NAME = "shadow"
+#: A complement counts as healthy only when every statistic stays below this fraction of its
+#: pause threshold; a child that narrowly missed its own threshold must not pass as healthy.
+CLEAN_FRACTION = 0.75
 
 
 def shadow_statistics(
@@ -158,18 +162,22 @@ class ShadowDeviationGuard:
         index = {label: i for i, label in enumerate(labels)}
         firing = {labels[i] for i in np.flatnonzero(judged.severity > 0).tolist()}
 
-        def complement_breaches(parent: str, children: list[str]) -> bool:
+        def complement_is_clean(parent: str, children: list[str]) -> bool:
             p = index[parent]
             rest = subtract_fields(
                 measures.fields,
                 {k: v[p : p + 1] for k, v in arrays.items()},
                 _sum_rows(arrays, [index[c] for c in children]),
             )
-            rest_enough = rest["pairs"] >= policy.shadow.min_pairs
+            if int(rest["pairs"][0]) < policy.shadow.min_pairs:
+                return False  # too little left to tell whether the rest is healthy
             stats = shadow_statistics(rest, measures, policy.shadow.psi_groups)
-            return bool(_judge(stats, bands[p : p + 1], rest_enough).severity[0] > 0)
+            ratios = [
+                float(stats[name][0]) / bands[p, j, 0] for j, name in enumerate(SHADOW_STATISTICS)
+            ]
+            return bool(max(r for r in ratios if math.isfinite(r)) < CLEAN_FRACTION)
 
-        explanations = explain(labels, firing, complement_breaches) if firing else []
+        explanations = explain(labels, firing, complement_is_clean) if firing else []
         window_start = float(ctx.window * ctx.window_s)
         state = ctx.state(NAME)
         findings = [

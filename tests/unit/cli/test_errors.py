@@ -1,0 +1,99 @@
+"""Every bad argument, config or input gives one plain line and a non-zero exit."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def streamguard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamguard", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def assert_one_error_line(
+    result: subprocess.CompletedProcess[str], code: int, fragment: str
+) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("streamguard: error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def bad_policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text("[defaults]\nwindow_s = 10\nhorizon_s = 25\n")
+    return path
+
+
+def test_unknown_command() -> None:
+    assert_one_error_line(streamguard("bogus"), 2, "invalid choice")
+
+
+def test_missing_argument() -> None:
+    assert_one_error_line(streamguard("replay"), 2, "events")
+
+
+def test_unreadable_replay_input(tmp_path: Path) -> None:
+    assert_one_error_line(streamguard("replay", str(tmp_path / "missing.jsonl")), 3, "cannot read")
+
+
+def test_bad_policy_value(tmp_path: Path, bad_policy: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    result = streamguard("replay", str(events), "--policy", str(bad_policy))
+    assert_one_error_line(result, 3, "horizon_s")
+
+
+def test_policy_typo_is_named(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[defaults.guards.shadow]\nmin_pair = 10\n")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    result = streamguard("replay", str(events), "--policy", str(policy))
+    assert_one_error_line(result, 3, "min_pair")
+
+
+def test_policy_syntax_error(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[defaults\n")
+    result = streamguard("worker", "--broker", "127.0.0.1:9", "--policy", str(policy))
+    assert_one_error_line(result, 3, str(policy))
+
+
+def test_unreachable_broker() -> None:
+    assert_one_error_line(streamguard("worker", "--broker", "127.0.0.1:1"), 4, "cannot reach Kafka")
+
+
+def test_malformed_broker_url() -> None:
+    assert_one_error_line(streamguard("topics", "apply", "--broker", "nohost"), 3, "nohost")
+
+
+def test_topics_apply_needs_a_broker() -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "STREAMGUARD_BROKER"}
+    assert_one_error_line(streamguard("topics", "apply", env=env), 2, "no broker")
+
+
+def test_bad_environment_value() -> None:
+    import os
+
+    env = {**os.environ, "STREAMGUARD_WEB_PORT": "eighty"}
+    assert_one_error_line(
+        streamguard("worker", "--broker", "127.0.0.1:1", env=env), 3, "STREAMGUARD_WEB_PORT"
+    )
+
+
+def test_demo_rejects_nonsense() -> None:
+    assert_one_error_line(streamguard("demo", "--rate", "-5"), 2, "positive")
