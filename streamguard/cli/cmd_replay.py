@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     import orjson
 
     from streamguard.contracts import load_topic_specs
-    from streamguard.core import Pipeline
+    from streamguard.engine import Pipeline
     from streamguard.guards import Verdict
     from streamguard.policy import load_policy
 
@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected.items())) or "none"
     print(
         f"replayed {stats.messages} messages, {stats.events} events, {stats.pairs} pairs, "
-        f"{stats.unpaired} unpaired, {stats.late} late; dead letters: {rejected}; "
+        f"{stats.unpaired} unpaired, {stats.late} late events, {stats.late_pairs} late pairs; "
+        f"dead letters: {rejected}; "
         f"{stats.verdicts} verdicts, {printed} commands",
         file=sys.stderr,
     )

@@ -22,6 +22,7 @@ Examples
 
 import math
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -31,7 +32,7 @@ import orjson
 
 from streamguard.contracts.events import ROLES, OutcomeBatch, PredictionBatch
 from streamguard.contracts.exceptions import DecodeError
-from streamguard.contracts.schemas import FieldRule, KindRules, rules_for
+from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for
 
 __all__ = ["MAX_MESSAGE_BYTES", "Decoded", "Rejected", "decode_message", "validate_event"]
 
@@ -69,6 +70,15 @@ def _is_number(value: object) -> bool:
     return type(value) in _NUMBER
 
 
+def _check_double(name: str, value: int | float) -> None:
+    # Parsed JSON never holds such integers (orjson reads them as doubles or refuses them), but
+    # objects handed to decode_events may; the columnar batch could not hold them.
+    try:
+        float(value)
+    except OverflowError:
+        raise DecodeError("bad_value", f"{name} is beyond the range of a double") from None
+
+
 def _check_string(name: str, value: object, rule: FieldRule) -> str:
     if type(value) is not str:
         raise DecodeError("wrong_type", f"{name} must be a string, got {type(value).__name__}")
@@ -101,6 +111,7 @@ def _check_common(event: dict[str, Any], rules: KindRules, max_ts: float) -> Non
     ts = event["ts"]
     if not _is_number(ts):
         raise DecodeError("wrong_type", f"ts must be a number, got {type(ts).__name__}")
+    _check_double("ts", ts)
     if ts < rules.ts_minimum:
         raise DecodeError("bad_value", f"ts={ts!r} is below {rules.ts_minimum}")
     if ts > max_ts:
@@ -111,10 +122,12 @@ def _check_prediction(event: dict[str, Any], rules: KindRules, max_ts: float) ->
     _check_common(event, rules, max_ts)
     if not _is_number(event["score"]):
         raise DecodeError("wrong_type", f"score must be a number, got {event['score']!r:.40}")
+    _check_double("score", event["score"])
     if "latency_ms" in event:
         latency = event["latency_ms"]
         if not _is_number(latency):
             raise DecodeError("wrong_type", f"latency_ms must be a number, got {latency!r:.40}")
+        _check_double("latency_ms", latency)
         if latency < 0:
             raise DecodeError("bad_value", f"latency_ms={latency!r} is negative")
     slice_ = event["slice"]
@@ -139,6 +152,7 @@ def _check_outcome(event: dict[str, Any], rules: KindRules, max_ts: float) -> No
     _check_common(event, rules, max_ts)
     if not _is_number(event["value"]):
         raise DecodeError("wrong_type", f"value must be a number, got {event['value']!r:.40}")
+    _check_double("value", event["value"])
 
 
 def validate_event(event: object, max_ts: float = math.inf) -> str:
@@ -211,7 +225,10 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
     if set(map(type, slices)) != {dict} or max(map(len, slices)) > rules.slice_max_properties:
         return None
     keys = list(set(chain.from_iterable(slices)))
-    values = list(set(chain.from_iterable(map(dict.values, slices))))
+    try:
+        values = list(set(chain.from_iterable(map(dict.values, slices))))
+    except TypeError:  # an unhashable value (array, object) is not a string either
+        return None
     if (keys and not _strings_ok(keys, rules.slice_key)) or (
         values and not _strings_ok(values, rules.slice_value)
     ):
@@ -382,11 +399,19 @@ def decode_message(value: bytes | None, max_ts: float = math.inf) -> Decoded:
             return _whole("wrong_type", "envelope events must be an array", value)
         if extra:
             return _whole("bad_value", f"envelope has unknown fields {sorted(extra)}", value)
+        if len(events) > _envelope_max_events():
+            detail = f"envelope has {len(events)} events, more than {_envelope_max_events()}"
+            return _whole("bad_value", detail, value)
         return decode_events(events, max_ts, indexed=True)
     decoded = decode_events([parsed], max_ts, indexed=False)
     for rejected in decoded.rejected:
         rejected.original = value  # a single-event message is dead-lettered byte for byte
     return decoded
+
+
+@cache
+def _envelope_max_events() -> int:
+    return int(load_schema("envelope")["properties"]["events"].get("maxItems", 1 << 62))
 
 
 def _whole(reason: str, detail: str, original: bytes) -> Decoded:

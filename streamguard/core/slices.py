@@ -114,6 +114,7 @@ class SliceCoder:
 
     def _new(self, key: tuple[str | None, ...]) -> int:
         values = []
+        folded = False
         for dim, value in enumerate(key):
             if value is None:
                 values.append(MISSING)
@@ -123,8 +124,9 @@ class SliceCoder:
                 self._seen[dim].add(value)
                 values.append(value)
             else:
-                self.capped += 1
+                folded = True
                 values.append(OTHER)
+        self.capped += folded  # one event, however many of its dimensions were folded
         canonical = tuple(values)
         combo = self._canonical.get(canonical)
         if combo is None:

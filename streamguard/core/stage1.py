@@ -53,7 +53,8 @@ class Stage1Report:
     pairs: int = 0
     unpaired: int = 0
     duplicates: int = 0
-    late: int = 0
+    late: int = 0  # single predictions whose window had closed
+    late_pairs: int = 0  # completed pairs whose window had closed
     skipped_offsets: int = 0  # messages at or below an offset already processed
 
 
@@ -250,7 +251,7 @@ class Stage1:
             )
             report.duplicates += pairs.duplicates
             if len(pairs):
-                n_late += self._pairs(source, state, pairs, watermark, report)
+                report.late_pairs += self._pairs(source, state, pairs, watermark, report)
         state.late += n_late
         report.late += n_late
 

@@ -27,7 +27,7 @@ import numpy as np
 from streamguard.core.measures import ARM_FIELDS, PairMeasures
 from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.core.summary import Array, Field, Registry, Table, add_fields, zeros
-from streamguard.guards.base import Guard, Verdict
+from streamguard.core.verdict import Guard, Verdict
 from streamguard.policy import DeploymentPolicy, Policy
 
 __all__ = ["PartialError", "Stage2", "Stage2Report"]

@@ -2,6 +2,9 @@
 
 Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled back*:
 
+- a finding counts once the same (guard, slice) has explained a breach at ``confirm_windows``
+  consecutive window closes (policy, default 2), so a slice that crosses its threshold by noise
+  one window before the slice that really deviates does not become a command;
 - a finding that calls for ``rollback`` issues one rollback command and latches: nothing more is
   issued for that version;
 - a finding that calls for ``pause`` issues a pause command once per (guard, slice) while the
@@ -15,14 +18,16 @@ yields the same commands with the same ids.
 
 Examples
 --------
->>> d = Decider()
+>>> d = Decider()  # default policy: confirm_windows = 2
 >>> verdict = {"deployment": "d", "guard": "shadow", "model_version": "v2",
 ...     "baseline_version": "v1", "window_start": 0.0, "window_end": 10.0, "horizon_start": -290.0,
 ...     "findings": [{"slice": "platform=ios", "action": "pause", "statistic": "psi",
 ...                   "value": 0.2, "threshold": 0.1, "n": 900}]}
->>> [c.action for c, _ in d.on_verdict(verdict)]
+>>> d.on_verdict(verdict)  # first sighting: not confirmed yet
+[]
+>>> [c.action for c, _ in d.on_verdict({**verdict, "window_end": 20.0})]
 ['pause']
->>> d.on_verdict(verdict)  # the same evidence again: nothing new
+>>> d.on_verdict({**verdict, "window_end": 30.0})  # the same evidence again: nothing new
 []
 """
 
@@ -32,6 +37,7 @@ from typing import Any
 
 from streamguard.contracts import Alert, Command, alert_for
 from streamguard.core.slices import label_dims
+from streamguard.policy import Policy
 
 __all__ = ["Decider", "RolloutState"]
 
@@ -49,6 +55,7 @@ class _Version:
     state: RolloutState = RolloutState.HEALTHY
     issued: set[tuple[str, str, str]] = field(default_factory=set)  # (guard, slice, action)
     approvals: list[dict[str, Any]] = field(default_factory=list)
+    streaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (guard, slice) -> closes
 
 
 _GUARD_TEXT = {"shadow": "shadow predictions deviate from the primary's"}
@@ -69,7 +76,8 @@ def _summary(command: Command, finding: dict[str, Any]) -> str:
 class Decider:
     """Decision state of the deployments one worker owns (keyed like the verdicts topic)."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
         self._versions: dict[tuple[str, str], _Version] = {}
 
     def state(self, deployment: str, model_version: str) -> RolloutState:
@@ -81,12 +89,22 @@ class Decider:
         """Commands (each with its alert) that a verdict calls for."""
         deployment, model_version = verdict["deployment"], verdict["model_version"]
         version = self._versions.setdefault((deployment, model_version), _Version())
+        guard = verdict["guard"]
+        confirm = self.policy.for_deployment(deployment).confirm_windows
+        streaks = {
+            (guard, f["slice"]): version.streaks.get((guard, f["slice"]), 0) + 1
+            for f in verdict["findings"]
+        }
+        # A verdict of this guard without a slice breaks that slice's streak.
+        version.streaks = {k: v for k, v in version.streaks.items() if k[0] != guard} | streaks
         out: list[tuple[Command, Alert]] = []
         # Rollbacks first: once latched, the pauses of the same verdict are moot.
         findings = sorted(
             verdict["findings"], key=lambda f: (f["action"] != "rollback", f["slice"])
         )
         for finding in findings:
+            if streaks[(guard, finding["slice"])] < confirm:
+                continue
             action = finding["action"]
             key = (verdict["guard"], finding["slice"], action)
             if version.state is RolloutState.ROLLED_BACK or key in version.issued:
@@ -136,20 +154,22 @@ class Decider:
                 "state": s.state.value,
                 "issued": sorted(list(k) for k in s.issued),
                 "approvals": s.approvals,
+                "streaks": sorted([g, sl, n] for (g, sl), n in s.streaks.items()),
             }
             for (d, v), s in sorted(self._versions.items())
         }
 
     @classmethod
-    def restore(cls, snapshot: dict[str, Any]) -> "Decider":
+    def restore(cls, snapshot: dict[str, Any], policy: Policy | None = None) -> "Decider":
         """Rebuild a decider from :meth:`snapshot`."""
-        decider = cls()
+        decider = cls(policy)
         for key, value in snapshot.items():
             deployment, model_version = key.split("\x1f", 1)
             decider._versions[(deployment, model_version)] = _Version(
                 state=RolloutState(value["state"]),
                 issued={(g, s, a) for g, s, a in value["issued"]},
                 approvals=list(value["approvals"]),
+                streaks={(g, sl): int(n) for g, sl, n in value.get("streaks", [])},
             )
         return decider
 

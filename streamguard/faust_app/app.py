@@ -25,8 +25,9 @@ import faust
 import orjson
 
 from streamguard.contracts import TopicSpec, dead_letter, decode_message, load_topic_specs
-from streamguard.core import Engine, PartialError
+from streamguard.core import PartialError
 from streamguard.core.stage1 import dumps
+from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_reliably
 from streamguard.policy import Policy
@@ -122,6 +123,7 @@ def create_app(
             metrics.unpaired.inc(report.unpaired)
             metrics.duplicate_halves.inc(report.duplicates)
             metrics.late.labels("source").inc(report.late)
+            metrics.late.labels("source_pairs").inc(report.late_pairs)
 
     @app.timer(interval=settings.flush_interval_s, name="flush")
     async def flush() -> None:

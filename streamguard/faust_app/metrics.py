@@ -44,7 +44,8 @@ class Metrics:
         )
         self.late = Counter(
             "streamguard_late_events",
-            "Events or pairs not counted because their window had closed, by stage.",
+            "Not counted because their window had closed: single predictions (stage=source), "
+            "pairs (source_pairs) and pairs whose window stage 2 had closed (merge).",
             ["stage"],
             registry=r,
         )

@@ -1,16 +1,14 @@
-"""What a guard produces: a verdict per (deployment, guard, window close).
+"""The guard contract, defined next to stage 2 (which runs guards) and re-exported here."""
 
-A verdict lists every judged slice with its statistics and state, and the *findings*: the
-slices that explain a breach, each with the action it calls for and its evidence. Stage 3
-turns findings into commands; the verdict itself goes to the verdicts topic, where dashboards
-and the demo's live table read it.
-"""
-
-import math
-from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from streamguard.core.summary import Array
+from streamguard.core.verdict import (
+    SEVERITY_ACTION,
+    Finding,
+    Guard,
+    GuardContext,
+    SliceResult,
+    Verdict,
+    clean_float,
+)
 
 __all__ = [
     "SEVERITY_ACTION",
@@ -21,131 +19,3 @@ __all__ = [
     "Verdict",
     "clean_float",
 ]
-
-#: Severity level -> action. 0 is healthy.
-SEVERITY_ACTION = {1: "pause", 2: "rollback"}
-
-
-def clean_float(value: float, digits: int = 6) -> float | None:
-    """Round for evidence; NaN (undefined, e.g. no data) becomes None (JSON null)."""
-    if value is None or not math.isfinite(value):
-        return None
-    return round(float(value), digits)
-
-
-@dataclass(slots=True)
-class SliceResult:
-    """One slice's statistics and state in a verdict."""
-
-    slice: str
-    n: int
-    state: str  # ok | pause | rollback | insufficient
-    stats: dict[str, float | None]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"slice": self.slice, "n": self.n, "state": self.state, "stats": self.stats}
-
-
-@dataclass(slots=True)
-class Finding:
-    """A slice that explains a breach, with everything on-call needs to judge it."""
-
-    slice: str
-    action: str
-    statistic: str
-    value: float | None
-    threshold: float
-    n: int
-    stats: dict[str, float | None]
-    thresholds: dict[str, dict[str, float]]
-    onset: float | None = None
-    change_detected_at: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        out = {
-            "slice": self.slice,
-            "action": self.action,
-            "statistic": self.statistic,
-            "value": self.value,
-            "threshold": self.threshold,
-            "n": self.n,
-            "stats": self.stats,
-            "thresholds": self.thresholds,
-            "onset": self.onset,
-            "change_detected_at": self.change_detected_at,
-        }
-        out.update(self.extra)
-        return out
-
-
-@dataclass(slots=True)
-class Verdict:
-    """A guard's judgement of one deployment at one window close."""
-
-    deployment: str
-    guard: str
-    model_version: str
-    baseline_version: str
-    window_start: float
-    window_end: float
-    horizon_start: float
-    slices: list[SliceResult]
-    findings: list[Finding]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The verdict message (schema ``verdict``)."""
-        return {
-            "schema_version": 1,
-            "kind": "verdict",
-            "deployment": self.deployment,
-            "guard": self.guard,
-            "model_version": self.model_version,
-            "baseline_version": self.baseline_version,
-            "window_start": self.window_start,
-            "window_end": self.window_end,
-            "horizon_start": self.horizon_start,
-            "slices": [s.to_dict() for s in self.slices],
-            "findings": [f.to_dict() for f in self.findings],
-        }
-
-
-class GuardContext(Protocol):
-    """What stage 2 gives a guard when a window closes."""
-
-    deployment: str
-    window: int  # index of the window that just closed
-    window_s: int
-    horizon_windows: int
-
-    def versions(self, stream: str) -> list[str]:
-        """Versions with data in the horizon for ``stream``, most recent first."""
-        ...
-
-    def horizon(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]]:
-        """Slice labels and summed arrays of ``stream``/``version`` over the horizon."""
-        ...
-
-    def closed_window(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]] | None:
-        """Slice labels and arrays of the window that just closed (None if it had no data)."""
-        ...
-
-    def baseline_version(self, stream: str, version: str) -> str:
-        """Primary (baseline) model version seen with ``stream``/``version``."""
-        ...
-
-    def state(self, guard: str) -> dict[Any, Any]:
-        """Mutable per-(deployment, guard) state that survives between window closes."""
-        ...
-
-
-class Guard(Protocol):
-    """A guard: judges a deployment's horizon at every window close."""
-
-    name: str
-
-    def evaluate(self, ctx: GuardContext) -> Verdict | None:
-        """A verdict, or None when the guard has nothing to judge."""
-        ...

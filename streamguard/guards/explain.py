@@ -13,17 +13,22 @@ Examples
 --------
 >>> labels = ["*", "p=a", "p=b", "p=a,t=f", "p=a,t=g", "p=b,t=f", "t=f", "t=g"]
 >>> firing = {"*", "p=a", "p=a,t=f", "t=f"}
->>> def complement_is_clean(parent, children):
-...     return True  # what is left of the parent without these children is healthy here
->>> explain(labels, firing, complement_is_clean)
+>>> def rest(parent, children):
+...     return "clean"  # what is left of the parent without these children is healthy here
+>>> explain(labels, firing, rest)
 ['p=a,t=f']
 """
 
 from collections.abc import Callable
+from typing import Literal
 
 from streamguard.core.slices import ROOT
 
-__all__ = ["explain"]
+__all__ = ["Rest", "explain"]
+
+#: What is left of a slice once some of its sub-slices are removed: ``clean`` (enough data and
+#: clearly healthy), ``elevated`` (enough data, not clearly healthy) or ``unknown`` (too little).
+Rest = Literal["clean", "elevated", "unknown"]
 
 
 def _items(label: str) -> frozenset[str]:
@@ -34,10 +39,21 @@ def _dims(items: frozenset[str]) -> frozenset[str]:
     return frozenset(item.split("=", 1)[0] for item in items)
 
 
+def _intersection(a: frozenset[str], b: frozenset[str]) -> frozenset[str] | None:
+    """Items of the slice where both ``a`` and ``b`` hold, or None if they exclude each other."""
+    merged: dict[str, str] = {}
+    for item in a | b:
+        dim, _, value = item.partition("=")
+        if merged.setdefault(dim, value) != value:
+            return None
+    return a | b
+
+
 def explain(
     labels: list[str],
     firing: set[str],
-    complement_is_clean: Callable[[str, list[str]], bool],
+    rest: Callable[[str, list[str]], Rest],
+    strength: dict[str, float] | None = None,
 ) -> list[str]:
     """Explanatory slices among ``firing``.
 
@@ -47,21 +63,35 @@ def explain(
         All tracked slice labels with data.
     firing
         Labels whose own statistics breach a threshold.
-    complement_is_clean
-        ``complement_is_clean(parent, children)`` tells whether ``parent`` minus ``children`` has
-        enough data to be judged and is clearly healthy.
+    rest
+        ``rest(parent, children)`` judges ``parent`` minus ``children`` (its descendants).
+    strength
+        How strongly each firing label breaches; the strongest breaches are explained first.
+
+    Notes
+    -----
+    Breaches overlap: a deviation in ``region=eu`` also makes ``platform=web`` breach, diluted,
+    through ``platform=web,region=eu``. Explanations are accepted strongest first, and a later
+    candidate is dropped when it lies inside an accepted explanation, or when removing its
+    overlap with one leaves it clean: its breach is that explanation's, seen from another side.
+
+    Breaches also arrive unevenly: while a deviation in ``platform=android`` builds up, one of its
+    small sub-slices may cross its threshold a window before the whole platform does. So an
+    explanation is *confirmed* only if, for every tracked ancestor, what is left of the ancestor
+    without the explanations inside it is not elevated; otherwise the deviation reaches beyond
+    the candidate and the finding waits until the broader slice breaches.
     """
     items = {label: _items(label) for label in labels}
+    by_items = {own: label for label, own in items.items()}
     firing_items = {label: items[label] for label in firing if label in items}
+    strength = strength or {}
     roots = [
         label
         for label, own in firing_items.items()
         if not any(other < own for other in firing_items.values())
     ]
-    found: set[str] = set()
-    seen: set[str] = set()
 
-    def descend(label: str) -> None:
+    def descend(label: str, out: list[str], seen: set[str]) -> None:
         if label in seen:
             return
         seen.add(label)
@@ -76,17 +106,66 @@ def explain(
         for extra, members in groups.items():
             # Children that differ from the parent by exactly these dimensions split it.
             children = sorted(members)
-            if complement_is_clean(label, children):
+            if rest(label, children) == "clean":
                 candidates.append((len(extra), len(children), children))
         if not candidates:
-            found.add(label)
+            out.append(label)
             return
         candidates.sort()
         for child in candidates[0][2]:
-            descend(child)
+            descend(child, out, seen)
 
-    for root in sorted(roots):
-        descend(root)
-    # A slice whose descendant is also an explanation adds nothing.
-    result = [label for label in found if not any(items[label] < items[other] for other in found)]
+    def explained_by(candidate: str, accepted: str) -> bool:
+        own, other = items[candidate], items[accepted]
+        if other <= own:
+            return True  # inside an accepted explanation
+        overlap = _intersection(own, other)
+        if overlap is None or overlap == own or overlap not in by_items:
+            return False
+        return rest(candidate, [by_items[overlap]]) == "clean"
+
+    accepted: list[str] = []
+    seen: set[str] = set()
+    for root in sorted(roots, key=lambda label: (-strength.get(label, 0.0), label)):
+        found: list[str] = []
+        descend(root, found, seen)
+        for candidate in found:
+            if candidate in accepted or any(explained_by(candidate, a) for a in accepted):
+                continue
+            accepted.append(candidate)
+
+    def confirmed(candidate: str, explanations: list[str]) -> bool:
+        own = items[candidate]
+        for ancestor, ancestor_items in items.items():
+            if not ancestor_items < own or ancestor in explanations:
+                continue
+            # Remove the part of every explanation that falls inside this ancestor.
+            parts = []
+            for other in explanations:
+                overlap = _intersection(ancestor_items, items[other])
+                if overlap is not None:
+                    parts.append(overlap)
+            if any(p not in by_items for p in parts) or not _disjoint(parts):
+                continue  # not expressible as tracked, disjoint slices: cannot judge the rest
+            if rest(ancestor, sorted(by_items[p] for p in parts)) == "elevated":
+                return False
+        return True
+
+    # Strength order can accept a small, noisy slice before the slice that really explains it;
+    # drop an explanation that another one explains, unless they explain each other.
+    settled = list(accepted)
+    for label in accepted:
+        others = [o for o in settled if o != label]
+        if any(explained_by(label, o) and not explained_by(o, label) for o in others):
+            settled.remove(label)
+    result = [label for label in settled if confirmed(label, settled)]
     return sorted(result, key=lambda label: (len(items[label]), label))
+
+
+def _disjoint(slices: list[frozenset[str]]) -> bool:
+    """True when no two slices can hold the same event."""
+    for i, a in enumerate(slices):
+        for b in slices[i + 1 :]:
+            if _intersection(a, b) is not None:
+                return False
+    return True

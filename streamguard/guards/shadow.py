@@ -40,7 +40,7 @@ from streamguard.guards.base import (
     Verdict,
     clean_float,
 )
-from streamguard.guards.explain import explain
+from streamguard.guards.explain import Rest, explain
 from streamguard.policy import SHADOW_STATISTICS, DeploymentPolicy
 from streamguard.stats import (
     OnsetTracker,
@@ -57,7 +57,7 @@ F64 = npt.NDArray[np.float64]
 NAME = "shadow"
 #: A complement counts as healthy only when every statistic stays below this fraction of its
 #: pause threshold; a child that narrowly missed its own threshold must not pass as healthy.
-CLEAN_FRACTION = 0.75
+CLEAN_FRACTION = 0.5
 
 
 def shadow_statistics(
@@ -86,6 +86,7 @@ class _Judged:
     stats: dict[str, F64]
     severity: npt.NDArray[np.int64]
     worst: list[str]  # per row: the statistic that sets its severity
+    ratio: list[float]  # per row: that statistic over its pause threshold
 
 
 def _bands(policy: DeploymentPolicy, labels: list[str]) -> F64:
@@ -115,7 +116,10 @@ def _judge(stats: dict[str, F64], bands: F64, enough: npt.NDArray[np.bool_]) -> 
     score = level * 1e6 + np.minimum(ratio, 1e5)
     worst_index = np.argmax(score, axis=1)
     severity = np.where(enough, level.max(axis=1), 0)
-    return _Judged(stats, severity, [SHADOW_STATISTICS[j] for j in worst_index])
+    worst_ratio = np.take_along_axis(ratio, worst_index[:, None], axis=1)[:, 0]
+    return _Judged(
+        stats, severity, [SHADOW_STATISTICS[j] for j in worst_index], worst_ratio.tolist()
+    )
 
 
 def _sum_rows(arrays: dict[str, Array], rows: list[int]) -> dict[str, Array]:
@@ -150,6 +154,8 @@ class ShadowDeviationGuard:
         present = np.flatnonzero(arrays["pairs"] > 0)
         if not len(present):
             return None
+        # Rows are in first-seen order, which depends on flush timing; labels are not.
+        present = present[np.argsort([labels[i] for i in present.tolist()], kind="stable")]
         labels = [labels[i] for i in present.tolist()]
         arrays = {k: v[present] for k, v in arrays.items()}
         n = arrays["pairs"]
@@ -162,22 +168,26 @@ class ShadowDeviationGuard:
         index = {label: i for i, label in enumerate(labels)}
         firing = {labels[i] for i in np.flatnonzero(judged.severity > 0).tolist()}
 
-        def complement_is_clean(parent: str, children: list[str]) -> bool:
+        def rest(parent: str, children: list[str]) -> Rest:
             p = index[parent]
-            rest = subtract_fields(
+            remainder = subtract_fields(
                 measures.fields,
                 {k: v[p : p + 1] for k, v in arrays.items()},
                 _sum_rows(arrays, [index[c] for c in children]),
             )
-            if int(rest["pairs"][0]) < policy.shadow.min_pairs:
-                return False  # too little left to tell whether the rest is healthy
-            stats = shadow_statistics(rest, measures, policy.shadow.psi_groups)
+            if int(remainder["pairs"][0]) < policy.shadow.min_pairs:
+                return "unknown"  # too little left to tell whether the rest is healthy
+            stats = shadow_statistics(remainder, measures, policy.shadow.psi_groups)
             ratios = [
                 float(stats[name][0]) / bands[p, j, 0] for j, name in enumerate(SHADOW_STATISTICS)
             ]
-            return bool(max(r for r in ratios if math.isfinite(r)) < CLEAN_FRACTION)
+            worst = max((r for r in ratios if math.isfinite(r)), default=0.0)
+            return "clean" if worst < CLEAN_FRACTION else "elevated"
 
-        explanations = explain(labels, firing, complement_is_clean) if firing else []
+        strength = {
+            labels[i]: judged.ratio[i] for i in np.flatnonzero(judged.severity > 0).tolist()
+        }
+        explanations = explain(labels, firing, rest, strength) if firing else []
         window_start = float(ctx.window * ctx.window_s)
         state = ctx.state(NAME)
         findings = [

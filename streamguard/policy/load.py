@@ -54,8 +54,19 @@ def parse_label(label: str) -> dict[str, str]:
     return out
 
 
-def _canonical(label: str) -> str:
-    dims = parse_label(label)
+def _tracked_label(where: str, label: str, slices: SlicePolicy) -> str:
+    """Canonical form of an override's slice label, which must name a tracked slice."""
+    try:
+        dims = parse_label(label)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    unknown = sorted(set(dims) - set(slices.dimensions))
+    if unknown:
+        known = ", ".join(slices.dimensions)
+        raise ConfigError(f"{where}: {unknown[0]!r} is not a slice dimension (known: {known})")
+    full = len(dims) == len(slices.dimensions) and slices.include_full
+    if len(dims) > slices.max_level and not full:
+        raise ConfigError(f"{where}: slices with {len(dims)} dimensions are not tracked")
     return ",".join(f"{k}={dims[k]}" for k in sorted(dims)) or "*"
 
 
@@ -92,6 +103,8 @@ def _bands(path: str, raw: Any, base: dict[str, Band]) -> dict[str, Band]:
 
 
 def _check_keys(path: str, raw: dict[str, Any], allowed: set[str]) -> None:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"unknown key {path}.{unknown[0]} (known: {', '.join(sorted(allowed))})")
@@ -144,8 +157,12 @@ def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
             if type(value) is not bool:
                 raise ConfigError(f"{where} must be true or false")
             values[name] = value
+        elif name == "max_level":
+            values[name] = _number(where, value, integer=True, positive=False)
+            if value < 0:
+                raise ConfigError(f"{where} must be 0 or more, got {value!r}")
         else:
-            values[name] = _number(where, value, integer=True, positive=name != "max_level")
+            values[name] = _number(where, value, integer=True)
     return replace(base, **values)
 
 
@@ -155,6 +172,7 @@ _DEPLOYMENT_KEYS = {
     "allowed_lateness_s",
     "pair_ttl_s",
     "max_pending",
+    "confirm_windows",
     "slices",
     "guards",
     "slice_overrides",
@@ -172,10 +190,16 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
         raise ConfigError(f"{path}: horizon_s ({horizon_s}) must be a multiple of window_s")
     policy = replace(policy, window_s=window_s, horizon_windows=horizon_s // window_s)
     if "allowed_lateness_s" in raw:
-        lateness = float(_number(f"{path}.allowed_lateness_s", raw["allowed_lateness_s"]))
+        where = f"{path}.allowed_lateness_s"
+        lateness = float(_number(where, raw["allowed_lateness_s"], positive=False))
+        if lateness < 0:
+            raise ConfigError(f"{where} must be 0 or more, got {lateness}")
         policy = replace(policy, allowed_lateness_s=lateness)
     if "pair_ttl_s" in raw:
         policy = replace(policy, pair_ttl_s=float(_number(f"{path}.pair_ttl_s", raw["pair_ttl_s"])))
+    if "confirm_windows" in raw:
+        confirm = _number(f"{path}.confirm_windows", raw["confirm_windows"], integer=True)
+        policy = replace(policy, confirm_windows=confirm)
     if "max_pending" in raw:
         max_pending = _number(f"{path}.max_pending", raw["max_pending"], integer=True)
         policy = replace(policy, max_pending=max_pending)
@@ -187,10 +211,13 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
         policy = replace(policy, shadow=shadow)
     overrides = dict(base.shadow_slice_thresholds)
-    for label, table in raw.get("slice_overrides", {}).items():
+    slice_overrides = raw.get("slice_overrides", {})
+    if not isinstance(slice_overrides, dict):
+        raise ConfigError(f"{path}.slice_overrides must be a table of slice labels")
+    for label, table in slice_overrides.items():
         where = f"{path}.slice_overrides.{label!r}"
         _check_keys(where, table, {"shadow"})
-        key = _canonical(label)
+        key = _tracked_label(where, label, policy.slices)
         overrides[key] = _bands(f"{where}.shadow", table.get("shadow", {}), overrides.get(key, {}))
     return replace(policy, shadow_slice_thresholds=overrides)
 

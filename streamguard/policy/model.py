@@ -80,6 +80,10 @@ class DeploymentPolicy:
     allowed_lateness_s: float = 5.0
     pair_ttl_s: float = 30.0
     max_pending: int = 100_000
+    #: A finding becomes a command once the same slice explained a breach at this many
+    #: consecutive window closes (1 = at once); filters slices that cross a threshold by noise
+    #: a window before the slice that really deviates.
+    confirm_windows: int = 2
     slices: SlicePolicy = field(default_factory=SlicePolicy)
     shadow: ShadowPolicy = field(default_factory=ShadowPolicy)
     #: slice label -> statistic -> band, for the shadow guard.

@@ -33,7 +33,10 @@ def quantile_from_counts(
     result lies in the first non-empty bin ``j`` whose cumulative count reaches ``t``, at
     ``edges[j] + (t - C[j-1]) / counts[j] * (edges[j+1] - edges[j])``. Thus ``q = 0`` gives
     the left edge of the first non-empty bin and ``q = 1`` the right edge of the last one.
-    The error against the raw-data quantile is at most one bin width.
+    The result lies in the same bin as the raw-data quantile by the inverted-CDF definition
+    (``numpy.quantile(..., method="inverted_cdf")``), so the error against it is at most one
+    bin width; other definitions (numpy's default, linear) interpolate across empty bins and
+    can differ by more.
 
     Parameters
     ----------

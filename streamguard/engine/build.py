@@ -27,5 +27,5 @@ class Engine:
             policy=policy,
             stage1=Stage1(policy),
             stage2=Stage2(policy, n_sources, default_guards(policy), idle_timeout_s),
-            decider=Decider(),
+            decider=Decider(policy),
         )

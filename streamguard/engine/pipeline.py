@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from streamguard.contracts import Alert, Command, Decoded, decode_message, partition_for
-from streamguard.core.engine import Engine
 from streamguard.core.stage1 import dumps
+from streamguard.engine.build import Engine
 from streamguard.guards import Verdict
 from streamguard.policy import Policy
 
@@ -51,6 +51,7 @@ class PipelineStats:
     pairs: int = 0
     unpaired: int = 0
     late: int = 0
+    late_pairs: int = 0
     duplicates: int = 0
     verdicts: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -113,6 +114,7 @@ class Pipeline:
         self.stats.pairs += report.pairs
         self.stats.unpaired += report.unpaired
         self.stats.late += report.late
+        self.stats.late_pairs += report.late_pairs
         self.stats.duplicates += report.duplicates
         self._since_flush += 1
         if self._since_flush >= self.flush_every:

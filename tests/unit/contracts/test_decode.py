@@ -1,0 +1,686 @@
+"""The decoder never raises, agrees with the JSON Schemas, keeps good neighbours of bad events."""
+
+import json
+import math
+import string
+from typing import Any
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamguard.contracts import ROLES, load_schema
+from streamguard.contracts.decode import (
+    MAX_MESSAGE_BYTES,
+    Decoded,
+    DecodeError,
+    decode_events,
+    decode_message,
+    validate_event,
+)
+
+#: Every reason the decoder may give; dead-letter keys and metric labels come from this set.
+REASONS = {
+    "empty_message",
+    "oversized",
+    "invalid_json",
+    "not_an_object",
+    "unsupported_version",
+    "unknown_kind",
+    "missing_field",
+    "wrong_type",
+    "bad_value",
+    "ts_in_future",
+}
+
+VALIDATORS = {
+    kind: jsonschema.Draft202012Validator(load_schema(kind)) for kind in ("prediction", "outcome")
+}
+ENVELOPE_MAX_EVENTS = load_schema("envelope")["properties"]["events"]["maxItems"]
+
+
+def schema_accepts(event: Any) -> bool:
+    """What JSON Schema says of one event: valid for the schema of the kind it claims."""
+    return any(v.is_valid(event) for v in VALIDATORS.values())
+
+
+def accepted(decoded: Decoded) -> int:
+    return len(decoded.predictions) + len(decoded.outcomes)
+
+
+def parses(raw: bytes) -> bool:
+    """Whether orjson reads the text (it refuses numbers beyond the range of a double)."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def encode(value: Any) -> bytes:
+    """JSON text as any client could send it (stdlib json: ints of any size, no NaN)."""
+    return json.dumps(value, allow_nan=False).encode()
+
+
+# --- strategies ---------------------------------------------------------------------------------
+
+text = st.characters(codec="utf-8")
+# Short values keep generation fast; the boundary lengths are drawn explicitly.
+ids = st.text(text, min_size=1, max_size=10) | st.sampled_from(["i" * 128, "\u00e9" * 128])
+deployments = st.text(string.ascii_letters + string.digits + "._:/-", min_size=1, max_size=12)
+slice_keys = st.text(
+    string.ascii_letters + string.digits + "_.-", min_size=1, max_size=8
+) | st.just("k" * 64)
+slice_values = st.text(
+    st.characters(codec="utf-8", exclude_characters="=,|"), min_size=1, max_size=8
+) | st.just("v" * 64)
+slices = st.dictionaries(slice_keys, slice_values, max_size=4) | st.just(
+    {f"d{i}": "v" for i in range(16)}
+)
+items = st.lists(st.text(text, min_size=1, max_size=8), max_size=4) | st.sampled_from(
+    [[], ["i" * 256], ["x"] * 1000]
+)
+# JSON numbers; beyond 64 bits orjson parses integers as doubles, which is still a number.
+json_ints = st.integers(-(2**70), 2**70)
+numbers = json_ints | st.floats(allow_nan=False, allow_infinity=False)
+non_negative = st.integers(0, 2**70) | st.floats(0, 1e300)
+timestamps = st.integers(0, 2**40) | st.floats(0.0, 4e9)
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | json_ints
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(text, max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+valid_predictions = st.fixed_dictionaries(
+    {
+        "schema_version": st.sampled_from([1, 1.0]),
+        "kind": st.just("prediction"),
+        "event_id": ids,
+        "request_id": ids,
+        "ts": timestamps,
+        "deployment": deployments,
+        "model_version": ids,
+        "role": st.sampled_from(ROLES),
+        "slice": slices,
+        "score": numbers,
+    },
+    optional={
+        "latency_ms": non_negative,
+        "items": items,
+        "note": json_values,  # additional properties are allowed
+    },
+)
+valid_outcomes = st.fixed_dictionaries(
+    {
+        "schema_version": st.sampled_from([1, 1.0]),
+        "kind": st.just("outcome"),
+        "event_id": ids,
+        "request_id": ids,
+        "ts": timestamps,
+        "deployment": deployments,
+        "value": numbers,
+    },
+    optional={"note": json_values},
+)
+valid_events = valid_predictions | valid_outcomes
+
+FIELDS = [
+    "schema_version",
+    "kind",
+    "event_id",
+    "request_id",
+    "ts",
+    "deployment",
+    "model_version",
+    "role",
+    "slice",
+    "score",
+    "latency_ms",
+    "items",
+    "value",
+]
+STRING_FIELDS = ["event_id", "request_id", "deployment", "model_version", "role", "kind"]
+wrong_values = st.sampled_from(
+    [None, True, False, 0, 1, -1, 1.5, "", "x", [], {}, [1], {"a": "b"}, "1", 2**64, -(2**63)]
+)
+
+
+@st.composite
+def mutations(draw: st.DrawFn, event: dict[str, Any], huge: bool) -> dict[str, Any]:
+    """One mutation of an event: most make it invalid, some leave it valid (extras, 1.0)."""
+    event = dict(event)
+    op = draw(
+        st.sampled_from(
+            [
+                "drop",
+                "wrong_type",
+                "version",
+                "long_string",
+                "empty_string",
+                "role",
+                "slice_key",
+                "slice_value",
+                "slice_size",
+                "items",
+                "negative",
+                "kind",
+                "nested",
+                "deployment",
+            ]
+        )
+    )
+    field = draw(st.sampled_from(FIELDS))
+    if op == "drop":
+        event.pop(draw(st.sampled_from(sorted(event))), None)
+    elif op == "wrong_type":
+        event[field] = draw(wrong_values | json_values)
+    elif op == "version":
+        event["schema_version"] = draw(
+            st.sampled_from([0, 2, -1, 1.5, "1", True, False, None, [1], {"v": 1}, 1.0, 1])
+        )
+    elif op == "long_string":
+        limit = 64 if field == "slice" else 128
+        long = "x" * draw(st.integers(limit + 1, limit + 200))
+        if field == "slice":
+            event["slice"] = {long: "v"} if draw(st.booleans()) else {"k": long}
+        elif field == "items":
+            event["items"] = ["i" * draw(st.integers(257, 400))]
+        else:
+            event[draw(st.sampled_from(STRING_FIELDS))] = long
+    elif op == "empty_string":
+        event[draw(st.sampled_from(STRING_FIELDS))] = ""
+    elif op == "role":
+        event["role"] = draw(
+            st.sampled_from(["", "Primary", "candidate", "shadow ", " canary", "PRIMARY"])
+            | st.text(max_size=8)
+        )
+    elif op == "slice_key":
+        bad_key = draw(
+            st.sampled_from(["", "a=b", "a,b", "a|b", "a b", "plat form", "é", "k\x00", "a/b"])
+            | st.text(max_size=10)
+        )
+        event["slice"] = {**_dict(event.get("slice")), bad_key: "v"}
+    elif op == "slice_value":
+        bad_value = draw(
+            st.sampled_from(["", "a=b", "a,b", "a|b", "=", ",", "|", None, 1, True, [], {}])
+            | st.text(max_size=10)
+            | json_values
+        )
+        event["slice"] = {**_dict(event.get("slice")), "platform": bad_value}
+    elif op == "slice_size":
+        event["slice"] = {f"d{i}": "v" for i in range(draw(st.integers(15, 20)))}
+    elif op == "items":
+        event["items"] = draw(
+            st.sampled_from([None, "a", 1, {}, [""], [1], [None], [["a"]], ["a", 2], [True]])
+            | st.just(["x"] * 1001)
+            | st.just(["x"] * 1000)
+            | st.lists(json_values, max_size=3)
+        )
+    elif op == "negative":
+        name = draw(st.sampled_from(["ts", "latency_ms", "score", "value"]))
+        event[name] = draw(st.sampled_from([-1, -0.001, -1e300, -0.0, -(2**64), 0, 0.0]))
+    elif op == "kind":
+        event["kind"] = draw(
+            st.sampled_from(["prediction", "outcome", "Prediction", "", None, 1, ["prediction"]])
+        )
+    elif op == "nested":
+        event[field] = draw(
+            st.recursive(json_values, lambda c: st.lists(c, min_size=1, max_size=2), max_leaves=20)
+        )
+    elif op == "deployment":
+        event["deployment"] = draw(
+            st.sampled_from(["home ranker", "a|b", "ä", "a\tb", "x" * 128, "x" * 129, "a,b"])
+        )
+    if huge and draw(st.booleans()):
+        # Integers beyond the range of a double, which stdlib JSON writes and orjson refuses.
+        event[draw(st.sampled_from(["ts", "score", "value", "latency_ms"]))] = draw(
+            st.sampled_from([10**400, -(10**400), 2**1024, 10**308 * 2])
+        )
+    return event
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+@st.composite
+def mutated_events(draw: st.DrawFn, huge: bool = False) -> dict[str, Any]:
+    event = draw(valid_events)
+    for _ in range(draw(st.integers(1, 3))):
+        event = draw(mutations(event, huge))
+    return event
+
+
+any_events = valid_events | mutated_events()
+
+
+# --- (a) never raises, bookkeeping ------------------------------------------------------------
+
+
+def check_bookkeeping(decoded: Decoded) -> None:
+    """What every decode result must satisfy, whatever the input."""
+    assert {r.reason for r in decoded.rejected} <= REASONS
+    assert all(r.detail for r in decoded.rejected)
+    n_ok = accepted(decoded)
+    whole = [r for r in decoded.rejected if r.event_index is None]
+    indexed = [r for r in decoded.rejected if r.event_index is not None]
+    if whole and not indexed and n_ok == 0 and decoded.n_events == 0:
+        # The message as a whole was rejected (not JSON, not an object, bad envelope, ...).
+        assert len(whole) == 1
+        return
+    assert decoded.n_events == n_ok + len(decoded.rejected)
+    if indexed:  # an envelope: each event accepted or rejected once, by its own index
+        assert not whole
+        positions = [r.event_index for r in indexed]
+        assert len(set(positions)) == len(positions)
+        assert all(0 <= p < decoded.n_events for p in positions)
+        assert positions == sorted(positions)
+    else:  # one event in the message
+        assert decoded.n_events <= 1 or n_ok == decoded.n_events
+    if n_ok:
+        highs = [float(b.ts.max()) for b in (decoded.predictions, decoded.outcomes) if len(b)]
+        assert decoded.max_ts == max(highs)
+    else:
+        assert decoded.max_ts == -math.inf
+    p = decoded.predictions
+    assert len(p.request_id) == len(p.ts) == len(p.role) == len(p.score) == len(p.slice) == len(p)
+    assert len(p.latency_ms) == len(p.deployment) == len(p.model_version) == len(p)
+    assert not p.items or len(p.items) == len(p)
+    o = decoded.outcomes
+    assert len(o.request_id) == len(o.ts) == len(o.value) == len(o.deployment) == len(o)
+
+
+@given(st.binary(max_size=300))
+def test_never_raises_on_arbitrary_bytes(value: bytes) -> None:
+    decoded = decode_message(value)
+    check_bookkeeping(decoded)
+
+
+@settings(max_examples=100)
+@given(json_values | st.lists(json_values) | st.dictionaries(st.text(max_size=8), json_values))
+def test_never_raises_on_arbitrary_json(value: Any) -> None:
+    raw = encode(value)
+    decoded = decode_message(raw)
+    check_bookkeeping(decoded)
+    if not isinstance(value, dict):
+        assert [r.reason for r in decoded.rejected] == ["not_an_object"]
+
+
+@settings(max_examples=150)
+@given(mutated_events(huge=True))
+def test_never_raises_on_mutated_events(event: dict[str, Any]) -> None:
+    raw = encode(event)
+    decoded = decode_message(raw)
+    check_bookkeeping(decoded)
+    assert accepted(decoded) + len(decoded.rejected) == 1
+
+
+@st.composite
+def envelopes(draw: st.DrawFn, huge: bool = True) -> dict[str, Any]:
+    items = valid_events | mutated_events(huge=huge) | json_values
+    envelope: dict[str, Any] = {"schema_version": 1, "events": draw(st.lists(items, max_size=8))}
+    op = draw(st.sampled_from(["none", "none", "version", "events", "extra", "kind", "drop"]))
+    if op == "version":
+        envelope["schema_version"] = draw(wrong_values)
+    elif op == "events":
+        envelope["events"] = draw(wrong_values | json_values)
+    elif op == "extra":
+        envelope[draw(st.text(min_size=1, max_size=6))] = draw(json_values)
+    elif op == "kind":
+        envelope["kind"] = draw(st.sampled_from(["prediction", "outcome", "x"]))
+    elif op == "drop":
+        del envelope["schema_version"]
+    return envelope
+
+
+@settings(max_examples=75)
+@given(envelopes())
+def test_never_raises_on_mutated_envelopes(envelope: dict[str, Any]) -> None:
+    raw = encode(envelope)
+    decoded = decode_message(raw)
+    check_bookkeeping(decoded)
+    version = envelope.get("schema_version")
+    proper = (
+        parses(raw)
+        and "kind" not in envelope
+        and set(envelope) == {"schema_version", "events"}
+        and type(version) in (int, float)
+        and version == 1
+        and isinstance(envelope["events"], list)
+    )
+    if proper:
+        assert decoded.n_events == len(envelope["events"])
+        assert not any(r.event_index is None for r in decoded.rejected)
+    else:
+        assert accepted(decoded) == 0
+
+
+@settings(max_examples=30)
+@given(st.lists(mutated_events(huge=True), min_size=1, max_size=6), st.data())
+def test_python_level_decode_never_loses_events(events: list[Any], data: st.DataObject) -> None:
+    """decode_events takes parsed objects; integers too large for a double are still accounted."""
+    good = data.draw(st.lists(valid_events, max_size=4))
+    batch = events + good
+    decoded = decode_events(batch)
+    assert decoded.n_events == len(batch) == accepted(decoded) + len(decoded.rejected)
+    assert accepted(decoded) >= len(good)
+    assert {r.reason for r in decoded.rejected} <= REASONS
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty_message"),
+        (b"", "empty_message"),
+        (b"{", "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b'"\\ud800"', "invalid_json"),
+        (b"[" * 5000 + b"]" * 5000, "invalid_json"),
+        (b'{"ts": 1e400}', "invalid_json"),
+        (b"[]", "not_an_object"),
+        (b"3", "not_an_object"),
+        (b"null", "not_an_object"),
+        (b'{"events": []}', "unsupported_version"),
+        (b'{"schema_version": 2, "events": []}', "unsupported_version"),
+        (b'{"schema_version": true, "events": []}', "unsupported_version"),
+        (b'{"schema_version": 1, "events": {}}', "wrong_type"),
+        (b'{"schema_version": 1, "events": [], "x": 1}', "bad_value"),
+        (b'{"schema_version": 1}', "unknown_kind"),
+    ],
+)
+def test_whole_message_reasons(value: bytes | None, reason: str) -> None:
+    decoded = decode_message(value)
+    assert [r.reason for r in decoded.rejected] == [reason]
+    assert decoded.rejected[0].event_index is None
+    assert accepted(decoded) == 0
+
+
+def test_oversized_message_is_rejected_whole_without_parsing() -> None:
+    value = b" " * (MAX_MESSAGE_BYTES + 1)
+    decoded = decode_message(value)
+    assert [r.reason for r in decoded.rejected] == ["oversized"]
+    assert len(decoded.rejected[0].original) <= 1024
+
+
+def test_empty_envelope_has_no_events() -> None:
+    decoded = decode_message(b'{"schema_version": 1, "events": []}')
+    assert decoded.n_events == 0
+    assert decoded.rejected == []
+    assert accepted(decoded) == 0
+
+
+# --- (b) agreement with the JSON Schema ---------------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(any_events)
+def test_decoder_accepts_exactly_what_the_schema_accepts(event: dict[str, Any]) -> None:
+    raw = encode(event)
+    parsed = orjson.loads(raw)  # what the decoder sees (big integers become doubles)
+    expected = schema_accepts(parsed)
+    decoded = decode_message(raw)
+    assert accepted(decoded) == int(expected), (decoded.rejected, event)
+    if not expected:
+        assert len(decoded.rejected) == 1
+    # The same verdict from the per-event validator, on the parsed and on the original objects.
+    for candidate in (parsed, event):
+        reason = validator_reason(candidate)
+        assert (reason is None) == expected, reason
+        assert reason is None or reason in REASONS
+
+
+def validator_reason(event: Any) -> str | None:
+    """The per-event validator's reason for rejecting ``event`` (None: accepted)."""
+    try:
+        validate_event(event)
+    except DecodeError as exc:
+        return exc.reason
+    return None
+
+
+@settings(max_examples=100)
+@given(st.lists(any_events, min_size=1, max_size=8))
+def test_envelope_keeps_exactly_the_schema_valid_events(events: list[dict[str, Any]]) -> None:
+    raw = encode({"schema_version": 1, "events": events})
+    parsed = orjson.loads(raw)["events"]
+    valid = [schema_accepts(e) for e in parsed]
+    decoded = decode_message(raw)
+    assert accepted(decoded) == sum(valid)
+    assert [r.event_index for r in decoded.rejected] == [i for i, ok in enumerate(valid) if not ok]
+    kinds = [e["kind"] for e, ok in zip(parsed, valid, strict=True) if ok]
+    assert len(decoded.predictions) == kinds.count("prediction")
+    assert len(decoded.outcomes) == kinds.count("outcome")
+
+
+def _envelope_schema_without_item_types() -> dict[str, Any]:
+    # Documented difference: a non-object event is rejected alone, its neighbours are kept.
+    schema = json.loads(json.dumps(load_schema("envelope")))
+    del schema["properties"]["events"]["items"]
+    return schema
+
+
+ENVELOPE_VALIDATOR = jsonschema.Draft202012Validator(_envelope_schema_without_item_types())
+
+
+@settings(max_examples=60)
+@given(envelopes(huge=False).filter(lambda e: "kind" not in e))  # with a kind it is one event
+def test_envelope_rejected_whole_iff_envelope_schema_rejects(envelope: dict[str, Any]) -> None:
+    raw = encode(envelope)
+    decoded = decode_message(raw)
+    whole = any(r.event_index is None for r in decoded.rejected)
+    assert whole == (not ENVELOPE_VALIDATOR.is_valid(orjson.loads(raw)))
+
+
+def test_envelope_beyond_max_items_is_rejected_whole() -> None:
+    event = {
+        "schema_version": 1,
+        "kind": "outcome",
+        "event_id": "e",
+        "request_id": "r",
+        "ts": 1,
+        "deployment": "d",
+        "value": 0,
+    }
+    at_limit = orjson.dumps({"schema_version": 1, "events": [event] * ENVELOPE_MAX_EVENTS})
+    over = orjson.dumps({"schema_version": 1, "events": [event] * (ENVELOPE_MAX_EVENTS + 1)})
+    assert len(over) <= MAX_MESSAGE_BYTES  # so only the item limit can reject it
+    assert not ENVELOPE_VALIDATOR.is_valid(orjson.loads(over))
+    assert len(decode_message(at_limit).outcomes) == ENVELOPE_MAX_EVENTS
+    decoded = decode_message(over)
+    assert accepted(decoded) == 0
+    assert [(r.reason, r.event_index) for r in decoded.rejected] == [("bad_value", None)]
+
+
+@pytest.mark.parametrize("huge", [10**400, -(10**400), 2**1024], ids=["1e400", "-1e400", "2^1024"])
+@pytest.mark.parametrize("field", ["ts", "score", "latency_ms"])
+def test_numbers_beyond_double_range_are_rejected_alone(huge: int, field: str) -> None:
+    """Parsed objects can hold integers no double holds; they must not take neighbours along."""
+    good = {
+        "schema_version": 1,
+        "kind": "prediction",
+        "event_id": "e1",
+        "request_id": "r1",
+        "ts": 5.0,
+        "deployment": "d",
+        "model_version": "v",
+        "role": "primary",
+        "slice": {},
+        "score": 0.5,
+    }
+    bad = {**good, "event_id": "e2", field: huge}
+    decoded = decode_events([good, bad, good])
+    assert len(decoded.predictions) == 2
+    assert [r.event_index for r in decoded.rejected] == [1]
+    assert decoded.rejected[0].reason in {"bad_value", "wrong_type"}
+
+
+# --- future timestamps --------------------------------------------------------------------------
+
+
+@settings(max_examples=100)
+@given(valid_events, st.floats(0, 4e9))
+def test_future_events_are_rejected_by_max_ts(event: dict[str, Any], max_ts: float) -> None:
+    raw = encode(event)
+    ts = orjson.loads(raw)["ts"]
+    decoded = decode_message(raw, max_ts=max_ts)
+    if ts > max_ts:
+        assert [r.reason for r in decoded.rejected] == ["ts_in_future"]
+        assert accepted(decoded) == 0
+    else:
+        assert accepted(decoded) == 1
+        assert decoded.rejected == []
+
+
+def test_future_event_in_envelope_does_not_reject_neighbours() -> None:
+    base = {
+        "schema_version": 1,
+        "kind": "outcome",
+        "request_id": "r",
+        "deployment": "d",
+        "value": 1,
+    }
+    events = [
+        {**base, "event_id": "a", "ts": 100.0},
+        {**base, "event_id": "b", "ts": 100.5},  # later than the bound
+        {**base, "event_id": "c", "ts": 100.25},  # exactly at the bound: accepted
+    ]
+    decoded = decode_message(orjson.dumps({"schema_version": 1, "events": events}), max_ts=100.25)
+    assert decoded.outcomes.event_id == ["a", "c"]
+    assert [(r.reason, r.event_index) for r in decoded.rejected] == [("ts_in_future", 1)]
+    assert decoded.max_ts == 100.25
+
+
+# --- (c) the fast columnar path agrees with the per-event validator -----------------------------
+
+strictly_invalid = mutated_events().filter(lambda e: not schema_accepts(orjson.loads(encode(e))))
+
+
+def same_predictions(a: Decoded, b: Decoded) -> None:
+    pa, pb = a.predictions, b.predictions
+    assert pa.event_id == pb.event_id
+    assert pa.request_id == pb.request_id
+    assert pa.deployment == pb.deployment
+    assert pa.model_version == pb.model_version
+    assert pa.slice == pb.slice
+    assert pa.items == pb.items
+    np.testing.assert_array_equal(pa.ts, pb.ts)
+    np.testing.assert_array_equal(pa.role, pb.role)
+    np.testing.assert_array_equal(pa.score, pb.score)
+    np.testing.assert_array_equal(pa.latency_ms, pb.latency_ms)
+    oa, ob = a.outcomes, b.outcomes
+    assert oa.event_id == ob.event_id
+    assert oa.request_id == ob.request_id
+    assert oa.deployment == ob.deployment
+    np.testing.assert_array_equal(oa.ts, ob.ts)
+    np.testing.assert_array_equal(oa.value, ob.value)
+
+
+@settings(max_examples=60)
+@given(st.lists(valid_events, min_size=1, max_size=10), strictly_invalid, st.data())
+def test_one_bad_event_costs_only_itself(
+    good: list[dict[str, Any]], bad: dict[str, Any], data: st.DataObject
+) -> None:
+    index = data.draw(st.integers(0, len(good)))
+    mixed = [*good[:index], bad, *good[index:]]
+    decoded = decode_message(encode({"schema_version": 1, "events": mixed}))
+    alone = decode_message(encode({"schema_version": 1, "events": good}))
+    assert alone.rejected == []
+    assert [r.event_index for r in decoded.rejected] == [index]
+    assert orjson.loads(decoded.rejected[0].original) == orjson.loads(encode(bad))
+    same_predictions(decoded, alone)
+    assert decoded.max_ts == alone.max_ts
+    assert decoded.n_events == len(mixed)
+
+
+@settings(max_examples=50)
+@given(st.lists(valid_predictions, min_size=1, max_size=10))
+def test_columns_hold_the_event_values(events: list[dict[str, Any]]) -> None:
+    """The columnar batch is a transposition of the events (oracle: plain Python)."""
+    parsed = orjson.loads(encode({"schema_version": 1, "events": events}))["events"]
+    batch = decode_message(encode({"schema_version": 1, "events": events})).predictions
+    assert batch.event_id == [e["event_id"] for e in parsed]
+    assert batch.slice == [e["slice"] for e in parsed]
+    assert batch.role.tolist() == [ROLES.index(e["role"]) for e in parsed]
+    assert batch.ts.tolist() == [float(e["ts"]) for e in parsed]
+    assert batch.score.tolist() == [float(e["score"]) for e in parsed]
+    latency = [float(e.get("latency_ms", math.nan)) for e in parsed]
+    np.testing.assert_array_equal(batch.latency_ms, np.array(latency))
+    if any("items" in e for e in parsed):
+        assert batch.items == [e.get("items") for e in parsed]
+    else:
+        assert batch.items == []
+
+
+# --- (d) dead-letter originals ------------------------------------------------------------------
+
+
+@settings(max_examples=50)
+@given(strictly_invalid)
+def test_single_event_message_dead_letters_the_original_bytes(event: dict[str, Any]) -> None:
+    raw = encode(event) + b"  \n"  # whitespace too: the bytes, not a re-encoding
+    decoded = decode_message(raw)
+    assert len(decoded.rejected) == 1
+    assert decoded.rejected[0].original == raw
+    assert decoded.rejected[0].event_index is None
+
+
+def test_envelope_event_dead_letters_that_event() -> None:
+    bad = {"schema_version": 1, "kind": "prediction", "event_id": "x"}
+    raw = orjson.dumps({"schema_version": 1, "events": [{"kind": "outcome"}, bad]})
+    decoded = decode_message(raw)
+    assert [r.event_index for r in decoded.rejected] == [0, 1]
+    assert orjson.loads(decoded.rejected[1].original) == bad
+    assert decoded.rejected[1].reason == "missing_field"
+    assert "request_id" in decoded.rejected[1].detail
+
+
+@pytest.mark.parametrize(
+    ("mutation", "reason", "named"),
+    [
+        ({"score": True}, "wrong_type", "score"),
+        ({"ts": "1"}, "wrong_type", "ts"),
+        ({"ts": -1}, "bad_value", "ts"),
+        ({"latency_ms": -0.5}, "bad_value", "latency_ms"),
+        ({"latency_ms": None}, "wrong_type", "latency_ms"),
+        ({"role": "boss"}, "bad_value", "role"),
+        ({"deployment": "a b"}, "bad_value", "deployment"),
+        ({"slice": {"a=b": "x"}}, "bad_value", "slice key"),
+        ({"slice": {"a": "x|y"}}, "bad_value", "slice.a"),
+        ({"slice": {"a": 1}}, "wrong_type", "slice.a"),
+        ({"slice": {"a": ["x"]}}, "wrong_type", "slice.a"),
+        ({"slice": []}, "wrong_type", "slice"),
+        ({"items": "abc"}, "wrong_type", "items"),
+        ({"items": ["ok", ""]}, "bad_value", "items[]"),
+        ({"schema_version": 2}, "unsupported_version", "schema_version"),
+        ({"kind": "click"}, "unknown_kind", "kind"),
+    ],
+)
+def test_rejection_reason_and_detail_name_the_field(
+    mutation: dict[str, Any], reason: str, named: str
+) -> None:
+    event = {
+        "schema_version": 1,
+        "kind": "prediction",
+        "event_id": "e",
+        "request_id": "r",
+        "ts": 1.0,
+        "deployment": "d",
+        "model_version": "v",
+        "role": "shadow",
+        "slice": {"platform": "ios"},
+        "score": 0.5,
+    } | mutation
+    for raw in (orjson.dumps(event), orjson.dumps({"schema_version": 1, "events": [event]})):
+        decoded = decode_message(raw)
+        assert [r.reason for r in decoded.rejected] == [reason]
+        assert named in decoded.rejected[0].detail

@@ -1,0 +1,86 @@
+"""Per-slice pair measurements against a per-event oracle."""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from streamguard.core.measures import ARM_FIELDS, arm_contributions
+from streamguard.core.slices import MISSING, SliceCoder
+from tests.unit.core._pairs import MEASURES, SLICES, pair_batches
+
+
+def labels_of(event: dict[str, str]) -> list[str]:
+    platform = f"platform={event.get('platform', MISSING)}"
+    tier = f"tier={event.get('tier', MISSING)}"
+    return ["*", platform, tier, f"{platform},{tier}"]  # max_level=1 plus the full combination
+
+
+def histogram(values: list[float]) -> np.ndarray:
+    low, high = MEASURES.scores.lo, MEASURES.scores.hi
+    edges = np.linspace(low, high, MEASURES.scores.bins + 1)
+    counts, _ = np.histogram(np.clip(values, low, high), bins=edges)
+    return counts
+
+
+@settings(max_examples=60)
+@given(pair_batches(min_size=1))
+def test_contributions_match_a_per_event_oracle(batch) -> None:
+    slices, primary, shadow = batch
+    coder = SliceCoder(SLICES)
+    rows = coder.rows(coder.encode(slices))
+    got = MEASURES.contributions(rows.index, len(rows.labels), primary, shadow)
+    assert set(got) == {f.name for f in MEASURES.fields}
+
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, event in enumerate(slices):
+        for label in labels_of(event):
+            members[label].append(i)
+    assert set(rows.labels) == set(members)
+    threshold = MEASURES.decision_threshold
+    for row, label in enumerate(rows.labels):
+        idx = members[label]
+        p = [float(primary[i]) for i in idx]
+        s = [float(shadow[i]) for i in idx]
+        dev = np.abs(np.array(s) - np.array(p))
+        assert got["pairs"][row] == len(idx)
+        flips = sum((a >= threshold) != (b >= threshold) for a, b in zip(p, s, strict=True))
+        assert got["flips"][row] == flips
+        outside = sum(not (0.0 <= a <= 1.0 and 0.0 <= b <= 1.0) for a, b in zip(p, s, strict=True))
+        assert got["out_of_range"][row] == outside
+        np.testing.assert_array_equal(got["primary_hist"][row], histogram(p))
+        np.testing.assert_array_equal(got["shadow_hist"][row], histogram(s))
+        n, mean, m2 = got["dev"][row]
+        assert n == len(idx)
+        assert mean == pytest.approx(dev.mean(), rel=1e-12, abs=1e-15)
+        assert m2 == pytest.approx(dev.var() * len(idx), rel=1e-9, abs=1e-12)
+        sketch = got["dev_sketch"][row]
+        assert sketch.sum() == len(idx)
+        np.testing.assert_array_equal(
+            sketch, np.bincount(MEASURES.deviations.index(dev), minlength=len(sketch))
+        )
+
+
+def test_hand_computed_pairs() -> None:
+    # Two requests in one slice: |0.75-0.25| = 0.5 (a flip at 0.5), |0.37-0.32| = 0.05.
+    index = np.array([[0], [0]])
+    got = MEASURES.contributions(index, 1, np.array([0.25, 0.32]), np.array([0.75, 0.37]))
+    assert got["pairs"].tolist() == [2]
+    assert got["flips"].tolist() == [1]
+    assert got["out_of_range"].tolist() == [0]
+    np.testing.assert_allclose(got["dev"][0], [2.0, 0.275, 2 * 0.225**2])
+    assert got["primary_hist"][0].tolist() == [0, 0, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert got["shadow_hist"][0].tolist() == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+    assert got["dev_sketch"][0].sum() == 2
+
+
+def test_arm_contributions_count_events_or_unpaired() -> None:
+    index = np.array([[0, 1], [0, 2], [0, 1]])
+    events = arm_contributions(index, 3)
+    unpaired = arm_contributions(index, 3, unpaired=True)
+    assert set(events) == {f.name for f in ARM_FIELDS}
+    assert events["events"].tolist() == [3, 2, 1]
+    assert events["unpaired"].tolist() == [0, 0, 0]
+    assert unpaired["unpaired"].tolist() == [3, 2, 1]
+    assert unpaired["events"].tolist() == [0, 0, 0]

@@ -1,0 +1,195 @@
+"""Stage 1: pairing per partition, late events by the partition's watermark, partial stamps."""
+
+import math
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+
+from streamguard.contracts import load_schema
+from streamguard.core import PAIR_STREAM, Stage1
+from streamguard.policy import parse_policy
+from tests.unit.core._events import decoded, pair, prediction
+
+POLICY = parse_policy(
+    """
+    [defaults]
+    window_s = 10
+    horizon_s = 300
+    allowed_lateness_s = 5
+    pair_ttl_s = 30
+    """
+)
+PARTIAL = jsonschema.Draft202012Validator(load_schema("partial"))
+HEARTBEAT = jsonschema.Draft202012Validator(load_schema("heartbeat"))
+
+
+def flush(stage1: Stage1, partition: int = 0, **kw: Any) -> list[dict[str, Any]]:
+    messages = []
+    for deployment, raw in stage1.flush(partition, **kw):
+        message = orjson.loads(raw)
+        PARTIAL.validate(message)
+        assert message["deployment"] == deployment
+        messages.append(message)
+    return messages
+
+
+def count(messages: list[dict[str, Any]], stream: str, window: int, field: str) -> int:
+    """Total of a count field for the whole deployment (``*``) in one window."""
+    total = 0
+    for message in messages:
+        for group in message["groups"]:
+            if group["stream"] == stream and group["window"] == window and "*" in group["slices"]:
+                total += group["fields"][field][group["slices"].index("*")]
+    return total
+
+
+def test_late_events_by_the_partition_watermark() -> None:
+    stage1 = Stage1(POLICY)
+    # Window 18 is [180, 190), window 19 is [190, 200); lateness 5 s.
+    assert stage1.process(0, 0, decoded(pair("r1", 181.0))).pairs == 1
+    assert stage1.process(0, 1, decoded([prediction("c1", "canary", 203.0)])).late == 0
+    assert stage1.watermark(0) == 203.0
+    # 190 + 5 <= 203: window 18 is closed for this partition.
+    late_pair = stage1.process(0, 2, decoded(pair("r2", 185.0)))
+    assert late_pair.pairs == 0
+    assert late_pair.late > 0
+    late_canary = stage1.process(0, 3, decoded([prediction("c2", "canary", 189.9)]))
+    assert late_canary.late == 1
+    # 200 + 5 > 203: window 19 ended but is within the allowed lateness.
+    in_lateness = stage1.process(
+        0, 4, decoded([*pair("r3", 195.0), prediction("c3", "canary", 191.0)])
+    )
+    assert (in_lateness.pairs, in_lateness.late) == (1, 0)
+    messages = flush(stage1)
+    assert count(messages, PAIR_STREAM, 18, "pairs") == 1  # r1 only
+    assert count(messages, PAIR_STREAM, 19, "pairs") == 1  # r3
+    assert count(messages, "arm:canary", 18, "events") == 0  # c2 was late
+    assert count(messages, "arm:canary", 19, "events") == 1  # c3
+    assert count(messages, "arm:primary", 18, "events") == 1  # r1's primary; r2's was late
+    assert sum(m["late"] for m in messages) == late_pair.late + late_canary.late
+
+
+def test_lateness_boundary_is_inclusive() -> None:
+    stage1 = Stage1(POLICY)
+    stage1.process(0, 0, decoded([prediction("c0", "canary", 205.0)]))
+    # Window 19 ends at 200; 200 + 5 <= 205, so it is closed.
+    assert stage1.process(0, 1, decoded([prediction("c1", "canary", 199.99)])).late == 1
+    # Window 20 ends at 210: open.
+    assert stage1.process(0, 2, decoded([prediction("c2", "canary", 200.0)])).late == 0
+
+
+def test_events_of_one_message_do_not_make_each_other_late() -> None:
+    stage1 = Stage1(POLICY)
+    report = stage1.process(0, 0, decoded([prediction("c0", "canary", 500.0), *pair("r", 100.0)]))
+    assert (report.late, report.pairs) == (0, 1)
+    assert stage1.watermark(0) == 500.0
+
+
+def test_watermarks_are_per_partition() -> None:
+    stage1 = Stage1(POLICY)
+    stage1.process(0, 0, decoded([prediction("c0", "canary", 500.0)]))
+    # Partition 1 has seen nothing late: its old events are on time.
+    assert stage1.process(1, 0, decoded(pair("r", 100.0))).pairs == 1
+    assert stage1.watermark(1) == pytest.approx(100.01)
+    assert stage1.watermark(7) == -math.inf
+
+
+def test_redelivered_offsets_are_skipped() -> None:
+    stage1 = Stage1(POLICY)
+    stage1.process(0, 5, decoded(pair("r1", 100.0)))
+    again = stage1.process(0, 5, decoded(pair("r1", 100.0)))
+    older = stage1.process(0, 3, decoded(pair("r0", 100.0)))
+    assert again.skipped_offsets == older.skipped_offsets == 1
+    assert again.pairs == older.pairs == 0
+    (message,) = flush(stage1)
+    assert message["source"]["offset_lo"] == 4
+    assert message["source"]["offset_hi"] == 5
+    assert count([message], PAIR_STREAM, 10, "pairs") == 1
+
+
+def test_partials_are_stamped_with_contiguous_offset_ranges() -> None:
+    stage1 = Stage1(POLICY)
+    assert flush(stage1) == []
+    for offset in range(3):
+        stage1.process(2, offset, decoded(pair(f"a{offset}", 100.0 + offset)))
+    first = flush(stage1, 2)
+    assert [m["source"]["offset_lo"] for m in first] == [-1]
+    assert [m["source"]["offset_hi"] for m in first] == [2]
+    assert flush(stage1, 2) == []  # nothing new
+    stage1.process(2, 3, decoded(pair("b", 104.0)))
+    second = flush(stage1, 2)
+    assert [(m["source"]["offset_lo"], m["source"]["offset_hi"]) for m in second] == [(2, 3)]
+    assert second[0]["source"]["partition"] == 2
+    assert count(first, PAIR_STREAM, 10, "pairs") == 3
+    assert count(second, PAIR_STREAM, 10, "pairs") == 1  # partials are deltas, not totals
+
+
+def test_partials_are_split_by_deployment_and_size() -> None:
+    stage1 = Stage1(POLICY)
+    events = []
+    for i in range(60):
+        slice_ = {"platform": f"p{i}", "region": f"r{i % 7}", "tier": f"t{i % 3}"}
+        events += pair(f"r{i}", 100.0 + i / 10, slice_=slice_)
+    events += pair("x", 101.0, deployment="other")
+    stage1.process(0, 0, decoded(events))
+    whole = flush(stage1)
+    assert sorted(m["deployment"] for m in whole) == ["d", "other"]
+    stage1.process(0, 1, decoded(events))  # same content, new offset
+    parts = flush(stage1, max_bytes=4096)
+    d_parts = [m for m in parts if m["deployment"] == "d"]
+    assert len(d_parts) > 1
+    assert [m["source"]["part"] for m in d_parts] == list(range(len(d_parts)))
+    assert {m["source"]["parts"] for m in d_parts} == {len(d_parts)}
+    assert all(len(orjson.dumps(m)) <= 4096 for m in parts)
+    for window in (10, 11):
+        assert count(d_parts, PAIR_STREAM, window, "pairs") == count(
+            [m for m in whole if m["deployment"] == "d"], PAIR_STREAM, window, "pairs"
+        )
+
+
+def test_unpaired_halves_are_counted_when_they_expire() -> None:
+    stage1 = Stage1(POLICY)
+    stage1.process(0, 0, decoded([prediction("lonely", "primary", 100.0)]))
+    assert stage1.pending(0) == 1
+    report = stage1.process(0, 1, decoded([prediction("c", "canary", 131.0)]))  # 100 < 131 - 30
+    assert report.unpaired == 1
+    assert stage1.pending(0) == 0
+    messages = flush(stage1)
+    # Counted in the window of the watermark that expired it (13), never late.
+    assert count(messages, "arm:primary", 13, "unpaired") == 1
+    assert count(messages, "arm:primary", 10, "events") == 1
+
+
+def test_duplicates_are_reported() -> None:
+    stage1 = Stage1(POLICY)
+    report = stage1.process(
+        0,
+        0,
+        decoded(
+            [*pair("r", 100.0), prediction("q", "shadow", 100.0), prediction("q", "shadow", 100.1)]
+        ),
+    )
+    assert (report.pairs, report.duplicates) == (1, 1)
+
+
+def test_heartbeat_reports_what_was_flushed() -> None:
+    stage1 = Stage1(POLICY)
+    stage1.process(1, 4, decoded(pair("r", 100.0)))
+    # Not flushed yet: stage 2 must not see a watermark ahead of the data it covers.
+    before = stage1.heartbeat([0, 1])
+    HEARTBEAT.validate(before)
+    assert before["sources"][0] == {"partition": 0, "watermark": None, "offset": -1}
+    assert before["sources"][1] == {"partition": 1, "watermark": None, "offset": -1}
+    flush(stage1, 1)
+    after = stage1.heartbeat([0, 1])
+    HEARTBEAT.validate(after)
+    assert after["sources"] == [
+        {"partition": 0, "watermark": None, "offset": -1},
+        {"partition": 1, "watermark": 100.01, "offset": 4},
+    ]
+    stage1.process(1, 5, decoded([prediction("c", "canary", 300.0)]))
+    assert stage1.heartbeat([1])["sources"] == after["sources"][1:]  # still the flushed state
+    stage1.drop(1)
+    assert stage1.partitions() == []

@@ -1,0 +1,130 @@
+"""Summary tables: merging the summaries of parts equals the summary of the whole."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamguard.core.slices import SliceCoder
+from streamguard.core.summary import Field, Registry, Table, add_fields, subtract_fields, zeros
+from tests.unit.core._pairs import MEASURES, SLICES, pair_batches
+
+
+def summarise(parts: list[tuple[list[dict[str, str]], np.ndarray, np.ndarray]], capacity: int = 16):
+    coder = SliceCoder(SLICES)
+    registry = Registry()
+    table = Table(MEASURES.fields, capacity=capacity)
+    for slices, primary, shadow in parts:
+        if not slices:
+            continue
+        rows = coder.rows(coder.encode(slices))
+        contribution = MEASURES.contributions(rows.index, len(rows.labels), primary, shadow)
+        table.add(registry.rows_for(rows.labels), contribution)
+    return {
+        label: {name: array[row] for name, array in table.view(len(registry)).items()}
+        for row, label in enumerate(registry.labels)
+    }
+
+
+def assert_same_summary(got: dict, expected: dict) -> None:
+    assert set(got) == set(expected)
+    for label, fields in expected.items():
+        for name, value in fields.items():
+            if name == "dev":
+                n, mean, m2 = value
+                assert got[label][name][0] == n
+                assert got[label][name][1] == pytest.approx(mean, rel=1e-9, abs=1e-12)
+                assert got[label][name][2] == pytest.approx(m2, rel=1e-9, abs=1e-12)
+            else:
+                np.testing.assert_array_equal(got[label][name], value, err_msg=f"{label} {name}")
+
+
+@settings(max_examples=60)
+@given(pair_batches(), st.data())
+def test_merging_halves_equals_the_whole(batch, data: st.DataObject) -> None:
+    slices, primary, shadow = batch
+    k = data.draw(st.integers(0, len(slices)))
+    whole = summarise([batch])
+    halves = summarise(
+        [(slices[:k], primary[:k], shadow[:k]), (slices[k:], primary[k:], shadow[k:])],
+        capacity=1,  # also exercises growth of the table
+    )
+    assert_same_summary(halves, whole)
+
+
+@settings(max_examples=40)
+@given(st.lists(pair_batches(max_size=15), min_size=1, max_size=5))
+def test_merging_is_independent_of_the_split(parts) -> None:
+    joined = (
+        [s for p in parts for s in p[0]],
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+    assert_same_summary(summarise(parts), summarise([joined]))
+
+
+@settings(max_examples=50)
+@given(pair_batches(min_size=1), st.data())
+def test_subtracting_a_part_gives_the_rest(batch, data: st.DataObject) -> None:
+    slices, primary, shadow = batch
+    k = data.draw(st.integers(0, len(slices)))
+    coder = SliceCoder(SLICES)
+    # One row: everything in the root slice.
+    root = np.zeros((len(slices), 1), dtype=np.int64)
+    total = MEASURES.contributions(root, 1, primary, shadow)
+    head = MEASURES.contributions(root[:k], 1, primary[:k], shadow[:k])
+    tail = MEASURES.contributions(root[k:], 1, primary[k:], shadow[k:])
+    rest = subtract_fields(MEASURES.fields, total, head)
+    for f in MEASURES.fields:
+        if f.kind == "count":
+            np.testing.assert_array_equal(rest[f.name], tail[f.name])
+        else:
+            assert rest[f.name][0, 0] == tail[f.name][0, 0]
+            assert rest[f.name][0, 1] == pytest.approx(tail[f.name][0, 1], rel=1e-7, abs=1e-9)
+            assert rest[f.name][0, 2] == pytest.approx(tail[f.name][0, 2], rel=1e-6, abs=1e-9)
+    again = zeros(MEASURES.fields, 1)
+    add_fields(MEASURES.fields, again, head)
+    add_fields(MEASURES.fields, again, tail)
+    for f in MEASURES.fields:
+        if f.kind == "count":
+            np.testing.assert_array_equal(again[f.name], total[f.name])
+    del coder
+
+
+def test_registry_rows_are_stable_and_limited() -> None:
+    registry = Registry()
+    assert registry.rows_for(["*", "a=1"]).tolist() == [0, 1]
+    assert registry.rows_for(["a=1", "b=2", "*"], limit=3).tolist() == [1, 2, 0]
+    assert registry.rows_for(["c=3", "a=1"], limit=3).tolist() == [-1, 1]
+    assert registry.labels == ["*", "a=1", "b=2"]
+    assert len(registry) == 3
+
+
+def test_table_view_pads_with_zeros() -> None:
+    fields = (Field("n", "count"), Field("h", "count", 3), Field("m", "moments"))
+    table = Table(fields, capacity=2)
+    table.add(
+        np.array([1]),
+        {"n": np.array([4]), "h": np.array([[1, 2, 1]]), "m": np.array([[4.0, 0.5, 1.0]])},
+    )
+    view = table.view(5)
+    assert view["n"].tolist() == [0, 4, 0, 0, 0]
+    assert view["h"].shape == (5, 3)
+    assert view["m"][1].tolist() == [4.0, 0.5, 1.0]
+    assert view["m"][0].tolist() == [0.0, 0.0, 0.0]
+    assert view["n"].dtype == np.int64
+    assert view["m"].dtype == np.float64
+
+
+def test_table_add_merges_moments_like_numpy() -> None:
+    fields = (Field("m", "moments"),)
+    table = Table(fields, capacity=1)
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0])
+    for x, row in ((a, 0), (b, 0), (b, 3)):
+        moments = np.array([[len(x), x.mean(), ((x - x.mean()) ** 2).sum()]])
+        table.add(np.array([row]), {"m": moments})
+    both = np.concatenate([a, b])
+    got = table.view(4)["m"]
+    np.testing.assert_allclose(got[0], [5, both.mean(), both.var() * 5], rtol=1e-12)
+    np.testing.assert_allclose(got[3], [2, 15.0, 50.0], rtol=1e-12)
+    assert got[1].tolist() == got[2].tolist() == [0.0, 0.0, 0.0]
