@@ -138,6 +138,8 @@ def _check_prediction(event: dict[str, Any], rules: KindRules, max_ts: float) ->
     for key, value in slice_.items():
         _check_string("slice key", key, rules.slice_key)
         _check_string(f"slice.{key}", value, rules.slice_value)
+    if "error" in event and type(event["error"]) is not bool:
+        raise DecodeError("wrong_type", f"error must be true or false, got {event['error']!r:.40}")
     if "items" in event:
         items = event["items"]
         if type(items) is not list:
@@ -254,6 +256,17 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
             return None
     else:
         items = []
+    error = np.zeros(0, dtype=bool)
+    allocation: list[str] = []
+    if any("error" in e or "allocation" in e for e in events):
+        flags = [e.get("error", False) for e in events]
+        if set(map(type, flags)) != {bool}:
+            return None
+        error = np.fromiter(flags, bool, len(flags))
+        given = [e["allocation"] for e in events if "allocation" in e]
+        if given and not _strings_ok(given, rules.strings["allocation"]):
+            return None
+        allocation = [e.get("allocation", "") for e in events]
     return PredictionBatch(
         event_id=col["event_id"],
         request_id=col["request_id"],
@@ -265,6 +278,8 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         latency_ms=latency,
         slice=slices,
         items=items,
+        error=error,
+        allocation=allocation,
     )
 
 

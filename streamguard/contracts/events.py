@@ -41,7 +41,11 @@ class PredictionBatch:
     score: F64
     latency_ms: F64  # NaN where the event has no latency_ms
     slice: list[dict[str, str]]
-    items: list[list[str] | None] = field(default_factory=list)
+    items: list[list[str] | None] = field(default_factory=list)  # [] when no event has items
+    #: True where serving failed for the request; all False when no event says.
+    error: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: Traffic allocation id of each event, "" where absent; [] when no event has one.
+    allocation: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -50,6 +54,12 @@ class PredictionBatch:
     def empty(cls) -> "PredictionBatch":
         """A batch with no events."""
         return cls([], [], np.empty(0), [], [], np.empty(0, np.int8), np.empty(0), np.empty(0), [])
+
+    def errors(self) -> npt.NDArray[np.bool_]:
+        """The error flags, one per event (False where not given)."""
+        if len(self.error) == len(self):
+            return self.error
+        return np.zeros(len(self), dtype=bool)
 
     def take(self, index: npt.NDArray[np.intp]) -> "PredictionBatch":
         """Return the events at ``index`` (in that order) as a new batch."""
@@ -65,6 +75,8 @@ class PredictionBatch:
             latency_ms=self.latency_ms[index],
             slice=[self.slice[i] for i in pick],
             items=[self.items[i] for i in pick] if self.items else [],
+            error=self.error[index] if len(self.error) else self.error,
+            allocation=[self.allocation[i] for i in pick] if self.allocation else [],
         )
 
 

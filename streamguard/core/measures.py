@@ -5,8 +5,10 @@ Streams:
 - ``pair``: primary and shadow predictions of the same request. Per slice: number of pairs,
   moments and a relative-error sketch of ``|shadow - primary|``, score histograms of both
   sides, decision flips at the policy's threshold, and scores outside the declared range.
-- ``arm:<role>``: every prediction of a role (primary, shadow, canary). Per slice: events and
-  halves that expired without a partner (the shadow's health).
+- ``arm:<role>``: every prediction of a role (primary, shadow, canary). Per slice: events,
+  halves that expired without a partner (the shadow's health), failed requests, moments and a
+  relative-error sketch of latency (log milliseconds), and matured outcome exposures (moments
+  of the outcome value: their mean is the click/conversion rate).
 
 Every event counts once per tracked slice level, so a batch of ``n`` events with ``L`` levels
 becomes ``n * L`` (row, value) pairs reduced with :func:`numpy.bincount`.
@@ -18,15 +20,13 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.summary import Array, Field
-from streamguard.policy import ShadowPolicy
+from streamguard.policy import CanaryPolicy, ShadowPolicy
 from streamguard.stats import FixedBins, LogBuckets, moments_by_group
 
-__all__ = ["ARM_FIELDS", "PairMeasures", "arm_contributions"]
+__all__ = ["ArmMeasures", "PairMeasures"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-ARM_FIELDS = (Field("events", "count"), Field("unpaired", "count"))
 
 
 def _histogram(rows: I64, bins: npt.NDArray[np.intp], n_rows: int, width: int) -> I64:
@@ -108,10 +108,61 @@ class PairMeasures:
         }
 
 
-def arm_contributions(index: I64, n_rows: int, *, unpaired: bool = False) -> dict[str, Array]:
-    """Per-row counts of a batch of events of one role (or of expired unpaired halves)."""
-    counts = _count(index.ravel(), n_rows)
-    empty = np.zeros(n_rows, dtype=np.int64)
-    return (
-        {"events": empty, "unpaired": counts} if unpaired else {"events": counts, "unpaired": empty}
-    )
+@dataclass(frozen=True, slots=True)
+class ArmMeasures:
+    """Per-slice measurements of single predictions of one role, and of their outcomes."""
+
+    latency: LogBuckets
+
+    @classmethod
+    def from_policy(cls, policy: CanaryPolicy) -> "ArmMeasures":
+        """Latency sketch from 0.5 ms to 10 minutes at the policy's relative accuracy."""
+        return cls(latency=LogBuckets(policy.latency_alpha, 0.5, 600_000.0))
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        """Summary fields of an arm stream."""
+        return (
+            Field("events", "count"),
+            Field("unpaired", "count"),
+            Field("errors", "count"),
+            Field("latency", "moments"),  # of ln(latency_ms)
+            Field("latency_sketch", "count", self.latency.n_buckets),
+            Field("outcomes", "moments"),  # of the outcome value per matured exposure
+        )
+
+    def _zeros(self, n_rows: int) -> dict[str, Array]:
+        return {f.name: np.zeros(f.shape(n_rows), f.dtype()) for f in self.fields}
+
+    def events(
+        self, index: I64, n_rows: int, errors: npt.NDArray[np.bool_], latency_ms: F64
+    ) -> dict[str, Array]:
+        """Per-row sums of a batch of predictions (``latency_ms`` NaN where not given)."""
+        levels = index.shape[1]
+        rows = index.ravel()
+        out = self._zeros(n_rows)
+        out["events"] = _count(rows, n_rows)
+        out["errors"] = _count(rows, n_rows, np.repeat(errors, levels))
+        timed = np.isfinite(latency_ms)
+        if timed.any():
+            keep = np.repeat(timed, levels)
+            latency = np.repeat(latency_ms, levels)[keep]
+            timed_rows = rows[keep]
+            # Latency 0 is possible (cache hits); the log needs a floor, the sketch does not.
+            out["latency"] = moments_by_group(np.log(np.maximum(latency, 1e-3)), timed_rows, n_rows)
+            out["latency_sketch"] = _histogram(
+                timed_rows, self.latency.index(latency), n_rows, self.latency.n_buckets
+            )
+        return out
+
+    def unpaired(self, index: I64, n_rows: int) -> dict[str, Array]:
+        """Per-row counts of halves that expired without a partner."""
+        out = self._zeros(n_rows)
+        out["unpaired"] = _count(index.ravel(), n_rows)
+        return out
+
+    def outcomes(self, index: I64, n_rows: int, values: F64) -> dict[str, Array]:
+        """Per-row moments of the outcome values of matured exposures."""
+        out = self._zeros(n_rows)
+        out["outcomes"] = moments_by_group(np.repeat(values, index.shape[1]), index.ravel(), n_rows)
+        return out

@@ -21,11 +21,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
-from streamguard.contracts import ROLE_CANARY, ROLES, Decoded, PredictionBatch
-from streamguard.core.measures import ARM_FIELDS, PairMeasures, arm_contributions
+from streamguard.contracts import ROLE_CANARY, ROLE_SHADOW, ROLES, Decoded, PredictionBatch
+from streamguard.core.measures import ArmMeasures, PairMeasures
+from streamguard.core.outcomes import Exposure, OutcomeJoin
 from streamguard.core.pairing import Half, PairingBuffer, Pairs
+from streamguard.core.partials import (
+    HEADER_RESERVE,
+    MAX_PARTIAL_BYTES,
+    dumps,
+    encode_group,
+    pack,
+)
 from streamguard.core.slices import SliceCoder
 from streamguard.core.summary import Array, Registry, Table
 from streamguard.policy import DeploymentPolicy, Policy
@@ -33,8 +40,6 @@ from streamguard.policy import DeploymentPolicy, Policy
 __all__ = ["MAX_PARTIAL_BYTES", "PAIR_STREAM", "Stage1", "Stage1Report", "arm_stream", "dumps"]
 
 PAIR_STREAM = "pair"
-#: Upper bound of one partial message (Kafka's default max message size is 1 MiB).
-MAX_PARTIAL_BYTES = 512 * 1024
 
 I64 = npt.NDArray[np.int64]
 
@@ -55,6 +60,8 @@ class Stage1Report:
     duplicates: int = 0
     late: int = 0  # single predictions whose window had closed
     late_pairs: int = 0  # completed pairs whose window had closed
+    matured: int = 0  # exposures whose outcome join window closed
+    unmatched_outcomes: int = 0  # outcomes for no open exposure
     skipped_offsets: int = 0  # messages at or below an offset already processed
 
 
@@ -67,12 +74,18 @@ class _Group:
 
 @dataclass(slots=True)
 class _Deployment:
+    name: str
     policy: DeploymentPolicy
     coder: SliceCoder
     pairing: PairingBuffer
     measures: PairMeasures
+    arms: ArmMeasures
+    join: OutcomeJoin
     late: int = 0
     touched: bool = False
+    # Pairing starts at the partition's first shadow prediction: a deployment without a
+    # shadow must not fill the buffer with primaries that can never pair.
+    shadowed: bool = False
 
 
 @dataclass(slots=True)
@@ -89,39 +102,25 @@ class _Source:
     groups: dict[tuple[str, str, str, int], _Group] = field(default_factory=dict)
 
 
-def dumps(message: dict[str, Any]) -> bytes:
-    """JSON of an internal message; numpy arrays and scalars included."""
-    return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _encode_group(
-    header: dict[str, Any], labels: list[str], fields: dict[str, Array], max_bytes: int
-) -> list[bytes]:
-    """One group as JSON, split by slice rows until each piece fits ``max_bytes``."""
-    encoded = dumps({**header, "slices": labels, "fields": fields})
-    if len(encoded) <= max_bytes or len(labels) <= 1:
-        return [encoded]
-    half = len(labels) // 2
-    return _encode_group(
-        header, labels[:half], {k: v[:half] for k, v in fields.items()}, max_bytes
-    ) + _encode_group(header, labels[half:], {k: v[half:] for k, v in fields.items()}, max_bytes)
-
-
-def _pack(groups: list[bytes], max_bytes: int) -> list[list[bytes]]:
-    """Greedy packing of encoded groups into messages (always at least one, maybe empty)."""
-    parts: list[list[bytes]] = [[]]
-    size = 0
-    for group in groups:
-        if parts[-1] and size + len(group) > max_bytes:
-            parts.append([])
-            size = 0
-        parts[-1].append(group)
-        size += len(group) + 1
-    return parts
-
-
 def _window(ts: npt.NDArray[np.float64], window_s: int) -> I64:
     return np.floor(ts / window_s).astype(np.int64)
+
+
+def _arm_versions(batch: PredictionBatch) -> list[str]:
+    """Version key of each event's arm: a canary's includes its allocation, when given.
+
+    A new allocation (for example the fixed, stratified one) then starts a fresh canary arm,
+    so its statistics restart; the baseline's arm is keyed by model version only.
+    """
+    if not batch.allocation:
+        return batch.model_version
+    canary = (batch.role == ROLE_CANARY).tolist()
+    return [
+        f"{version}@{allocation}" if is_canary and allocation else version
+        for version, allocation, is_canary in zip(
+            batch.model_version, batch.allocation, canary, strict=True
+        )
+    ]
 
 
 def _factorize(values: list[str]) -> tuple[I64, list[str]]:
@@ -175,10 +174,13 @@ class Stage1:
         if state is None:
             policy = self.policy.for_deployment(name)
             state = source.deployments[name] = _Deployment(
+                name=name,
                 policy=policy,
                 coder=SliceCoder(policy.slices),
                 pairing=PairingBuffer(policy.pair_ttl_s, policy.max_pending),
                 measures=PairMeasures.from_policy(policy.shadow),
+                arms=ArmMeasures.from_policy(policy.canary),
+                join=OutcomeJoin(policy.canary.outcome_join_s, policy.canary.max_exposures),
             )
         return state
 
@@ -205,6 +207,14 @@ class Stage1:
                     else predictions.take(np.flatnonzero(codes == code))
                 )
                 self._predictions(source, self._deployment(source, name), batch, watermark, report)
+        outcomes = decoded.outcomes
+        if len(outcomes):
+            for name in sorted(set(outcomes.deployment)):
+                pick = [i for i, d in enumerate(outcomes.deployment) if d == name]
+                join = self._deployment(source, name).join
+                report.unmatched_outcomes += join.outcome(
+                    [outcomes.request_id[i] for i in pick], outcomes.value[pick].tolist()
+                )
         source.watermark = max(watermark, decoded.max_ts)
         if source.watermark > watermark:
             for state in source.deployments.values():
@@ -212,6 +222,10 @@ class Stage1:
                 if expired:
                     report.unpaired += len(expired)
                     self._unpaired(source, state, expired)
+                matured = state.join.mature(source.watermark)
+                if matured:
+                    report.matured += len(matured)
+                    self._matured(source, state, matured)
         return report
 
     def _predictions(
@@ -229,9 +243,11 @@ class Stage1:
         late = (windows + 1) * policy.window_s + policy.allowed_lateness_s <= watermark
         on_time = ~late
         n_late = int(late.sum())
-        # Single predictions feed the per-role arms (traffic mix, shadow health).
+        # Single predictions feed the per-role arms (traffic mix, canary metrics, shadow health).
         combos = state.coder.encode(batch.slice)
-        versions, version_names = _factorize(batch.model_version)
+        arm_versions = _arm_versions(batch)
+        versions, version_names = _factorize(arm_versions)
+        errors = batch.errors()
         keys = (windows * len(version_names) + versions) * len(ROLES) + batch.role
         for key in np.unique(keys[on_time]).tolist():
             idx = np.flatnonzero((keys == key) & on_time)
@@ -240,9 +256,24 @@ class Stage1:
             window = int(windows[idx[0]])
             rows = state.coder.rows(combos[idx])
             group = self._group(source, state, (deployment, arm_stream(role), version, window))
-            self._merge(group, rows.labels, arm_contributions(rows.index, len(rows.labels)), state)
+            contribution = state.arms.events(
+                rows.index, len(rows.labels), errors[idx], batch.latency_ms[idx]
+            )
+            self._merge(group, rows.labels, contribution, state)
+        # Served predictions (primary and canary, late or not) open outcome exposures.
+        served = np.flatnonzero(batch.role != ROLE_SHADOW).tolist()
+        if served:
+            state.join.expose(
+                [batch.request_id[i] for i in served],
+                batch.role[served].tolist(),
+                [arm_versions[i] for i in served],
+                combos[served].tolist(),
+                batch.ts[served].tolist(),
+            )
         # Pairs: every primary and shadow prediction, late or not, may complete a pair.
-        paired = np.flatnonzero(batch.role != ROLE_CANARY)
+        if not state.shadowed:
+            state.shadowed = bool((batch.role == ROLE_SHADOW).any())
+        paired = np.flatnonzero((batch.role != ROLE_CANARY) & state.shadowed)
         if len(paired):
             everything = len(paired) == len(batch)
             pairs = state.pairing.match(
@@ -293,13 +324,29 @@ class Stage1:
             rows = state.coder.rows(combos)
             key = (group_halves[0].deployment, arm_stream(role), version, window)
             group = self._group(source, state, key)
-            contribution = arm_contributions(rows.index, len(rows.labels), unpaired=True)
+            contribution = state.arms.unpaired(rows.index, len(rows.labels))
+            self._merge(group, rows.labels, contribution, state)
+
+    def _matured(self, source: _Source, state: _Deployment, exposures: list[Exposure]) -> None:
+        # Counted in the window in which their join window closed, which is never late.
+        window = math.floor(source.watermark / state.policy.window_s)
+        deployment = state.name
+        by_key: dict[tuple[int, str], list[Exposure]] = defaultdict(list)
+        for exposure in exposures:
+            by_key[(exposure.role, exposure.version)].append(exposure)
+        for (role, version), group_exposures in sorted(by_key.items()):
+            n = len(group_exposures)
+            combos = np.fromiter((e.combo for e in group_exposures), np.int64, n)
+            values = np.fromiter((e.value for e in group_exposures), np.float64, n)
+            rows = state.coder.rows(combos)
+            group = self._group(source, state, (deployment, arm_stream(role), version, window))
+            contribution = state.arms.outcomes(rows.index, len(rows.labels), values)
             self._merge(group, rows.labels, contribution, state)
 
     def _group(self, source: _Source, state: _Deployment, key: tuple[str, str, str, int]) -> _Group:
         group = source.groups.get(key)
         if group is None:
-            fields = state.measures.fields if key[1] == PAIR_STREAM else ARM_FIELDS
+            fields = state.measures.fields if key[1] == PAIR_STREAM else state.arms.fields
             group = source.groups[key] = _Group(Registry(), Table(fields))
         return group
 
@@ -339,7 +386,7 @@ class Stage1:
                 "baseline_version": group.baseline_version,
             }
             by_deployment[deployment].extend(
-                _encode_group(
+                encode_group(
                     header,
                     group.registry.labels,
                     {k: v[:n] for k, v in group.table.arrays.items()},
@@ -351,7 +398,8 @@ class Stage1:
         for name, state in sorted(source.deployments.items()):
             if not (state.touched or name in by_deployment):
                 continue
-            parts = _pack(by_deployment.get(name, []), max_bytes)
+            # Leave room for the message header around the groups.
+            parts = pack(by_deployment.get(name, []), max_bytes - HEADER_RESERVE)
             for index, groups in enumerate(parts):
                 head = dumps(
                     {

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from streamguard.core.measures import ARM_FIELDS, PairMeasures
+from streamguard.core.measures import ArmMeasures, PairMeasures
 from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.core.summary import Array, Field, Registry, Table, add_fields, zeros
 from streamguard.core.verdict import Guard, Verdict
@@ -71,6 +71,7 @@ class _Deployment:
     name: str
     policy: DeploymentPolicy
     pair_fields: tuple[Field, ...]
+    arm_fields: tuple[Field, ...]
     streams: dict[tuple[str, str], _Stream] = field(default_factory=dict)
     # source partition -> (offset_hi, part) of the last partial applied
     applied: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -214,7 +215,8 @@ class Stage2:
         if state is None:
             policy = self.policy.for_deployment(name)
             pair_fields = PairMeasures.from_policy(policy.shadow).fields
-            state = self._deployments[name] = _Deployment(name, policy, pair_fields)
+            arm_fields = ArmMeasures.from_policy(policy.canary).fields
+            state = self._deployments[name] = _Deployment(name, policy, pair_fields, arm_fields)
         return state
 
     def _merge(self, d: _Deployment, groups: list[dict[str, Any]], report: Stage2Report) -> None:
@@ -227,7 +229,7 @@ class Stage2:
             if stream == PAIR_STREAM:
                 fields = d.pair_fields
             elif stream in _ARM_STREAMS:
-                fields = ARM_FIELDS
+                fields = d.arm_fields
             else:
                 raise PartialError(f"unknown stream {stream!r}")
             labels = [str(label) for label in group["slices"]]

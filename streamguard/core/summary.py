@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from streamguard.stats import merge_moments, subtract_moments
 
-__all__ = ["Field", "Registry", "Table", "add_fields", "subtract_fields", "zeros"]
+__all__ = ["Field", "Registry", "Table", "add_fields", "subtract_fields", "sum_rows", "zeros"]
 
 Array = npt.NDArray[np.float64] | npt.NDArray[np.int64]
 
@@ -74,6 +74,23 @@ def subtract_fields(
             out[f.name] = subtract_moments(a[f.name], b[f.name])
         else:
             out[f.name] = np.maximum(a[f.name] - b[f.name], 0)
+    return out
+
+
+def sum_rows(
+    fields: tuple[Field, ...], arrays: dict[str, Array], rows: list[int]
+) -> dict[str, Array]:
+    """Total of some rows (counts added, moments merged), as one-row arrays."""
+    out: dict[str, Array] = {}
+    for f in fields:
+        picked = arrays[f.name][rows]
+        if f.kind == "moments":
+            total = np.zeros(3)
+            for row in picked:
+                total = merge_moments(total, row)
+            out[f.name] = total[None, :]
+        else:
+            out[f.name] = picked.sum(axis=0)[None, ...]
     return out
 
 

@@ -96,10 +96,12 @@ class Verdict:
     horizon_start: float
     slices: list[SliceResult]
     findings: list[Finding]
+    extra: dict[str, Any] = field(default_factory=dict)  # guard-specific summary (global tests)
 
     def to_dict(self) -> dict[str, Any]:
         """The verdict message (schema ``verdict``)."""
         return {
+            **self.extra,
             "schema_version": 1,
             "kind": "verdict",
             "deployment": self.deployment,

@@ -58,12 +58,22 @@ class _Version:
     streaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (guard, slice) -> closes
 
 
-_GUARD_TEXT = {"shadow": "shadow predictions deviate from the primary's"}
+_GUARD_TEXT = {
+    "shadow": "shadow predictions deviate from the primary's",
+    "stratification": (
+        "canary traffic is not stratified like the baseline's (its verdicts cannot be trusted "
+        "until the allocation is fixed)"
+    ),
+    "canary": "the canary is worse than the baseline",
+}
 
 
 def _summary(command: Command, finding: dict[str, Any]) -> str:
     where = finding["slice"] if finding["slice"] != "*" else "all traffic"
     what = _GUARD_TEXT.get(command.guard, f"guard {command.guard} breached")
+    head = f"{command.deployment} {command.model_version}: {what} in {where}"
+    if finding.get("summary"):  # the guard's own words for its evidence
+        return f"{head}: {finding['summary']}; {command.action} issued"
     value = finding.get("value")
     shown = f"{value:.4g}" if isinstance(value, int | float) else "n/a"
     return (

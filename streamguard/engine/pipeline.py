@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from streamguard.contracts import Alert, Command, Decoded, decode_message, partition_for
-from streamguard.core.stage1 import dumps
+from streamguard.core.partials import dumps
 from streamguard.engine.build import Engine
 from streamguard.guards import Verdict
 from streamguard.policy import Policy

@@ -26,7 +26,7 @@ import orjson
 
 from streamguard.contracts import TopicSpec, dead_letter, decode_message, load_topic_specs
 from streamguard.core import PartialError
-from streamguard.core.stage1 import dumps
+from streamguard.core.partials import dumps
 from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_reliably

@@ -1,12 +1,22 @@
-"""The guards a worker runs."""
+"""The guards a worker runs, in the order they judge each window close."""
 
-from streamguard.guards.base import Guard
+from streamguard.core.verdict import Guard
+from streamguard.guards.canary import CanaryGuard
 from streamguard.guards.shadow import ShadowDeviationGuard
+from streamguard.guards.stratification import StratificationGuard
 from streamguard.policy import Policy
 
 __all__ = ["default_guards"]
 
 
 def default_guards(policy: Policy) -> list[Guard]:
-    """Every guard, configured by ``policy`` (each guard checks its own ``enabled`` flag)."""
-    return [ShadowDeviationGuard(policy.for_deployment)]
+    """Every guard, configured by ``policy`` (each guard checks its own ``enabled`` flag).
+
+    Stratification judges before the canary guard, which reads whether the canary's traffic
+    is contaminated to mark its own verdicts untrusted.
+    """
+    return [
+        ShadowDeviationGuard(policy.for_deployment),
+        StratificationGuard(policy.for_deployment),
+        CanaryGuard(policy.for_deployment),
+    ]

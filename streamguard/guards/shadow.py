@@ -23,7 +23,6 @@ slice takes the most severe. Findings name the smallest slices that explain the 
 
 import math
 from dataclasses import dataclass
-from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy.typing as npt
 
 from streamguard.core.measures import PairMeasures
 from streamguard.core.stage1 import PAIR_STREAM
-from streamguard.core.summary import Array, subtract_fields
+from streamguard.core.summary import Array, subtract_fields, sum_rows
 from streamguard.guards.base import (
     SEVERITY_ACTION,
     Finding,
@@ -45,7 +44,6 @@ from streamguard.policy import SHADOW_STATISTICS, DeploymentPolicy
 from streamguard.stats import (
     OnsetTracker,
     js_distance,
-    merge_moments,
     psi,
     quantile_groups,
     regroup,
@@ -122,16 +120,6 @@ def _judge(stats: dict[str, F64], bands: F64, enough: npt.NDArray[np.bool_]) -> 
     )
 
 
-def _sum_rows(arrays: dict[str, Array], rows: list[int]) -> dict[str, Array]:
-    out: dict[str, Array] = {}
-    for name, array in arrays.items():
-        if name == "dev":
-            out[name] = reduce(merge_moments, (array[r] for r in rows))[None, :]
-        else:
-            out[name] = array[rows].sum(axis=0)[None, ...]
-    return out
-
-
 class ShadowDeviationGuard:
     """Judges the pair stream of each deployment; see the module docstring."""
 
@@ -173,7 +161,7 @@ class ShadowDeviationGuard:
             remainder = subtract_fields(
                 measures.fields,
                 {k: v[p : p + 1] for k, v in arrays.items()},
-                _sum_rows(arrays, [index[c] for c in children]),
+                sum_rows(measures.fields, arrays, [index[c] for c in children]),
             )
             if int(remainder["pairs"][0]) < policy.shadow.min_pairs:
                 return "unknown"  # too little left to tell whether the rest is healthy

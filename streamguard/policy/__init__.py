@@ -2,21 +2,29 @@
 
 from streamguard.policy.load import load_policy, parse_label, parse_policy
 from streamguard.policy.model import (
+    CANARY_METRICS,
     SHADOW_STATISTICS,
     Band,
+    CanaryPolicy,
     DeploymentPolicy,
+    MetricTest,
     Policy,
     ShadowPolicy,
     SlicePolicy,
+    StratificationPolicy,
 )
 
 __all__ = [
+    "CANARY_METRICS",
     "SHADOW_STATISTICS",
     "Band",
+    "CanaryPolicy",
     "DeploymentPolicy",
+    "MetricTest",
     "Policy",
     "ShadowPolicy",
     "SlicePolicy",
+    "StratificationPolicy",
     "load_policy",
     "parse_label",
     "parse_policy",

@@ -25,12 +25,16 @@ from typing import Any
 
 from streamguard.exceptions import ConfigError
 from streamguard.policy.model import (
+    CANARY_METRICS,
     SHADOW_STATISTICS,
     Band,
+    CanaryPolicy,
     DeploymentPolicy,
+    MetricTest,
     Policy,
     ShadowPolicy,
     SlicePolicy,
+    StratificationPolicy,
 )
 
 __all__ = ["load_policy", "parse_label", "parse_policy"]
@@ -142,6 +146,81 @@ def _shadow(path: str, raw: dict[str, Any], base: ShadowPolicy) -> ShadowPolicy:
     return shadow
 
 
+def _fraction(where: str, value: Any) -> float:
+    number = float(_number(where, value))
+    if not 0 < number < 1:
+        raise ConfigError(f"{where} must be between 0 and 1, got {number}")
+    return number
+
+
+def _flag(where: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise ConfigError(f"{where} must be true or false")
+    return value
+
+
+def _metric(where: str, raw: Any, base: MetricTest) -> MetricTest:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    _check_keys(where, raw, {"min_effect", "relative", "worse"})
+    metric = base
+    if "min_effect" in raw:
+        metric = replace(
+            metric, min_effect=float(_number(f"{where}.min_effect", raw["min_effect"]))
+        )
+    if "relative" in raw:
+        metric = replace(metric, relative=_flag(f"{where}.relative", raw["relative"]))
+    if "worse" in raw:
+        if raw["worse"] not in ("lower", "higher"):
+            raise ConfigError(f'{where}.worse must be "lower" or "higher"')
+        metric = replace(metric, worse=raw["worse"])
+    return metric
+
+
+def _canary(path: str, raw: Any, base: CanaryPolicy) -> CanaryPolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, {f.name for f in fields(CanaryPolicy)})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "enabled":
+            values[name] = _flag(where, value)
+        elif name in ("alpha", "practical_fraction", "latency_alpha"):
+            values[name] = _fraction(where, value)
+        elif name in ("min_samples", "max_exposures"):
+            values[name] = _number(where, value, integer=True)
+        elif name == "metrics":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where} must be a table of metrics")
+            _check_keys(where, value, set(CANARY_METRICS))
+            metrics = dict(base.metrics)
+            for metric, table in value.items():
+                metrics[metric] = _metric(f"{where}.{metric}", table, base.metrics[metric])
+            values[name] = metrics
+        else:
+            values[name] = float(_number(where, value))
+    return replace(base, **values)
+
+
+def _stratification(path: str, raw: Any, base: StratificationPolicy) -> StratificationPolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, {f.name for f in fields(StratificationPolicy)})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "enabled":
+            values[name] = _flag(where, value)
+        elif name in ("alpha", "tv_floor", "uncovered_share", "max_uncovered_weight"):
+            values[name] = _fraction(where, value)
+        elif name == "min_canary_events":
+            values[name] = _number(where, value, integer=True)
+        else:
+            values[name] = float(_number(where, value))
+    return replace(base, **values)
+
+
 def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
     _check_keys(path, raw, {f.name for f in fields(SlicePolicy)})
     values: dict[str, Any] = {}
@@ -206,10 +285,19 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "slices" in raw:
         policy = replace(policy, slices=_slices(f"{path}.slices", raw["slices"], base.slices))
     guards = raw.get("guards", {})
-    _check_keys(f"{path}.guards", guards, {"shadow"})
+    _check_keys(f"{path}.guards", guards, {"shadow", "canary", "stratification"})
     if "shadow" in guards:
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
         policy = replace(policy, shadow=shadow)
+    if "canary" in guards:
+        policy = replace(
+            policy, canary=_canary(f"{path}.guards.canary", guards["canary"], base.canary)
+        )
+    if "stratification" in guards:
+        stratification = _stratification(
+            f"{path}.guards.stratification", guards["stratification"], base.stratification
+        )
+        policy = replace(policy, stratification=stratification)
     overrides = dict(base.shadow_slice_thresholds)
     slice_overrides = raw.get("slice_overrides", {})
     if not isinstance(slice_overrides, dict):

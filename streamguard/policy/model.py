@@ -8,12 +8,16 @@ for one slice of a deployment (``[deployments.NAME.slice_overrides."platform=and
 from dataclasses import dataclass, field
 
 __all__ = [
+    "CANARY_METRICS",
     "SHADOW_STATISTICS",
     "Band",
+    "CanaryPolicy",
     "DeploymentPolicy",
+    "MetricTest",
     "Policy",
     "ShadowPolicy",
     "SlicePolicy",
+    "StratificationPolicy",
 ]
 
 #: Statistics of the shadow-deviation guard, in the order evidence lists them.
@@ -56,6 +60,64 @@ class ShadowPolicy:
     thresholds: dict[str, Band] = field(default_factory=_default_shadow_thresholds)
 
 
+#: Metrics the canary guard compares, in the order evidence lists them.
+CANARY_METRICS = ("outcome_rate", "error_rate", "log_latency")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricTest:
+    """How one canary metric is tested.
+
+    ``min_effect`` is the smallest difference worth catching; it sets the mSPRT mixing scale
+    τ and, times ``CanaryPolicy.practical_fraction``, a floor under which a significant
+    difference is not acted on. With ``relative`` it is a fraction of the baseline mean.
+    """
+
+    min_effect: float
+    relative: bool
+    worse: str  # "lower" or "higher": which direction is a regression
+
+
+def _default_metrics() -> dict[str, MetricTest]:
+    return {
+        # 10 % fewer clicks/conversions than the baseline.
+        "outcome_rate": MetricTest(0.10, relative=True, worse="lower"),
+        # Half a percentage point more failed requests.
+        "error_rate": MetricTest(0.005, relative=False, worse="higher"),
+        # Mean log latency 10 % higher: ln(1.1).
+        "log_latency": MetricTest(0.0953, relative=False, worse="higher"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryPolicy:
+    """Canary vs baseline, per slice, with always-valid sequential tests."""
+
+    enabled: bool = True
+    #: Chance of a false rollback for a healthy canary over its whole run: half goes to the
+    #: whole deployment (Bonferroni over its metrics), half to the slices (Benjamini-Hochberg).
+    alpha: float = 0.01
+    min_samples: int = 200  # per arm and slice before a metric is judged
+    practical_fraction: float = 0.5
+    outcome_join_s: float = 120.0
+    max_exposures: int = 200_000  # open exposures per source partition and deployment
+    latency_alpha: float = 0.05  # relative accuracy of the latency sketch (p99 in evidence)
+    metrics: dict[str, MetricTest] = field(default_factory=_default_metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class StratificationPolicy:
+    """Is the canary's traffic mix the baseline's? (sample-ratio mismatch by slice)."""
+
+    enabled: bool = True
+    alpha: float = 0.001  # the level SRM checks use on platforms (GrowthBook, Kameleoon)
+    concentration: float = 10_000.0  # Dirichlet prior concentration (Lindon & Malek default)
+    tv_floor: float = 0.10  # skews smaller than this total variation distance are harmless
+    min_canary_events: int = 500
+    uncovered_share: float = 0.10  # a slice is uncovered below this fraction of its share
+    max_uncovered_weight: float = 0.20  # more uncovered population than this is contamination
+
+
 @dataclass(frozen=True, slots=True)
 class SlicePolicy:
     """Which slices are tracked.
@@ -86,6 +148,8 @@ class DeploymentPolicy:
     confirm_windows: int = 2
     slices: SlicePolicy = field(default_factory=SlicePolicy)
     shadow: ShadowPolicy = field(default_factory=ShadowPolicy)
+    canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+    stratification: StratificationPolicy = field(default_factory=StratificationPolicy)
     #: slice label -> statistic -> band, for the shadow guard.
     shadow_slice_thresholds: dict[str, dict[str, Band]] = field(default_factory=dict)
 

@@ -1,10 +1,18 @@
-"""Simulated serving traffic: primary and shadow predictions per request, with injected faults.
+"""Simulated serving traffic: primary, shadow and canary predictions, outcomes, injected faults.
 
 Requests arrive at ``rate`` per second of event time. Each request belongs to a slice drawn from
-the configured shares (platform x region x tier); the primary scores it from a Beta
-distribution whose mean depends on the slice, and the shadow scores the same request with small
-independent noise. A :class:`ShadowDeviation` shifts the shadow's scores in one slice from a
-given moment on.
+the configured shares (platform x region x tier). It is served by the canary with the canary's
+share, which may be restricted to some slices (a contaminated allocation), or by the primary,
+whose predictions the shadow also scores when ``shadow`` is on. The primary scores from a Beta
+distribution whose mean depends on the slice; the shadow scores the same request with small
+independent noise. With ``outcomes`` on, a served request is clicked with a slice-dependent
+probability and the outcome event arrives a few seconds later.
+
+Faults: :class:`ShadowDeviation` shifts the shadow's scores in one slice from a given moment;
+:class:`Canary` multiplies the canary's click, error or latency in given slices.
+
+The generator is deterministic for a seed. Features that are off draw no random numbers, so
+adding a feature never changes the traffic of existing scenarios.
 
 Examples
 --------
@@ -12,8 +20,13 @@ Examples
 >>> events = next(gen.seconds(1))
 >>> len(events), sorted({e["role"] for e in events})
 (200, ['primary', 'shadow'])
+>>> gen = TrafficGenerator(rate=100, seed=1, shadow=False, outcomes=True, canary=Canary(share=0.5))
+>>> roles = [e.get("role", e["kind"]) for s in gen.seconds(30) for e in s]
+>>> sorted(set(roles))
+['canary', 'outcome', 'primary']
 """
 
+import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_SHARES", "ShadowDeviation", "TrafficGenerator"]
+__all__ = ["DEFAULT_SHARES", "Canary", "ShadowDeviation", "TrafficGenerator"]
 
 #: Slice dimension -> value -> share of traffic (roughly a consumer app's mix).
 DEFAULT_SHARES: dict[str, dict[str, float]] = {
@@ -45,9 +58,36 @@ class ShadowDeviation:
     shift: float = 0.2
 
 
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """A canary serving ``share`` of requests with model ``version``.
+
+    ``only`` restricts it to the requests of matching slices (a contaminated allocation: the
+    canary's share of those requests grows so its overall share stays ``share`` where possible).
+    ``ctr``, ``error`` and ``latency`` map slice patterns (``{"platform": "android"}`` as
+    ``"platform=android"``) to multipliers of the canary's click probability, error probability
+    and latency there, from ``after_s`` seconds into the run.
+    """
+
+    share: float = 0.05
+    version: str = "ranker-v43"
+    only: dict[str, str] | None = None
+    ctr: dict[str, float] = field(default_factory=dict)
+    error: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
+    after_s: float = 0.0
+    allocation: str | None = None
+
+
+def _matches(slice_: dict[str, str], pattern: str) -> bool:
+    if pattern in ("", "*"):
+        return True
+    return all(slice_.get(k) == v for k, v in (part.split("=", 1) for part in pattern.split(",")))
+
+
 @dataclass(slots=True)
 class TrafficGenerator:
-    """Deterministic (seeded) generator of prediction events, one list per second."""
+    """Deterministic (seeded) generator of prediction and outcome events, one list per second."""
 
     deployment: str = "home-ranker"
     primary_version: str = "ranker-v41"
@@ -58,10 +98,17 @@ class TrafficGenerator:
     shadow_noise: float = 0.01
     shares: dict[str, dict[str, float]] = field(default_factory=lambda: DEFAULT_SHARES)
     deviation: ShadowDeviation | None = None
+    shadow: bool = True
+    canary: Canary | None = None
+    outcomes: bool = False
+    base_ctr: float = 0.08
+    outcome_delay_s: float = 5.0
+    error_rate: float = 0.0
     _rng: np.random.Generator = field(init=False, repr=False)
     _slices: list[dict[str, str]] = field(init=False, repr=False)
     _weights: np.ndarray = field(init=False, repr=False)
     _next_id: int = field(init=False, default=0, repr=False)
+    _pending: list[tuple[float, int, dict[str, Any]]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -75,25 +122,55 @@ class TrafficGenerator:
             ]
         )
         self._weights = weights / weights.sum()
+        self._pending = []
 
     @property
     def slices(self) -> list[dict[str, str]]:
         """Every full slice combination, in a fixed order."""
         return list(self._slices)
 
-    def _deviates(self) -> np.ndarray:
-        if self.deviation is None:
-            return np.zeros(len(self._slices), dtype=bool)
-        target = self.deviation.slice.items()
-        return np.array([all(s.get(k) == v for k, v in target) for s in self._slices])
+    def _mask(self, pattern: dict[str, str] | str | None) -> np.ndarray:
+        if pattern is None:
+            return np.ones(len(self._slices), dtype=bool)
+        text = (
+            pattern
+            if isinstance(pattern, str)
+            else ",".join(f"{k}={v}" for k, v in pattern.items())
+        )
+        return np.array([_matches(s, text) for s in self._slices])
+
+    def _multiplier(self, table: dict[str, float]) -> np.ndarray:
+        out = np.ones(len(self._slices))
+        for pattern, factor in table.items():
+            out = np.where(self._mask(pattern), out * factor, out)
+        return out
 
     def seconds(self, count: int) -> Iterator[list[dict[str, Any]]]:
         """Events of the next ``count`` seconds of event time, one list per second."""
-        deviates = self._deviates()
+        deviates = (
+            self._mask(self.deviation.slice)
+            if self.deviation
+            else np.zeros(len(self._slices), bool)
+        )
         for _ in range(count):
             second = self._next_id
-            yield self._second(second, deviates)
+            events = self._second(second, deviates)
+            # Outcomes are emitted in the second their event time falls in.
+            horizon = self.start_ts + second + 1
+            while self._pending and self._pending[0][0] < horizon:
+                events.append(heapq.heappop(self._pending)[2])
+            yield events
             self._next_id += 1
+
+    def _canary_served(self, which: np.ndarray) -> np.ndarray:
+        canary = self.canary
+        if canary is None:
+            return np.zeros(len(which), dtype=bool)
+        allowed = self._mask(canary.only)
+        allowed_share = float(self._weights[allowed].sum())
+        chance = min(1.0, canary.share / allowed_share) if allowed_share > 0 else 0.0
+        served: np.ndarray = allowed[which] & (self._rng.random(len(which)) < chance)
+        return served
 
     def _second(self, second: int, deviates: np.ndarray) -> list[dict[str, Any]]:
         rng = self._rng
@@ -109,38 +186,87 @@ class TrafficGenerator:
             hit = deviates[which]
             shadow = np.where(hit, np.clip(shadow + self.deviation.shift, 0.0, 1.0), shadow)
         latency = rng.lognormal(math.log(40.0), 0.3, n)
+        canary = self._canary_served(which)
+        regressed = self.canary is not None and second >= self.canary.after_s
+        if self.canary is not None and regressed and self.canary.latency:
+            latency = np.where(
+                canary, latency * self._multiplier(self.canary.latency)[which], latency
+            )
+        errors = None
+        if self.error_rate > 0:
+            chance = np.full(n, self.error_rate)
+            if self.canary is not None and regressed and self.canary.error:
+                chance = np.where(
+                    canary, chance * self._multiplier(self.canary.error)[which], chance
+                )
+            errors = rng.random(n) < chance
+        if self.outcomes:
+            self._schedule_outcomes(second, ts, which, canary, regressed)
         events: list[dict[str, Any]] = []
         for i in range(n):
             request_id = f"req-{self.seed}-{second}-{i}"
             slice_ = self._slices[int(which[i])]
             t = round(float(ts[i]), 3)
-            events.append(
-                {
-                    "schema_version": 1,
-                    "kind": "prediction",
-                    "event_id": f"{request_id}-p",
-                    "request_id": request_id,
-                    "ts": t,
-                    "deployment": self.deployment,
-                    "model_version": self.primary_version,
-                    "role": "primary",
-                    "slice": slice_,
-                    "score": round(float(primary[i]), 6),
-                    "latency_ms": round(float(latency[i]), 3),
-                }
-            )
-            events.append(
-                {
-                    "schema_version": 1,
-                    "kind": "prediction",
-                    "event_id": f"{request_id}-s",
-                    "request_id": request_id,
-                    "ts": round(t + 0.02, 3),
-                    "deployment": self.deployment,
-                    "model_version": self.shadow_version,
-                    "role": "shadow",
-                    "slice": slice_,
-                    "score": round(float(shadow[i]), 6),
-                }
-            )
+            served: dict[str, Any] = {
+                "schema_version": 1,
+                "kind": "prediction",
+                "event_id": f"{request_id}-p",
+                "request_id": request_id,
+                "ts": t,
+                "deployment": self.deployment,
+                "model_version": self.primary_version,
+                "role": "primary",
+                "slice": slice_,
+                "score": round(float(primary[i]), 6),
+                "latency_ms": round(float(latency[i]), 3),
+            }
+            if canary[i] and self.canary is not None:
+                served["event_id"] = f"{request_id}-c"
+                served["model_version"] = self.canary.version
+                served["role"] = "canary"
+                if self.canary.allocation:
+                    served["allocation"] = self.canary.allocation
+            if errors is not None:
+                served["error"] = bool(errors[i])
+            events.append(served)
+            if self.shadow and not canary[i]:
+                events.append(
+                    {
+                        "schema_version": 1,
+                        "kind": "prediction",
+                        "event_id": f"{request_id}-s",
+                        "request_id": request_id,
+                        "ts": round(t + 0.02, 3),
+                        "deployment": self.deployment,
+                        "model_version": self.shadow_version,
+                        "role": "shadow",
+                        "slice": slice_,
+                        "score": round(float(shadow[i]), 6),
+                    }
+                )
         return events
+
+    def _schedule_outcomes(
+        self, second: int, ts: np.ndarray, which: np.ndarray, canary: np.ndarray, regressed: bool
+    ) -> None:
+        rng = self._rng
+        n = len(ts)
+        # Click probability differs by slice (0.75x to 1.25x the base rate).
+        ctr = self.base_ctr * (0.75 + 0.25 * (which % 3))
+        if self.canary is not None and regressed and self.canary.ctr:
+            ctr = np.where(canary, ctr * self._multiplier(self.canary.ctr)[which], ctr)
+        clicked = rng.random(n) < ctr
+        delays = rng.exponential(self.outcome_delay_s, n)
+        for i in np.flatnonzero(clicked).tolist():
+            request_id = f"req-{self.seed}-{second}-{i}"
+            when = round(float(ts[i] + delays[i]), 3)
+            event = {
+                "schema_version": 1,
+                "kind": "outcome",
+                "event_id": f"{request_id}-o",
+                "request_id": request_id,
+                "ts": when,
+                "deployment": self.deployment,
+                "value": 1.0,
+            }
+            heapq.heappush(self._pending, (when, second * 1_000_000 + i, event))

@@ -37,23 +37,57 @@ from streamguard.stats.moments import (
     moments_by_group,
     subtract_moments,
 )
+from streamguard.stats.multiple import (
+    PostStratified,
+    benjamini_hochberg,
+    e_benjamini_hochberg,
+    post_stratified_difference,
+)
 from streamguard.stats.onset import OnsetTracker
+from streamguard.stats.sequential import (
+    Msprt,
+    confidence_sequence,
+    msprt,
+    normal_mixture_p_value,
+    running_p,
+)
+from streamguard.stats.srm import (
+    chi_square_p_value,
+    dirichlet_multinomial_log_bf,
+    log_gamma,
+    pearson_residuals,
+    srm_p_value,
+)
 
 __all__ = [
     "FixedBins",
     "LogBuckets",
     "Moments",
+    "Msprt",
     "OnsetTracker",
+    "PostStratified",
+    "benjamini_hochberg",
+    "chi_square_p_value",
+    "confidence_sequence",
+    "dirichlet_multinomial_log_bf",
+    "e_benjamini_hochberg",
     "js_distance",
     "ks_statistic",
+    "log_gamma",
     "merge_moments",
     "moment_mean",
     "moment_variance",
     "moments_by_group",
+    "msprt",
+    "normal_mixture_p_value",
+    "pearson_residuals",
+    "post_stratified_difference",
     "psi",
     "quantile_from_counts",
     "quantile_groups",
     "regroup",
+    "running_p",
+    "srm_p_value",
     "subtract_moments",
     "total_variation",
     "wasserstein1",

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from streamguard.core.measures import ARM_FIELDS, arm_contributions
+from streamguard.core.measures import ArmMeasures
 from streamguard.core.slices import MISSING, SliceCoder
+from streamguard.policy import CanaryPolicy
 from tests.unit.core._pairs import MEASURES, SLICES, pair_batches
 
 
@@ -75,12 +76,47 @@ def test_hand_computed_pairs() -> None:
     assert got["dev_sketch"][0].sum() == 2
 
 
-def test_arm_contributions_count_events_or_unpaired() -> None:
+ARMS = ArmMeasures.from_policy(CanaryPolicy())
+
+
+def test_arm_events_count_events_errors_and_latency_per_row() -> None:
     index = np.array([[0, 1], [0, 2], [0, 1]])
-    events = arm_contributions(index, 3)
-    unpaired = arm_contributions(index, 3, unpaired=True)
-    assert set(events) == {f.name for f in ARM_FIELDS}
-    assert events["events"].tolist() == [3, 2, 1]
-    assert events["unpaired"].tolist() == [0, 0, 0]
+    errors = np.array([False, True, True])
+    latency = np.array([10.0, np.nan, 1000.0])
+    got = ARMS.events(index, 3, errors, latency)
+    assert set(got) == {f.name for f in ARMS.fields}
+    assert got["events"].tolist() == [3, 2, 1]
+    assert got["errors"].tolist() == [2, 1, 1]
+    assert got["unpaired"].tolist() == [0, 0, 0]
+    # Latency moments are of ln(ms), over the events that have a latency only.
+    logs = np.log([10.0, 1000.0])
+    np.testing.assert_allclose(
+        got["latency"][0], [2, logs.mean(), ((logs - logs.mean()) ** 2).sum()]
+    )
+    np.testing.assert_allclose(
+        got["latency"][1], [2, logs.mean(), ((logs - logs.mean()) ** 2).sum()]
+    )
+    assert got["latency"][2].tolist() == [0.0, 0.0, 0.0]
+    assert got["latency_sketch"].sum(axis=1).tolist() == [2, 2, 0]
+    assert got["outcomes"].tolist() == [[0.0, 0.0, 0.0]] * 3
+
+
+def test_arm_latency_sketch_p99_within_its_relative_accuracy() -> None:
+    rng = np.random.default_rng(3)
+    latency = rng.lognormal(np.log(50.0), 0.6, 20_000)
+    index = np.zeros((len(latency), 1), dtype=np.int64)
+    got = ARMS.events(index, 1, np.zeros(len(latency), bool), latency)
+    p99 = ARMS.latency.quantile(got["latency_sketch"], 0.99)[0]
+    truth = np.quantile(latency, 0.99, method="inverted_cdf")
+    assert abs(p99 - truth) <= CanaryPolicy().latency_alpha * truth * 1.0001
+
+
+def test_arm_unpaired_and_outcomes_fill_only_their_fields() -> None:
+    index = np.array([[0, 1], [0, 2], [0, 1]])
+    unpaired = ARMS.unpaired(index, 3)
     assert unpaired["unpaired"].tolist() == [3, 2, 1]
     assert unpaired["events"].tolist() == [0, 0, 0]
+    outcomes = ARMS.outcomes(index, 3, np.array([1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(outcomes["outcomes"][0], [3, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(outcomes["outcomes"][1], [2, 1.0, 0.0])
+    assert outcomes["events"].tolist() == [0, 0, 0]

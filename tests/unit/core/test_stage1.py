@@ -151,7 +151,7 @@ def test_partials_are_split_by_deployment_and_size() -> None:
 
 def test_unpaired_halves_are_counted_when_they_expire() -> None:
     stage1 = Stage1(POLICY)
-    stage1.process(0, 0, decoded([prediction("lonely", "primary", 100.0)]))
+    stage1.process(0, 0, decoded([*pair("shadowed", 99.0), prediction("lonely", "primary", 100.0)]))
     assert stage1.pending(0) == 1
     report = stage1.process(0, 1, decoded([prediction("c", "canary", 131.0)]))  # 100 < 131 - 30
     assert report.unpaired == 1
@@ -160,6 +160,20 @@ def test_unpaired_halves_are_counted_when_they_expire() -> None:
     # Counted in the window of the watermark that expired it (13), never late.
     assert count(messages, "arm:primary", 13, "unpaired") == 1
     assert count(messages, "arm:primary", 10, "events") == 1
+
+
+def test_a_deployment_without_a_shadow_buffers_nothing() -> None:
+    stage1 = Stage1(POLICY)
+    primaries = [prediction(f"r{i}", "primary", 100.0 + i) for i in range(50)]
+    report = stage1.process(0, 0, decoded(primaries))
+    assert stage1.pending(0) == 0
+    report = stage1.process(0, 1, decoded([prediction("c", "canary", 200.0)]))
+    assert report.unpaired == 0
+    # The first shadow of the partition starts pairing.
+    stage1.process(0, 2, decoded([prediction("s", "shadow", 201.0)]))
+    stage1.process(0, 3, decoded([prediction("s", "primary", 201.5)]))
+    assert stage1.pending(0) == 0
+    assert count(flush(stage1), PAIR_STREAM, 20, "pairs") == 1
 
 
 def test_duplicates_are_reported() -> None:

@@ -34,7 +34,7 @@ def config_error(text: str) -> str:
         ("[deployments.a]\ncolour = 1", "deployments.a.colour"),
         ("[defaults.slices]\ncolour = 1", "defaults.slices.colour"),
         ("[deployments.a.slices]\ncolour = 1", "deployments.a.slices.colour"),
-        ("[defaults.guards]\ncanary = {}", "defaults.guards.canary"),
+        ("[defaults.guards]\nbogus = {}", "defaults.guards.bogus"),
         ("[deployments.a.guards.shadow]\ncolour = 1", "deployments.a.guards.shadow.colour"),
         (
             "[defaults.guards.shadow.thresholds]\nauc = { pause = 1, rollback = 2 }",

@@ -1,0 +1,97 @@
+"""Join outcomes (clicks, conversions, labels) to the predictions that were served.
+
+Every served prediction (primary or canary) opens an *exposure* for its request. Outcome
+events for the request add their value to it. An exposure *matures* when the partition's
+event-time watermark passes its time plus the join window (or it is evicted, oldest first,
+when the buffer is full). The caller then counts it once, with its accumulated value (0 when no
+outcome came), for the arm and slice that served it. Outcomes for unknown or already matured
+requests are counted as unmatched, never dropped silently.
+
+Like pairing, maturation depends only on the partition's own order of events, so replay and
+any number of workers see the same matured exposures.
+
+Examples
+--------
+>>> join = OutcomeJoin(window_s=60.0, max_pending=100)
+>>> join.expose(["r1", "r2"], [0, 2], ["v1", "v2"], [0, 0], [10.0, 11.0])
+>>> join.outcome(["r1", "r1", "r9"], [1.0, 1.0, 1.0])
+1
+>>> [(e.request_id, e.value) for e in join.mature(watermark=100.0)]
+[('r1', 2.0), ('r2', 0.0)]
+"""
+
+import heapq
+from dataclasses import dataclass
+
+__all__ = ["Exposure", "OutcomeJoin"]
+
+
+@dataclass(slots=True)
+class Exposure:
+    """A served prediction waiting for its outcomes."""
+
+    request_id: str
+    role: int
+    version: str  # the arm's version key (model version, with @allocation for canaries)
+    combo: int  # slice combination id
+    ts: float
+    value: float
+    seq: int
+
+
+class OutcomeJoin:
+    """Bounded buffer of exposures keyed by request id, matured in event time."""
+
+    def __init__(self, window_s: float, max_pending: int) -> None:
+        self.window_s = window_s
+        self.max_pending = max_pending
+        self._open: dict[str, Exposure] = {}
+        self._by_time: list[tuple[float, int, str]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def expose(
+        self,
+        request_ids: list[str],
+        roles: list[int],
+        versions: list[str],
+        combos: list[int],
+        ts: list[float],
+    ) -> None:
+        """Open an exposure per served prediction; a request already open keeps its first."""
+        opened = self._open
+        for request_id, role, version, combo, t in zip(
+            request_ids, roles, versions, combos, ts, strict=True
+        ):
+            if request_id in opened:
+                continue
+            self._seq += 1
+            opened[request_id] = Exposure(request_id, role, version, combo, t, 0.0, self._seq)
+            heapq.heappush(self._by_time, (t, self._seq, request_id))
+
+    def outcome(self, request_ids: list[str], values: list[float]) -> int:
+        """Add outcome values to their open exposures; return how many matched none."""
+        unmatched = 0
+        opened = self._open
+        for request_id, value in zip(request_ids, values, strict=True):
+            exposure = opened.get(request_id)
+            if exposure is None:
+                unmatched += 1
+            else:
+                exposure.value += value
+        return unmatched
+
+    def mature(self, watermark: float) -> list[Exposure]:
+        """Remove and return exposures older than ``watermark - window`` and any beyond capacity."""
+        out: list[Exposure] = []
+        heap, opened = self._by_time, self._open
+        limit = watermark - self.window_s
+        while heap and (heap[0][0] < limit or len(opened) > self.max_pending):
+            _, seq, request_id = heapq.heappop(heap)
+            exposure = opened.get(request_id)
+            if exposure is not None and exposure.seq == seq:
+                del opened[request_id]
+                out.append(exposure)
+        return out

@@ -1,0 +1,417 @@
+"""Canary guard: is the canary worse than the baseline, overall or in some slice?
+
+Per slice, cumulatively since the canary version (and allocation) started, the canary's and
+the baseline's (primary's) metrics are compared:
+
+- ``outcome_rate``: mean outcome value per served request, from outcome events joined by
+  request id within the join window (click-through or conversion rate);
+- ``error_rate``: share of requests that failed;
+- ``log_latency``: mean of ln(latency_ms); the p99 of each arm, from the latency sketch, is
+  reported alongside.
+
+Each comparison is an always-valid mixture SPRT (Johari, Pekelis & Walsh, "Always Valid
+Inference", 2022) whose mixing scale τ is the metric's smallest effect worth catching; its
+running-minimum p-value may be checked at every window close without inflating false alarms,
+unlike a fixed-horizon test re-run on a growing window (Kayenta) or a count of threshold
+crossings (Argo Rollouts, Flagger). Across slices (all levels below the whole deployment, all
+metrics), Benjamini-Hochberg on the always-valid p-values controls the false discovery rate;
+the whole deployment is reported separately, raw and mix-adjusted (post-stratified, Miratrix,
+Sekhon & Yu 2013) so that a skewed canary cannot look healthy through Simpson's paradox. A
+difference counts only when it is significant, harmful, and at least ``practical_fraction`` of
+the smallest effect. A regression issues ``rollback`` naming the smallest slice that explains
+it, with the effect, its always-valid confidence bounds, both arms' n and the test used.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.core.measures import ArmMeasures
+from streamguard.core.slices import ROOT, label_dims
+from streamguard.core.summary import Array, subtract_fields, sum_rows
+from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
+from streamguard.guards.cumulative import Cumulative
+from streamguard.guards.explain import Rest, explain
+from streamguard.guards.stratification import BASELINE_STREAM, CANARY_STREAM, split_version
+from streamguard.policy import CANARY_METRICS, CanaryPolicy, DeploymentPolicy
+from streamguard.stats import (
+    benjamini_hochberg,
+    confidence_sequence,
+    msprt,
+    normal_mixture_p_value,
+    post_stratified_difference,
+    running_p,
+)
+
+__all__ = ["CanaryGuard", "metric_moments"]
+
+NAME = "canary"
+F64 = npt.NDArray[np.float64]
+
+
+def metric_moments(arrays: dict[str, Array]) -> dict[str, F64]:
+    """(n, mean, m2) of every canary metric for each row of arm arrays."""
+    events = arrays["events"].astype(np.float64)
+    errors = arrays["errors"].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(events > 0, errors / np.maximum(events, 1), 0.0)
+    # A 0/1 variable with mean p over n observations has m2 = n p (1 - p).
+    error_moments = np.stack([events, rate, events * rate * (1 - rate)], axis=-1)
+    return {
+        "outcome_rate": np.asarray(arrays["outcomes"], dtype=np.float64),
+        "error_rate": error_moments,
+        "log_latency": np.asarray(arrays["latency"], dtype=np.float64),
+    }
+
+
+@dataclass
+class _State:
+    """Cumulative arm totals, running p-values and frozen τ of one canary version."""
+
+    canary: Cumulative
+    baseline: Cumulative
+    p: dict[tuple[str, str], float] = field(default_factory=dict)  # (label, metric) -> p
+    tau: dict[tuple[str, str], float] = field(default_factory=dict)
+    windows: int = 0
+
+
+@dataclass
+class _Tested:
+    labels: list[str]
+    canary: dict[str, F64]  # metric -> moments per label
+    baseline: dict[str, F64]
+    delta: dict[str, F64]
+    p: dict[str, F64]  # running, always valid
+    tau: dict[str, F64]
+    lower: dict[str, F64]
+    upper: dict[str, F64]
+    judged: dict[str, npt.NDArray[np.bool_]]
+    regressed: dict[str, npt.NDArray[np.bool_]]  # significant (after BH), harmful, practical
+
+
+class CanaryGuard:
+    """Judges canary against baseline at every window close; see the module docstring."""
+
+    name = NAME
+
+    def __init__(self, policy_for: Any) -> None:
+        self._policy_for = policy_for
+
+    def evaluate(self, ctx: GuardContext) -> Verdict | None:
+        """Verdict on the most recent canary version with data, or None without a canary."""
+        policy: DeploymentPolicy = self._policy_for(ctx.deployment)
+        settings = policy.canary
+        canaries = ctx.versions(CANARY_STREAM)
+        baselines = ctx.versions(BASELINE_STREAM)
+        if not settings.enabled or not canaries or not baselines:
+            return None
+        key = canaries[0]
+        fields = ArmMeasures.from_policy(settings).fields
+        states: dict[str, _State] = ctx.state(NAME).setdefault("versions", {})
+        state = states.setdefault(key, _State(Cumulative(fields), Cumulative(fields)))
+        canary_window = ctx.closed_window(CANARY_STREAM, key)
+        if canary_window is not None:
+            state.windows += 1
+            state.canary.add(*canary_window)
+            baseline_window = ctx.closed_window(BASELINE_STREAM, baselines[0])
+            if baseline_window is not None:
+                state.baseline.add(*baseline_window)
+        labels = sorted(state.canary.labels)
+        if not labels:
+            return None
+        tested = self._test(state, labels, settings)
+        findings = self._findings(state, tested, settings)
+        adjusted = self._adjusted(state, policy, settings)
+        contaminated = ctx.state("stratification").get("contaminated", {}).get(key, False)
+        version, allocation = split_version(key)
+        start = float(ctx.window * ctx.window_s)
+        return Verdict(
+            deployment=ctx.deployment,
+            guard=NAME,
+            model_version=version,
+            baseline_version=baselines[0],
+            window_start=start,
+            window_end=start + ctx.window_s,
+            horizon_start=float((ctx.window - state.windows + 1) * ctx.window_s),
+            slices=self._slices(tested),
+            findings=findings,
+            extra={
+                "allocation": allocation,
+                "status": self._status(tested, findings, contaminated),
+                "trusted": not contaminated,
+                "global": self._row_summary(tested, labels.index(ROOT)) if ROOT in labels else {},
+                "global_adjusted": adjusted,
+            },
+        )
+
+    # -- tests ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _test(state: _State, labels: list[str], settings: CanaryPolicy) -> _Tested:
+        canary = metric_moments(state.canary.take(labels))
+        baseline = metric_moments(state.baseline.take(labels))
+        out = _Tested(labels, canary, baseline, {}, {}, {}, {}, {}, {}, {})
+        for metric in CANARY_METRICS:
+            spec = settings.metrics[metric]
+            c, b = canary[metric], baseline[metric]
+            judged = (c[:, 0] >= settings.min_samples) & (b[:, 0] >= settings.min_samples)
+            tau = np.array(
+                [
+                    _tau(state, label, metric, spec, float(b[i, 1]), bool(judged[i]))
+                    for i, label in enumerate(labels)
+                ]
+            )
+            result = msprt(c, b, np.where(judged, tau, 1.0))
+            previous = np.array([state.p.get((label, metric), 1.0) for label in labels])
+            p = np.where(judged, running_p(previous, result.p_value), 1.0)
+            for i, label in enumerate(labels):
+                if judged[i]:
+                    state.p[(label, metric)] = float(p[i])
+            lower, upper = confidence_sequence(
+                result.delta, result.variance, np.where(judged, tau, 1.0), _levels(settings)[1]
+            )
+            out.delta[metric] = np.where(judged, result.delta, np.nan)
+            out.p[metric], out.tau[metric], out.judged[metric] = p, tau, judged
+            out.lower[metric], out.upper[metric] = lower, upper
+        # Two families share alpha: the whole deployment (Bonferroni over its metrics) and
+        # every (slice, metric) below it (Benjamini-Hochberg, which under the global null
+        # also bounds the chance of any false rejection).
+        global_level, slice_level = _levels(settings)
+        root = np.array([label == ROOT for label in labels])
+        family = np.stack([np.where(root, np.nan, out.p[m]) for m in CANARY_METRICS])
+        family = np.where(np.stack([out.judged[m] for m in CANARY_METRICS]), family, np.nan)
+        rejected = benjamini_hochberg(family.ravel(), slice_level).reshape(family.shape)
+        for k, metric in enumerate(CANARY_METRICS):
+            spec = settings.metrics[metric]
+            delta = out.delta[metric]
+            harmful = delta < 0 if spec.worse == "lower" else delta > 0
+            practical = np.abs(delta) >= settings.practical_fraction * out.tau[metric]
+            significant = np.where(root, out.p[metric] <= global_level, rejected[k])
+            out.regressed[metric] = out.judged[metric] & significant & harmful & practical
+        return out
+
+    def _findings(self, state: _State, tested: _Tested, settings: CanaryPolicy) -> list[Finding]:
+        labels = tested.labels
+        index = {label: i for i, label in enumerate(labels)}
+        regressed = np.any(np.stack([tested.regressed[m] for m in CANARY_METRICS]), axis=0)
+        firing = {labels[i] for i in np.flatnonzero(regressed).tolist()}
+        if not firing:
+            return []
+        strength = {
+            labels[i]: max(-math.log(max(float(tested.p[m][i]), 1e-300)) for m in CANARY_METRICS)
+            for i in np.flatnonzero(regressed).tolist()
+        }
+        fields = state.canary.fields
+
+        def rest(parent: str, children: list[str]) -> Rest:
+            # What the parent shows without these children: a fresh (instantaneous) test.
+            arms = []
+            for cumulative in (state.canary, state.baseline):
+                rows = cumulative.take([parent, *children])
+                whole = {k: v[:1] for k, v in rows.items()}
+                parts = sum_rows(fields, rows, list(range(1, len(children) + 1)))
+                arms.append(metric_moments(subtract_fields(fields, whole, parts)))
+            judged, leaning = 0, False
+            for metric in CANARY_METRICS:
+                c, b = arms[0][metric], arms[1][metric]
+                if min(c[0, 0], b[0, 0]) < settings.min_samples:
+                    continue
+                judged += 1
+                tau = float(tested.tau[metric][index[parent]])
+                result = msprt(c, b, tau)
+                delta = float(result.delta[0])
+                harmful = delta < 0 if settings.metrics[metric].worse == "lower" else delta > 0
+                if harmful and abs(delta) >= settings.practical_fraction * tau:
+                    if float(result.p_value[0]) <= _levels(settings)[1]:
+                        return "elevated"
+                    leaning = True  # bad-looking but not proven: cannot be called clean
+            return "clean" if judged and not leaning else "unknown"
+
+        names = explain(labels, firing, rest, strength)
+        return [self._finding(tested, index[label], settings) for label in names]
+
+    @staticmethod
+    def _finding(tested: _Tested, i: int, settings: CanaryPolicy) -> Finding:
+        metrics = [m for m in CANARY_METRICS if tested.regressed[m][i]]
+        if not metrics:  # an explanation inherited from breaching children: report its worst
+            metrics = [min(CANARY_METRICS, key=lambda m: float(tested.p[m][i]))]
+        metric = min(metrics, key=lambda m: float(tested.p[m][i]))
+        delta = float(tested.delta[metric][i])
+        baseline_mean = float(tested.baseline[metric][i, 1])
+        floor = settings.practical_fraction * float(tested.tau[metric][i])
+        spec = settings.metrics[metric]
+        return Finding(
+            slice=tested.labels[i],
+            action="rollback",
+            statistic=metric,
+            value=clean_float(delta),
+            threshold=-floor if spec.worse == "lower" else floor,
+            n=int(tested.canary[metric][i, 0]),
+            stats=CanaryGuard._row_stats(tested, i),
+            thresholds={
+                m: {"min_effect": float(tested.tau[m][i]), "alpha": settings.alpha}
+                for m in CANARY_METRICS
+            },
+            extra={
+                "summary": _describe(tested, metric, i),
+                "metric": metric,
+                "regressed_metrics": metrics,
+                "effect": clean_float(delta),
+                "relative_effect": clean_float(delta / baseline_mean) if baseline_mean else None,
+                "confidence_bounds": [
+                    clean_float(float(tested.lower[metric][i])),
+                    clean_float(float(tested.upper[metric][i])),
+                ],
+                "p_value": clean_float(float(tested.p[metric][i]), 9),
+                "canary_mean": clean_float(float(tested.canary[metric][i, 1])),
+                "baseline_mean": clean_float(baseline_mean),
+                "n_canary": int(tested.canary[metric][i, 0]),
+                "n_baseline": int(tested.baseline[metric][i, 0]),
+                "test": (
+                    f"always-valid mSPRT (normal mixture, tau={float(tested.tau[metric][i]):.4g}); "
+                    f"Benjamini-Hochberg across slices at {_levels(settings)[1]:.4g}, "
+                    f"whole deployment at {_levels(settings)[0]:.4g}"
+                ),
+            },
+        )
+
+    # -- global, mix-adjusted --------------------------------------------------------------------
+
+    @staticmethod
+    def _adjusted(
+        state: _State, policy: DeploymentPolicy, settings: CanaryPolicy
+    ) -> dict[str, Any]:
+        dims = set(policy.slices.dimensions)
+        strata = sorted(
+            label
+            for label in set(state.canary.labels) | set(state.baseline.labels)
+            if set(label_dims(label)) == dims
+        )
+        if not strata:
+            return {}
+        canary = state.canary.take(strata)
+        baseline = state.baseline.take(strata)
+        # Population weights: the baseline's and the canary's traffic together.
+        weights = (canary["events"] + baseline["events"]).astype(np.float64)
+        c_metrics, b_metrics = metric_moments(canary), metric_moments(baseline)
+        out: dict[str, Any] = {}
+        for metric in CANARY_METRICS:
+            result = post_stratified_difference(
+                c_metrics[metric], b_metrics[metric], weights, settings.min_samples
+            )
+            tau = state.tau.get((ROOT, metric), settings.metrics[metric].min_effect)
+            estimate, variance = float(result.estimate), float(result.variance)
+            if math.isfinite(estimate) and math.isfinite(variance) and variance > 0:
+                p_now = float(normal_mixture_p_value(estimate, variance, tau))
+                p = float(running_p(state.p.get(("*adjusted", metric), 1.0), p_now))
+                state.p[("*adjusted", metric)] = p
+                lower, upper = confidence_sequence(estimate, variance, tau, _levels(settings)[0])
+                bounds = [clean_float(float(lower)), clean_float(float(upper))]
+            else:
+                p, bounds = 1.0, [None, None]
+            out[metric] = {
+                "estimate": clean_float(estimate),
+                "p_value": clean_float(p, 9),
+                "confidence_bounds": bounds,
+                "covered_weight": clean_float(float(result.covered_weight)),
+                "uncovered": [
+                    s for s, u in zip(strata, result.uncovered.tolist(), strict=True) if u
+                ],
+            }
+        return out
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row_stats(tested: _Tested, i: int) -> dict[str, float | None]:
+        stats: dict[str, float | None] = {}
+        for metric in CANARY_METRICS:
+            stats[f"{metric}.canary"] = clean_float(float(tested.canary[metric][i, 1]))
+            stats[f"{metric}.baseline"] = clean_float(float(tested.baseline[metric][i, 1]))
+            stats[f"{metric}.delta"] = clean_float(float(tested.delta[metric][i]))
+            stats[f"{metric}.p_value"] = clean_float(float(tested.p[metric][i]), 9)
+        return stats
+
+    @staticmethod
+    def _row_summary(tested: _Tested, i: int) -> dict[str, Any]:
+        return {
+            metric: {
+                "delta": clean_float(float(tested.delta[metric][i])),
+                "p_value": clean_float(float(tested.p[metric][i]), 9),
+                "confidence_bounds": [
+                    clean_float(float(tested.lower[metric][i])),
+                    clean_float(float(tested.upper[metric][i])),
+                ],
+                "n_canary": int(tested.canary[metric][i, 0]),
+                "n_baseline": int(tested.baseline[metric][i, 0]),
+                "regressed": bool(tested.regressed[metric][i]),
+            }
+            for metric in CANARY_METRICS
+        }
+
+    @staticmethod
+    def _slices(tested: _Tested) -> list[SliceResult]:
+        out = []
+        for i, label in enumerate(tested.labels):
+            judged = any(bool(tested.judged[m][i]) for m in CANARY_METRICS)
+            regressed = any(bool(tested.regressed[m][i]) for m in CANARY_METRICS)
+            state = "rollback" if regressed else ("ok" if judged else "insufficient")
+            n = int(tested.canary["error_rate"][i, 0])
+            out.append(SliceResult(label, n, state, CanaryGuard._row_stats(tested, i)))
+        return out
+
+    @staticmethod
+    def _status(tested: _Tested, findings: list[Finding], contaminated: bool) -> str:
+        if contaminated:
+            return "untrusted"  # never judged healthy on a contaminated allocation
+        if findings:
+            return "regression"
+        root = tested.labels.index(ROOT) if ROOT in tested.labels else None
+        if root is None or not any(bool(tested.judged[m][root]) for m in CANARY_METRICS):
+            return "insufficient"
+        return "no regression detected"
+
+
+def _describe(tested: _Tested, metric: str, i: int) -> str:
+    """One line for on-call: the effect, its bounds, its p-value and both arms' sizes."""
+    delta = float(tested.delta[metric][i])
+    baseline = float(tested.baseline[metric][i, 1])
+    relative = f" ({delta / baseline:+.1%})" if baseline else ""
+    low, high = float(tested.lower[metric][i]), float(tested.upper[metric][i])
+    n_c, n_b = int(tested.canary[metric][i, 0]), int(tested.baseline[metric][i, 0])
+    return (
+        f"{metric} {delta:+.4g}{relative} vs baseline, "
+        f"always-valid bounds [{low:.4g}, {high:.4g}], "
+        f"p={float(tested.p[metric][i]):.2g}, n={n_c} canary / {n_b} baseline"
+    )
+
+
+def _levels(settings: CanaryPolicy) -> tuple[float, float]:
+    """Per-test level of the whole deployment's metrics, and the slices' BH level."""
+    return settings.alpha / (2 * len(CANARY_METRICS)), settings.alpha / 2
+
+
+def _tau(  # noqa: PLR0917 - private helper, one call site
+    state: _State, label: str, metric: str, spec: Any, baseline_mean: float, ready: bool
+) -> float:
+    """Mixing scale of a (slice, metric), frozen at its first judgement so the test stays valid.
+
+    A relative effect is scaled by the baseline's mean once the slice has enough samples to
+    judge; before that it is only a provisional value and not stored.
+    """
+    key = (label, metric)
+    tau = state.tau.get(key)
+    if tau is not None:
+        return tau
+    if not spec.relative:
+        tau = float(spec.min_effect)
+    elif math.isfinite(baseline_mean) and baseline_mean != 0:
+        tau = float(spec.min_effect * abs(baseline_mean))
+    else:
+        return float(spec.min_effect)
+    if ready:
+        state.tau[key] = tau
+    return tau
