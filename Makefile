@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/streamguard demo
 
+# Pure tests run on every core (a file's tests stay on one worker, to share module fixtures);
+# tests that start brokers and workers run one at a time, since they measure time.
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile -m "not integration"
+	$(BIN)/pytest -m "integration"
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not integration and not slow and not faults"
+	$(BIN)/pytest -n auto --dist loadfile -m "not integration and not slow and not faults"
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -m "integration"

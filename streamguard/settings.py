@@ -72,6 +72,9 @@ class Settings:
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     flush_interval_s: float = 1.0
+    snapshot_interval_s: float = 10.0  # stage-1 snapshots; events are acked only once covered
+    stage_snapshot_interval_s: float = 2.0  # stage-2 and stage-3 snapshots (when changed)
+    broker_probe_interval_s: float = 2.0  # metadata round trip that feeds /health
     idle_source_timeout_s: float = 30.0
     max_future_s: float = 300.0
     data_dir: Path = field(default_factory=lambda: Path(".streamguard-data"))
@@ -91,6 +94,9 @@ class Settings:
             web_port=int(_env_float("STREAMGUARD_WEB_PORT", 6066)),
             web_host=os.environ.get("STREAMGUARD_WEB_HOST", "127.0.0.1"),
             flush_interval_s=_env_float("STREAMGUARD_FLUSH_INTERVAL_S", 1.0),
+            snapshot_interval_s=_env_float("STREAMGUARD_SNAPSHOT_INTERVAL_S", 10.0),
+            stage_snapshot_interval_s=_env_float("STREAMGUARD_STAGE_SNAPSHOT_INTERVAL_S", 2.0),
+            broker_probe_interval_s=_env_float("STREAMGUARD_BROKER_PROBE_INTERVAL_S", 2.0),
             idle_source_timeout_s=_env_float("STREAMGUARD_IDLE_SOURCE_TIMEOUT_S", 30.0),
         )
         given = {k: v for k, v in overrides.items() if v is not None}

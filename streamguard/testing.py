@@ -113,13 +113,19 @@ class WorkerProcess:
         return self
 
     def health(self) -> dict[str, Any] | None:
-        """The worker's /health document, or None if it does not answer."""
+        """The /health document (also when unhealthy, with 503), or None if no answer."""
         url = f"http://127.0.0.1:{self.web_port}/health"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as response:
                 document: dict[str, Any] = json.loads(response.read())
                 return document
-        except (OSError, urllib.error.URLError, ValueError):
+        except urllib.error.HTTPError as exc:  # 503 carries the document that says why
+            try:
+                body: dict[str, Any] = json.loads(exc.read())
+            except ValueError:
+                return None
+            return body
+        except (OSError, ValueError):
             return None
 
     def metrics(self) -> str:

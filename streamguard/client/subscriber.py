@@ -15,13 +15,29 @@ Delivery guarantees
   deployment does not hold up the others on other partitions).
 * Invalid messages (not JSON, not a valid command, or refused by ``verify``) are counted by
   reason in :meth:`ControlSubscriber.stats`, logged, committed, and never reach the handler.
+
+Signatures
+----------
+Every consumer checks each command itself; topic ACLs are a second line, not the first. With a
+keyring, the subscriber verifies each command's Ed25519 signature, key id, issuer, audience and
+validity period (with ``clock_skew_s`` of tolerance) before anything else looks at it
+(:mod:`streamguard.security`). Refused commands are counted by reason (``unsigned``,
+``malformed_signature``, ``unknown_key``, ``bad_signature`` for forged or tampered ones,
+``wrong_issuer``, ``wrong_audience``, ``expired``, ``not_yet_valid``), logged once per reason
+and command id, committed, and never reach the handler. A command whose id was already handled
+is a replay (or a redelivery): it is counted in ``duplicates``, logged once as ``replay``, and
+dropped.
+
+Schema versions 1 (unsigned) and 2 (signed) are read, and later versions tolerantly
+(:func:`streamguard.client.validate.validate_any_command`), so rolling streamguard forward or
+back does not strand a consumer. Unsigned commands pass only when signatures are not required.
 """
 
 import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
 from typing import Any, TypeVar
 
 from streamguard.client._kafka import (
@@ -31,8 +47,9 @@ from streamguard.client._kafka import (
     TopicPartition,
     leave_group_on_stop,
 )
-from streamguard.client.validate import DecodeError, parse_json, validate_command
+from streamguard.client.validate import DecodeError, parse_json, validate_any_command
 from streamguard.contracts import Command, load_topic_specs
+from streamguard.security import CommandVerifier, KeyRing
 
 __all__ = [
     "GROUP_TIMINGS",
@@ -73,14 +90,56 @@ def _control_topic(topic: str | None) -> str:
     return topic or load_topic_specs()["control"].name
 
 
-def _decode(value: bytes | None, verify: Verifier) -> Command:
-    """Parse, validate and verify one message value; raises DecodeError with the reason."""
-    raw = parse_json(value)
-    command = validate_command(raw)
-    assert isinstance(raw, dict)  # validate_command accepted it, so it is an object
+def _signature_policy(
+    keyring: KeyRing | None,
+    *,
+    audiences: Collection[str] | None,
+    require_signature: bool | None,
+    clock_skew_s: float,
+    issuers: Collection[str] | None,
+    clock: Callable[[], float],
+) -> CommandVerifier:
+    """The :class:`~streamguard.security.CommandVerifier` for a consumer's arguments.
+
+    ``require_signature=None`` means "required if a keyring is given": existing callers that
+    pass no keyring keep receiving unsigned commands, and are warned at start.
+    """
+    required = keyring is not None if require_signature is None else require_signature
+    return CommandVerifier(
+        keyring,
+        audiences,
+        require_signature=required,
+        skew_s=clock_skew_s,
+        issuers=issuers,
+        clock=clock,
+    )
+
+
+def _id_of(raw: object) -> str | None:
+    """The command id a (possibly invalid) message claims, for logging it once."""
+    if isinstance(raw, dict) and isinstance(raw.get("command_id"), str):
+        return str(raw["command_id"])[:64]
+    return None
+
+
+def _authenticate(
+    raw: dict[str, Any], command: Command, signatures: CommandVerifier, verify: Verifier
+) -> None:
+    """Signature policy, then the caller's own check; raises DecodeError with the reason."""
+    rejection = signatures.check(raw)
+    if rejection is not None:
+        raise DecodeError(rejection.reason, f"command {command.command_id}: {rejection.detail}")
     refusal = verify(raw)
     if refusal is not None:
         raise DecodeError("unverified", refusal)
+
+
+def _decode(value: bytes | None, signatures: CommandVerifier, verify: Verifier) -> Command:
+    """Parse, validate, authenticate and verify one message value."""
+    raw = parse_json(value)
+    command = validate_any_command(raw)
+    assert isinstance(raw, dict)  # validate_any_command accepted it, so it is an object
+    _authenticate(raw, command, signatures, verify)
     return command
 
 
@@ -102,8 +161,26 @@ class ControlSubscriber:
         Every member of a group must use the same filter: partitions are shared by the group,
         so a command one member skips is skipped for the whole group.
     verify
-        Called with each valid command's JSON object; a returned string rejects the message
-        with reason ``unverified``. Exceptions are retried like handler failures.
+        Called with each valid, authentic command's JSON object; a returned string rejects the
+        message with reason ``unverified``. Exceptions are retried like handler failures.
+    keyring
+        Public keys commands may be signed with (:func:`streamguard.security.load_keyring`).
+    audiences
+        Audiences accepted: the deployments or fleet names commands are addressed to. None: a
+        command is accepted for the deployment it names (its ``aud`` equals its
+        ``deployment``).
+    require_signature
+        True: refuse unsigned commands (needs a keyring). False: accept unsigned (schema
+        version 1) commands; signed ones are still verified if a keyring is given. None
+        (default): required exactly when a keyring is given; without one the subscriber
+        accepts unsigned commands and says so loudly in the log at start.
+    clock_skew_s
+        Tolerance, in seconds, between the signer's clock and ``clock`` for expiry and issue
+        times.
+    issuers
+        Accepted issuers; None accepts the issuer each keyring entry is registered for.
+    clock
+        Current epoch seconds (tests pass a fake clock).
     dedup_capacity
         Number of recently handled command ids remembered for deduplication.
     retry_backoff_s, max_backoff_s
@@ -124,6 +201,12 @@ class ControlSubscriber:
         deployments: set[str] | None = None,
         *,
         verify: Verifier = accept_all,
+        keyring: KeyRing | None = None,
+        audiences: Collection[str] | None = None,
+        require_signature: bool | None = None,
+        clock_skew_s: float = 30.0,
+        issuers: Collection[str] | None = None,
+        clock: Callable[[], float] = time.time,
         dedup_capacity: int = 100_000,
         retry_backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
@@ -139,6 +222,14 @@ class ControlSubscriber:
         self.max_backoff_s = max_backoff_s
         self._handler = handler
         self._verify = verify
+        self._signatures = _signature_policy(
+            keyring,
+            audiences=audiences,
+            require_signature=require_signature,
+            clock_skew_s=clock_skew_s,
+            issuers=issuers,
+            clock=clock,
+        )
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "group_id": group_id,
@@ -155,6 +246,7 @@ class ControlSubscriber:
         self.commit_errors = 0
         self.rejected: dict[str, int] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._logged: OrderedDict[Hashable, None] = OrderedDict()
         self._consumer: Any = None
         self._poll_task: asyncio.Task[None] | None = None
         self._workers: dict[TopicPartition, asyncio.Task[None]] = {}
@@ -168,6 +260,16 @@ class ControlSubscriber:
         """Join the group and start consuming in the background."""
         if self._consumer is not None:
             raise RuntimeError("a ControlSubscriber starts once")
+        if not self._signatures.require_signature:
+            log.warning(
+                "INSECURE: control subscriber %s accepts UNSIGNED commands (%s); anything that "
+                "can write to %s can pause or roll back your models",
+                self.group_id,
+                "signatures of signed ones are verified"
+                if self._signatures.verifies
+                else "no keyring: nothing is verified",
+                self.topic,
+            )
         self._consumer = AIOKafkaConsumer(**self._config)
         listener = CallbackListener(self._on_revoked, self._on_assigned)
         self._consumer.subscribe([self.topic], listener=listener)
@@ -223,6 +325,7 @@ class ControlSubscriber:
             "rejected": dict(self.rejected),
             "rejected_total": sum(self.rejected.values()),
             "busy_partitions": len(self._workers),
+            "signatures_required": self._signatures.require_signature,
         }
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -285,25 +388,60 @@ class ControlSubscriber:
             self.commit_errors += 1
             log.warning("commit of %s at %d failed: %r", tp, offset, exc)
 
+    def _log_once(self, key: Hashable | None, level: int, message: str, *args: object) -> None:
+        """Log, unless ``key`` was logged recently: a redelivered bad command logs once."""
+        if key is not None:
+            if key in self._logged:
+                self._logged.move_to_end(key)
+                return
+            self._logged[key] = None
+            if len(self._logged) > self.dedup_capacity:
+                self._logged.popitem(last=False)
+        log.log(level, message, *args)
+
+    def _reject(self, exc: DecodeError, where: str, command_id: str | None) -> None:
+        self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+        key = (exc.reason, command_id) if command_id is not None else None
+        message = "rejected control message %s: %s: %s"
+        self._log_once(key, logging.WARNING, message, where, exc.reason, exc.detail)
+
     async def _process(self, record: Any) -> bool:
         """Handle one record; True if the handler ran (so its offset is committed right away)."""
         where = f"{record.topic}[{record.partition}]@{record.offset}"
-
-        async def decode() -> Command:
-            return _decode(record.value, self._verify)
-
+        raw: object = None
         try:
-            command = await self._retrying(decode, f"verify {where}")
+            raw = parse_json(record.value)
+            command = validate_any_command(raw)
         except DecodeError as exc:
-            self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
-            log.warning("rejected control message %s: %s: %s", where, exc.reason, exc.detail)
+            self._reject(exc, where, _id_of(raw))
             return False
+        assert isinstance(raw, dict)  # validate_any_command accepted it, so it is an object
+        # Filter before authenticating: commands for other fleets' deployments are not ours to
+        # judge (their audience is not ours), and dropping one needs no trust in it.
         if self.deployments is not None and command.deployment not in self.deployments:
             self.filtered += 1
             return False
+
+        async def authenticate() -> None:
+            _authenticate(raw, command, self._signatures, self._verify)
+
+        try:
+            await self._retrying(authenticate, f"verify {where}")
+        except DecodeError as exc:
+            self._reject(exc, where, command.command_id)
+            return False
+        # Only authentic commands reach this check, so a forged copy of a handled command is
+        # counted as forged, not as a replay.
         if command.command_id in self._seen:
             self._seen.move_to_end(command.command_id)
             self.duplicates += 1
+            self._log_once(
+                ("replay", command.command_id),
+                logging.INFO,
+                "dropped control message %s: replay: command %s was already handled",
+                where,
+                command.command_id,
+            )
             return False
         await self._retrying(
             lambda: self._handler(command), f"handler for {command.command_id} ({where})"
@@ -344,6 +482,12 @@ async def read_commands(
     topic: str | None = None,
     *,
     verify: Verifier = accept_all,
+    keyring: KeyRing | None = None,
+    audiences: Collection[str] | None = None,
+    require_signature: bool | None = None,
+    clock_skew_s: float = 30.0,
+    issuers: Collection[str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> list[Command]:
     """Read the control topic from the beginning, without a consumer group.
 
@@ -358,7 +502,7 @@ async def read_commands(
         it was when reading started.
     topic
         Control topic; the ``control`` topic of the specs when omitted.
-    verify
+    verify, keyring, audiences, require_signature, clock_skew_s, issuers, clock
         As for :class:`ControlSubscriber`; refused and invalid messages are logged and skipped.
 
     Returns
@@ -367,6 +511,14 @@ async def read_commands(
         In per-partition order (partitions interleave arbitrarily), duplicates included.
     """
     name = _control_topic(topic)
+    signatures = _signature_policy(
+        keyring,
+        audiences=audiences,
+        require_signature=require_signature,
+        clock_skew_s=clock_skew_s,
+        issuers=issuers,
+        clock=clock,
+    )
     deadline = time.monotonic() + timeout_s
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -391,7 +543,7 @@ async def read_commands(
             for records in batches.values():
                 for record in records:
                     try:
-                        commands.append(_decode(record.value, verify))
+                        commands.append(_decode(record.value, signatures, verify))
                     except DecodeError as exc:
                         log.warning("read_commands skipped offset %d: %s", record.offset, exc)
     finally:

@@ -4,6 +4,13 @@ Required fields, the allowed field names, the action enum and the command_id pat
 from ``command.schema.json`` (so a schema change reaches the check); the type checks are written
 out by hand. A unit test compares the result with ``jsonschema`` on valid and broken commands.
 
+Versions: :func:`validate_command` is exactly schema version 1. :func:`validate_any_command` is
+the tolerant reader consumers use: version 1 as above; version 2 (version 1 plus a
+``signature`` block) and any later version are checked for the version-1 fields, with the same
+rules, and every other field is ignored. A later streamguard can therefore add fields, and
+streamguard can be rolled back to an older version, without stranding a consumer. The
+signature itself is checked by :mod:`streamguard.security`, which covers all fields.
+
 Examples
 --------
 >>> from streamguard.contracts import Command
@@ -15,6 +22,9 @@ True
 ... except DecodeError as exc:
 ...     print(exc.reason)
 missing_field
+>>> future = good.to_dict() | {"schema_version": 3, "priority": "high"}
+>>> validate_any_command(future) == good
+True
 """
 
 import re
@@ -26,9 +36,19 @@ import orjson
 
 from streamguard.contracts import Command, DecodeError, load_schema
 
-__all__ = ["DecodeError", "parse_command", "parse_json", "validate_command"]
+__all__ = [
+    "FIRST_TOLERANT_VERSION",
+    "DecodeError",
+    "parse_command",
+    "parse_json",
+    "validate_any_command",
+    "validate_command",
+]
 
 _NUMBER = (int, float)  # JSON numbers; bool is excluded by comparing exact types
+
+#: From this schema version on, fields a reader does not know are ignored (tolerant reader).
+FIRST_TOLERANT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +100,11 @@ def validate_command(raw: object) -> Command:
     version = raw["schema_version"]
     if type(version) not in _NUMBER or version != 1:
         raise DecodeError("unsupported_version", f"schema_version {version!r:.40} is not supported")
+    return _known_fields(raw, rules)
+
+
+def _known_fields(raw: dict[str, Any], rules: _Rules) -> Command:
+    """Check the version-1 fields' values and build the command from them."""
     _text(raw, "command_id")
     if not rules.command_id.search(raw["command_id"]):
         raise DecodeError("bad_value", f"command_id {raw['command_id']!r:.60} is not 32 hex digits")
@@ -101,6 +126,38 @@ def validate_command(raw: object) -> Command:
     if "reason" in raw and type(raw["reason"]) is not str:
         raise DecodeError("wrong_type", "reason must be a string")
     return Command.from_dict(raw)
+
+
+def _tolerant_version(version: object) -> bool:
+    """True for a whole number >= FIRST_TOLERANT_VERSION (2 and 2.0 alike, as JSON has it)."""
+    if isinstance(version, bool):
+        return False
+    if isinstance(version, int):
+        return version >= FIRST_TOLERANT_VERSION
+    return isinstance(version, float) and version.is_integer() and version >= FIRST_TOLERANT_VERSION
+
+
+def validate_any_command(raw: object) -> Command:
+    """Return the command a parsed JSON value of any supported schema version holds.
+
+    Version 1 is checked as :func:`validate_command` does. Versions 2 and later need the same
+    fields with the same rules; fields a reader does not know are ignored, not refused.
+
+    Raises
+    ------
+    DecodeError
+        As :func:`validate_command`; ``unsupported_version`` for a version that is not a whole
+        number >= 1.
+    """
+    if type(raw) is not dict:
+        raise DecodeError("not_an_object", f"command is a JSON {type(raw).__name__}, not an object")
+    if not _tolerant_version(raw.get("schema_version")):
+        return validate_command(raw)
+    rules = _rules()
+    missing = [name for name in rules.required if name not in raw]
+    if missing:
+        raise DecodeError("missing_field", f"missing {', '.join(missing)}")
+    return _known_fields(raw, rules)
 
 
 def parse_json(data: bytes | None) -> object:

@@ -22,6 +22,9 @@ Examples
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 __all__ = ["Exposure", "OutcomeJoin"]
 
@@ -48,6 +51,7 @@ class OutcomeJoin:
         self._open: dict[str, Exposure] = {}
         self._by_time: list[tuple[float, int, str]] = []
         self._seq = 0
+        self.evicted = 0  # removed because the buffer was full, not because time ran out
 
     def __len__(self) -> int:
         return len(self._open)
@@ -83,6 +87,39 @@ class OutcomeJoin:
                 exposure.value += value
         return unmatched
 
+    def snapshot(self) -> dict[str, Any]:
+        """Open exposures (columns, in arrival order) and the sequence counter."""
+        opened = list(self._open.values())
+        return {
+            "seq": self._seq,
+            "request_id": [e.request_id for e in opened],
+            "role": np.array([e.role for e in opened], dtype=np.int8),
+            "version": [e.version for e in opened],
+            "combo": np.array([e.combo for e in opened], dtype=np.int64),
+            "ts": np.array([e.ts for e in opened], dtype=np.float64),
+            "value": np.array([e.value for e in opened], dtype=np.float64),
+            "exposure_seq": np.array([e.seq for e in opened], dtype=np.int64),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Take the exposures of :meth:`snapshot`; maturation order is as before."""
+        self._seq = int(snapshot["seq"])
+        self._open = {}
+        columns = zip(
+            snapshot["request_id"],
+            snapshot["role"].tolist(),
+            snapshot["version"],
+            snapshot["combo"].tolist(),
+            snapshot["ts"].tolist(),
+            snapshot["value"].tolist(),
+            snapshot["exposure_seq"].tolist(),
+            strict=True,
+        )
+        for request_id, role, version, combo, ts, value, seq in columns:
+            self._open[request_id] = Exposure(request_id, role, version, combo, ts, value, seq)
+        self._by_time = [(e.ts, e.seq, r) for r, e in self._open.items()]
+        heapq.heapify(self._by_time)
+
     def mature(self, watermark: float) -> list[Exposure]:
         """Remove and return exposures older than ``watermark - window`` and any beyond capacity."""
         out: list[Exposure] = []
@@ -92,6 +129,8 @@ class OutcomeJoin:
             _, seq, request_id = heapq.heappop(heap)
             exposure = opened.get(request_id)
             if exposure is not None and exposure.seq == seq:
+                if exposure.ts >= limit:
+                    self.evicted += 1
                 del opened[request_id]
                 out.append(exposure)
         return out

@@ -24,6 +24,7 @@ Examples
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +81,7 @@ class PairingBuffer:
         self._pending: dict[str, Half] = {}
         self._by_time: list[tuple[float, int, str]] = []  # heap of (ts, seq, request_id)
         self._seq = 0
+        self.evicted = 0  # removed because the buffer was full, not because time ran out
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -187,6 +189,8 @@ class PairingBuffer:
             _, seq, request_id = heapq.heappop(heap)
             half = pending.get(request_id)
             if half is not None and half.seq == seq:
+                if half.ts >= limit:
+                    self.evicted += 1
                 del pending[request_id]
                 out.append(half)
         if len(heap) > 4 * max(len(pending), 1024):
@@ -194,6 +198,43 @@ class PairingBuffer:
             self._by_time = [(h.ts, h.seq, r) for r, h in pending.items()]
             heapq.heapify(self._by_time)
         return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Waiting halves (columns, in arrival order) and the sequence counter."""
+        halves = list(self._pending.values())
+        return {
+            "seq": self._seq,
+            "request_id": [h.request_id for h in halves],
+            "role": np.array([h.role for h in halves], dtype=np.int8),
+            "ts": np.array([h.ts for h in halves], dtype=np.float64),
+            "score": np.array([h.score for h in halves], dtype=np.float64),
+            "deployment": [h.deployment for h in halves],
+            "model_version": [h.model_version for h in halves],
+            "combo": np.array([h.combo for h in halves], dtype=np.int64),
+            "half_seq": np.array([h.seq for h in halves], dtype=np.int64),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Take the halves of :meth:`snapshot`; expiry order is as before."""
+        self._seq = int(snapshot["seq"])
+        self._pending = {}
+        columns = zip(
+            snapshot["request_id"],
+            snapshot["role"].tolist(),
+            snapshot["ts"].tolist(),
+            snapshot["score"].tolist(),
+            snapshot["deployment"],
+            snapshot["model_version"],
+            snapshot["combo"].tolist(),
+            snapshot["half_seq"].tolist(),
+            strict=True,
+        )
+        for request_id, role, ts, score, deployment, version, combo, seq in columns:
+            self._pending[request_id] = Half(
+                request_id, role, ts, score, deployment, version, combo, seq
+            )
+        self._by_time = [(h.ts, h.seq, r) for r, h in self._pending.items()]
+        heapq.heapify(self._by_time)
 
     def pending(self) -> list[Half]:
         """Halves still waiting, oldest first by arrival (for snapshots and diagnostics)."""

@@ -24,6 +24,7 @@ Examples
 from dataclasses import dataclass, replace
 from itertools import combinations
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -99,6 +100,34 @@ class SliceCoder:
         self._labels: list[tuple[str, ...]] = []  # combination id -> label per level
         self.capped = 0  # events whose value was folded into __other__
 
+    def snapshot(self) -> dict[str, Any]:
+        """The coder's vocabulary: values seen per dimension and combinations in id order."""
+        return {
+            "seen": [sorted(values) for values in self._seen],
+            "combinations": [
+                list(c) for c in sorted(self._canonical, key=self._canonical.__getitem__)
+            ],
+            "capped": self.capped,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Take the vocabulary of :meth:`snapshot`; combination ids stay the same."""
+        self._seen = [set(values) for values in snapshot["seen"]]
+        self._raw.clear()
+        self._canonical.clear()
+        self._labels.clear()
+        for combination in snapshot["combinations"]:
+            canonical = tuple(combination)
+            self._canonical[canonical] = len(self._labels)
+            self._labels.append(self._label_row(canonical))
+        self.capped = int(snapshot["capped"])
+
+    def _label_row(self, canonical: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(
+            ",".join(f"{self.dimensions[d]}={canonical[d]}" for d in level) or ROOT
+            for level in self.levels
+        )
+
     def level_label(self, level: tuple[int, ...]) -> str:
         """Names of a level's dimensions (``*`` for the whole deployment)."""
         return ",".join(self.dimensions[i] for i in level) or ROOT
@@ -131,12 +160,7 @@ class SliceCoder:
         combo = self._canonical.get(canonical)
         if combo is None:
             combo = self._canonical[canonical] = len(self._labels)
-            self._labels.append(
-                tuple(
-                    ",".join(f"{self.dimensions[d]}={canonical[d]}" for d in level) or ROOT
-                    for level in self.levels
-                )
-            )
+            self._labels.append(self._label_row(canonical))
         if len(self._raw) >= self.RAW_CACHE_LIMIT:
             self._raw.clear()
         if OTHER not in canonical:

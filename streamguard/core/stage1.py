@@ -15,7 +15,7 @@ so the same input gives the same partials however the work is spread over worker
 """
 
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,8 @@ class Stage1Report:
     late: int = 0  # single predictions whose window had closed
     late_pairs: int = 0  # completed pairs whose window had closed
     matured: int = 0  # exposures whose outcome join window closed
+    evicted_halves: int = 0  # halves dropped because the pairing buffer was full
+    evicted_exposures: int = 0  # exposures matured early because the join buffer was full
     unmatched_outcomes: int = 0  # outcomes for no open exposure
     skipped_offsets: int = 0  # messages at or below an offset already processed
 
@@ -98,6 +100,12 @@ class _Source:
     # watermark never reaches stage 2 before the data it covers.
     flushed_watermark: float = -math.inf
     flushed_offset: int = -1
+    # Offsets at which partials were flushed since the last snapshot: recorded before they are
+    # sent, so that after a restore the same partials (same bytes, same stamps) are flushed
+    # again at the same offsets and stage 2 can drop those it already has.
+    boundaries: list[int] = field(default_factory=list)
+    replay: deque[int] = field(default_factory=deque)  # boundaries still to reproduce
+    outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     groups: dict[tuple[str, str, str, int], _Group] = field(default_factory=dict)
 
@@ -135,8 +143,11 @@ def _factorize(values: list[str]) -> tuple[I64, list[str]]:
 class Stage1:
     """Pairing and partial summaries for the source partitions one worker owns."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, max_partial_bytes: int = MAX_PARTIAL_BYTES) -> None:
         self.policy = policy
+        # One size for every flush, including those reproduced after a restore: the same data
+        # must split into the same parts with the same stamps.
+        self.max_partial_bytes = max_partial_bytes
         self._sources: dict[int, _Source] = {}
 
     # -- ownership -----------------------------------------------------------------------------
@@ -216,16 +227,28 @@ class Stage1:
                     [outcomes.request_id[i] for i in pick], outcomes.value[pick].tolist()
                 )
         source.watermark = max(watermark, decoded.max_ts)
-        if source.watermark > watermark:
-            for state in source.deployments.values():
-                expired = state.pairing.expire(source.watermark)
-                if expired:
-                    report.unpaired += len(expired)
-                    self._unpaired(source, state, expired)
-                matured = state.join.mature(source.watermark)
-                if matured:
-                    report.matured += len(matured)
-                    self._matured(source, state, matured)
+        advanced = source.watermark > watermark
+        for state in source.deployments.values():
+            full = (
+                len(state.pairing) > state.pairing.max_pending
+                or len(state.join) > state.join.max_pending
+            )
+            if not (advanced or full):
+                continue
+            evicted = (state.pairing.evicted, state.join.evicted)
+            expired = state.pairing.expire(source.watermark)
+            if expired:
+                report.unpaired += len(expired)
+                self._unpaired(source, state, expired)
+            matured = state.join.mature(source.watermark)
+            if matured:
+                report.matured += len(matured)
+                self._matured(source, state, matured)
+            report.evicted_halves += state.pairing.evicted - evicted[0]
+            report.evicted_exposures += state.join.evicted - evicted[1]
+        while source.replay and source.replay[0] <= offset:
+            source.replay.popleft()
+            source.outbox.extend(self._flush(source))
         return report
 
     def _predictions(
@@ -364,15 +387,26 @@ class Stage1:
 
     # -- flushing ------------------------------------------------------------------------------
 
-    def flush(self, partition: int, max_bytes: int = MAX_PARTIAL_BYTES) -> list[tuple[str, bytes]]:
+    def flush(self, partition: int) -> list[tuple[str, bytes]]:
         """Encoded partial messages ``(deployment, value)`` for ``partition``; resets them.
 
-        A deployment's partial is split into parts of at most ``max_bytes`` (a group with many
-        slices is split by rows); every part carries ``part`` and ``parts`` so stage 2 can
-        deduplicate each one by ``(offset_hi, part)``.
+        A deployment's partial is split into parts of at most ``max_partial_bytes`` (a group
+        with many slices is split by rows); every part carries ``part`` and ``parts`` so stage 2 can
+        deduplicate each one by ``(offset_hi, part)``. While a restored partition replays up to
+        its recorded flush boundaries, only the partials reproduced at those boundaries go out.
         """
         source = self._sources.get(partition)
-        if source is None or source.offset_hi <= source.offset_lo:
+        if source is None:
+            return []
+        out, source.outbox = source.outbox, []
+        if not source.replay:
+            out.extend(self._flush(source))
+        return out
+
+    def _flush(self, source: _Source) -> list[tuple[str, bytes]]:
+        max_bytes = self.max_partial_bytes
+        partition = source.partition
+        if source.offset_hi <= source.offset_lo:
             return []
         by_deployment: dict[str, list[bytes]] = defaultdict(list)
         for (deployment, stream, version, window), group in sorted(
@@ -424,22 +458,115 @@ class Stage1:
         source.offset_lo = source.offset_hi
         source.flushed_watermark = source.watermark
         source.flushed_offset = source.offset_hi
+        if out:
+            source.boundaries.append(source.offset_hi)
         return out
 
-    def heartbeat(self, partitions: list[int] | None = None) -> dict[str, Any]:
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot(self, partition: int) -> dict[str, Any]:
+        """State of ``partition`` right after :meth:`flush` (nothing left to send).
+
+        Raises
+        ------
+        ValueError
+            If measurements are waiting to be flushed (they are not part of a snapshot).
+        """
+        source = self._sources.get(partition)
+        if source is None:
+            return {"partition": partition, "offset": -1, "deployments": {}}
+        if source.groups or source.offset_hi > source.offset_lo or source.replay or source.outbox:
+            raise ValueError(f"partition {partition} has unflushed measurements")
+        # Boundaries up to here are covered by this snapshot; progress records list later ones.
+        source.boundaries = []
+        return {
+            "partition": partition,
+            "offset": source.offset_hi,
+            "watermark": source.watermark,
+            "flushed_offset": source.flushed_offset,
+            "flushed_watermark": source.flushed_watermark,
+            "deployments": {
+                name: {
+                    "coder": state.coder.snapshot(),
+                    "pairing": state.pairing.snapshot(),
+                    "join": state.join.snapshot(),
+                    "shadowed": state.shadowed,
+                }
+                for name, state in sorted(source.deployments.items())
+            },
+        }
+
+    def settled(self, partition: int) -> bool:
+        """True when ``partition`` has nothing waiting: no replay left, nothing unflushed."""
+        source = self._sources.get(partition)
+        return source is None or not (
+            source.groups or source.offset_hi > source.offset_lo or source.replay or source.outbox
+        )
+
+    def progress(self, partition: int) -> dict[str, Any]:
+        """The flush boundaries since the last snapshot; store it before sending the partials."""
+        source = self._sources.get(partition)
+        boundaries = list(source.boundaries) if source else []
+        return {
+            "partition": partition,
+            "offset": boundaries[-1] if boundaries else -1,
+            "boundaries": boundaries,
+        }
+
+    def restore(
+        self,
+        partition: int,
+        snapshot: dict[str, Any] | None,
+        progress: dict[str, Any] | None = None,
+    ) -> int:
+        """Rebuild ``partition`` from a snapshot and the last progress record.
+
+        Returns the first offset to read. Processing from there flushes again exactly at the
+        recorded boundaries, so the partials sent before the restart are reproduced byte for
+        byte (stage 2 drops those it already applied and applies any that were lost).
+        """
+        self._sources.pop(partition, None)
+        if snapshot is None or int(snapshot["offset"]) < 0:
+            source = self._source(partition)
+            offset = -1
+        else:
+            offset = int(snapshot["offset"])
+            source = self._sources[partition] = _Source(
+                partition,
+                watermark=float(snapshot["watermark"]),
+                offset_lo=offset,
+                offset_hi=offset,
+                flushed_watermark=float(snapshot["flushed_watermark"]),
+                flushed_offset=int(snapshot["flushed_offset"]),
+            )
+            for name, saved in snapshot["deployments"].items():
+                state = self._deployment(source, name)
+                state.coder.restore(saved["coder"])
+                state.pairing.restore(saved["pairing"])
+                state.join.restore(saved["join"])
+                state.shadowed = bool(saved["shadowed"])
+        if progress is not None:
+            source.replay = deque(sorted(int(b) for b in progress["boundaries"] if int(b) > offset))
+        return offset + 1
+
+    def heartbeat(
+        self, partitions: list[int] | None = None, caught_up: dict[int, bool] | None = None
+    ) -> dict[str, Any]:
         """Watermark and offset each owned partition had at its last flush.
 
-        Sent to every stage-2 partition after the partials of that flush.
+        Sent to every stage-2 partition after the partials of that flush. ``caught_up`` says
+        which partitions have no unread messages: only those may be treated as idle by stage 2
+        (a partition with a backlog is slow, not idle). Unknown means caught up (replay).
         """
+        known = caught_up or {}
         entries: list[dict[str, Any]] = []
         for partition in sorted(self._sources if partitions is None else partitions):
             source = self._sources.get(partition)
-            if source is None:
-                entries.append({"partition": partition, "watermark": None, "offset": -1})
-                continue
-            flushed = source.flushed_watermark
-            watermark = None if flushed == -math.inf else flushed
-            entries.append(
-                {"partition": partition, "watermark": watermark, "offset": source.flushed_offset}
-            )
+            entry: dict[str, Any] = {"partition": partition, "watermark": None, "offset": -1}
+            if source is not None:
+                flushed = source.flushed_watermark
+                entry["watermark"] = None if flushed == -math.inf else flushed
+                entry["offset"] = source.flushed_offset
+            entry["caught_up"] = known.get(partition, True)
+            entries.append(entry)
         return {"schema_version": 1, "kind": "heartbeat", "sources": entries}

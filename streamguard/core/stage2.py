@@ -11,8 +11,9 @@ kept, so a deployment's windows close on the watermarks seen on its own channel.
 counts an event as late by its own partition's watermark, so a window's content depends only
 on each partition's order of events, never on how fast the
 partitions are consumed: one worker, three workers and ``streamguard replay`` see the same
-windows. A partition with no new data for ``idle_timeout_s`` (wall clock, worker only) stops
-holding windows open; its later events for closed windows are counted as late.
+windows. A partition that has nothing left to read and no new data for ``idle_timeout_s``
+(wall clock, worker only) stops holding windows open; its later events for closed windows are
+counted as late. A partition with a backlog is slow, not idle, and keeps holding them.
 
 When a window closes, each guard judges the horizon (the last ``horizon_windows`` windows).
 """
@@ -55,6 +56,7 @@ class _Source:
     watermark: float = -math.inf
     offset: int = -1
     progressed_at: float | None = None
+    caught_up: bool = True  # False while its stage-1 owner still has unread messages
 
 
 @dataclass(slots=True)
@@ -178,6 +180,7 @@ class Stage2:
             for entry in message["sources"]:
                 partition, offset = int(entry["partition"]), int(entry["offset"])
                 self._progress(channel, partition, entry["watermark"], offset, now)
+                self._sources(channel)[partition].caught_up = bool(entry.get("caught_up", True))
             return report
         if kind != "partial":
             raise PartialError(f"unexpected message kind {kind!r} on the partials topic")
@@ -194,7 +197,10 @@ class Stage2:
         self._merge(deployment, message["groups"], report)
         report.late_at_source = int(message.get("late", 0))
         deployment.applied[partition] = stamp
-        self._progress(channel, partition, message.get("watermark"), hi, now)
+        # Only the last part of a flush may move the watermark: windows must not close while
+        # the flush's other parts, which may hold data for them, are still on their way.
+        if stamp[1] == int(source.get("parts", 1)) - 1:
+            self._progress(channel, partition, message.get("watermark"), hi, now)
         report.applied = 1
         return report
 
@@ -263,12 +269,12 @@ class Stage2:
         sources = self._sources(channel)
         active = []
         for source in sources:
-            if now is not None and self._started_at is not None:
+            if now is not None and self._started_at is not None and source.caught_up:
                 since = (
                     source.progressed_at if source.progressed_at is not None else self._started_at
                 )
                 if now - since > self.idle_timeout_s:
-                    continue
+                    continue  # idle: no new data and nothing left to read
             active.append(source.watermark)
         if not active:
             return max(s.watermark for s in sources)
@@ -334,6 +340,83 @@ class Stage2:
             del d.streams[key]
         return verdicts
 
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot(self, channel: int) -> dict[str, Any]:
+        """Everything stage 2 knows on ``channel``: source progress, windows, guard state."""
+        sources = self._channels.get(channel, [])
+        return {
+            "channel": channel,
+            "sources": [[s.watermark, s.offset] for s in sources],
+            "deployments": [
+                self._snapshot_deployment(d)
+                for _, d in sorted(self._deployments.items())
+                if d.channel == channel
+            ],
+        }
+
+    def _snapshot_deployment(self, d: _Deployment) -> dict[str, Any]:
+        guards = {g.name: g for g in self.guards}
+        streams = []
+        for (stream, version), s in sorted(d.streams.items()):
+            rows = len(s.registry)
+            streams.append(
+                {
+                    "stream": stream,
+                    "version": version,
+                    "baseline_version": s.baseline_version,
+                    "labels": list(s.registry.labels),
+                    "open": [[i, t.view(rows)] for i, t in sorted(s.open.items())],
+                    "closed": [[i, t.view(rows)] for i, t in s.closed],
+                }
+            )
+        return {
+            "name": d.name,
+            "applied": [[p, hi, part] for p, (hi, part) in sorted(d.applied.items())],
+            "last_closed": d.last_closed,
+            "streams": streams,
+            "guards": {
+                name: guards[name].snapshot_state(state)
+                for name, state in sorted(d.guard_state.items())
+                if name in guards
+            },
+        }
+
+    def restore(self, channel: int, snapshot: dict[str, Any]) -> None:
+        """Replace what stage 2 knows on ``channel`` with a :meth:`snapshot`."""
+        for name in [n for n, d in self._deployments.items() if d.channel == channel]:
+            del self._deployments[name]
+        self._channels[channel] = [
+            _Source(watermark=float(w), offset=int(o)) for w, o in snapshot["sources"]
+        ] or [_Source() for _ in range(self.n_sources)]
+        guards = {g.name: g for g in self.guards}
+        for saved in snapshot["deployments"]:
+            d = self._deployment(str(saved["name"]))
+            d.channel = channel
+            d.applied = {int(p): (int(hi), int(part)) for p, hi, part in saved["applied"]}
+            d.last_closed = None if saved["last_closed"] is None else int(saved["last_closed"])
+            d.streams = {}
+            for st in saved["streams"]:
+                fields = d.pair_fields if st["stream"] == PAIR_STREAM else d.arm_fields
+                stream = _Stream(fields, baseline_version=str(st["baseline_version"]))
+                stream.registry.rows_for(list(st["labels"]))
+                stream.open = {int(i): _table(fields, arrays) for i, arrays in st["open"]}
+                stream.closed = deque(
+                    (int(i), _table(fields, arrays)) for i, arrays in st["closed"]
+                )
+                d.streams[(str(st["stream"]), str(st["version"]))] = stream
+            d.guard_state = {
+                name: guards[name].restore_state(data)
+                for name, data in saved["guards"].items()
+                if name in guards
+            }
+
+    def drop(self, channel: int) -> None:
+        """Forget everything of ``channel`` (revoked from this worker)."""
+        for name in [n for n, d in self._deployments.items() if d.channel == channel]:
+            del self._deployments[name]
+        self._channels.pop(channel, None)
+
     # -- introspection -------------------------------------------------------------------------
 
     def deployments(self) -> list[str]:
@@ -354,6 +437,14 @@ class Stage2:
             for i, source in enumerate(sources):
                 out[i] = max(out[i], source.watermark)
         return out
+
+
+def _table(fields: tuple[Field, ...], arrays: dict[str, Array]) -> Table:
+    """A table holding exactly ``arrays`` (merging into zeros copies moments exactly)."""
+    rows = len(next(iter(arrays.values()))) if arrays else 0
+    table = Table(fields, capacity=max(16, rows))
+    table.add(np.arange(rows, dtype=np.int64), arrays)
+    return table
 
 
 def _arrays(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict[str, Array]:

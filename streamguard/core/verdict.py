@@ -153,3 +153,11 @@ class Guard(Protocol):
     def evaluate(self, ctx: GuardContext) -> Verdict | None:
         """A verdict, or None when the guard has nothing to judge."""
         ...
+
+    def snapshot_state(self, state: dict[Any, Any]) -> Any:
+        """Its per-deployment state (see :meth:`GuardContext.state`) as snapshot data."""
+        ...
+
+    def restore_state(self, data: Any) -> dict[Any, Any]:
+        """The per-deployment state :meth:`snapshot_state` saved."""
+        ...

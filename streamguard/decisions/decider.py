@@ -31,6 +31,7 @@ Examples
 []
 """
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -56,6 +57,8 @@ class _Version:
     issued: set[tuple[str, str, str]] = field(default_factory=set)  # (guard, slice, action)
     approvals: list[dict[str, Any]] = field(default_factory=list)
     streaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (guard, slice) -> closes
+    # Last window judged per guard: a verdict redelivered after a restart is ignored.
+    last_window: dict[str, float] = field(default_factory=dict)
 
 
 _GUARD_TEXT = {
@@ -100,6 +103,10 @@ class Decider:
         deployment, model_version = verdict["deployment"], verdict["model_version"]
         version = self._versions.setdefault((deployment, model_version), _Version())
         guard = verdict["guard"]
+        window_end = float(verdict["window_end"])
+        if window_end <= version.last_window.get(guard, -math.inf):
+            return []
+        version.last_window[guard] = window_end
         confirm = self.policy.for_deployment(deployment).confirm_windows
         streaks = {
             (guard, f["slice"]): version.streaks.get((guard, f["slice"]), 0) + 1
@@ -157,31 +164,43 @@ class Decider:
         )
         return True
 
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable state (for restore after a restart)."""
+    def snapshot(self, deployments: set[str] | None = None) -> dict[str, Any]:
+        """JSON-serialisable state (all deployments, or only ``deployments``)."""
         return {
             f"{d}\x1f{v}": {
                 "state": s.state.value,
                 "issued": sorted(list(k) for k in s.issued),
                 "approvals": s.approvals,
                 "streaks": sorted([g, sl, n] for (g, sl), n in s.streaks.items()),
+                "last_window": s.last_window,
             }
             for (d, v), s in sorted(self._versions.items())
+            if deployments is None or d in deployments
         }
 
     @classmethod
     def restore(cls, snapshot: dict[str, Any], policy: Policy | None = None) -> "Decider":
         """Rebuild a decider from :meth:`snapshot`."""
         decider = cls(policy)
+        decider.load(snapshot)
+        return decider
+
+    def drop(self, deployments: set[str]) -> None:
+        """Forget the state of ``deployments`` (their partition moved to another worker)."""
+        for key in [k for k in self._versions if k[0] in deployments]:
+            del self._versions[key]
+
+    def load(self, snapshot: dict[str, Any]) -> None:
+        """Take the state of the deployments in a :meth:`snapshot` (others are kept)."""
         for key, value in snapshot.items():
             deployment, model_version = key.split("\x1f", 1)
-            decider._versions[(deployment, model_version)] = _Version(
+            self._versions[(deployment, model_version)] = _Version(
                 state=RolloutState(value["state"]),
                 issued={(g, s, a) for g, s, a in value["issued"]},
                 approvals=list(value["approvals"]),
                 streaks={(g, sl): int(n) for g, sl, n in value.get("streaks", [])},
+                last_window={g: float(w) for g, w in value.get("last_window", {}).items()},
             )
-        return decider
 
 
 def _evidence(verdict: dict[str, Any], finding: dict[str, Any]) -> dict[str, Any]:

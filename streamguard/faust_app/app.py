@@ -1,41 +1,35 @@
 """The Faust worker, built by :func:`create_app`: a thin adapter around the pure engine.
 
-Three agents, one per stage:
+Three agents, one per stage (their work is in :class:`~streamguard.faust_app.runtime.Runtime`):
 
-1. ``stage1`` reads the predictions topic (keyed by request id). Each message is decoded; bad
-   events go to the dead-letter topic with their reason; good ones feed the engine's stage 1
-   (pairing, per-slice partial summaries). A timer flushes partials every second to the
-   partials topic, keyed by deployment, followed by a watermark heartbeat to every partials
-   partition.
+1. ``stage1`` reads the predictions topic (keyed by request id): decodes, dead-letters bad
+   events, pairs, measures per slice. A timer flushes partials every second to the partials
+   topic (keyed by deployment), then a watermark heartbeat to every partials partition.
 2. ``stage2`` reads partials: merges them (dropping already-applied offset ranges), closes
    event-time windows and runs the guards; verdicts go to the verdicts topic.
 3. ``stage3`` reads verdicts (and the control topic, for approvals): decides, and publishes
    commands to the control topic and alerts to the alerts topic.
 
+Every stream is acknowledged manually, once a state snapshot covers the message (see
+:mod:`streamguard.faust_app.runtime`), so a crash or a rebalance never loses or double counts.
 No app or agent exists at import time; every worker builds its own with ``create_app``.
 """
 
-import logging
-import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-import orjson
 
-from streamguard.contracts import TopicSpec, dead_letter, decode_message, load_topic_specs
-from streamguard.core import PartialError
-from streamguard.core.partials import dumps
+from streamguard.contracts import TopicSpec, load_topic_specs
 from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
-from streamguard.faust_app.outbox import send_reliably
+from streamguard.faust_app.probe import BrokerProbe
+from streamguard.faust_app.runtime import Runtime, Topics
+from streamguard.faust_app.state import StateStore
 from streamguard.policy import Policy
-from streamguard.settings import Settings, faust_broker_url
+from streamguard.settings import Settings, bootstrap_servers, faust_broker_url
 
 __all__ = ["Worker", "create_app"]
-
-log = logging.getLogger("streamguard.worker")
 
 
 @dataclass
@@ -46,17 +40,12 @@ class Worker:
     engine: Engine
     metrics: Metrics
     specs: dict[str, TopicSpec]
+    runtime: Runtime
 
 
-def _topic(app: faust.App, spec: TopicSpec) -> Any:
+def _topic(app: faust.App, *names: str) -> Any:
     return app.topic(
-        spec.name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=spec.partitions,
-        internal=False,
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
 
@@ -80,6 +69,9 @@ def create_app(
         topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
+        # Messages stay unacknowledged until a snapshot covers them; Faust must not wait for
+        # them on a rebalance or at shutdown (uncommitted offsets are simply replayed).
+        stream_wait_empty=False,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
@@ -90,127 +82,86 @@ def create_app(
     )
     metrics = Metrics()
     engine = Engine.create(policy, specs["predictions"].partitions, settings.idle_source_timeout_s)
-    predictions = _topic(app, specs["predictions"])
-    partials = _topic(app, specs["partials"])
-    verdicts = _topic(app, specs["verdicts"])
-    control = _topic(app, specs["control"])
-    alerts = _topic(app, specs["alerts"])
-    deadletters = _topic(app, specs["deadletters"])
+    topics = Topics(
+        partials=_topic(app, specs["partials"].name),
+        verdicts=_topic(app, specs["verdicts"].name),
+        control=_topic(app, specs["control"].name),
+        alerts=_topic(app, specs["alerts"].name),
+        deadletters=_topic(app, specs["deadletters"].name),
+        state=_topic(app, specs["state"].name),
+    )
+    store = StateStore(bootstrap_servers(settings.broker), specs["state"], topics.state, metrics)
+    probe = BrokerProbe(bootstrap_servers(settings.broker), metrics, specs)
     predictions_name = specs["predictions"].name
+
+    def owned(topic: str) -> list[int]:
+        assignment = app.consumer.assignment() if app.consumer else set()
+        return sorted(tp.partition for tp in assignment if tp.topic == topic)
+
+    runtime = Runtime(
+        settings, engine, metrics, specs=specs, topics=topics, store=store, owned=owned
+    )
     control_name = specs["control"].name
-    n_partials = specs["partials"].partitions
+    n_channels = specs["partials"].partitions
 
     def owned_sources() -> list[int]:
-        assignment = app.consumer.assignment() if app.consumer else set()
-        return sorted(tp.partition for tp in assignment if tp.topic == predictions_name)
+        return owned(predictions_name)
 
-    @app.agent(predictions, name="stage1")
+    @app.agent(_topic(app, predictions_name), name="stage1")
     async def stage1(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            decoded = decode_message(event.value, max_ts=time.time() + settings.max_future_s)
-            metrics.messages.inc()
-            for rejected in decoded.rejected:
-                metrics.decode_failures.labels(rejected.reason).inc()
-                record = dead_letter(
-                    rejected, message.topic, message.partition, message.offset, time.time()
-                )
-                await send_reliably(metrics, deadletters, record, key=rejected.reason.encode())
-            report = engine.stage1.process(message.partition, message.offset, decoded)
-            metrics.events.labels("prediction").inc(report.predictions)
-            metrics.events.labels("outcome").inc(report.outcomes)
-            metrics.pairs.inc(report.pairs)
-            metrics.unpaired.inc(report.unpaired)
-            metrics.duplicate_halves.inc(report.duplicates)
-            metrics.late.labels("source").inc(report.late)
-            metrics.late.labels("source_pairs").inc(report.late_pairs)
+        async for event in stream.noack().events():
+            await runtime.on_prediction(event)
+
+    @app.agent(_topic(app, specs["partials"].name), name="stage2")
+    async def stage2(stream: Any) -> None:
+        async for event in stream.noack().events():
+            await runtime.on_partial(event)
+
+    @app.agent(_topic(app, specs["verdicts"].name, control_name), name="stage3")
+    async def stage3(stream: Any) -> None:
+        async for event in stream.noack().events():
+            await runtime.on_decision_input(event, control_name)
+
+    def refresh_lag() -> list[int]:
+        """Record lag; return partitions whose log ends before what was already read."""
+        lost = []
+        for tp in app.consumer.assignment() if app.consumer else set():
+            highwater = app.consumer.highwater(tp)
+            if tp.topic == predictions_name and not runtime.record_lag(tp.partition, highwater):
+                lost.append(tp.partition)
+        return lost
 
     @app.timer(interval=settings.flush_interval_s, name="flush")
     async def flush() -> None:
-        sources = owned_sources()
-        for partition in sources:
-            for deployment, partial in engine.stage1.flush(partition):
-                await send_reliably(metrics, partials, partial, key=deployment.encode())
-        # The heartbeat follows the partials on every partials partition, so stage 2 never
-        # sees a watermark before the data it covers.
-        heartbeat = dumps(engine.stage1.heartbeat(sources))
-        for partition in range(n_partials):
-            await send_reliably(metrics, partials, heartbeat, partition=partition)
-        metrics.pending.set(sum(engine.stage1.pending(p) for p in sources))
-        for partition in sources:
-            watermark = engine.stage1.watermark(partition)
-            if math.isfinite(watermark):
-                metrics.watermark.labels(str(partition)).set(watermark)
-
-    async def publish_verdicts(now: float) -> None:
-        for verdict in engine.stage2.advance(now=now):
-            metrics.verdicts.labels(verdict.guard).inc()
-            await send_reliably(
-                metrics, verdicts, dumps(verdict.to_dict()), key=verdict.deployment.encode()
-            )
-        high = max(engine.stage2.source_watermarks(), default=-math.inf)
-        for deployment in engine.stage2.deployments():
-            end = engine.stage2.last_closed_end(deployment)
-            if end is not None and math.isfinite(high):
-                metrics.window_lag.labels(deployment).set(max(0.0, high - end))
-
-    @app.agent(partials, name="stage2")
-    async def stage2(stream: Any) -> None:
-        async for event in stream.events():
-            now = time.time()
-            try:
-                # The partials partition is the channel: only within it do heartbeats follow
-                # the data they cover.
-                message = orjson.loads(event.value)
-                report = engine.stage2.apply(message, now=now, channel=event.message.partition)
-            except (PartialError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                metrics.internal_errors.labels("stage2").inc()
-                log.error("partial dropped: %s", exc)
-                continue
-            if report.applied:
-                metrics.partials.labels("applied").inc()
-            if report.duplicates:
-                metrics.partials.labels("duplicate").inc()
-            metrics.late.labels("merge").inc(report.late_at_merge)
-            metrics.capped.inc(report.capped_slices)
-            await publish_verdicts(now)
+        lost = refresh_lag()  # heartbeats say which sources are caught up
+        if lost:
+            await runtime.forget_everything(f"predictions partitions {lost} shrank")
+        await runtime.flush(owned_sources(), n_channels)
 
     @app.timer(interval=settings.flush_interval_s, name="idle-windows")
     async def close_idle() -> None:
         # Windows also close when sources fall idle, without any partial arriving.
-        await publish_verdicts(time.time())
+        await runtime.close_idle()
 
-    @app.agent(
-        app.topic(
-            specs["verdicts"].name,
-            control_name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        ),
-        name="stage3",
-    )
-    async def stage3(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                message = orjson.loads(event.value)
-            except orjson.JSONDecodeError:
-                metrics.internal_errors.labels("stage3").inc()
-                continue
-            if event.message.topic == control_name:
-                if isinstance(message, dict) and engine.decider.on_control(message):
-                    log.warning("approval applied: %s", message.get("command_id"))
-                continue
-            for command, alert in engine.decider.on_verdict(message):
-                await send_reliably(
-                    metrics, control, command.to_json(), key=command.deployment.encode()
-                )
-                await send_reliably(
-                    metrics, alerts, alert.to_json(), key=command.deployment.encode()
-                )
-                metrics.commands.labels(command.action, command.guard).inc()
-                log.warning("command %s %s: %s", command.action, command.command_id, alert.summary)
+    @app.timer(interval=settings.stage_snapshot_interval_s, name="snapshots")
+    async def snapshots() -> None:
+        await runtime.snapshot_stage2()
+        await runtime.snapshot_stage3()
+
+    @app.timer(interval=settings.broker_probe_interval_s, name="broker-probe")
+    async def probe_broker() -> None:
+        await probe.check()
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # mode's signals call receivers with (sender, *args, signal=...): args[0] is the set.
+        await runtime.on_revoked(set(args[0]) if args else set(kwargs.get("revoked", ())))
+
+    @app.on_before_shutdown.connect
+    async def checkpoint(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A graceful stop stores every stage's state so the next start replays nothing.
+        await runtime.checkpoint(owned_sources(), n_channels)
+        await probe.close()
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -218,16 +169,10 @@ def create_app(
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        sources = owned_sources()
-        return web.json(
-            {
-                "status": "ok",
-                "sources": sources,
-                "pending_halves": sum(engine.stage1.pending(p) for p in sources),
-                "deployments": engine.stage2.deployments(),
-            }
-        )
+        status, document = runtime.health(owned_sources(), probe.topic_problems)
+        return web.json(document, status=status)
 
     # The decorators registered everything on the app; the names are not needed here.
-    del stage1, flush, stage2, close_idle, stage3, metrics_page, health_page
-    return Worker(app=app, engine=engine, metrics=metrics, specs=specs)
+    del stage1, stage2, stage3, flush, close_idle, snapshots, probe_broker, revoked, checkpoint
+    del metrics_page, health_page
+    return Worker(app=app, engine=engine, metrics=metrics, specs=specs, runtime=runtime)

@@ -6,7 +6,7 @@ deployment names, never from slices or request ids, so cardinality stays bounded
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
 
@@ -92,6 +92,42 @@ class Metrics:
             "streamguard_send_failures",
             "Failed sends, by topic and outcome (retried or dropped as too large).",
             ["topic", "outcome"],
+            registry=r,
+        )
+
+        self.broker_ok = Gauge(
+            "streamguard_broker_up",
+            "1 while sends to the broker succeed, 0 while they fail.",
+            registry=r,
+        )
+        self.broker_ok.set(1)
+        self.outcomes_unmatched = Counter(
+            "streamguard_outcomes_unmatched",
+            "Outcome events that found no open exposure (too late, or before their prediction).",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "streamguard_consumer_lag_messages",
+            "Messages of the predictions topic not yet read, per owned partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.snapshot_seconds = Histogram(
+            "streamguard_snapshot_seconds", "Time to store a state snapshot.", ["stage"], registry=r
+        )
+        self.snapshot_bytes = Gauge(
+            "streamguard_snapshot_bytes", "Size of the last state snapshot.", ["stage"], registry=r
+        )
+        self.restores = Counter(
+            "streamguard_restores",
+            "Partitions whose state was restored from a snapshot.",
+            ["stage"],
+            registry=r,
+        )
+        self.evicted = Counter(
+            "streamguard_evicted",
+            "Pending halves or exposures dropped because a buffer was full (overload).",
+            ["buffer"],
             registry=r,
         )
 

@@ -30,14 +30,22 @@ async def send_reliably(
     metrics: Metrics,
     topic: Any,
     value: bytes,
+    *,
     key: bytes | None = None,
     partition: int | None = None,
+    wait: bool = False,
 ) -> bool:
-    """Send one message, retrying transient errors; False if it had to be dropped."""
+    """Send one message, retrying transient errors; False if it had to be dropped.
+
+    With ``wait`` it returns only once the broker acknowledged the message (Faust's ``send``
+    otherwise returns when the message is queued in the producer).
+    """
     delay = 0.1
     while True:
         try:
-            await topic.send(key=key, value=value, partition=partition)
+            pending = await topic.send(key=key, value=value, partition=partition)
+            if wait:
+                await pending
         except (ProducerSendError, KafkaError, OSError) as exc:
             if _permanent(exc):
                 metrics.send_failures.labels(topic.get_topic_name(), "too_large").inc()
@@ -46,10 +54,12 @@ async def send_reliably(
                 )
                 return False
             metrics.send_failures.labels(topic.get_topic_name(), "retried").inc()
+            metrics.broker_ok.set(0)
             log.warning(
                 "send to %s failed (%s); retrying in %.1fs", topic.get_topic_name(), exc, delay
             )
             await asyncio.sleep(delay)
             delay = min(_MAX_DELAY_S, delay * 2)
         else:
+            metrics.broker_ok.set(1)
             return True

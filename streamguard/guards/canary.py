@@ -147,6 +147,36 @@ class CanaryGuard:
             },
         )
 
+    # -- snapshots -----------------------------------------------------------------------------
+
+    @staticmethod
+    def snapshot_state(state: dict[Any, Any]) -> Any:
+        """Cumulative arm totals, running p-values and frozen τ per canary version."""
+        return {
+            key: {
+                "canary": s.canary.snapshot(),
+                "baseline": s.baseline.snapshot(),
+                "p": [[label, metric, p] for (label, metric), p in s.p.items()],
+                "tau": [[label, metric, t] for (label, metric), t in s.tau.items()],
+                "windows": s.windows,
+            }
+            for key, s in state.get("versions", {}).items()
+        }
+
+    @staticmethod
+    def restore_state(data: Any) -> dict[Any, Any]:
+        """State saved by :meth:`snapshot_state`."""
+        versions = {}
+        for key, saved in data.items():
+            versions[key] = _State(
+                Cumulative.restore(saved["canary"]),
+                Cumulative.restore(saved["baseline"]),
+                {(label, metric): float(p) for label, metric, p in saved["p"]},
+                {(label, metric): float(t) for label, metric, t in saved["tau"]},
+                int(saved["windows"]),
+            )
+        return {"versions": versions}
+
     # -- tests ---------------------------------------------------------------------------------
 
     @staticmethod

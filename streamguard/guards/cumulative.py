@@ -15,6 +15,8 @@ Examples
 [7, 3, 0]
 """
 
+from typing import Any
+
 import numpy as np
 
 from streamguard.core.summary import Array, Field, Registry, Table, zeros
@@ -43,6 +45,23 @@ class Cumulative:
             return
         rows = self.registry.rows_for(labels)
         self.table.add(rows, {f.name: arrays[f.name] for f in self.fields})
+
+    def snapshot(self) -> dict[str, Any]:
+        """Field specs, labels and their totals."""
+        n = len(self.registry)
+        return {
+            "fields": [[f.name, f.kind, f.width] for f in self.fields],
+            "labels": list(self.labels),
+            "arrays": self.table.view(n),
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any]) -> "Cumulative":
+        """Rebuild from :meth:`snapshot` (rows keep their order)."""
+        fields = tuple(Field(name, kind, int(width)) for name, kind, width in snapshot["fields"])
+        cumulative = cls(fields)
+        cumulative.add(snapshot["labels"], snapshot["arrays"])
+        return cumulative
 
     def take(self, labels: list[str]) -> dict[str, Array]:
         """Totals aligned with ``labels`` (zeros for labels never seen)."""

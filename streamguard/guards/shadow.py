@@ -206,6 +206,16 @@ class ShadowDeviationGuard:
         )
 
     @staticmethod
+    def snapshot_state(state: dict[Any, Any]) -> Any:
+        """Onset trackers per (shadow version, slice)."""
+        return [[version, label, tracker.snapshot()] for (version, label), tracker in state.items()]
+
+    @staticmethod
+    def restore_state(data: Any) -> dict[Any, Any]:
+        """Trackers saved by :meth:`snapshot_state`."""
+        return {(version, label): OnsetTracker.restore(saved) for version, label, saved in data}
+
+    @staticmethod
     def _finding(  # noqa: PLR0917 - private helper, called once
         label: str, i: int, judged: _Judged, bands: F64, n: Array, tracker: OnsetTracker | None
     ) -> Finding:

@@ -118,6 +118,35 @@ class StratificationGuard:
         )
 
     @staticmethod
+    def snapshot_state(state: dict[Any, Any]) -> Any:
+        """Cumulative counts, running p-values and contamination per canary version."""
+        return {
+            "versions": {
+                key: {
+                    "canary": s.canary.snapshot(),
+                    "baseline": s.baseline.snapshot(),
+                    "p": s.p,
+                    "windows": s.windows,
+                }
+                for key, s in state.get("versions", {}).items()
+            },
+            "contaminated": dict(state.get("contaminated", {})),
+        }
+
+    @staticmethod
+    def restore_state(data: Any) -> dict[Any, Any]:
+        """State saved by :meth:`snapshot_state`."""
+        versions = {}
+        for key, saved in data["versions"].items():
+            restored = _State()
+            restored.canary = Cumulative.restore(saved["canary"])
+            restored.baseline = Cumulative.restore(saved["baseline"])
+            restored.p = {k: float(v) for k, v in saved["p"].items()}
+            restored.windows = int(saved["windows"])
+            versions[key] = restored
+        return {"versions": versions, "contaminated": dict(data["contaminated"])}
+
+    @staticmethod
     def _accumulate(ctx: GuardContext, state: _State, key: str, baseline: str) -> None:
         canary = ctx.closed_window(CANARY_STREAM, key)
         if canary is None:

@@ -21,6 +21,15 @@ True
 """
 
 from streamguard.stats.binning import FixedBins, LogBuckets
+from streamguard.stats.concentration import (
+    ElasticityFit,
+    catalogue_coverage,
+    concentration_trend,
+    elasticity,
+    gini,
+    normalized_entropy,
+    top_share,
+)
 from streamguard.stats.divergence import (
     js_distance,
     ks_statistic,
@@ -28,6 +37,7 @@ from streamguard.stats.divergence import (
     total_variation,
     wasserstein1,
 )
+from streamguard.stats.heavy_hitters import CountMin, DistinctCounter, SpaceSaving, hash64
 from streamguard.stats.histogram import quantile_from_counts, quantile_groups, regroup
 from streamguard.stats.moments import (
     Moments,
@@ -60,17 +70,26 @@ from streamguard.stats.srm import (
 )
 
 __all__ = [
+    "CountMin",
+    "DistinctCounter",
+    "ElasticityFit",
     "FixedBins",
     "LogBuckets",
     "Moments",
     "Msprt",
     "OnsetTracker",
     "PostStratified",
+    "SpaceSaving",
     "benjamini_hochberg",
+    "catalogue_coverage",
     "chi_square_p_value",
+    "concentration_trend",
     "confidence_sequence",
     "dirichlet_multinomial_log_bf",
     "e_benjamini_hochberg",
+    "elasticity",
+    "gini",
+    "hash64",
     "js_distance",
     "ks_statistic",
     "log_gamma",
@@ -80,6 +99,7 @@ __all__ = [
     "moments_by_group",
     "msprt",
     "normal_mixture_p_value",
+    "normalized_entropy",
     "pearson_residuals",
     "post_stratified_difference",
     "psi",
@@ -89,6 +109,7 @@ __all__ = [
     "running_p",
     "srm_p_value",
     "subtract_moments",
+    "top_share",
     "total_variation",
     "wasserstein1",
 ]

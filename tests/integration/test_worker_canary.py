@@ -40,30 +40,57 @@ def scenario(
 
 
 def replayed(messages: list[tuple[int | None, bytes | None, bytes]]) -> list[dict]:
-    pipeline = Pipeline(Policy(), PARTITIONS)
+    return replay(messages)[0]
+
+
+def replay(messages: list[tuple[int | None, bytes | None, bytes]]) -> tuple[list[dict], float]:
+    """Commands of the replay, and the end of the last canary window it judged."""
+    judged: list[float] = []
+    pipeline = Pipeline(
+        Policy(),
+        PARTITIONS,
+        on_verdict=lambda v: judged.append(v.window_end) if v.guard == "canary" else None,
+    )
     for _, _, value in messages:
         pipeline.feed(value)
     # Only what the worker can publish: its last windows stay open until more data comes.
     pipeline.flush()
-    return [c.to_dict() for c in pipeline.commands]
+    return [c.to_dict() for c in pipeline.commands], max(judged, default=0.0)
 
 
 def through_worker(
-    broker: EmbeddedBroker, tmp_path: Path, messages: list, expect: int, wait_s: float = 90
+    broker: EmbeddedBroker,
+    tmp_path: Path,
+    messages: list,
+    *,
+    expect: int,
+    wait_s: float = 90,
+    judged_until: float | None = None,
 ) -> list[dict]:
     with WorkerProcess(broker.url, tmp_path / "worker.log") as worker:
         worker.wait_ready(sources=PARTITIONS)
         produce(broker.bootstrap, messages, SPECS["predictions"].name)
-        found = asyncio.run(
+        if judged_until is not None:
+            # Nothing may be expected: first see the worker judge the windows the replay judged.
+            verdicts = asyncio.run(
+                read_topic(
+                    broker.bootstrap,
+                    SPECS["verdicts"].name,
+                    wait_s,
+                    until=lambda v: any(
+                        x["guard"] == "canary" and x["window_end"] >= judged_until for x in v
+                    ),
+                )
+            )
+            assert any(v["guard"] == "canary" and v["window_end"] >= judged_until for v in verdicts)
+        return asyncio.run(
             read_topic(
-                broker.bootstrap, SPECS["control"].name, wait_s, until=lambda v: len(v) >= expect
+                broker.bootstrap,
+                SPECS["control"].name,
+                wait_s if expect else 3,
+                until=lambda v: expect > 0 and len(v) >= expect,
             )
         )
-        if expect == 0:
-            # Nothing expected: make sure the worker judged the run before concluding.
-            verdicts = asyncio.run(read_topic(broker.bootstrap, SPECS["verdicts"].name, 5))
-            assert any(v["guard"] == "canary" for v in verdicts)
-    return found
 
 
 def test_contaminated_canary_is_paused_by_the_stratification_guard(
@@ -99,5 +126,10 @@ def test_healthy_stratified_canary_gets_no_command(
     broker_with_topics: EmbeddedBroker, tmp_path: Path
 ) -> None:
     messages = scenario(Canary(share=0.2), 400, seed=3)
-    assert replayed(messages) == []
-    assert through_worker(broker_with_topics, tmp_path, messages, expect=0, wait_s=45) == []
+    commands, last_judged = replay(messages)
+    assert commands == []
+    assert last_judged > 0
+    published = through_worker(
+        broker_with_topics, tmp_path, messages, expect=0, wait_s=90, judged_until=last_judged
+    )
+    assert published == []

@@ -25,9 +25,9 @@ PARTIAL = jsonschema.Draft202012Validator(load_schema("partial"))
 HEARTBEAT = jsonschema.Draft202012Validator(load_schema("heartbeat"))
 
 
-def flush(stage1: Stage1, partition: int = 0, **kw: Any) -> list[dict[str, Any]]:
+def flush(stage1: Stage1, partition: int = 0) -> list[dict[str, Any]]:
     messages = []
-    for deployment, raw in stage1.flush(partition, **kw):
+    for deployment, raw in stage1.flush(partition):
         message = orjson.loads(raw)
         PARTIAL.validate(message)
         assert message["deployment"] == deployment
@@ -137,7 +137,8 @@ def test_partials_are_split_by_deployment_and_size() -> None:
     whole = flush(stage1)
     assert sorted(m["deployment"] for m in whole) == ["d", "other"]
     stage1.process(0, 1, decoded(events))  # same content, new offset
-    parts = flush(stage1, max_bytes=4096)
+    stage1.max_partial_bytes = 4096
+    parts = flush(stage1)
     d_parts = [m for m in parts if m["deployment"] == "d"]
     assert len(d_parts) > 1
     assert [m["source"]["part"] for m in d_parts] == list(range(len(d_parts)))
@@ -194,16 +195,18 @@ def test_heartbeat_reports_what_was_flushed() -> None:
     # Not flushed yet: stage 2 must not see a watermark ahead of the data it covers.
     before = stage1.heartbeat([0, 1])
     HEARTBEAT.validate(before)
-    assert before["sources"][0] == {"partition": 0, "watermark": None, "offset": -1}
-    assert before["sources"][1] == {"partition": 1, "watermark": None, "offset": -1}
+    nothing = {"watermark": None, "offset": -1, "caught_up": True}
+    assert before["sources"][0] == {"partition": 0, **nothing}
+    assert before["sources"][1] == {"partition": 1, **nothing}
     flush(stage1, 1)
-    after = stage1.heartbeat([0, 1])
+    after = stage1.heartbeat([0, 1], caught_up={1: False})
     HEARTBEAT.validate(after)
     assert after["sources"] == [
-        {"partition": 0, "watermark": None, "offset": -1},
-        {"partition": 1, "watermark": 100.01, "offset": 4},
+        {"partition": 0, **nothing},
+        {"partition": 1, "watermark": 100.01, "offset": 4, "caught_up": False},
     ]
     stage1.process(1, 5, decoded([prediction("c", "canary", 300.0)]))
-    assert stage1.heartbeat([1])["sources"] == after["sources"][1:]  # still the flushed state
+    # still the flushed state, not the unflushed event at offset 5
+    assert stage1.heartbeat([1], caught_up={1: False})["sources"] == after["sources"][1:]
     stage1.drop(1)
     assert stage1.partitions() == []

@@ -256,3 +256,22 @@ def test_duplicates_are_reported(published) -> None:
     partials = [orjson.loads(r) for r in published if b'"partial"' in r]
     assert all(stage2.apply(p).applied == 1 for p in partials)
     assert all(stage2.apply(p).duplicates == 1 for p in partials)
+
+
+def test_a_multi_part_flush_moves_the_watermark_only_with_its_last_part() -> None:
+    """Windows must not close between the parts of one flush (the worker advances per message)."""
+    stage1 = Stage1(POLICY, max_partial_bytes=4096)
+    events = []
+    for i in range(80):
+        slice_ = {"platform": f"p{i}", "region": f"r{i % 7}", "tier": f"t{i % 3}"}
+        events += pair(f"r{i}", 100.0 + i / 4, slice_=slice_)  # windows 10 .. 11
+    stage1.process(0, 0, decoded(events))
+    stage1.process(0, 1, decoded(pair("late-clock", 200.0)))  # the watermark jumps past them
+    parts = stage1.flush(0)
+    assert len(parts) > 2
+    stage2 = Stage2(POLICY, 1, default_guards(POLICY))
+    late = 0
+    for _, value in parts:
+        late += stage2.apply(orjson.loads(value), now=None).late_at_merge
+        stage2.advance()  # as the worker does after every message
+    assert late == 0

@@ -1,0 +1,490 @@
+"""What the worker's agents and timers do: the engine's stages with state that survives crashes.
+
+Exactness rests on three rules, the same for every stage:
+
+1. a stage's state for an input partition is written to the state topic (a *snapshot*) with the
+   last input offset it includes, and input messages are acknowledged to Faust, which commits
+   the consumer offset, only once a snapshot covering them is stored. A restarted or newly
+   assigned worker restores the snapshot and skips the messages it already includes;
+2. stage 1 also writes, after every flush, a *progress* record with the last offset whose
+   measurements were sent. After a restore, messages up to it rebuild state but their
+   measurements are not sent again;
+3. outputs are written (and acknowledged by the broker) before the snapshot or progress record
+   that says they were. What a crash can repeat is then only output with the same content and
+   identity: partials with the same offset stamps (stage 2 drops them), verdicts for windows
+   already judged (the decider drops them), commands with the same ids (subscribers drop them).
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streamguard.contracts import TopicSpec, dead_letter, decode_message
+from streamguard.core import PartialError
+from streamguard.core.partials import dumps
+from streamguard.engine import Engine
+from streamguard.faust_app.metrics import Metrics
+from streamguard.faust_app.outbox import send_reliably
+from streamguard.faust_app.state import StateStore
+from streamguard.settings import Settings
+
+__all__ = ["Runtime", "Topics"]
+
+log = logging.getLogger("streamguard.worker")
+
+
+@dataclass
+class Topics:
+    """The Faust topic objects the runtime writes to."""
+
+    partials: Any
+    verdicts: Any
+    control: Any
+    alerts: Any
+    deadletters: Any
+    state: Any
+
+
+@dataclass
+class _Input:
+    """Per input partition: where to resume, events held until a snapshot covers them."""
+
+    resume: int = 0
+    held: list[Any] = field(default_factory=list)
+    last_offset: int = -1
+    snapshot_at: float = 0.0
+    dirty: bool = False
+    highwater: int | None = None  # end of the partition at the last fetch (stage 1)
+
+
+def _release(held: list[Any], upto: int) -> list[Any]:
+    """Acknowledge held events with offsets up to ``upto``; return the others."""
+    keep = []
+    for event in held:
+        if event.message.offset <= upto:
+            event.ack()
+        else:
+            keep.append(event)
+    return keep
+
+
+class Runtime:
+    """The three stages of one worker, their snapshots, and its health."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        specs: dict[str, TopicSpec],
+        topics: Topics,
+        store: StateStore,
+        owned: Callable[[str], list[int]] = lambda topic: [],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.specs = specs
+        self.topics = topics
+        self.store = store
+        # Partitions of a topic this worker owns now: restores load all of them in one pass.
+        self.owned = owned
+        self.stage1: dict[int, _Input] = {}
+        self.stage2: dict[int, _Input] = {}
+        self.stage3: dict[int, _Input] = {}
+        self.control_offsets: dict[int, int] = {}
+        self.stage3_deployments: dict[int, set[str]] = defaultdict(set)
+        self.lock1 = asyncio.Lock()
+        self.lock2 = asyncio.Lock()
+        self.lock3 = asyncio.Lock()
+        self.evicted_recently: dict[str, float] = {}
+
+    # -- stage 1 -------------------------------------------------------------------------------
+
+    def _to_restore(self, role: str, partition: int, loaded: dict[int, _Input]) -> list[int]:
+        owned = set(self.owned(self.specs[role].name)) | {partition}
+        return sorted(p for p in owned if p not in loaded)
+
+    async def _restore1(self, partition: int) -> _Input:
+        partitions = self._to_restore("predictions", partition, self.stage1)
+        keys = [f"{kind}/{p}" for p in partitions for kind in ("stage1", "stage1-progress")]
+        found = await self.store.load(keys)
+        for p in partitions:
+            snapshot = found.get(f"stage1/{p}")
+            progress = found.get(f"stage1-progress/{p}")
+            resume = self.engine.stage1.restore(
+                p, snapshot["state"] if snapshot else None, progress["state"] if progress else None
+            )
+            if snapshot or progress:
+                self.metrics.restores.labels("stage1").inc()
+                log.warning("stage 1 partition %d restored; resuming at offset %d", p, resume)
+            self.stage1[p] = _Input(resume=resume, snapshot_at=time.monotonic())
+        return self.stage1[partition]
+
+    async def on_prediction(self, event: Any) -> None:
+        """One message of the predictions topic."""
+        message = event.message
+        partition, offset = message.partition, message.offset
+        state = self.stage1.get(partition) or await self._restore1(partition)
+        if offset < state.resume:
+            event.ack()  # already in the restored snapshot
+            return
+        decoded = decode_message(event.value, max_ts=time.time() + self.settings.max_future_s)
+        self.metrics.messages.inc()
+        for rejected in decoded.rejected:
+            self.metrics.decode_failures.labels(rejected.reason).inc()
+            record = dead_letter(rejected, message.topic, partition, offset, time.time())
+            await send_reliably(
+                self.metrics, self.topics.deadletters, record, key=rejected.reason.encode()
+            )
+        report = self.engine.stage1.process(partition, offset, decoded)
+        m = self.metrics
+        m.events.labels("prediction").inc(report.predictions)
+        m.events.labels("outcome").inc(report.outcomes)
+        m.pairs.inc(report.pairs)
+        m.unpaired.inc(report.unpaired)
+        m.duplicate_halves.inc(report.duplicates)
+        m.late.labels("source").inc(report.late)
+        m.late.labels("source_pairs").inc(report.late_pairs)
+        m.outcomes_unmatched.inc(report.unmatched_outcomes)
+        for buffer, count in (
+            ("pairing", report.evicted_halves),
+            ("exposures", report.evicted_exposures),
+        ):
+            if count:
+                m.evicted.labels(buffer).inc(count)
+                self.evicted_recently[buffer] = time.monotonic()
+        # The payload is decoded; keeping it until the snapshot would only cost memory.
+        message.value = None
+        state.held.append(event)
+        state.last_offset = offset
+
+    async def checkpoint(self, owned: list[int], n_channels: int, timeout_s: float = 10.0) -> None:
+        """Flush and snapshot every stage now (graceful shutdown); bounded in time."""
+
+        async def everything() -> None:
+            await self.flush(owned, n_channels, force_snapshot=True)
+            for state in self.stage2.values():
+                state.dirty = True
+            await self.snapshot_stage2()
+            await self.snapshot_stage3()
+
+        try:
+            await asyncio.wait_for(everything(), timeout_s)
+        except TimeoutError:
+            log.error(
+                "checkpoint at shutdown timed out; the next start replays from the last snapshots"
+            )
+
+    async def flush(self, owned: list[int], n_channels: int, force_snapshot: bool = False) -> None:
+        """Send partials and heartbeats; store progress, and snapshots when due."""
+        async with self.lock1:
+            stage1 = self.engine.stage1
+            now = time.monotonic()
+            work = []
+            for partition in owned:
+                state = self.stage1.get(partition)
+                if state is None:
+                    continue
+                partials = stage1.flush(partition)
+                # Taken right after the flush, before any await lets new messages in.
+                progress = stage1.progress(partition)
+                due = force_snapshot or now - state.snapshot_at >= self.settings.snapshot_interval_s
+                snapshot = stage1.snapshot(partition) if due and stage1.settled(partition) else None
+                work.append((partition, state, partials, progress, snapshot))
+            caught_up = {p: self.caught_up(p) for p, *_ in work}
+            heartbeat = dumps(stage1.heartbeat([p for p, *_ in work], caught_up))
+            for partition, _, partials, progress, _ in work:
+                if partials:  # the boundaries first: a restore must be able to reproduce these
+                    await self.store.save(
+                        "stage1-progress", partition, progress["offset"], progress
+                    )
+            for _, _, partials, _, _ in work:
+                for deployment, value in partials:
+                    await send_reliably(
+                        self.metrics,
+                        self.topics.partials,
+                        value,
+                        key=deployment.encode(),
+                        wait=True,
+                    )
+            # The heartbeat follows the partials on every channel: stage 2 never sees a
+            # watermark before the data it covers.
+            for channel in range(n_channels):
+                await send_reliably(
+                    self.metrics, self.topics.partials, heartbeat, partition=channel, wait=True
+                )
+            for partition, state, _, _, snapshot in work:
+                if snapshot is not None:
+                    await self.store.save("stage1", partition, snapshot["offset"], snapshot)
+                    state.held = _release(state.held, snapshot["offset"])
+                    state.snapshot_at = now
+            self._gauges(owned)
+
+    def _gauges(self, owned: list[int]) -> None:
+        stage1 = self.engine.stage1
+        self.metrics.pending.set(sum(stage1.pending(p) for p in owned))
+        for partition in owned:
+            watermark = stage1.watermark(partition)
+            if math.isfinite(watermark):
+                self.metrics.watermark.labels(str(partition)).set(watermark)
+
+    def record_lag(self, partition: int, highwater: int | None) -> bool:
+        """Export how far the worker is behind the end of a predictions partition.
+
+        Returns False if the partition now ends before what the worker already read: the log
+        was lost (the embedded broker restarted, or an unclean leader election truncated it).
+        """
+        state = self.stage1.get(partition)
+        if highwater is not None and state is not None:
+            if highwater < state.last_offset + 1:
+                return False
+            state.highwater = highwater
+            lag = max(0, highwater - max(state.last_offset + 1, state.resume))
+            self.metrics.consumer_lag.labels(str(partition)).set(lag)
+        return True
+
+    async def forget_everything(self, reason: str) -> None:
+        """Start over after the broker lost its logs: every stage's state refers to them.
+
+        Offsets restart at zero on a wiped log, so offset-stamped state would take new messages
+        for ones already applied. The state topic went with the logs, so a fresh start is the
+        only state consistent with the broker; windows in flight are lost, and that is said.
+        """
+        async with self.lock1, self.lock2, self.lock3:
+            log.error("broker lost its logs (%s): all stage state is reset", reason)
+            self.metrics.internal_errors.labels("log_lost").inc()
+            for partition in list(self.stage1):
+                self.engine.stage1.drop(partition)
+            for channel in list(self.stage2):
+                self.engine.stage2.drop(channel)
+            for deployments in self.stage3_deployments.values():
+                self.engine.decider.drop(deployments)
+            self.stage1.clear()
+            self.stage2.clear()
+            self.stage3.clear()
+            self.stage3_deployments.clear()
+            self.control_offsets.clear()
+
+    def caught_up(self, partition: int) -> bool:
+        """Whether the worker has read everything the partition held at its last fetch."""
+        state = self.stage1.get(partition)
+        if state is None or state.highwater is None:
+            return False  # not known yet: do not let stage 2 call it idle
+        return max(state.last_offset + 1, state.resume) >= state.highwater
+
+    # -- stage 2 -------------------------------------------------------------------------------
+
+    async def _restore2(self, channel: int) -> _Input:
+        channels = self._to_restore("partials", channel, self.stage2)
+        found = await self.store.load([f"stage2/{c}" for c in channels])
+        for c in channels:
+            snapshot = found.get(f"stage2/{c}")
+            resume = 0
+            if snapshot:
+                self.engine.stage2.restore(c, snapshot["state"])
+                resume = int(snapshot["offset"]) + 1
+                self.metrics.restores.labels("stage2").inc()
+                log.warning("stage 2 channel %d restored; resuming at offset %d", c, resume)
+            self.stage2[c] = _Input(resume=resume, snapshot_at=time.monotonic())
+        return self.stage2[channel]
+
+    async def on_partial(self, event: Any) -> None:
+        """One message of the partials topic (a partial or a heartbeat)."""
+        channel, offset = event.message.partition, event.message.offset
+        state = self.stage2.get(channel) or await self._restore2(channel)
+        if offset < state.resume:
+            event.ack()
+            return
+        async with self.lock2:
+            now = time.time()
+            try:
+                report = self.engine.stage2.apply(
+                    orjson.loads(event.value), now=now, channel=channel
+                )
+            except (PartialError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                self.metrics.internal_errors.labels("stage2").inc()
+                log.error("partial dropped: %s", exc)
+            else:
+                if message_kind := (
+                    "applied" if report.applied else "duplicate" if report.duplicates else ""
+                ):
+                    self.metrics.partials.labels(message_kind).inc()
+                self.metrics.late.labels("merge").inc(report.late_at_merge)
+                self.metrics.capped.inc(report.capped_slices)
+            await self._publish_verdicts(now)
+            state.held.append(event)
+            state.last_offset = offset
+            state.dirty = True
+
+    async def close_idle(self) -> None:
+        """Close windows whose sources went idle, without a partial arriving."""
+        async with self.lock2:
+            await self._publish_verdicts(time.time())
+
+    async def _publish_verdicts(self, now: float) -> None:
+        stage2 = self.engine.stage2
+        for verdict in stage2.advance(now=now):
+            self.metrics.verdicts.labels(verdict.guard).inc()
+            await send_reliably(
+                self.metrics,
+                self.topics.verdicts,
+                dumps(verdict.to_dict()),
+                key=verdict.deployment.encode(),
+                wait=True,
+            )
+        high = max(stage2.source_watermarks(), default=-math.inf)
+        for deployment in stage2.deployments():
+            end = stage2.last_closed_end(deployment)
+            if end is not None and math.isfinite(high):
+                self.metrics.window_lag.labels(deployment).set(max(0.0, high - end))
+
+    async def snapshot_stage2(self) -> None:
+        """Store the state of every channel that changed (verdicts are already delivered)."""
+        async with self.lock2:
+            for channel, state in self.stage2.items():
+                if not state.dirty:
+                    continue
+                offset = state.last_offset
+                await self.store.save(
+                    "stage2", channel, offset, self.engine.stage2.snapshot(channel)
+                )
+                state.held = _release(state.held, offset)
+                state.dirty = False
+
+    # -- stage 3 -------------------------------------------------------------------------------
+
+    async def _restore3(self, partition: int) -> _Input:
+        partitions = self._to_restore("verdicts", partition, self.stage3)
+        found = await self.store.load([f"stage3/{p}" for p in partitions])
+        for p in partitions:
+            snapshot = found.get(f"stage3/{p}")
+            state = self.stage3[p] = _Input(resume=0)
+            self.control_offsets[p] = -1
+            if snapshot:
+                saved = snapshot["state"]
+                self.engine.decider.load(saved["decider"])
+                self.stage3_deployments[p] = set(saved["deployments"])
+                state.resume = int(saved["verdicts_offset"]) + 1
+                self.control_offsets[p] = int(saved["control_offset"])
+                self.metrics.restores.labels("stage3").inc()
+        return self.stage3[partition]
+
+    async def on_decision_input(self, event: Any, control_topic: str) -> None:
+        """A verdict, or a command on the control topic (approvals resume a pause)."""
+        message = event.message
+        partition, offset = message.partition, message.offset
+        state = self.stage3.get(partition) or await self._restore3(partition)
+        is_control = message.topic == control_topic
+        done = self.control_offsets[partition] if is_control else state.resume - 1
+        if offset <= done:
+            event.ack()
+            return
+        async with self.lock3:
+            try:
+                payload = orjson.loads(event.value)
+            except orjson.JSONDecodeError:
+                self.metrics.internal_errors.labels("stage3").inc()
+                payload = None
+            if is_control:
+                if isinstance(payload, dict) and self.engine.decider.on_control(payload):
+                    log.warning("approval applied: %s", payload.get("command_id"))
+                self.control_offsets[partition] = offset
+            elif isinstance(payload, dict):
+                self.stage3_deployments[partition].add(str(payload.get("deployment")))
+                for command, alert in self.engine.decider.on_verdict(payload):
+                    key = command.deployment.encode()
+                    await send_reliably(
+                        self.metrics, self.topics.control, command.to_json(), key=key, wait=True
+                    )
+                    await send_reliably(
+                        self.metrics, self.topics.alerts, alert.to_json(), key=key, wait=True
+                    )
+                    self.metrics.commands.labels(command.action, command.guard).inc()
+                    log.warning(
+                        "command %s %s: %s", command.action, command.command_id, alert.summary
+                    )
+                state.last_offset = offset
+            state.held.append(event)
+            state.dirty = True
+
+    async def snapshot_stage3(self) -> None:
+        """Store the decider's state per verdicts partition that changed."""
+        async with self.lock3:
+            for partition, state in self.stage3.items():
+                if not state.dirty:
+                    continue
+                deployments = self.stage3_deployments[partition]
+                verdicts = max(state.last_offset, state.resume - 1)
+                control = self.control_offsets[partition]
+                saved = {
+                    "decider": self.engine.decider.snapshot(deployments),
+                    "deployments": sorted(deployments),
+                    "verdicts_offset": verdicts,
+                    "control_offset": control,
+                }
+                await self.store.save("stage3", partition, verdicts, saved)
+                # Verdict and control messages share partition numbers but not offsets.
+                keep = []
+                for event in state.held:
+                    upto = (
+                        control if event.message.topic == self.specs["control"].name else verdicts
+                    )
+                    if event.message.offset <= upto:
+                        event.ack()
+                    else:
+                        keep.append(event)
+                state.held = keep
+                state.dirty = False
+
+    # -- rebalancing and health ------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[Any]) -> None:
+        """Forget revoked partitions once any flush or snapshot in progress is done.
+
+        Waiting for the locks matters: the partition's next owner reads the progress record,
+        so the last one this worker writes must be stored before it lets go.
+        """
+        names = {role: spec.name for role, spec in self.specs.items()}
+        async with self.lock1, self.lock2, self.lock3:
+            for tp in revoked:
+                if tp.topic == names["predictions"]:
+                    self.engine.stage1.drop(tp.partition)
+                    self.stage1.pop(tp.partition, None)
+                elif tp.topic == names["partials"]:
+                    self.engine.stage2.drop(tp.partition)
+                    self.stage2.pop(tp.partition, None)
+                elif tp.topic == names["verdicts"]:
+                    self.engine.decider.drop(self.stage3_deployments.pop(tp.partition, set()))
+                    self.stage3.pop(tp.partition, None)
+                    self.control_offsets.pop(tp.partition, None)
+
+    def health(
+        self, owned: list[int], topic_problems: list[str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """HTTP status and document of /health."""
+        broker_up = self.metrics.broker_ok._value.get() != 0
+        now = time.monotonic()
+        dropping = sorted(b for b, at in self.evicted_recently.items() if now - at < 60)
+        if not broker_up or topic_problems:
+            status = "unhealthy"
+        else:
+            status = "degraded" if dropping else "ok"
+        document = {
+            "status": status,
+            "broker": "reachable" if broker_up else "unreachable",
+            "topic_problems": topic_problems or [],
+            "sources": owned,
+            "pending_halves": sum(self.engine.stage1.pending(p) for p in owned),
+            "dropping": dropping,
+            "deployments": self.engine.stage2.deployments(),
+        }
+        return (503 if status == "unhealthy" else 200), document

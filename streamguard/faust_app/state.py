@@ -1,0 +1,116 @@
+"""Snapshots of stage state on a compacted Kafka topic.
+
+Each stage writes its state for one input partition under the key ``"<stage>/<partition>"``
+(``stage1``, ``stage1-progress``, ``stage2``, ``stage3``). The key decides the state partition,
+so a worker that is assigned input partition ``p`` reads one state partition to find it.
+Writes wait for the broker's acknowledgement: a snapshot is only ever trusted once stored.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from streamguard.contracts import TopicSpec, partition_for
+from streamguard.core.snapshot import SnapshotError, pack, unpack
+from streamguard.faust_app.metrics import Metrics
+from streamguard.faust_app.outbox import send_reliably
+
+__all__ = ["StateStore"]
+
+log = logging.getLogger("streamguard.worker")
+
+_STALL_S = 30.0
+
+
+class StateStore:
+    """Reads and writes stage snapshots; see the module docstring."""
+
+    def __init__(self, bootstrap: str, spec: TopicSpec, topic: Any, metrics: Metrics) -> None:
+        self.bootstrap = bootstrap
+        self.spec = spec
+        self.topic = topic  # the Faust topic, for writes through the app's producer
+        self.metrics = metrics
+
+    def _partition(self, key: str) -> int:
+        return partition_for(key.encode(), self.spec.partitions)
+
+    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
+        """Store a snapshot; True once the broker has it."""
+        key = f"{stage}/{partition}"
+        value = pack({"stage": stage, "partition": partition, "offset": offset, "state": state})
+        started = time.monotonic()
+        ok = await send_reliably(
+            self.metrics,
+            self.topic,
+            value,
+            key=key.encode(),
+            partition=self._partition(key),
+            wait=True,
+        )
+        self.metrics.snapshot_seconds.labels(stage).observe(time.monotonic() - started)
+        self.metrics.snapshot_bytes.labels(stage).set(len(value))
+        return ok
+
+    async def load(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Latest snapshot of each key (absent keys are missing from the result).
+
+        Retries with capped back-off while the broker is unreachable: a stage must not start
+        from nothing because the broker was briefly away, and the agent must not die either.
+        """
+        delay = 0.5
+        while True:
+            try:
+                return await self._load(keys)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self.metrics.broker_ok.set(0)
+                log.warning("reading snapshots failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+
+    async def _load(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        wanted = set(keys)
+        partitions = sorted({self._partition(key) for key in keys})
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=10_000
+        )
+        latest: dict[str, bytes] = {}  # only the newest value of a key is decoded
+        try:
+            await consumer.start()
+            tps = [TopicPartition(self.spec.name, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            stalled_at = time.monotonic()
+            while remaining:
+                if time.monotonic() - stalled_at > _STALL_S:  # the broker went away mid-read
+                    raise TimeoutError(f"no snapshot data for {_STALL_S:.0f}s")
+                batches = await consumer.getmany(*remaining, timeout_ms=1000)
+                if any(batches.values()):
+                    stalled_at = time.monotonic()
+                for tp, records in batches.items():
+                    for record in records:
+                        key = record.key.decode() if record.key else ""
+                        if key in wanted and record.value is not None:
+                            latest[key] = record.value
+                    if records and records[-1].offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        found: dict[str, dict[str, Any]] = {}
+        for key, value in latest.items():
+            try:
+                found[key] = unpack(value)
+            except SnapshotError as exc:
+                # Counted and logged: a lost snapshot must be visible, never silent.
+                self.metrics.internal_errors.labels("state").inc()
+                log.error("ignoring unreadable snapshot %s: %s", key, exc)
+        return found
