@@ -49,6 +49,11 @@ def faust_broker_url(url: str) -> str:
     return "kafka://" + ";".join(bootstrap_servers(url).split(","))
 
 
+def _env_path(name: str) -> Path | None:
+    raw = os.environ.get(name)
+    return Path(raw) if raw else None
+
+
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None:
@@ -75,6 +80,10 @@ class Settings:
     snapshot_interval_s: float = 10.0  # stage-1 snapshots; events are acked only once covered
     stage_snapshot_interval_s: float = 2.0  # stage-2 and stage-3 snapshots (when changed)
     broker_probe_interval_s: float = 2.0  # metadata round trip that feeds /health
+    signing_key_path: Path | None = None  # commands and alerts are signed with it
+    keyring_path: Path | None = None  # keys approvals may be signed with (default: own key)
+    insecure: bool = False  # no key: unsigned commands, announced loudly (demos only)
+    command_ttl_s: float = 3600.0  # validity of a signed command
     idle_source_timeout_s: float = 30.0
     max_future_s: float = 300.0
     data_dir: Path = field(default_factory=lambda: Path(".streamguard-data"))
@@ -97,6 +106,10 @@ class Settings:
             snapshot_interval_s=_env_float("STREAMGUARD_SNAPSHOT_INTERVAL_S", 10.0),
             stage_snapshot_interval_s=_env_float("STREAMGUARD_STAGE_SNAPSHOT_INTERVAL_S", 2.0),
             broker_probe_interval_s=_env_float("STREAMGUARD_BROKER_PROBE_INTERVAL_S", 2.0),
+            signing_key_path=_env_path("STREAMGUARD_SIGNING_KEY"),
+            keyring_path=_env_path("STREAMGUARD_KEYRING"),
+            insecure=os.environ.get("STREAMGUARD_INSECURE", "").lower() in {"1", "true", "yes"},
+            command_ttl_s=_env_float("STREAMGUARD_COMMAND_TTL_S", 3600.0),
             idle_source_timeout_s=_env_float("STREAMGUARD_IDLE_SOURCE_TIMEOUT_S", 30.0),
         )
         given = {k: v for k, v in overrides.items() if v is not None}

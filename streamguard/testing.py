@@ -80,6 +80,11 @@ class WorkerProcess:
         File receiving the worker's output.
     extra_args
         More command-line arguments (``--policy FILE``, ...).
+    env
+        Extra environment variables.
+    signing_key
+        Key file the worker signs with; without one the worker runs with ``--insecure``
+        (unsigned commands), which is what most tests of other behaviour want.
     """
 
     def __init__(
@@ -88,8 +93,10 @@ class WorkerProcess:
         log_path: Path,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        signing_key: Path | None = None,
     ) -> None:
         self.broker_url = broker_url
+        self.signing_key = signing_key
         self.log_path = log_path
         self.web_port = free_port()
         self.extra_args = extra_args or []
@@ -105,6 +112,10 @@ class WorkerProcess:
         """Start the worker (returns at once; see :meth:`wait_ready`)."""
         args = [sys.executable, "-m", "streamguard", "worker", "--broker", self.broker_url]
         args += ["--web-port", str(self.web_port), *self.extra_args]
+        if self.signing_key is None:
+            args.append("--insecure")
+        else:
+            args += ["--signing-key", str(self.signing_key)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argv

@@ -3,13 +3,15 @@
 import asyncio
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.structs import TopicPartition
 
 from streamguard.broker.embedded import BrokerError
 from streamguard.contracts import TopicSpec, load_topic_specs
 
-__all__ = ["TopicReport", "apply_topics", "describe_partitions"]
+__all__ = ["TopicReport", "apply_topics", "describe_partitions", "publish", "read_all"]
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -84,3 +86,54 @@ async def apply_topics(
             status = "created" if code == 0 else "exists"
             reports.append(TopicReport(spec.name, status, have))
     return reports
+
+
+async def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[bytes]:
+    """Every value of ``topic`` up to its current end, in partition order then offset order.
+
+    Raises
+    ------
+    BrokerError
+        If the broker cannot be reached or the topic does not exist.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    values: list[bytes] = []
+    try:
+        await asyncio.wait_for(consumer.start(), timeout_s)
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise BrokerError(f"topic {topic} does not exist on {bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await asyncio.wait_for(consumer.getone(tp), timeout_s)
+                if batch.value is not None:
+                    values.append(batch.value)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        raise BrokerError(f"cannot read {topic} from {bootstrap}: {exc}") from exc
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def publish(
+    bootstrap: str, topic: str, key: bytes, value: bytes, timeout_s: float = 10.0
+) -> None:
+    """Send one message and wait until the broker has it.
+
+    Raises
+    ------
+    BrokerError
+        If the broker does not take it within ``timeout_s``.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        await asyncio.wait_for(producer.start(), timeout_s)
+        await asyncio.wait_for(producer.send_and_wait(topic, value, key=key), timeout_s)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        raise BrokerError(f"cannot publish to {topic} on {bootstrap}: {exc}") from exc
+    finally:
+        await producer.stop()

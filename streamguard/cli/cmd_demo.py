@@ -55,18 +55,24 @@ def _say(text: str) -> None:
 async def _demo(args: argparse.Namespace) -> int:
     from streamguard.broker import EmbeddedBroker
     from streamguard.broker.admin import apply_topics
+    from streamguard.security import KeyRing, generate_key, save_signing_key
     from streamguard.testing import WorkerProcess
 
     workdir = Path(tempfile.mkdtemp(prefix="streamguard-demo-"))
+    # A throw-away key: the demo's commands are signed and its subscriber verifies them.
+    key = generate_key("streamguard-demo")
+    key_file = workdir / "signing-key.json"
+    save_signing_key(key, key_file)
     broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
     worker = None
     try:
         _say(f"[demo] embedded broker (Tansu) at {broker.url}, pid {broker.pid}")
         await apply_topics(broker.bootstrap)
         _say("[demo] topics created from topics/*.toml")
-        worker = WorkerProcess(broker.url, workdir / "worker.log").start()
+        worker = WorkerProcess(broker.url, workdir / "worker.log", signing_key=key_file).start()
         _say(
-            f"[demo] worker started, pid {worker.pid}; waiting for it to join its consumer group..."
+            f"[demo] worker started, pid {worker.pid}, signing with key {key.key_id}; waiting "
+            "for it to join its consumer group..."
         )
         started = time.monotonic()
         await asyncio.to_thread(worker.wait_ready, 120.0, 8)
@@ -74,7 +80,7 @@ async def _demo(args: argparse.Namespace) -> int:
             f"[demo] worker ready after {time.monotonic() - started:.1f}s; metrics at "
             f"http://127.0.0.1:{worker.web_port}/metrics"
         )
-        return await _run_traffic(args, broker.bootstrap, worker)
+        return await _run_traffic(args, broker.bootstrap, worker, KeyRing([key.verifying_key()]))
     finally:
         if worker is not None:
             code = worker.stop()
@@ -83,7 +89,7 @@ async def _demo(args: argparse.Namespace) -> int:
         _say("[demo] broker stopped")
 
 
-async def _run_traffic(args: argparse.Namespace, bootstrap: str, worker: Any) -> int:
+async def _run_traffic(args: argparse.Namespace, bootstrap: str, worker: Any, keyring: Any) -> int:
     from streamguard.client import ControlSubscriber, Emitter
     from streamguard.contracts import Command, load_topic_specs
     from streamguard.sim import ShadowDeviation, TrafficGenerator
@@ -97,7 +103,8 @@ async def _run_traffic(args: argparse.Namespace, bootstrap: str, worker: Any) ->
         got_command.set()
         _say(
             f"\n[serving] received {command.action.upper()} for {command.deployment} "
-            f"{command.model_version}, slice {command.slice}, command {command.command_id}"
+            f"{command.model_version}, slice {command.slice}, command {command.command_id} "
+            "(signature verified)"
         )
 
     start_ts = float(int(time.time()) // 10 * 10 - 3600)
@@ -112,7 +119,9 @@ async def _run_traffic(args: argparse.Namespace, bootstrap: str, worker: Any) ->
         f"{args.speed:.0f}x; shadow shifted by +{args.shift} for {TARGET} from t={onset_s:.0f}s"
     )
     verdicts_topic = load_topic_specs()["verdicts"].name
-    subscriber = ControlSubscriber(bootstrap, serving_handler, group_id="demo-serving")
+    subscriber = ControlSubscriber(
+        bootstrap, serving_handler, group_id="demo-serving", keyring=keyring
+    )
     table = asyncio.create_task(_live_table(bootstrap, verdicts_topic, received))
     emitted = 0
     async with subscriber, Emitter(bootstrap) as emitter:

@@ -34,6 +34,26 @@ def register(sub: Any) -> None:
         "--no-create-topics", action="store_true", help="do not create missing topics"
     )
     parser.add_argument(
+        "--signing-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="sign commands and alerts with this key (default: $STREAMGUARD_SIGNING_KEY)",
+    )
+    parser.add_argument(
+        "--keyring",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="keys approvals may be signed with (default: the signing key only)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="run without a signing key: unsigned commands (demos only; announced loudly)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="log at INFO instead of WARNING"
     )
     parser.set_defaults(handler=run)
@@ -42,12 +62,26 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate everything first (one plain error line on failure), then run until stopped."""
     from streamguard.policy import load_policy
+    from streamguard.security import load_publisher
     from streamguard.settings import Settings
 
     settings = Settings.from_env(
-        broker=args.broker, policy_path=args.policy, web_port=args.web_port, app_id=args.app_id
+        broker=args.broker,
+        policy_path=args.policy,
+        web_port=args.web_port,
+        app_id=args.app_id,
+        signing_key_path=args.signing_key,
+        keyring_path=args.keyring,
+        insecure=args.insecure,
     )
     policy = load_policy(settings.policy_path)
+    # Checked before anything starts, so a missing key is one plain line, not a crashed worker.
+    load_publisher(
+        settings.signing_key_path,
+        settings.keyring_path,
+        insecure=settings.insecure,
+        ttl_s=settings.command_ttl_s,
+    )
     return run_worker(
         settings, policy, create_topics=not args.no_create_topics, verbose=args.verbose
     )
@@ -93,8 +127,11 @@ def _run_faust(settings: Any, policy: Any, verbose: bool) -> int:
     from faust import Worker
 
     from streamguard.faust_app import create_app
+    from streamguard.security import INSECURE_BANNER
 
     built = create_app(settings, policy)
+    if not built.runtime.publisher.signs:
+        print(INSECURE_BANNER, file=sys.stderr, flush=True)
     worker = Worker(built.app, loglevel="info" if verbose else "warning", quiet=True)
     # execute_from_commandline() only ever leaves by SystemExit (mode's NoReturn).
     try:

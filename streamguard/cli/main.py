@@ -17,7 +17,7 @@ from streamguard.exceptions import ConfigError, StreamguardError
 __all__ = ["build_parser", "main"]
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("worker", "broker", "topics", "replay", "demo", "keys", "relay")
+COMMANDS = ("worker", "broker", "topics", "replay", "demo", "keys", "relay", "approve", "status")
 
 
 class _Parser(argparse.ArgumentParser):

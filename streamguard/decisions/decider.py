@@ -155,11 +155,14 @@ class Decider:
         if version.state is not RolloutState.PAUSED:
             return False
         version.state = RolloutState.HEALTHY
+        raw = command.get("evidence")
+        evidence: dict[str, Any] = raw if isinstance(raw, dict) else {}
         version.approvals.append(
             {
                 "command_id": command.get("command_id"),
                 "ts": command.get("ts"),
-                "reason": command.get("reason", ""),
+                "reason": command.get("reason") or evidence.get("reason", ""),
+                "by": evidence.get("approved_by", ""),
             }
         )
         return True

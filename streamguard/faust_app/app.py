@@ -27,6 +27,7 @@ from streamguard.faust_app.probe import BrokerProbe
 from streamguard.faust_app.runtime import Runtime, Topics
 from streamguard.faust_app.state import StateStore
 from streamguard.policy import Policy
+from streamguard.security import load_publisher
 from streamguard.settings import Settings, bootstrap_servers, faust_broker_url
 
 __all__ = ["Worker", "create_app"]
@@ -98,8 +99,21 @@ def create_app(
         assignment = app.consumer.assignment() if app.consumer else set()
         return sorted(tp.partition for tp in assignment if tp.topic == topic)
 
+    publisher = load_publisher(
+        settings.signing_key_path,
+        settings.keyring_path,
+        insecure=settings.insecure,
+        ttl_s=settings.command_ttl_s,
+    )
     runtime = Runtime(
-        settings, engine, metrics, specs=specs, topics=topics, store=store, owned=owned
+        settings,
+        engine,
+        metrics,
+        specs=specs,
+        topics=topics,
+        store=store,
+        owned=owned,
+        publisher=publisher,
     )
     control_name = specs["control"].name
     n_channels = specs["partials"].partitions

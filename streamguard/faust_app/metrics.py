@@ -124,6 +124,12 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.control_rejected = Counter(
+            "streamguard_control_rejected",
+            "Approvals on the control topic ignored because their signature did not verify.",
+            ["reason"],
+            registry=r,
+        )
         self.evicted = Counter(
             "streamguard_evicted",
             "Pending halves or exposures dropped because a buffer was full (overload).",

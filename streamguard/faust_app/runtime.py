@@ -33,6 +33,7 @@ from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_reliably
 from streamguard.faust_app.state import StateStore
+from streamguard.security import Publisher
 from streamguard.settings import Settings
 
 __all__ = ["Runtime", "Topics"]
@@ -88,8 +89,10 @@ class Runtime:
         topics: Topics,
         store: StateStore,
         owned: Callable[[str], list[int]] = lambda topic: [],
+        publisher: Publisher,
     ) -> None:
         self.settings = settings
+        self.publisher = publisher
         self.engine = engine
         self.metrics = metrics
         self.specs = specs
@@ -395,18 +398,27 @@ class Runtime:
                 self.metrics.internal_errors.labels("stage3").inc()
                 payload = None
             if is_control:
-                if isinstance(payload, dict) and self.engine.decider.on_control(payload):
-                    log.warning("approval applied: %s", payload.get("command_id"))
+                if isinstance(payload, dict):
+                    self._apply_control(payload)
                 self.control_offsets[partition] = offset
             elif isinstance(payload, dict):
                 self.stage3_deployments[partition].add(str(payload.get("deployment")))
                 for command, alert in self.engine.decider.on_verdict(payload):
                     key = command.deployment.encode()
+                    now = time.time()
                     await send_reliably(
-                        self.metrics, self.topics.control, command.to_json(), key=key, wait=True
+                        self.metrics,
+                        self.topics.control,
+                        self.publisher.command_bytes(command, now),
+                        key=key,
+                        wait=True,
                     )
                     await send_reliably(
-                        self.metrics, self.topics.alerts, alert.to_json(), key=key, wait=True
+                        self.metrics,
+                        self.topics.alerts,
+                        self.publisher.alert_bytes(alert, now),
+                        key=key,
+                        wait=True,
                     )
                     self.metrics.commands.labels(command.action, command.guard).inc()
                     log.warning(
@@ -415,6 +427,17 @@ class Runtime:
                 state.last_offset = offset
             state.held.append(event)
             state.dirty = True
+
+    def _apply_control(self, payload: dict[str, Any]) -> None:
+        """An approval on the control topic, acted on only if its signature holds."""
+        if payload.get("action") != "resume":
+            return  # the worker's own commands and rollbacks change nothing here
+        refused = self.publisher.check_control(payload, time.time())
+        if refused is not None:
+            self.metrics.control_rejected.labels(refused).inc()
+            log.error("ignored an approval (%s): %s", refused, payload.get("command_id"))
+        elif self.engine.decider.on_control(payload):
+            log.warning("approval applied: %s", payload.get("command_id"))
 
     async def snapshot_stage3(self) -> None:
         """Store the decider's state per verdicts partition that changed."""
@@ -485,6 +508,7 @@ class Runtime:
             "sources": owned,
             "pending_halves": sum(self.engine.stage1.pending(p) for p in owned),
             "dropping": dropping,
+            "signing": self.publisher.describe(),
             "deployments": self.engine.stage2.deployments(),
         }
         return (503 if status == "unhealthy" else 200), document

@@ -8,6 +8,7 @@ never Faust or a Kafka client.
 * :func:`sign` / :func:`verify` work on any JSON object; :func:`sign_command` and
   :func:`sign_alert` produce the version-2 (signed) messages.
 * :class:`CommandVerifier` is a consumer's signature policy (keyring, audiences, issuers, skew).
+* :class:`Publisher` is what the worker and the approval CLI publish with.
 """
 
 from streamguard.security.canonical import canonical_bytes
@@ -21,16 +22,19 @@ from streamguard.security.keyfiles import (
 )
 from streamguard.security.keys import KeyRing, SigningKey, VerifyingKey, generate_key, key_id_for
 from streamguard.security.messages import SIGNED_VERSION, sign_alert, sign_command
+from streamguard.security.publisher import INSECURE_BANNER, Publisher, load_publisher
 from streamguard.security.signing import REASONS, Rejection, check, sign, signing_payload, verify
 from streamguard.security.verifier import CommandVerifier
 
 __all__ = [
+    "INSECURE_BANNER",
     "REASONS",
     "SIGNED_VERSION",
     "CanonicalError",
     "CommandVerifier",
     "KeyFileError",
     "KeyRing",
+    "Publisher",
     "Rejection",
     "SigningKey",
     "VerifyingKey",
@@ -40,6 +44,7 @@ __all__ = [
     "generate_key",
     "key_id_for",
     "load_keyring",
+    "load_publisher",
     "load_signing_key",
     "save_keyring",
     "save_signing_key",

@@ -72,7 +72,8 @@ def test_policy_syntax_error(tmp_path: Path) -> None:
 
 
 def test_unreachable_broker() -> None:
-    assert_one_error_line(streamguard("worker", "--broker", "127.0.0.1:1"), 4, "cannot reach Kafka")
+    result = streamguard("worker", "--broker", "127.0.0.1:1", "--insecure")
+    assert_one_error_line(result, 4, "cannot reach Kafka")
 
 
 def test_malformed_broker_url() -> None:
@@ -97,3 +98,16 @@ def test_bad_environment_value() -> None:
 
 def test_demo_rejects_nonsense() -> None:
     assert_one_error_line(streamguard("demo", "--rate", "-5"), 2, "positive")
+
+
+def test_worker_without_a_signing_key_refuses_to_start() -> None:
+    result = streamguard("worker", "--broker", "kafka://127.0.0.1:1")
+    assert_one_error_line(result, 3, "no signing key")
+    assert "--insecure" in result.stderr
+
+
+def test_worker_with_an_unreadable_signing_key(tmp_path: Path) -> None:
+    key = tmp_path / "key.json"
+    key.write_text("{not json")
+    result = streamguard("worker", "--broker", "kafka://127.0.0.1:1", "--signing-key", str(key))
+    assert_one_error_line(result, 3, str(key))
