@@ -17,7 +17,18 @@ from streamguard.exceptions import ConfigError, StreamguardError
 __all__ = ["build_parser", "main"]
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("worker", "broker", "topics", "replay", "demo", "keys", "relay", "approve", "status")
+COMMANDS = (
+    "worker",
+    "broker",
+    "topics",
+    "replay",
+    "demo",
+    "keys",
+    "relay",
+    "approve",
+    "status",
+    "doctor",
+)
 
 
 class _Parser(argparse.ArgumentParser):
