@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast test-integration test-faults lint typecheck bench clean
+.PHONY: demo test test-fast test-integration test-faults lint typecheck bench clean tools
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit("streamguard needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 # Pure tests run on every core (a file's tests stay on one worker, to share module fixtures);
 # tests that start brokers and workers run one at a time, since they measure time.
-test: $(STAMP) lint typecheck
+test: $(STAMP) tools lint typecheck
 	$(BIN)/pytest -n auto --dist loadfile -m "not integration"
 	$(BIN)/pytest -m "integration"
 
@@ -32,6 +32,15 @@ test-integration: $(STAMP)
 
 test-faults: $(STAMP)
 	$(BIN)/pytest -m "faults"
+
+# promtool tests the Prometheus alerting rules; Debian's prometheus package ships it. Installed
+# where missing and possible (root with apt); otherwise that one test says why it is skipped.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && { apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+	       || { apt-get update -qq >/dev/null 2>&1 \
+	            && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; }; }; } \
+	  || echo "note: promtool could not be installed; the alerting-rule test will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
