@@ -26,6 +26,8 @@ from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.probe import BrokerProbe
 from streamguard.faust_app.runtime import Runtime, Topics
 from streamguard.faust_app.state import StateStore
+from streamguard.faust_app.status_feed import StatusFeed
+from streamguard.faust_app.web import register_pages
 from streamguard.policy import Policy
 from streamguard.security import load_publisher
 from streamguard.settings import Settings, bootstrap_servers, faust_broker_url
@@ -177,16 +179,20 @@ def create_app(
         await runtime.checkpoint(owned_sources(), n_channels)
         await probe.close()
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+    feed = StatusFeed(bootstrap_servers(settings.broker), specs["verdicts"].name, control_name)
 
-    @app.page("/health")
-    async def health_page(web: Any, request: Any) -> Any:
-        status, document = runtime.health(owned_sources(), probe.topic_problems)
-        return web.json(document, status=status)
+    @app.task
+    async def status_feed() -> None:
+        await feed.run()
+
+    register_pages(
+        app,
+        metrics,
+        feed,
+        lambda: runtime.health(owned_sources(), probe.topic_problems),
+    )
 
     # The decorators registered everything on the app; the names are not needed here.
     del stage1, stage2, stage3, flush, close_idle, snapshots, probe_broker, revoked, checkpoint
-    del metrics_page, health_page
+    del status_feed
     return Worker(app=app, engine=engine, metrics=metrics, specs=specs, runtime=runtime)

@@ -140,3 +140,41 @@ def test_the_grafana_dashboard_plots_only_exported_metrics() -> None:
             used = set(re.findall(r"streamguard_[a-z_]+", target["expr"]))
             bases = {re.sub(r"_(total|sum|count|bucket)$", "", name) for name in used}
             assert bases <= exported, panel["title"]
+
+
+def test_the_argo_template_reads_the_judgement_route() -> None:
+    template = load(ROOT / "deploy" / "argo" / "analysistemplate.yaml")
+    (metric,) = template["spec"]["metrics"]
+    web = metric["provider"]["web"]
+    assert "/judgement/{{args.deployment}}/" in web["url"]
+    assert web["jsonPath"] == "{$.judgement}"
+    assert metric["successCondition"] == 'result == "healthy"'
+    for judgement in ("paused", "rolled_back"):
+        assert f'"{judgement}"' in metric["failureCondition"]
+    assert "pending" not in metric["failureCondition"]  # no verdict yet is inconclusive
+    rollout = load(ROOT / "deploy" / "argo" / "rollout-example.yaml")
+    analysis = rollout["spec"]["strategy"]["canary"]["analysis"]
+    assert analysis["templates"][0]["templateName"] == template["metadata"]["name"]
+    assert {a["name"] for a in analysis["args"]} == {a["name"] for a in template["spec"]["args"]}
+
+
+def test_the_flagger_canary_uses_both_webhooks() -> None:
+    canary = load(ROOT / "deploy" / "flagger" / "canary.yaml")
+    hooks = {h["type"]: h for h in canary["spec"]["analysis"]["webhooks"]}
+    assert hooks["confirm-promotion"]["url"].endswith("/flagger/confirm-promotion/")
+    assert hooks["rollback"]["url"].endswith("/flagger/rollback/")
+    assert all(h["metadata"]["deployment"] for h in hooks.values())
+
+
+def test_compose_prometheus_scrapes_both_workers_with_the_rules() -> None:
+    compose = load(ROOT / "docker-compose.yml")
+    config = load(PROMETHEUS / "prometheus.yml")
+    targets = {
+        t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    }
+    workers = {name for name in compose["services"] if name.startswith("worker-")}
+    assert {t.split(":")[0] for t in targets} == workers
+    assert all(t.endswith(":6066") for t in targets)  # the port the workers listen on inside
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert any(m.startswith("./deploy/prometheus/streamguard-rules.yml:") for m in mounts)
+    assert [Path(f).name for f in config["rule_files"]] == ["streamguard-rules.yml"]
