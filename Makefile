@@ -33,14 +33,20 @@ test-integration: $(STAMP)
 test-faults: $(STAMP)
 	$(BIN)/pytest -m "faults"
 
-# promtool tests the Prometheus alerting rules; Debian's prometheus package ships it. Installed
-# where missing and possible (root with apt); otherwise that one test says why it is skipped.
+# promtool tests the Prometheus alerting rules and headless Chromium renders the HTML report;
+# Debian's prometheus and chromium packages ship them. Installed where missing and possible
+# (root with apt); otherwise the test that needs one says why it is skipped.
+SYSTEM_TOOLS := promtool:prometheus chromium:chromium
 tools:
-	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && { apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
-	       || { apt-get update -qq >/dev/null 2>&1 \
-	            && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; }; }; } \
-	  || echo "note: promtool could not be installed; the alerting-rule test will be skipped"
+	@for pair in $(SYSTEM_TOOLS); do \
+	  tool=$${pair%%:*}; package=$${pair##*:}; \
+	  command -v $$tool >/dev/null 2>&1 && continue; \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	    && { apt-get install -y -qq --no-install-recommends $$package >/dev/null 2>&1 \
+	         || { apt-get update -qq >/dev/null 2>&1 \
+	              && apt-get install -y -qq --no-install-recommends $$package >/dev/null 2>&1; }; }; } \
+	  || echo "note: $$tool could not be installed; the test that needs it will be skipped"; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

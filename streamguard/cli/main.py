@@ -28,6 +28,7 @@ COMMANDS = (
     "approve",
     "status",
     "doctor",
+    "report",
 )
 
 
