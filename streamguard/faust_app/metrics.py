@@ -1,12 +1,22 @@
 """Prometheus metrics of a worker (one registry per app, so tests can run several apps).
 
 Label values come from small fixed sets (kinds, reasons, actions, guards) or from the
-deployment names, never from slices or request ids, so cardinality stays bounded.
+deployment names, never from request ids. Slices appear only in the per-slice gauges of
+:class:`~streamguard.faust_app.slice_metrics.SliceMetrics`, under a hard cap.
 """
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.process_collector import ProcessCollector
+
+from streamguard.faust_app.slice_metrics import SliceMetrics
 
 __all__ = ["Metrics"]
 
@@ -21,6 +31,9 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        # CPU, memory, file descriptors and start time of the worker process.
+        ProcessCollector(registry=r)
+        self.slices = SliceMetrics(r)
         self.messages = Counter(
             "streamguard_messages", "Kafka messages read from the predictions topic.", registry=r
         )

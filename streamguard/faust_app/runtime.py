@@ -337,10 +337,12 @@ class Runtime:
         stage2 = self.engine.stage2
         for verdict in stage2.advance(now=now):
             self.metrics.verdicts.labels(verdict.guard).inc()
+            message = verdict.to_dict()
+            self.metrics.slices.observe(message)
             await send_reliably(
                 self.metrics,
                 self.topics.verdicts,
-                dumps(verdict.to_dict()),
+                dumps(message),
                 key=verdict.deployment.encode(),
                 wait=True,
             )
