@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.contracts import ROLE_CANARY, ROLE_SHADOW, ROLES, Decoded, PredictionBatch
+from streamguard.core.items import count_items, item_stream
 from streamguard.core.measures import ArmMeasures, PairMeasures
 from streamguard.core.outcomes import Exposure, OutcomeJoin
 from streamguard.core.pairing import Half, PairingBuffer, Pairs
@@ -108,6 +109,8 @@ class _Source:
     outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     groups: dict[tuple[str, str, str, int], _Group] = field(default_factory=dict)
+    # (deployment, items:<role>, version, window) -> item ids exposed since the last flush
+    items: dict[tuple[str, str, str, int], list[str]] = field(default_factory=dict)
 
 
 def _window(ts: npt.NDArray[np.float64], window_s: int) -> I64:
@@ -283,6 +286,12 @@ class Stage1:
                 rows.index, len(rows.labels), errors[idx], batch.latency_ms[idx]
             )
             self._merge(group, rows.labels, contribution, state)
+            if batch.items and policy.popularity.enabled:
+                exposed = [batch.items[i] for i in idx.tolist()]
+                ids = [item for ranked in exposed if ranked for item in ranked]
+                if ids:
+                    items_key = (deployment, item_stream(ROLES[role]), version, window)
+                    source.items.setdefault(items_key, []).extend(ids)
         # Served predictions (primary and canary, late or not) open outcome exposures.
         served = np.flatnonzero(batch.role != ROLE_SHADOW).tolist()
         if served:
@@ -427,6 +436,12 @@ class Stage1:
                     max_bytes // 2,
                 )
             )
+        for (deployment, stream, version, window), ids in sorted(source.items.items()):
+            settings = source.deployments[deployment].policy.popularity
+            record = count_items(ids, settings.flush_top_k, settings.hll_precision)
+            header = {"window": window, "stream": stream, "version": version}
+            empty = {"baseline_version": "", "slices": [], "fields": {}}
+            by_deployment[deployment].append(dumps({**header, **empty, "items": record}))
         out: list[tuple[str, bytes]] = []
         watermark = None if source.watermark == -math.inf else source.watermark
         for name, state in sorted(source.deployments.items()):
@@ -455,6 +470,7 @@ class Stage1:
             state.late = 0
             state.touched = False
         source.groups.clear()
+        source.items.clear()
         source.offset_lo = source.offset_hi
         source.flushed_watermark = source.watermark
         source.flushed_offset = source.offset_hi
@@ -475,7 +491,13 @@ class Stage1:
         source = self._sources.get(partition)
         if source is None:
             return {"partition": partition, "offset": -1, "deployments": {}}
-        if source.groups or source.offset_hi > source.offset_lo or source.replay or source.outbox:
+        if (
+            source.groups
+            or source.items
+            or source.offset_hi > source.offset_lo
+            or source.replay
+            or source.outbox
+        ):
             raise ValueError(f"partition {partition} has unflushed measurements")
         # Boundaries up to here are covered by this snapshot; progress records list later ones.
         source.boundaries = []
@@ -500,7 +522,11 @@ class Stage1:
         """True when ``partition`` has nothing waiting: no replay left, nothing unflushed."""
         source = self._sources.get(partition)
         return source is None or not (
-            source.groups or source.offset_hi > source.offset_lo or source.replay or source.outbox
+            source.groups
+            or source.items
+            or source.offset_hi > source.offset_lo
+            or source.replay
+            or source.outbox
         )
 
     def progress(self, partition: int) -> dict[str, Any]:

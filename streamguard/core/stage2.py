@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from streamguard.core.items import ITEMS_PREFIX, ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
 from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.core.summary import Array, Field, Registry, Table, add_fields, zeros
@@ -69,12 +70,21 @@ class _Stream:
 
 
 @dataclass(slots=True)
+class _Items:
+    """Item exposures of one arm (``items:<role>``) and version, per window."""
+
+    open: dict[int, ItemWindow] = field(default_factory=dict)
+    closed: deque[tuple[int, ItemWindow]] = field(default_factory=deque)
+
+
+@dataclass(slots=True)
 class _Deployment:
     name: str
     policy: DeploymentPolicy
     pair_fields: tuple[Field, ...]
     arm_fields: tuple[Field, ...]
     streams: dict[tuple[str, str], _Stream] = field(default_factory=dict)
+    items: dict[tuple[str, str], _Items] = field(default_factory=dict)
     # source partition -> (offset_hi, part) of the last partial applied
     applied: dict[int, tuple[int, int]] = field(default_factory=dict)
     last_closed: int | None = None
@@ -126,6 +136,12 @@ class _Context:
 
     def baseline_version(self, stream: str, version: str) -> str:
         return self._d.streams[(stream, version)].baseline_version
+
+    def item_windows(self, stream: str, version: str) -> list[tuple[int, ItemWindow]]:
+        s = self._d.items.get((stream, version))
+        if s is None:
+            return []
+        return [(i, w) for i, w in s.closed if i >= self._first()]
 
     def state(self, guard: str) -> dict[Any, Any]:
         return self._d.guard_state.setdefault(guard, {})
@@ -232,6 +248,9 @@ class Stage2:
                 str(group["version"]),
                 int(group["window"]),
             )
+            if stream.startswith(ITEMS_PREFIX):
+                self._merge_items(d, group)
+                continue
             if stream == PAIR_STREAM:
                 fields = d.pair_fields
             elif stream in _ARM_STREAMS:
@@ -259,6 +278,30 @@ class Stage2:
             if table is None:
                 table = s.open[window] = Table(fields, capacity=max(16, len(s.registry)))
             table.add(rows, arrays)
+
+    @staticmethod
+    def _merge_items(d: _Deployment, group: dict[str, Any]) -> None:
+        stream, version, window = str(group["stream"]), str(group["version"]), int(group["window"])
+        if stream.removeprefix(ITEMS_PREFIX) not in {s.split(":", 1)[1] for s in _ARM_STREAMS}:
+            raise PartialError(f"unknown stream {stream!r}")
+        record = group.get("items")
+        if not isinstance(record, dict):
+            raise PartialError(f"group of stream {stream!r} lacks its items")
+        if d.last_closed is not None and window <= d.last_closed:
+            return
+        items = d.items.get((stream, version))
+        if items is None:
+            items = d.items[(stream, version)] = _Items()
+        target = items.open.get(window)
+        if target is None:
+            settings = d.policy.popularity
+            target = items.open[window] = ItemWindow(
+                settings.sketch_capacity, settings.hll_precision
+            )
+        try:
+            target.add(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PartialError(f"bad items in stream {stream!r}: {exc}") from None
 
     # -- windows -------------------------------------------------------------------------------
 
@@ -329,6 +372,12 @@ class Stage2:
                     s.closed.append((window, table))
                 while s.closed and s.closed[0][0] <= window - horizon:
                     s.closed.popleft()
+            for items in d.items.values():
+                item_window = items.open.pop(window, None)
+                if item_window is not None:
+                    items.closed.append((window, item_window))
+                while items.closed and items.closed[0][0] <= window - horizon:
+                    items.closed.popleft()
             d.last_closed = window
             context = _Context(d, window)
             for guard in self.guards:
@@ -338,6 +387,8 @@ class Stage2:
         d.last_closed = target
         for key in [k for k, s in d.streams.items() if not s.open and not s.closed]:
             del d.streams[key]
+        for key in [k for k, i in d.items.items() if not i.open and not i.closed]:
+            del d.items[key]
         return verdicts
 
     # -- snapshots ------------------------------------------------------------------------------
@@ -375,6 +426,15 @@ class Stage2:
             "applied": [[p, hi, part] for p, (hi, part) in sorted(d.applied.items())],
             "last_closed": d.last_closed,
             "streams": streams,
+            "items": [
+                {
+                    "stream": stream,
+                    "version": version,
+                    "open": [[i, w.to_dict()] for i, w in sorted(s.open.items())],
+                    "closed": [[i, w.to_dict()] for i, w in s.closed],
+                }
+                for (stream, version), s in sorted(d.items.items())
+            ],
             "guards": {
                 name: guards[name].snapshot_state(state)
                 for name, state in sorted(d.guard_state.items())
@@ -405,6 +465,13 @@ class Stage2:
                     (int(i), _table(fields, arrays)) for i, arrays in st["closed"]
                 )
                 d.streams[(str(st["stream"]), str(st["version"]))] = stream
+            d.items = {
+                (str(it["stream"]), str(it["version"])): _Items(
+                    {int(i): ItemWindow.from_dict(w) for i, w in it["open"]},
+                    deque((int(i), ItemWindow.from_dict(w)) for i, w in it["closed"]),
+                )
+                for it in saved.get("items", [])
+            }
             d.guard_state = {
                 name: guards[name].restore_state(data)
                 for name, data in saved["guards"].items()

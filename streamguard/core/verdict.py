@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from streamguard.core.items import ItemWindow
 from streamguard.core.summary import Array
 
 __all__ = [
@@ -138,6 +139,10 @@ class GuardContext(Protocol):
 
     def baseline_version(self, stream: str, version: str) -> str:
         """Primary (baseline) model version seen with ``stream``/``version``."""
+        ...
+
+    def item_windows(self, stream: str, version: str) -> list[tuple[int, ItemWindow]]:
+        """Closed windows of item exposures (``items:<role>``) in the horizon, oldest first."""
         ...
 
     def state(self, guard: str) -> dict[Any, Any]:

@@ -68,6 +68,7 @@ _GUARD_TEXT = {
         "until the allocation is fixed)"
     ),
     "canary": "the canary is worse than the baseline",
+    "popularity": "the canary concentrates item exposure faster than the baseline",
 }
 
 

@@ -3,6 +3,7 @@
 from streamguard.guards.base import Finding, Guard, GuardContext, SliceResult, Verdict
 from streamguard.guards.canary import CanaryGuard
 from streamguard.guards.explain import explain
+from streamguard.guards.popularity import PopularityGuard
 from streamguard.guards.registry import default_guards
 from streamguard.guards.shadow import ShadowDeviationGuard, shadow_statistics
 from streamguard.guards.stratification import StratificationGuard
@@ -12,6 +13,7 @@ __all__ = [
     "Finding",
     "Guard",
     "GuardContext",
+    "PopularityGuard",
     "ShadowDeviationGuard",
     "SliceResult",
     "StratificationGuard",

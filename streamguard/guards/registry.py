@@ -2,6 +2,7 @@
 
 from streamguard.core.verdict import Guard
 from streamguard.guards.canary import CanaryGuard
+from streamguard.guards.popularity import PopularityGuard
 from streamguard.guards.shadow import ShadowDeviationGuard
 from streamguard.guards.stratification import StratificationGuard
 from streamguard.policy import Policy
@@ -19,4 +20,5 @@ def default_guards(policy: Policy) -> list[Guard]:
         ShadowDeviationGuard(policy.for_deployment),
         StratificationGuard(policy.for_deployment),
         CanaryGuard(policy.for_deployment),
+        PopularityGuard(policy.for_deployment),
     ]

@@ -32,6 +32,7 @@ from streamguard.policy.model import (
     DeploymentPolicy,
     MetricTest,
     Policy,
+    PopularityPolicy,
     ShadowPolicy,
     SlicePolicy,
     StratificationPolicy,
@@ -221,6 +222,35 @@ def _stratification(path: str, raw: Any, base: StratificationPolicy) -> Stratifi
     return replace(base, **values)
 
 
+def _popularity(path: str, raw: Any, base: PopularityPolicy) -> PopularityPolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, {f.name for f in fields(PopularityPolicy)})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "enabled":
+            values[name] = _flag(where, value)
+        elif name == "top_fraction":
+            values[name] = _fraction(where, value)
+        elif name == "catalogue_size":
+            values[name] = _number(where, value, integer=True, positive=False)
+            if value < 0:
+                raise ConfigError(f"{where} must be 0 (unknown) or more, got {value!r}")
+        elif name == "hll_precision":
+            values[name] = _number(where, value, integer=True)
+            if not 4 <= value <= 18:
+                raise ConfigError(f"{where} must be between 4 and 18, got {value!r}")
+        elif name in ("gini_slope_margin", "z", "elasticity_margin"):
+            values[name] = float(_number(where, value))
+        else:
+            values[name] = _number(where, value, integer=True)
+    policy = replace(base, **values)
+    if policy.min_windows > policy.trend_windows or policy.min_windows < 3:
+        raise ConfigError(f"{path}: need 3 <= min_windows <= trend_windows")
+    return policy
+
+
 def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
     _check_keys(path, raw, {f.name for f in fields(SlicePolicy)})
     values: dict[str, Any] = {}
@@ -285,7 +315,7 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "slices" in raw:
         policy = replace(policy, slices=_slices(f"{path}.slices", raw["slices"], base.slices))
     guards = raw.get("guards", {})
-    _check_keys(f"{path}.guards", guards, {"shadow", "canary", "stratification"})
+    _check_keys(f"{path}.guards", guards, {"shadow", "canary", "stratification", "popularity"})
     if "shadow" in guards:
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
         policy = replace(policy, shadow=shadow)
@@ -298,6 +328,9 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
             f"{path}.guards.stratification", guards["stratification"], base.stratification
         )
         policy = replace(policy, stratification=stratification)
+    if "popularity" in guards:
+        popularity = _popularity(f"{path}.guards.popularity", guards["popularity"], base.popularity)
+        policy = replace(policy, popularity=popularity)
     overrides = dict(base.shadow_slice_thresholds)
     slice_overrides = raw.get("slice_overrides", {})
     if not isinstance(slice_overrides, dict):

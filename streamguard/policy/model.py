@@ -15,6 +15,7 @@ __all__ = [
     "DeploymentPolicy",
     "MetricTest",
     "Policy",
+    "PopularityPolicy",
     "ShadowPolicy",
     "SlicePolicy",
     "StratificationPolicy",
@@ -119,6 +120,35 @@ class StratificationPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class PopularityPolicy:
+    """Popularity-feedback amplification: does the canary concentrate exposure faster?
+
+    Judged for the whole deployment (not per slice), canary against baseline (primary), on
+    the item exposures (``items`` of prediction events) of the last ``trend_windows`` windows.
+    """
+
+    enabled: bool = True
+    #: Stage 1 keeps this many items (largest counts of the flush) per partial.
+    flush_top_k: int = 512
+    #: Counters of the per-window SpaceSaving summary in stage 2.
+    sketch_capacity: int = 2048
+    #: HyperLogLog precision of the per-window distinct-item estimate (2^p one-byte registers).
+    hll_precision: int = 12
+    #: Items in the catalogue, for coverage; 0 = unknown: coverage is then relative to the
+    #: distinct items either arm exposed over the horizon.
+    catalogue_size: int = 0
+    top_fraction: float = 0.01  # the "top 1 %" of items for top_share
+    trend_windows: int = 12  # windows in the Gini trend (slope per window)
+    min_windows: int = 8  # windows with enough exposures in both arms before judging
+    min_exposures: int = 2000  # item exposures per arm and window for the window to count
+    gini_slope_margin: float = 0.005  # canary slope minus baseline slope, Gini per window
+    z: float = 3.0  # ... and at least this many standard errors of that difference
+    elasticity_margin: float = 0.15  # canary elasticity above 1 + margin, baseline's not
+    head_items: int = 100  # items in the elasticity fit (largest in the earlier window)
+    gainers: int = 10  # items gaining most share listed in the evidence
+
+
+@dataclass(frozen=True, slots=True)
 class SlicePolicy:
     """Which slices are tracked.
 
@@ -150,6 +180,7 @@ class DeploymentPolicy:
     shadow: ShadowPolicy = field(default_factory=ShadowPolicy)
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     stratification: StratificationPolicy = field(default_factory=StratificationPolicy)
+    popularity: PopularityPolicy = field(default_factory=PopularityPolicy)
     #: slice label -> statistic -> band, for the shadow guard.
     shadow_slice_thresholds: dict[str, dict[str, Band]] = field(default_factory=dict)
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_SHARES", "Canary", "ShadowDeviation", "TrafficGenerator"]
+__all__ = ["DEFAULT_SHARES", "Canary", "Items", "ShadowDeviation", "TrafficGenerator"]
 
 #: Slice dimension -> value -> share of traffic (roughly a consumer app's mix).
 DEFAULT_SHARES: dict[str, dict[str, float]] = {
@@ -79,6 +79,24 @@ class Canary:
     allocation: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Items:
+    """Served requests carry ``per_request`` ranked items of a ``catalogue`` (``item-<i>``).
+
+    Items are drawn without replacement with Zipf weights ``(rank + 1)^-exponent``. The canary
+    draws with ``canary_exponent`` (default: the same), reached linearly from ``exponent``
+    between ``after_s`` and ``after_s + ramp_s`` seconds into the run. Items come from a random
+    stream of their own, so turning them on leaves the rest of the traffic unchanged.
+    """
+
+    catalogue: int = 400
+    per_request: int = 10
+    exponent: float = 1.0
+    canary_exponent: float | None = None
+    after_s: float = 0.0
+    ramp_s: float = 0.0
+
+
 def _matches(slice_: dict[str, str], pattern: str) -> bool:
     if pattern in ("", "*"):
         return True
@@ -104,11 +122,13 @@ class TrafficGenerator:
     base_ctr: float = 0.08
     outcome_delay_s: float = 5.0
     error_rate: float = 0.0
+    items: Items | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _slices: list[dict[str, str]] = field(init=False, repr=False)
     _weights: np.ndarray = field(init=False, repr=False)
     _next_id: int = field(init=False, default=0, repr=False)
     _pending: list[tuple[float, int, dict[str, Any]]] = field(init=False, repr=False)
+    _item_rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -123,6 +143,7 @@ class TrafficGenerator:
         )
         self._weights = weights / weights.sum()
         self._pending = []
+        self._item_rng = np.random.default_rng([self.seed, 4])
 
     @property
     def slices(self) -> list[dict[str, str]]:
@@ -202,6 +223,7 @@ class TrafficGenerator:
             errors = rng.random(n) < chance
         if self.outcomes:
             self._schedule_outcomes(second, ts, which, canary, regressed)
+        ranked = self._items(second, canary) if self.items is not None else None
         events: list[dict[str, Any]] = []
         for i in range(n):
             request_id = f"req-{self.seed}-{second}-{i}"
@@ -228,6 +250,8 @@ class TrafficGenerator:
                     served["allocation"] = self.canary.allocation
             if errors is not None:
                 served["error"] = bool(errors[i])
+            if ranked is not None:
+                served["items"] = ranked[i]
             events.append(served)
             if self.shadow and not canary[i]:
                 events.append(
@@ -245,6 +269,25 @@ class TrafficGenerator:
                     }
                 )
         return events
+
+    def _items(self, second: int, canary: np.ndarray) -> list[list[str]]:
+        """Ranked items of each request of this second (Gumbel top-k: Zipf, no repeats)."""
+        spec = self.items
+        assert spec is not None
+        end = spec.exponent if spec.canary_exponent is None else spec.canary_exponent
+        progress = min(max((second - spec.after_s) / spec.ramp_s, 0.0), 1.0) if spec.ramp_s else 1.0
+        if second < spec.after_s:
+            progress = 0.0
+        canary_exponent = spec.exponent + (end - spec.exponent) * progress
+        ranks = np.log(np.arange(1, spec.catalogue + 1, dtype=np.float64))
+        n = len(canary)
+        exponent = np.where(canary, canary_exponent, spec.exponent)
+        keys = -exponent[:, None] * ranks[None, :] + self._item_rng.gumbel(size=(n, spec.catalogue))
+        k = min(spec.per_request, spec.catalogue)
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
+        chosen = np.take_along_axis(top, order, axis=1)
+        return [[f"item-{j}" for j in row] for row in chosen.tolist()]
 
     def _schedule_outcomes(
         self, second: int, ts: np.ndarray, which: np.ndarray, canary: np.ndarray, regressed: bool

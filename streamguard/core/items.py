@@ -1,0 +1,116 @@
+"""Item exposures: exact per-flush counts in stage 1, bounded per-window summaries in stage 2.
+
+Prediction events may carry ``items``, the ranked item ids served. Stage 1 counts the
+exposures of one flush exactly per (deployment, role, version, window) -- the ids are hashed
+with :func:`~streamguard.stats.heavy_hitters.hash64` and counted with ``np.unique`` -- and
+sends only the ``top_k`` largest counts, the flush's total exposures, its number of distinct
+items and the non-zero HyperLogLog registers of its distinct items. Stage 2 merges those
+into one :class:`ItemWindow` per arm and window: a :class:`SpaceSaving` summary of
+``capacity`` counters, the exact total, and HyperLogLog registers (merged by maximum).
+
+Memory per arm and window is ``capacity`` counters plus ``2^precision`` bytes, whatever the
+catalogue size. Counts are exact while no flush has more than ``top_k`` distinct items of a
+group and no window more than ``capacity``; beyond that they are SpaceSaving estimates (an
+item's count is overestimated by at most the flush cut-offs and the sketch's ``min_count``),
+and may then depend on how the partials were cut.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.stats.heavy_hitters import DistinctCounter, SpaceSaving, hash64
+
+__all__ = ["ITEMS_PREFIX", "ItemWindow", "count_items", "item_stream"]
+
+#: Streams of item exposures are named ``items:<role>``.
+ITEMS_PREFIX = "items:"
+
+
+def item_stream(role: str) -> str:
+    """Stream name of a role's item exposures, e.g. ``items:canary``."""
+    return f"{ITEMS_PREFIX}{role}"
+
+
+def count_items(items: Sequence[str], top_k: int, precision: int) -> dict[str, Any]:
+    """Exact counts of one flush, cut to the ``top_k`` largest (ties: smallest hash).
+
+    Returns the partial's ``items`` record: ``ids``, ``counts`` (descending), ``total``,
+    ``distinct`` and ``hll`` (``[register indices, values]`` of the non-zero registers).
+    """
+    if not items:
+        return {"ids": [], "counts": [], "total": 0, "distinct": 0, "hll": [[], []]}
+    hashes = hash64(items)
+    unique, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    order = np.lexsort((unique, -counts))[:top_k]
+    hll = DistinctCounter(precision)
+    hll.update_many([items[i] for i in first.tolist()])
+    nonzero = np.flatnonzero(hll.registers)
+    return {
+        "ids": [items[i] for i in first[order].tolist()],
+        "counts": counts[order].tolist(),
+        "total": len(items),
+        "distinct": int(unique.size),
+        "hll": [nonzero.tolist(), hll.registers[nonzero].tolist()],
+    }
+
+
+@dataclass(slots=True)
+class ItemWindow:
+    """Item exposures of one arm in one window, merged from partials (bounded memory)."""
+
+    capacity: int
+    precision: int
+    sketch: SpaceSaving = field(init=False)
+    total: int = 0  # exact exposures
+    registers: npt.NDArray[np.uint8] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sketch = SpaceSaving(self.capacity)
+        self.registers = np.zeros(1 << self.precision, dtype=np.uint8)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Merge one partial's ``items`` record."""
+        ids = [str(i) for i in record["ids"]]
+        counts = [int(c) for c in record["counts"]]
+        if len(ids) != len(counts) or any(c < 0 for c in counts):
+            raise ValueError("items record: ids and counts differ in length or are negative")
+        if ids:
+            self.sketch.update_many(ids, counts)
+        self.total += int(record["total"])
+        index, values = record["hll"]
+        if index:
+            idx = np.asarray(index, dtype=np.int64)
+            if idx.min() < 0 or idx.max() >= self.registers.size:
+                raise ValueError("items record: HyperLogLog registers of another precision")
+            np.maximum.at(self.registers, idx, np.asarray(values, dtype=np.uint8))
+
+    def counts(self) -> tuple[list[str], npt.NDArray[np.float64]]:
+        """Tracked items and their (estimated) counts, largest first."""
+        counters = self.sketch.counters()
+        return [c[0] for c in counters], np.array([c[1] for c in counters], dtype=np.float64)
+
+    def distinct(self) -> float:
+        """HyperLogLog estimate of the distinct items exposed (never below those tracked)."""
+        hll = DistinctCounter(self.precision)
+        hll.registers = self.registers
+        tracked = len(self.sketch.counters()) if self.total else 0
+        return max(hll.estimate(), float(tracked))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Snapshot data (JSON values and one numpy array)."""
+        return {"sketch": self.sketch.to_dict(), "total": self.total, "hll": self.registers}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ItemWindow":
+        """Rebuild from :meth:`to_dict`."""
+        sketch = SpaceSaving.from_dict(data["sketch"])
+        registers = np.asarray(data["hll"], dtype=np.uint8)
+        window = cls(sketch.capacity, int(registers.size).bit_length() - 1)
+        window.sketch = sketch
+        window.total = int(data["total"])
+        window.registers = registers.copy()
+        return window

@@ -1,0 +1,336 @@
+"""Popularity guard: does the canary amplify popularity feedback faster than the baseline?
+
+Recommending popular items makes them more popular, and a model trained on that traffic
+narrows what users see. At every window close, for the most recent canary version and the
+baseline (primary), each window of the last ``trend_windows`` gets the standard concentration
+measures of its item exposures (:mod:`streamguard.stats.concentration`):
+
+- ``gini``: Gini index of exposure over the exposed items (RecBole ``GiniIndex``);
+- ``entropy``: Shannon entropy of the exposure shares over ``ln n`` (``n`` exposed items);
+- ``top_share``: share of exposures going to the top ``top_fraction`` (1 %) of items;
+- ``coverage``: distinct exposed items over the catalogue (``catalogue_size``), or, when it
+  is unknown, over the distinct items either arm exposed over the horizon.
+
+Items beyond the sketch's head (untracked) enter as one block sharing the untracked
+exposures evenly over the estimated untracked distinct items.
+
+Amplification is judged for the whole deployment (not per slice):
+
+- the Gini *trend*, the least-squares slope per window over the windows in which both arms
+  have at least ``min_exposures``; the guard pauses when the canary's slope exceeds the
+  baseline's by ``gini_slope_margin`` and by ``z`` standard errors of the difference, and
+  the canary is the more concentrated arm in the last window;
+- the rich-get-richer *elasticity*, the slope of an item's log share in window ``t+1`` on
+  window ``t`` over the ``head_items`` largest items (averaged over the window pairs); the
+  guard also pauses when the canary's exceeds ``1 + elasticity_margin`` and the baseline's
+  does not.
+
+The evidence holds both arms' measures, their trends and the items gaining most share.
+The guard is stateless between windows: everything is recomputed from stage 2's windows.
+"""
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.core.items import ItemWindow, item_stream
+from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
+from streamguard.guards.stratification import BASELINE_STREAM, CANARY_STREAM, split_version
+from streamguard.policy import DeploymentPolicy, PopularityPolicy
+from streamguard.stats import concentration
+from streamguard.stats.heavy_hitters import DistinctCounter
+
+__all__ = ["PopularityGuard", "slope", "weighted_gini", "window_measures"]
+
+NAME = "popularity"
+F64 = npt.NDArray[np.float64]
+MEASURES = ("gini", "entropy", "top_share", "coverage")
+
+
+def weighted_gini(values: F64, weights: F64) -> float:
+    """Gini index (RecBole's) of ``weights[i]`` items each with count ``values[i]``.
+
+    With the values sorted ascending and ``C_i`` the cumulative weight up to and including
+    ``i`` (``N`` in all), ``G = Σ w_i x_i (2 C_i − w_i − N) / (N Σ w_i x_i)``, which for unit
+    weights is ``Σ (2i − n − 1) x_(i) / (n Σ x)``.
+    """
+    order = np.argsort(values, kind="stable")
+    x, w = values[order], weights[order]
+    n = float(w.sum())
+    mass = float(np.dot(w, x))
+    if n <= 0 or mass <= 0:
+        return math.nan
+    c = np.cumsum(w)
+    return float(np.sum(w * x * (2.0 * c - w - n)) / (n * mass))
+
+
+def window_measures(
+    window: ItemWindow, settings: PopularityPolicy, catalogue: float
+) -> dict[str, float]:
+    """Concentration measures of one arm's window (head counts plus an even tail block)."""
+    _, head = window.counts()
+    total = float(window.total)
+    distinct = max(window.distinct(), float(head.size))
+    tail_items = max(round(distinct) - head.size, 0)
+    tail_mass = max(total - float(head.sum()), 0.0)
+    values, weights = head, np.ones(head.size)
+    if tail_items and tail_mass > 0:
+        values = np.append(head, tail_mass / tail_items)
+        weights = np.append(weights, float(tail_items))
+    n = float(weights.sum())
+    if total <= 0 or n <= 0:
+        nan = math.nan
+        return {
+            "gini": nan,
+            "entropy": nan,
+            "top_share": nan,
+            "coverage": nan,
+            "exposures": 0.0,
+            "distinct": 0.0,
+        }
+    p = values / float(np.dot(weights, values))
+    entropy = float(-np.sum(weights * p * np.log(p)) / math.log(n)) if n > 1 else 0.0
+    top = concentration.top_share(
+        head, settings.top_fraction, catalogue_size=max(round(distinct), head.size), total=total
+    )
+    return {
+        "gini": weighted_gini(values, weights),
+        "entropy": entropy,
+        "top_share": top,
+        "coverage": concentration.catalogue_coverage(distinct, max(1, math.ceil(catalogue))),
+        "exposures": total,
+        "distinct": distinct,
+    }
+
+
+def slope(x: F64, y: F64) -> tuple[float, float]:
+    """Least-squares slope of ``y`` on ``x`` and its standard error (NaN below 3 points)."""
+    if x.size < 3:
+        return math.nan, math.nan
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    if sxx <= 0:
+        return math.nan, math.nan
+    b = float(dx @ (y - y.mean())) / sxx
+    residual = y - y.mean() - b * dx
+    se = math.sqrt(float(residual @ residual) / (x.size - 2) / sxx)
+    return b, se
+
+
+def _clean(values: dict[str, float]) -> dict[str, float | None]:
+    return {k: clean_float(v) for k, v in values.items()}
+
+
+def _shares(window: ItemWindow) -> dict[str, float]:
+    names, counts = window.counts()
+    total = float(window.total) or 1.0
+    return {name: float(c) / total for name, c in zip(names, counts.tolist(), strict=True)}
+
+
+class PopularityGuard:
+    """Judges canary against baseline item-exposure concentration; see the module docstring."""
+
+    name = NAME
+
+    def __init__(self, policy_for: Any) -> None:
+        self._policy_for = policy_for
+
+    def evaluate(self, ctx: GuardContext) -> Verdict | None:
+        """Verdict on the most recent canary version with item exposures, else None."""
+        policy: DeploymentPolicy = self._policy_for(ctx.deployment)
+        settings = policy.popularity
+        canaries = ctx.versions(CANARY_STREAM)
+        baselines = ctx.versions(BASELINE_STREAM)
+        if not settings.enabled or not canaries or not baselines:
+            return None
+        key, baseline = canaries[0], baselines[0]
+        first = ctx.window - settings.trend_windows + 1
+        arms = {
+            "canary": dict(ctx.item_windows(item_stream("canary"), key)),
+            "baseline": dict(ctx.item_windows(item_stream("primary"), baseline)),
+        }
+        if not arms["canary"] or not arms["baseline"]:
+            return None
+        catalogue = float(settings.catalogue_size)
+        if not catalogue:
+            union = DistinctCounter(settings.hll_precision)
+            for windows in arms.values():
+                for w in windows.values():
+                    np.maximum(union.registers, w.registers, out=union.registers)
+            catalogue = max(union.estimate(), 1.0)
+        measures = {
+            arm: {
+                i: window_measures(w, settings, catalogue) for i, w in windows.items() if i >= first
+            }
+            for arm, windows in arms.items()
+        }
+        judged = sorted(
+            i
+            for i in measures["canary"]
+            if i in measures["baseline"]
+            and min(measures["canary"][i]["exposures"], measures["baseline"][i]["exposures"])
+            >= settings.min_exposures
+        )
+        x = np.array(judged, dtype=np.float64)
+        trend: dict[str, dict[str, float | None]] = {}
+        fitted: dict[str, tuple[float, float]] = {}
+        elasticities: dict[str, float] = {}
+        for arm in ("canary", "baseline"):
+            gini = np.array([measures[arm][i]["gini"] for i in judged], dtype=np.float64)
+            b, se = slope(x, gini)
+            fitted[arm] = (b, se)
+            fits = [
+                concentration.elasticity(
+                    _shares(arms[arm][i - 1]), _shares(arms[arm][i]), settings.head_items
+                ).slope
+                for i in judged
+                if i - 1 in arms[arm] and i - 1 >= first - 1
+            ]
+            fits = [f for f in fits if math.isfinite(f)]
+            elasticities[arm] = float(np.mean(fits)) if len(fits) >= 2 else math.nan
+            trend[arm] = {
+                "gini_slope": clean_float(b),
+                "gini_slope_se": clean_float(se),
+                "elasticity": clean_float(elasticities[arm]),
+                "elasticity_windows": len(fits),
+            }
+        latest = judged[-1] if judged else None
+        stats = self._stats(measures, latest, trend)
+        findings: list[Finding] = []
+        state = "insufficient"
+        gap = math.nan
+        if len(judged) >= settings.min_windows and latest is not None:
+            state = "ok"
+            (b_c, se_c), (b_b, se_b) = fitted["canary"], fitted["baseline"]
+            gap = b_c - b_b
+            se_gap = math.hypot(se_c, se_b)
+            stats["gini_slope_gap"] = clean_float(gap)
+            stats["gini_slope_gap_z"] = clean_float(gap / se_gap) if se_gap > 0 else None
+            more_concentrated = (
+                measures["canary"][latest]["gini"] > measures["baseline"][latest]["gini"]
+            )
+            trending = (
+                gap > settings.gini_slope_margin and gap > settings.z * se_gap and more_concentrated
+            )
+            limit = 1.0 + settings.elasticity_margin
+            amplifying = (
+                math.isfinite(elasticities["canary"])
+                and elasticities["canary"] > limit
+                and not elasticities["baseline"] > limit
+            )
+            if trending or amplifying:
+                state = "pause"
+                findings.append(
+                    self._finding(
+                        ctx, settings, arms, measures, judged, trend, stats, trending, gap
+                    )
+                )
+        version, _ = split_version(key)
+        start = float(ctx.window * ctx.window_s)
+        n = int(sum(measures["canary"][i]["exposures"] for i in judged))
+        return Verdict(
+            deployment=ctx.deployment,
+            guard=NAME,
+            model_version=version,
+            baseline_version=baseline,
+            window_start=start,
+            window_end=start + ctx.window_s,
+            horizon_start=float(first * ctx.window_s),
+            slices=[SliceResult("*", n, state, stats)],
+            findings=findings,
+            extra={"popularity": {"windows": len(judged), "trend": trend}},
+        )
+
+    @staticmethod
+    def _stats(
+        measures: dict[str, dict[int, dict[str, float]]],
+        latest: int | None,
+        trend: dict[str, dict[str, float | None]],
+    ) -> dict[str, float | None]:
+        stats: dict[str, float | None] = {}
+        for arm in ("canary", "baseline"):
+            current = measures[arm].get(latest) if latest is not None else None
+            for name in MEASURES:
+                stats[f"{name}.{arm}"] = clean_float(current[name]) if current else None
+            stats[f"gini_slope.{arm}"] = trend[arm]["gini_slope"]
+            stats[f"elasticity.{arm}"] = trend[arm]["elasticity"]
+        return stats
+
+    @staticmethod
+    def _finding(  # noqa: PLR0917 - private helper, one call site
+        ctx: GuardContext,
+        settings: PopularityPolicy,
+        arms: dict[str, dict[int, ItemWindow]],
+        measures: dict[str, dict[int, dict[str, float]]],
+        judged: list[int],
+        trend: dict[str, dict[str, float | None]],
+        stats: dict[str, float | None],
+        trending: bool,
+        gap: float,
+    ) -> Finding:
+        before, now = arms["canary"][judged[0]], arms["canary"][judged[-1]]
+        old, new = _shares(before), _shares(now)
+        gains = sorted(
+            ((item, share - old.get(item, 0.0)) for item, share in new.items()),
+            key=lambda kv: (-kv[1], kv[0]),
+        )[: settings.gainers]
+        gainers = [
+            {
+                "item": item,
+                "share_before": clean_float(old.get(item, 0.0)),
+                "share_now": clean_float(new[item]),
+                "gain": clean_float(gain),
+            }
+            for item, gain in gains
+            if gain > 0
+        ]
+        if trending:
+            statistic, value, threshold = "gini_slope_gap", gap, settings.gini_slope_margin
+            text = (
+                f"canary Gini rises {gap:+.4f}/window faster than the baseline's over "
+                f"{len(judged)} windows"
+            )
+        else:
+            statistic = "elasticity"
+            value = float(trend["canary"]["elasticity"] or math.nan)
+            threshold = 1.0 + settings.elasticity_margin
+            text = f"canary rich-get-richer elasticity {value:.3f} > {threshold:.3f}"
+        per_window: dict[str, list[dict[str, float | None]]] = {
+            arm: [
+                {"window_end": float((i + 1) * ctx.window_s), **_clean(measures[arm][i])}
+                for i in judged
+            ]
+            for arm in ("canary", "baseline")
+        }
+        return Finding(
+            slice="*",
+            action="pause",
+            statistic=statistic,
+            value=clean_float(value),
+            threshold=threshold,
+            n=int(sum(measures["canary"][i]["exposures"] for i in judged)),
+            stats=stats,
+            thresholds={
+                "gini_slope_gap": {"pause": settings.gini_slope_margin},
+                "elasticity": {"pause": 1.0 + settings.elasticity_margin},
+            },
+            extra={
+                "summary": text,
+                "trend": trend,
+                "measures": per_window,
+                "gainers": gainers,
+                "scope": "deployment (not per slice)",
+            },
+        )
+
+    @staticmethod
+    def snapshot_state(state: dict[Any, Any]) -> Any:
+        """Nothing to keep: the guard recomputes from stage 2's windows."""
+        return {}
+
+    @staticmethod
+    def restore_state(data: Any) -> dict[Any, Any]:
+        """Nothing to restore."""
+        return {}
