@@ -78,7 +78,7 @@ def test_status_judgement_and_webhooks_follow_the_decisions(
         assert call(port, "/judgement/home-ranker/")[1]["judgement"] == "pending"
         produce(
             broker_with_topics.bootstrap,
-            traffic(ShadowDeviation(TARGET, after_s=150, shift=0.15)),
+            traffic(ShadowDeviation(TARGET, after_s=150, shift=0.08)),  # a pause, no rollback
             PREDICTIONS.name,
         )
         produce(

@@ -47,7 +47,9 @@ def test_signed_commands_out_and_only_signed_approvals_in(
             "key_id": key.key_id,
             "issuer": "streamguard-test",
         }
-        deviation = ShadowDeviation(TARGET, after_s=150, shift=0.15)
+        # A moderate shift: a pause and no rollback within the run (a rolled-back version
+        # stays rolled back, so an approval racing a rollback would not apply).
+        deviation = ShadowDeviation(TARGET, after_s=150, shift=0.08)
         produce(broker_with_topics.bootstrap, traffic(deviation), PREDICTIONS.name)
         pause = commands(broker_with_topics, 60, expect=1)[0]
         assert pause["action"] == "pause"
