@@ -40,7 +40,8 @@ def javascript_numbers(value: Any) -> Any:
         return {k: javascript_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
         return [javascript_numbers(v) for v in value]
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+    # Beyond 2**63 a JavaScript hop still prints digits, but no 64-bit JSON parser reads them back.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)
     return value
 
