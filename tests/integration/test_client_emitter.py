@@ -1,6 +1,7 @@
 """The emitter against a real embedded broker: routing, envelopes, limits, drops, failures."""
 
 import asyncio
+import concurrent.futures
 import time
 from collections import Counter
 from pathlib import Path
@@ -251,8 +252,12 @@ def test_send_retried_across_a_broker_restart_is_delivered(tmp_path: Path) -> No
             for i in range(50):
                 emitter.emit(prediction(f"r{i}", "primary"))
             await asyncio.sleep(1.5)  # let a few attempts fail
-            broker.start()  # same port, empty memory: topics come back from the specs
-            await apply_topics(broker.bootstrap)
+            # Same port, empty memory: the topics come back from the specs before the emitter
+            # may retry (both calls block this event loop), or the broker would auto-create the
+            # topic with its own partition count on the emitter's first write.
+            broker.start()
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, apply_topics(broker.bootstrap)).result()
             await asyncio.wait_for(emitter.stop(), 20)
             return emitter.stats(), await read_all(broker.bootstrap, 50)
 
