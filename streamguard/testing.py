@@ -146,6 +146,14 @@ class WorkerProcess:
             text: str = response.read().decode()
             return text
 
+    def log_tail(self, lines: int = 60) -> str:
+        """The last ``lines`` lines of the worker's output (for failure reports)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
     def wait_ready(self, timeout_s: float = 90.0, sources: int = 1) -> dict[str, Any]:
         """Wait until the worker owns at least ``sources`` predictions partitions."""
         deadline = time.monotonic() + timeout_s

@@ -28,6 +28,16 @@ and command id, committed, and never reach the handler. A command whose id was a
 is a replay (or a redelivery): it is counted in ``duplicates``, logged once as ``replay``, and
 dropped.
 
+Request schemas
+---------------
+The worker publishes a signed ``schemas`` notice whenever a model version has served a new
+request schema (``feature_schema`` of its prediction events) without errors. Notices are
+verified and deduplicated like commands but do not reach the handler; the subscriber keeps them,
+and :meth:`ControlSubscriber.accepted_schemas` answers which schemas a rollback target accepts,
+so serving can keep a dual read path while a new schema rolls out. A group member only sees
+the notices after its group's committed offset: ``preload_schemas=True`` first reads the whole
+control topic for them.
+
 Schema versions 1 (unsigned) and 2 (signed) are read, and later versions tolerantly
 (:func:`streamguard.client.validate.validate_any_command`), so rolling streamguard forward or
 back does not strand a consumer. Unsigned commands pass only when signatures are not required.
@@ -37,7 +47,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from streamguard.client._kafka import (
@@ -49,6 +59,7 @@ from streamguard.client._kafka import (
 )
 from streamguard.client.validate import DecodeError, parse_json, validate_any_command
 from streamguard.contracts import Command, load_topic_specs
+from streamguard.contracts.commands import NOTICE_ACTION
 from streamguard.security import CommandVerifier, KeyRing
 
 __all__ = [
@@ -212,8 +223,10 @@ class ControlSubscriber:
         max_backoff_s: float = 5.0,
         auto_offset_reset: str = "earliest",
         consumer_config: Mapping[str, Any] | None = None,
+        preload_schemas: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
+        self.preload_schemas = preload_schemas
         self.group_id = group_id
         self.topic = _control_topic(topic)
         self.deployments = frozenset(deployments) if deployments is not None else None
@@ -244,7 +257,9 @@ class ControlSubscriber:
         self.filtered = 0
         self.handler_errors = 0
         self.commit_errors = 0
+        self.notices = 0
         self.rejected: dict[str, int] = {}
+        self._accepted: dict[tuple[str, str], frozenset[str]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._logged: OrderedDict[Hashable, None] = OrderedDict()
         self._consumer: Any = None
@@ -270,6 +285,16 @@ class ControlSubscriber:
                 else "no keyring: nothing is verified",
                 self.topic,
             )
+        if self.preload_schemas:
+            commands = await _read(
+                self.bootstrap,
+                30.0,
+                None,
+                self.topic,
+                signatures=self._signatures,
+                verify=self._verify,
+            )
+            self.learn(commands)
         self._consumer = AIOKafkaConsumer(**self._config)
         listener = CallbackListener(self._on_revoked, self._on_assigned)
         self._consumer.subscribe([self.topic], listener=listener)
@@ -314,10 +339,28 @@ class ControlSubscriber:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    def accepted_schemas(self, deployment: str, model_version: str) -> frozenset[str] | None:
+        """Request schemas ``model_version`` has served without errors, per the worker.
+
+        None when no notice about that version was seen (unknown, not "accepts nothing").
+        """
+        return self._accepted.get((deployment, model_version))
+
+    def learn(self, commands: Iterable[Command]) -> None:
+        """Take the ``schemas`` notices among ``commands`` (authentic ones: verify first)."""
+        for command in commands:
+            if command.action != NOTICE_ACTION:
+                continue
+            key = (command.deployment, command.model_version)
+            raw = command.evidence.get("accepted", [])
+            schemas = frozenset(str(s) for s in raw) if isinstance(raw, list) else frozenset()
+            self._accepted[key] = self._accepted.get(key, frozenset()) | schemas
+
     def stats(self) -> dict[str, Any]:
         """Counters, rejections by reason, and the partitions currently being handled."""
         return {
             "commands_handled": self.commands_handled,
+            "notices": self.notices,
             "duplicates": self.duplicates,
             "filtered": self.filtered,
             "handler_errors": self.handler_errors,
@@ -443,13 +486,17 @@ class ControlSubscriber:
                 command.command_id,
             )
             return False
-        await self._retrying(
-            lambda: self._handler(command), f"handler for {command.command_id} ({where})"
-        )
+        if command.action == NOTICE_ACTION:  # for accepted_schemas(), not for the handler
+            self.learn([command])
+            self.notices += 1
+        else:
+            await self._retrying(
+                lambda: self._handler(command), f"handler for {command.command_id} ({where})"
+            )
+            self.commands_handled += 1
         self._seen[command.command_id] = None
         if len(self._seen) > self.dedup_capacity:
             self._seen.popitem(last=False)
-        self.commands_handled += 1
         return True
 
     async def _retrying(self, step: Callable[[], Awaitable[_T]], what: str) -> _T:
@@ -510,7 +557,6 @@ async def read_commands(
     list[Command]
         In per-partition order (partitions interleave arbitrarily), duplicates included.
     """
-    name = _control_topic(topic)
     signatures = _signature_policy(
         keyring,
         audiences=audiences,
@@ -519,6 +565,19 @@ async def read_commands(
         issuers=issuers,
         clock=clock,
     )
+    name = _control_topic(topic)
+    return await _read(bootstrap, timeout_s, expected, name, signatures=signatures, verify=verify)
+
+
+async def _read(
+    bootstrap: str,
+    timeout_s: float,
+    expected: int | None,
+    name: str,
+    *,
+    signatures: CommandVerifier,
+    verify: Verifier,
+) -> list[Command]:
     deadline = time.monotonic() + timeout_s
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"

@@ -19,10 +19,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ACTIONS", "Alert", "Command", "alert_for", "command_id", "slice_label"]
+__all__ = ["ACTIONS", "NOTICE_ACTION", "Alert", "Command", "alert_for", "command_id", "slice_label"]
 
 #: Actions a command may carry; later guards add their own (drain, block, ...).
-ACTIONS = ("pause", "rollback", "resume")
+ACTIONS = ("pause", "rollback", "resume", "schemas")
+#: The action of a notice: information for subscribers, not an order for serving.
+NOTICE_ACTION = "schemas"
 
 
 def slice_label(slice_: dict[str, str] | None) -> str:

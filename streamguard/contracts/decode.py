@@ -267,6 +267,12 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         if given and not _strings_ok(given, rules.strings["allocation"]):
             return None
         allocation = [e.get("allocation", "") for e in events]
+    feature_schema: list[str] = []
+    if any("feature_schema" in e for e in events):
+        given = [e["feature_schema"] for e in events if "feature_schema" in e]
+        if not _strings_ok(given, rules.strings["feature_schema"]):
+            return None
+        feature_schema = [e.get("feature_schema", "") for e in events]
     return PredictionBatch(
         event_id=col["event_id"],
         request_id=col["request_id"],
@@ -280,6 +286,7 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         items=items,
         error=error,
         allocation=allocation,
+        feature_schema=feature_schema,
     )
 
 

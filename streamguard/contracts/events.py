@@ -46,6 +46,8 @@ class PredictionBatch:
     error: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: Traffic allocation id of each event, "" where absent; [] when no event has one.
     allocation: list[str] = field(default_factory=list)
+    #: Request schema version of each event, "" where absent; [] when no event has one.
+    feature_schema: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -77,6 +79,7 @@ class PredictionBatch:
             items=[self.items[i] for i in pick] if self.items else [],
             error=self.error[index] if len(self.error) else self.error,
             allocation=[self.allocation[i] for i in pick] if self.allocation else [],
+            feature_schema=[self.feature_schema[i] for i in pick] if self.feature_schema else [],
         )
 
 

@@ -15,9 +15,12 @@ Examples
 >>> back = unpack(pack(data))
 >>> back["rows"].tolist(), back["labels"], back["n"]
 ([[0, 1, 2], [3, 4, 5]], ['*', 'a=b'], 3)
+>>> unpack(pack({"watermarks": [float("-inf"), 12.5]}))
+{'watermarks': [-inf, 12.5]}
 """
 
 import base64
+import math
 import zlib
 from typing import Any
 
@@ -27,6 +30,7 @@ import orjson
 __all__ = ["SnapshotError", "pack", "unpack"]
 
 _ARRAY = "__nd__"
+_FLOAT = "__float__"  # inf, -inf or nan, which JSON cannot hold
 _ALLOWED = {"int64", "int32", "uint32", "uint16", "uint8", "int8", "float64", "float32", "bool"}
 _SPARSE_MIN_SIZE = 64  # below this the index overhead is not worth it
 
@@ -89,10 +93,26 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot snapshot a {type(value).__name__}")
 
 
+def _floats(value: Any) -> Any:
+    """``value`` with non-finite floats spelled out: JSON (and orjson) would write null.
+
+    A watermark of -inf (a source not heard from yet) must come back as -inf, not None.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {_FLOAT: repr(value)}
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_floats(v) for v in value]
+    return value
+
+
 def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         if _ARRAY in value and len(value) == 1:
             return _decode_array(value[_ARRAY])
+        if _FLOAT in value and len(value) == 1:
+            return float(value[_FLOAT])
         return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode(v) for v in value]
@@ -101,7 +121,7 @@ def _decode(value: Any) -> Any:
 
 def pack(state: Any) -> bytes:
     """Compressed bytes of a structure of dicts, lists, scalars and numpy arrays."""
-    encoded = orjson.dumps(state, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    encoded = orjson.dumps(_floats(state), default=_default, option=orjson.OPT_NON_STR_KEYS)
     return zlib.compress(encoded, level=1)  # fast: snapshots are written every few seconds
 
 

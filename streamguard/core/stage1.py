@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.contracts import ROLE_CANARY, ROLE_SHADOW, ROLES, Decoded, PredictionBatch
+from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM, schema_counts
 from streamguard.core.items import count_items, item_stream
 from streamguard.core.measures import ArmMeasures, PairMeasures
 from streamguard.core.outcomes import Exposure, OutcomeJoin
@@ -292,6 +293,8 @@ class Stage1:
                 if ids:
                     items_key = (deployment, item_stream(ROLES[role]), version, window)
                     source.items.setdefault(items_key, []).extend(ids)
+        if batch.feature_schema:
+            self._schemas(source, state, batch, windows, on_time)
         # Served predictions (primary and canary, late or not) open outcome exposures.
         served = np.flatnonzero(batch.role != ROLE_SHADOW).tolist()
         if served:
@@ -317,6 +320,27 @@ class Stage1:
                 report.late_pairs += self._pairs(source, state, pairs, watermark, report)
         state.late += n_late
         report.late += n_late
+
+    def _schemas(
+        self,
+        source: _Source,
+        state: _Deployment,
+        batch: PredictionBatch,
+        windows: I64,
+        on_time: npt.NDArray[np.bool_],
+    ) -> None:
+        """Count each model version's predictions and errors per request schema."""
+        errors = batch.errors()
+        codes, names = _factorize(batch.feature_schema)
+        versions, version_names = _factorize(batch.model_version)
+        keys = windows * len(version_names) + versions
+        for key in np.unique(keys[on_time]).tolist():
+            idx = np.flatnonzero((keys == key) & on_time)
+            labels, contribution = schema_counts(codes[idx], errors[idx], names)
+            if labels:
+                version = version_names[key % len(version_names)]
+                group_key = (state.name, SCHEMA_STREAM, version, int(windows[idx[0]]))
+                self._merge(self._group(source, state, group_key), labels, contribution, state)
 
     def _pairs(
         self,
@@ -378,7 +402,12 @@ class Stage1:
     def _group(self, source: _Source, state: _Deployment, key: tuple[str, str, str, int]) -> _Group:
         group = source.groups.get(key)
         if group is None:
-            fields = state.measures.fields if key[1] == PAIR_STREAM else state.arms.fields
+            if key[1] == PAIR_STREAM:
+                fields = state.measures.fields
+            elif key[1] == SCHEMA_STREAM:
+                fields = SCHEMA_FIELDS
+            else:
+                fields = state.arms.fields
             group = source.groups[key] = _Group(Registry(), Table(fields))
         return group
 

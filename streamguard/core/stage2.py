@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
 from streamguard.core.items import ITEMS_PREFIX, ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
 from streamguard.core.stage1 import PAIR_STREAM
@@ -251,12 +252,7 @@ class Stage2:
             if stream.startswith(ITEMS_PREFIX):
                 self._merge_items(d, group)
                 continue
-            if stream == PAIR_STREAM:
-                fields = d.pair_fields
-            elif stream in _ARM_STREAMS:
-                fields = d.arm_fields
-            else:
-                raise PartialError(f"unknown stream {stream!r}")
+            fields = _fields(d, stream)
             labels = [str(label) for label in group["slices"]]
             arrays = _arrays(fields, group["fields"], len(labels))
             if d.last_closed is not None and window <= d.last_closed:
@@ -457,7 +453,7 @@ class Stage2:
             d.last_closed = None if saved["last_closed"] is None else int(saved["last_closed"])
             d.streams = {}
             for st in saved["streams"]:
-                fields = d.pair_fields if st["stream"] == PAIR_STREAM else d.arm_fields
+                fields = _fields(d, str(st["stream"]))
                 stream = _Stream(fields, baseline_version=str(st["baseline_version"]))
                 stream.registry.rows_for(list(st["labels"]))
                 stream.open = {int(i): _table(fields, arrays) for i, arrays in st["open"]}
@@ -504,6 +500,17 @@ class Stage2:
             for i, source in enumerate(sources):
                 out[i] = max(out[i], source.watermark)
         return out
+
+
+def _fields(d: _Deployment, stream: str) -> tuple[Field, ...]:
+    """The fields of a (non-item) stream's rows."""
+    if stream == PAIR_STREAM:
+        return d.pair_fields
+    if stream in _ARM_STREAMS:
+        return d.arm_fields
+    if stream == SCHEMA_STREAM:
+        return SCHEMA_FIELDS
+    raise PartialError(f"unknown stream {stream!r}")
 
 
 def _table(fields: tuple[Field, ...], arrays: dict[str, Array]) -> Table:

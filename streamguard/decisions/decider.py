@@ -10,7 +10,13 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
 - a finding that calls for ``pause`` issues a pause command once per (guard, slice) while the
   version is not rolled back; a paused rollout resumes only by an explicit ``resume`` command
   (an approval), never by itself;
-- a new model version starts healthy with a clean slate.
+- a new model version starts healthy with a clean slate;
+- a rollback from version V to its baseline B carries ``compat`` in its evidence when events
+  carry ``feature_schema``: V's live request schemas that B never served without errors make
+  the rollback *incompatible*, and its alert says that rolling back may crash serving (the
+  table comes from the compatibility guard, :mod:`streamguard.guards.compat`);
+- when a version starts to accept a new request schema, a ``schemas`` notice (no alert) tells
+  subscribers which schemas it accepts.
 
 Commands are stamped with the end of the window whose verdict triggered them, and their ids are
 derived from (deployment, model_version, guard, slice, action, ts), so the same input always
@@ -40,7 +46,9 @@ from streamguard.contracts import Alert, Command, alert_for
 from streamguard.core.slices import label_dims
 from streamguard.policy import Policy
 
-__all__ = ["Decider", "RolloutState"]
+__all__ = ["COMPAT_GUARD", "Decider", "RolloutState"]
+
+COMPAT_GUARD = "compat"  # the compatibility guard's verdicts carry the schema table
 
 
 class RolloutState(StrEnum):
@@ -59,6 +67,8 @@ class _Version:
     streaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (guard, slice) -> closes
     # Last window judged per guard: a verdict redelivered after a restart is ignored.
     last_window: dict[str, float] = field(default_factory=dict)
+    accepts: list[str] = field(default_factory=list)  # request schemas served without errors
+    live: list[str] = field(default_factory=list)  # request schemas sent over the horizon
 
 
 _GUARD_TEXT = {
@@ -99,8 +109,8 @@ class Decider:
         version = self._versions.get((deployment, model_version))
         return version.state if version else RolloutState.HEALTHY
 
-    def on_verdict(self, verdict: dict[str, Any]) -> list[tuple[Command, Alert]]:
-        """Commands (each with its alert) that a verdict calls for."""
+    def on_verdict(self, verdict: dict[str, Any]) -> list[tuple[Command, Alert | None]]:
+        """Commands (each with its alert; notices have none) that a verdict calls for."""
         deployment, model_version = verdict["deployment"], verdict["model_version"]
         version = self._versions.setdefault((deployment, model_version), _Version())
         guard = verdict["guard"]
@@ -108,6 +118,8 @@ class Decider:
         if window_end <= version.last_window.get(guard, -math.inf):
             return []
         version.last_window[guard] = window_end
+        if guard == COMPAT_GUARD:
+            return self._on_schemas(deployment, verdict.get("schemas") or {}, window_end)
         confirm = self.policy.for_deployment(deployment).confirm_windows
         streaks = {
             (guard, f["slice"]): version.streaks.get((guard, f["slice"]), 0) + 1
@@ -115,7 +127,7 @@ class Decider:
         }
         # A verdict of this guard without a slice breaks that slice's streak.
         version.streaks = {k: v for k, v in version.streaks.items() if k[0] != guard} | streaks
-        out: list[tuple[Command, Alert]] = []
+        out: list[tuple[Command, Alert | None]] = []
         # Rollbacks first: once latched, the pauses of the same verdict are moot.
         findings = sorted(
             verdict["findings"], key=lambda f: (f["action"] != "rollback", f["slice"])
@@ -131,17 +143,63 @@ class Decider:
             version.state = (
                 RolloutState.ROLLED_BACK if action == "rollback" else RolloutState.PAUSED
             )
+            evidence = _evidence(verdict, finding)
+            compat = self._compat(deployment, version, evidence["baseline_version"])
+            if action == "rollback" and compat is not None:
+                evidence["compat"] = compat
             command = Command(
                 action=action,
                 deployment=deployment,
                 model_version=model_version,
                 guard=verdict["guard"],
                 slice=label_dims(finding["slice"]) or None,
-                evidence=_evidence(verdict, finding),
+                evidence=evidence,
                 ts=float(verdict["window_end"]),
             )
-            out.append((command, alert_for(command, _summary(command, finding))))
+            summary = _summary(command, finding)
+            if "compat" in evidence and evidence["compat"]["compatible"] is False:
+                summary += _incompatible(evidence["compat"])
+            out.append((command, alert_for(command, summary)))
         return out
+
+    def _on_schemas(
+        self, deployment: str, table: dict[str, Any], window_end: float
+    ) -> list[tuple[Command, Alert | None]]:
+        """Take the compatibility guard's table; a notice per version accepting more."""
+        out: list[tuple[Command, Alert | None]] = []
+        for model_version, row in sorted(table.items()):
+            version = self._versions.setdefault((deployment, model_version), _Version())
+            accepts = sorted({str(s) for s in row.get("accepted", [])})
+            version.live = sorted({str(s) for s in row.get("live", [])})
+            if set(accepts) <= set(version.accepts):
+                continue
+            version.accepts = sorted({*version.accepts, *accepts})
+            notice = Command(
+                action="schemas",
+                deployment=deployment,
+                model_version=model_version,
+                guard=COMPAT_GUARD,
+                slice=None,
+                evidence={"accepted": version.accepts, "served": row.get("served", {})},
+                ts=window_end,
+            )
+            out.append((notice, None))
+        return out
+
+    def _compat(self, deployment: str, version: _Version, target: str) -> dict[str, Any] | None:
+        """Whether rolling back to ``target`` meets the schemas ``version`` is being sent."""
+        if not version.live:
+            return None  # no event of this version carried a feature_schema
+        known = self._versions.get((deployment, target))
+        accepts = known.accepts if known else []
+        missing = sorted(set(version.live) - set(accepts))
+        return {
+            "target_version": target,
+            "live_schemas": version.live,
+            "target_accepts": accepts,
+            "missing": missing,
+            "compatible": not missing,
+        }
 
     def on_control(self, command: dict[str, Any]) -> bool:
         """Apply a command seen on the control topic; True if it changed the state.
@@ -177,6 +235,8 @@ class Decider:
                 "approvals": s.approvals,
                 "streaks": sorted([g, sl, n] for (g, sl), n in s.streaks.items()),
                 "last_window": s.last_window,
+                "accepts": s.accepts,
+                "live": s.live,
             }
             for (d, v), s in sorted(self._versions.items())
             if deployments is None or d in deployments
@@ -204,7 +264,18 @@ class Decider:
                 approvals=list(value["approvals"]),
                 streaks={(g, sl): int(n) for g, sl, n in value.get("streaks", [])},
                 last_window={g: float(w) for g, w in value.get("last_window", {}).items()},
+                accepts=[str(x) for x in value.get("accepts", [])],
+                live=[str(x) for x in value.get("live", [])],
             )
+
+
+def _incompatible(compat: dict[str, Any]) -> str:
+    accepts = ", ".join(compat["target_accepts"]) or "none seen"
+    return (
+        f". ROLLBACK MAY CRASH SERVING: {compat['target_version'] or 'the target'} never served "
+        f"feature schema {', '.join(compat['missing'])} without errors (it accepts: {accepts}); "
+        "keep a dual read path or roll forward"
+    )
 
 
 def _evidence(verdict: dict[str, Any], finding: dict[str, Any]) -> dict[str, Any]:

@@ -108,6 +108,8 @@ class StatusView:
             "judgement": self.judgement(deployment, version),
             "rollouts": [_rollout(r) for r in rollouts],
             "pending_approvals": [_rollout(r) for r in rollouts if r.state == "paused"],
+            # Request schemas each model version accepts (the compatibility guard's table).
+            "schemas": self._verdicts.get((deployment, "compat"), {}).get("schemas", {}),
             "verdicts": verdicts,
         }
 

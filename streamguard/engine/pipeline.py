@@ -134,7 +134,8 @@ class Pipeline:
                 self.on_verdict(verdict)
             for command, alert in self.decider.on_verdict(orjson.loads(dumps(verdict.to_dict()))):
                 self.commands.append(command)
-                self.alerts.append(alert)
+                if alert is not None:  # notices (``schemas``) have no alert
+                    self.alerts.append(alert)
                 new.append(command)
         return new
 

@@ -125,18 +125,30 @@ def create_app(
 
     @app.agent(_topic(app, predictions_name), name="stage1")
     async def stage1(stream: Any) -> None:
-        async for event in stream.noack().events():
-            await runtime.on_prediction(event)
+        try:
+            async for event in stream.noack().events():
+                await runtime.on_prediction(event)
+        except Exception as exc:
+            runtime.agent_crashed("stage1", exc)
+            raise
 
     @app.agent(_topic(app, specs["partials"].name), name="stage2")
     async def stage2(stream: Any) -> None:
-        async for event in stream.noack().events():
-            await runtime.on_partial(event)
+        try:
+            async for event in stream.noack().events():
+                await runtime.on_partial(event)
+        except Exception as exc:
+            runtime.agent_crashed("stage2", exc)
+            raise
 
     @app.agent(_topic(app, specs["verdicts"].name, control_name), name="stage3")
     async def stage3(stream: Any) -> None:
-        async for event in stream.noack().events():
-            await runtime.on_decision_input(event, control_name)
+        try:
+            async for event in stream.noack().events():
+                await runtime.on_decision_input(event, control_name)
+        except Exception as exc:
+            runtime.agent_crashed("stage3", exc)
+            raise
 
     def refresh_lag() -> list[int]:
         """Record lag; return partitions whose log ends before what was already read."""

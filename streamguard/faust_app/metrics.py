@@ -96,7 +96,7 @@ class Metrics:
         )
         self.internal_errors = Counter(
             "streamguard_internal_errors",
-            "Internal messages that could not be applied (policy mismatch between workers).",
+            "Errors the worker survived: unappliable messages, lost logs, agent crashes.",
             ["stage"],
             registry=r,
         )

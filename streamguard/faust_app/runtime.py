@@ -109,6 +109,7 @@ class Runtime:
         self.lock2 = asyncio.Lock()
         self.lock3 = asyncio.Lock()
         self.evicted_recently: dict[str, float] = {}
+        self.crashed: dict[str, tuple[float, str]] = {}  # agent -> (when, why)
 
     # -- stage 1 -------------------------------------------------------------------------------
 
@@ -415,6 +416,9 @@ class Runtime:
                         key=key,
                         wait=True,
                     )
+                    self.metrics.commands.labels(command.action, command.guard).inc()
+                    if alert is None:  # a notice (``schemas``): nothing for on-call
+                        continue
                     await send_reliably(
                         self.metrics,
                         self.topics.alerts,
@@ -422,7 +426,6 @@ class Runtime:
                         key=key,
                         wait=True,
                     )
-                    self.metrics.commands.labels(command.action, command.guard).inc()
                     log.warning(
                         "command %s %s: %s", command.action, command.command_id, alert.summary
                     )
@@ -492,6 +495,12 @@ class Runtime:
                     self.stage3.pop(tp.partition, None)
                     self.control_offsets.pop(tp.partition, None)
 
+    def agent_crashed(self, agent: str, exc: BaseException) -> None:
+        """An agent raised: Faust restarts it, but the worker is unhealthy until it holds."""
+        self.metrics.internal_errors.labels(f"{agent}_crash").inc()
+        self.crashed[agent] = (time.monotonic(), f"{type(exc).__name__}: {exc}"[:300])
+        log.exception("agent %s crashed", agent, exc_info=exc)
+
     def health(
         self, owned: list[int], topic_problems: list[str] | None = None
     ) -> tuple[int, dict[str, Any]]:
@@ -499,7 +508,8 @@ class Runtime:
         broker_up = self.metrics.broker_ok._value.get() != 0
         now = time.monotonic()
         dropping = sorted(b for b, at in self.evicted_recently.items() if now - at < 60)
-        if not broker_up or topic_problems:
+        crashed = {a: why for a, (at, why) in self.crashed.items() if now - at < 60}
+        if not broker_up or topic_problems or crashed:
             status = "unhealthy"
         else:
             status = "degraded" if dropping else "ok"
@@ -507,6 +517,7 @@ class Runtime:
             "status": status,
             "broker": "reachable" if broker_up else "unreachable",
             "topic_problems": topic_problems or [],
+            "crashed": crashed,  # agents that raised in the last minute, and why
             "sources": owned,
             "pending_halves": sum(self.engine.stage1.pending(p) for p in owned),
             "dropping": dropping,

@@ -2,6 +2,7 @@
 
 from streamguard.core.verdict import Guard
 from streamguard.guards.canary import CanaryGuard
+from streamguard.guards.compat import CompatGuard
 from streamguard.guards.popularity import PopularityGuard
 from streamguard.guards.shadow import ShadowDeviationGuard
 from streamguard.guards.stratification import StratificationGuard
@@ -14,9 +15,11 @@ def default_guards(policy: Policy) -> list[Guard]:
     """Every guard, configured by ``policy`` (each guard checks its own ``enabled`` flag).
 
     Stratification judges before the canary guard, which reads whether the canary's traffic
-    is contaminated to mark its own verdicts untrusted.
+    is contaminated to mark its own verdicts untrusted. The compatibility table comes first:
+    the decider reads it when a later verdict of the same window calls for a rollback.
     """
     return [
+        CompatGuard(policy.for_deployment),
         ShadowDeviationGuard(policy.for_deployment),
         StratificationGuard(policy.for_deployment),
         CanaryGuard(policy.for_deployment),

@@ -29,6 +29,7 @@ from streamguard.policy.model import (
     SHADOW_STATISTICS,
     Band,
     CanaryPolicy,
+    CompatPolicy,
     DeploymentPolicy,
     MetricTest,
     Policy,
@@ -251,6 +252,29 @@ def _popularity(path: str, raw: Any, base: PopularityPolicy) -> PopularityPolicy
     return policy
 
 
+def _compat(path: str, raw: Any, base: CompatPolicy) -> CompatPolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, {f.name for f in fields(CompatPolicy)})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "enabled":
+            values[name] = _flag(where, value)
+        elif name == "max_error_rate":
+            values[name] = _fraction(where, value)
+        elif name == "declared":
+            if not isinstance(value, dict) or not all(
+                isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+                for v in value.values()
+            ):
+                raise ConfigError(f"{where} must map model versions to lists of schema versions")
+            values[name] = {str(k): tuple(v) for k, v in value.items()}
+        else:
+            values[name] = _number(where, value, integer=True)
+    return replace(base, **values)
+
+
 def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
     _check_keys(path, raw, {f.name for f in fields(SlicePolicy)})
     values: dict[str, Any] = {}
@@ -315,7 +339,8 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "slices" in raw:
         policy = replace(policy, slices=_slices(f"{path}.slices", raw["slices"], base.slices))
     guards = raw.get("guards", {})
-    _check_keys(f"{path}.guards", guards, {"shadow", "canary", "stratification", "popularity"})
+    known = {"shadow", "canary", "stratification", "popularity", "compat"}
+    _check_keys(f"{path}.guards", guards, known)
     if "shadow" in guards:
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
         policy = replace(policy, shadow=shadow)
@@ -331,6 +356,10 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "popularity" in guards:
         popularity = _popularity(f"{path}.guards.popularity", guards["popularity"], base.popularity)
         policy = replace(policy, popularity=popularity)
+    if "compat" in guards:
+        policy = replace(
+            policy, compat=_compat(f"{path}.guards.compat", guards["compat"], base.compat)
+        )
     overrides = dict(base.shadow_slice_thresholds)
     slice_overrides = raw.get("slice_overrides", {})
     if not isinstance(slice_overrides, dict):

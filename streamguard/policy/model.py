@@ -149,6 +149,26 @@ class PopularityPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class CompatPolicy:
+    """Rollback compatibility: has a rollback target ever served the live request schema?
+
+    A model version *accepts* a request schema (``feature_schema`` of prediction events) once
+    it served at least ``min_events`` predictions of it with an error rate of at most
+    ``max_error_rate``, or when the policy declares it (versions that served before streamguard
+    watched them). A model that cannot read a schema fails on nearly every request of it; the
+    5 % default leaves room for ordinary failures (timeouts, bad inputs) of a healthy one.
+    """
+
+    enabled: bool = True
+    min_events: int = 100
+    max_error_rate: float = 0.05
+    max_versions: int = 64  # versions remembered per deployment (least recently seen go)
+    max_schemas: int = 32  # schemas remembered per version
+    #: model version -> schemas it is known to accept.
+    declared: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class SlicePolicy:
     """Which slices are tracked.
 
@@ -181,6 +201,7 @@ class DeploymentPolicy:
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     stratification: StratificationPolicy = field(default_factory=StratificationPolicy)
     popularity: PopularityPolicy = field(default_factory=PopularityPolicy)
+    compat: CompatPolicy = field(default_factory=CompatPolicy)
     #: slice label -> statistic -> band, for the shadow guard.
     shadow_slice_thresholds: dict[str, dict[str, Band]] = field(default_factory=dict)
 

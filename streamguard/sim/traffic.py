@@ -35,7 +35,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_SHARES", "Canary", "Items", "ShadowDeviation", "TrafficGenerator"]
+__all__ = [
+    "DEFAULT_SHARES",
+    "Canary",
+    "FeatureSchemas",
+    "Items",
+    "ShadowDeviation",
+    "TrafficGenerator",
+]
 
 #: Slice dimension -> value -> share of traffic (roughly a consumer app's mix).
 DEFAULT_SHARES: dict[str, dict[str, float]] = {
@@ -97,6 +104,21 @@ class Items:
     ramp_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class FeatureSchemas:
+    """Request schemas (``feature_schema``) serving sends with each prediction.
+
+    The primary (and its shadow) gets ``primary``, the canary ``canary``: a rollout that moved
+    the request schema along with the model. ``primary_new_share`` of the primary's requests
+    already get the canary's schema (serving keeps a dual read path), so the primary version
+    proves it accepts the new schema before anyone needs to roll back to it.
+    """
+
+    primary: str = "1"
+    canary: str = "2"
+    primary_new_share: float = 0.0
+
+
 def _matches(slice_: dict[str, str], pattern: str) -> bool:
     if pattern in ("", "*"):
         return True
@@ -123,6 +145,7 @@ class TrafficGenerator:
     outcome_delay_s: float = 5.0
     error_rate: float = 0.0
     items: Items | None = None
+    feature_schemas: FeatureSchemas | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _slices: list[dict[str, str]] = field(init=False, repr=False)
     _weights: np.ndarray = field(init=False, repr=False)
@@ -224,6 +247,7 @@ class TrafficGenerator:
         if self.outcomes:
             self._schedule_outcomes(second, ts, which, canary, regressed)
         ranked = self._items(second, canary) if self.items is not None else None
+        schemas = self._schemas(n, canary) if self.feature_schemas is not None else None
         events: list[dict[str, Any]] = []
         for i in range(n):
             request_id = f"req-{self.seed}-{second}-{i}"
@@ -252,23 +276,35 @@ class TrafficGenerator:
                 served["error"] = bool(errors[i])
             if ranked is not None:
                 served["items"] = ranked[i]
+            if schemas is not None:
+                served["feature_schema"] = schemas[i]
             events.append(served)
             if self.shadow and not canary[i]:
-                events.append(
-                    {
-                        "schema_version": 1,
-                        "kind": "prediction",
-                        "event_id": f"{request_id}-s",
-                        "request_id": request_id,
-                        "ts": round(t + 0.02, 3),
-                        "deployment": self.deployment,
-                        "model_version": self.shadow_version,
-                        "role": "shadow",
-                        "slice": slice_,
-                        "score": round(float(shadow[i]), 6),
-                    }
-                )
+                shadowed: dict[str, Any] = {
+                    "schema_version": 1,
+                    "kind": "prediction",
+                    "event_id": f"{request_id}-s",
+                    "request_id": request_id,
+                    "ts": round(t + 0.02, 3),
+                    "deployment": self.deployment,
+                    "model_version": self.shadow_version,
+                    "role": "shadow",
+                    "slice": slice_,
+                    "score": round(float(shadow[i]), 6),
+                }
+                if schemas is not None:
+                    shadowed["feature_schema"] = schemas[i]
+                events.append(shadowed)
         return events
+
+    def _schemas(self, n: int, canary: np.ndarray) -> list[str]:
+        """Each request's schema: the canary's to the canary, mostly the old one otherwise."""
+        spec = self.feature_schemas
+        assert spec is not None
+        new = canary.copy()
+        if spec.primary_new_share > 0:
+            new |= self._rng.random(n) < spec.primary_new_share
+        return [spec.canary if moved else spec.primary for moved in new.tolist()]
 
     def _items(self, second: int, canary: np.ndarray) -> list[list[str]]:
         """Ranked items of each request of this second (Gumbel top-k: Zipf, no repeats)."""

@@ -30,12 +30,19 @@ def check(broker: EmbeddedBroker, expected: list[dict], sizes: dict, worker: Wor
         broker, "control", 120, until=lambda v: len({c["command_id"] for c in v}) >= len(expected)
     )
     verdicts = read(broker, "verdicts", 5)
-    assert_one_id_per_decision(commands)
-    assert sorted({c["command_id"] for c in commands}) == sorted(c["command_id"] for c in expected)
-    assert_same_statistics(
-        window_sizes([v for v in verdicts if v["guard"] == "shadow"]),
-        {k: v for k, v in sizes.items() if k[0] == "shadow"},
-    )
+    try:
+        # Statistics first: a lost or doubled pair explains a missing command; equal
+        # statistics with a missing command point at timing instead.
+        assert_same_statistics(
+            window_sizes([v for v in verdicts if v["guard"] == "shadow"]),
+            {k: v for k, v in sizes.items() if k[0] == "shadow"},
+        )
+        assert_one_id_per_decision(commands)
+        got = sorted({c["command_id"] for c in commands})
+        assert got == sorted(c["command_id"] for c in expected)
+    except AssertionError:
+        print(f"--- last lines of {worker.log_path}:\n{worker.log_tail()}")
+        raise
 
 
 @pytest.mark.parametrize("seed", [1])  # three kills per seed; more seeds cost a minute each

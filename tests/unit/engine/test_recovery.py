@@ -7,6 +7,7 @@ restarted worker does. The commands must equal those of an uninterrupted run, an
 may ever get two different command ids.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,3 +301,23 @@ def test_snapshots_round_trip_exactly(messages: list[bytes]) -> None:
     assert carried == 1  # the one deployment's windows are on its channel
     saved = pack(harness.decider.snapshot())
     assert pack(Decider.restore(unpack(saved), POLICY).snapshot()) == saved
+
+
+def test_sources_not_heard_from_yet_survive_a_snapshot() -> None:
+    """Their watermark is -inf, which JSON cannot hold (a worker once crashed restoring it)."""
+    stage2 = Stage2(POLICY, PARTITIONS, default_guards(POLICY))
+    heartbeat = {"partition": 0, "watermark": 1_790_000_010.0, "offset": 5}
+    stage2.apply({"kind": "heartbeat", "sources": [heartbeat]}, channel=1)
+    saved = pack(stage2.snapshot(1))
+    assert [w for w, _ in unpack(saved)["sources"]] == [1_790_000_010.0] + [-math.inf] * (
+        PARTITIONS - 1
+    )
+    again = Stage2(POLICY, PARTITIONS, default_guards(POLICY))
+    again.restore(1, unpack(saved))
+    assert pack(again.snapshot(1)) == saved
+    fresh = Stage1(POLICY)
+    fresh.process(0, 0, decode_message(b'{"schema_version": 1, "events": []}'))
+    fresh.flush(0)
+    state = unpack(pack(fresh.snapshot(0)))  # a partition whose messages held no event
+    assert state["watermark"] == -math.inf
+    Stage1(POLICY).restore(0, state)
