@@ -16,8 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,24 +25,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streamguard.broker.embedded import free_port
-from streamguard.contracts import partition_for
+from streamguard.contracts.partitioning import envelopes
 
 __all__ = ["WorkerProcess", "envelopes", "read_topic"]
-
-
-def envelopes(events: Iterable[dict[str, Any]], partitions: int) -> list[tuple[int, bytes, bytes]]:
-    """(partition, key, value) of one batch envelope per partition, keyed by the first request."""
-    by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for event in events:
-        by_partition[partition_for(event["request_id"].encode(), partitions)].append(event)
-    return [
-        (
-            partition,
-            evs[0]["request_id"].encode(),
-            orjson.dumps({"schema_version": 1, "events": evs}),
-        )
-        for partition, evs in sorted(by_partition.items())
-    ]
 
 
 async def read_topic(

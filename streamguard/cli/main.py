@@ -22,6 +22,7 @@ COMMANDS = (
     "broker",
     "topics",
     "replay",
+    "simulate",
     "demo",
     "keys",
     "relay",

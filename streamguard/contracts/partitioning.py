@@ -12,7 +12,13 @@ True
 True
 """
 
-__all__ = ["murmur2", "partition_for"]
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+__all__ = ["envelopes", "murmur2", "partition_for"]
 
 _M = 0x5BD1E995
 _SEED = 0x9747B28C
@@ -52,3 +58,22 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """Partition of a keyed record among ``partitions`` (Kafka's ``toPositive(h) % n``)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def envelopes(events: Iterable[dict[str, Any]], partitions: int) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of one batch envelope per partition, keyed by its first request.
+
+    Routed as :class:`streamguard.client.Emitter` routes: each event to the partition of its
+    request id, so a request's primary and shadow share an envelope's partition.
+    """
+    by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        by_partition[partition_for(event["request_id"].encode(), partitions)].append(event)
+    return [
+        (
+            partition,
+            evs[0]["request_id"].encode(),
+            orjson.dumps({"schema_version": 1, "events": evs}),
+        )
+        for partition, evs in sorted(by_partition.items())
+    ]

@@ -196,7 +196,12 @@ class CanaryGuard:
             )
             result = msprt(c, b, np.where(judged, tau, 1.0))
             previous = np.array([state.p.get((label, metric), 1.0) for label in labels])
-            p = np.where(judged, running_p(previous, result.p_value), 1.0)
+            # The running minimum only takes evidence of harm: a moment when the canary looked
+            # better must not count later, when its estimate has crossed to the harmful side
+            # (a healthy canary was once rolled back that way). Fewer rejections: still valid.
+            with np.errstate(invalid="ignore"):
+                harm = result.delta < 0 if spec.worse == "lower" else result.delta > 0
+            p = np.where(judged, running_p(previous, np.where(harm, result.p_value, 1.0)), 1.0)
             for i, label in enumerate(labels):
                 if judged[i]:
                     state.p[(label, metric)] = float(p[i])

@@ -171,7 +171,9 @@ class StratificationGuard:
         else:
             tv, residuals = 0.0, np.zeros(len(labels))
         share = observed / n if n else np.zeros(len(labels))
-        uncovered = share < settings.uncovered_share * p0
+        uncovered = (share < settings.uncovered_share * p0) & (
+            n * p0 >= settings.uncovered_min_expected
+        )
         order = np.argsort(residuals)
         slices = []
         for i, label in enumerate(labels):

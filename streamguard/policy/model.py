@@ -116,6 +116,10 @@ class StratificationPolicy:
     tv_floor: float = 0.10  # skews smaller than this total variation distance are harmless
     min_canary_events: int = 500
     uncovered_share: float = 0.10  # a slice is uncovered below this fraction of its share
+    # ... judged only where the canary should have seen at least this many events: with 1,000
+    # slices and a young canary, most slices expect < 1 event and 0 is no evidence (Poisson:
+    # P(X < 0.1 e) at e = 10 is 5e-5).
+    uncovered_min_expected: float = 10.0
     max_uncovered_weight: float = 0.20  # more uncovered population than this is contamination
 
 

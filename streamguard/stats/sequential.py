@@ -131,7 +131,9 @@ def msprt(
     two-sample test: the sample variance of both arms merged, times ``1/n_c + 1/n_b``. It is
     positive whenever the means differ, and for 0/1 data it is the pooled two-proportion
     variance ``p̄ (1 − p̄) (1/n_c + 1/n_b)`` (up to the factor ``n / (n − 1)``). If only one
-    arm is constant, the other arm's variance is used as it is.
+    arm is constant, the larger of the plug-in and the pooled variance is used: a canary with
+    no error in its first 200 requests has a plug-in variance of 0 for a rate that is not 0,
+    and against a 1 % baseline that looked like overwhelming evidence.
 
     Parameters
     ----------
@@ -178,7 +180,7 @@ def msprt(
         n = safe_nc + safe_nb
         pooled_m2 = m2c + m2b + delta * delta * safe_nc * safe_nb / n
         pooled_v = pooled_m2 / (n - 1) * (1 / safe_nc + 1 / safe_nb)
-        v = np.where(v > 0, v, pooled_v)
+        v = np.where((m2c > 0) & (m2b > 0), v, np.maximum(v, pooled_v))
     valid = enough & np.isfinite(delta) & np.isfinite(v) & (v > 0)
     log_lr = _log_lr(delta, v, t, theta0, valid)
     with np.errstate(over="ignore"):

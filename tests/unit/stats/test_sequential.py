@@ -166,9 +166,15 @@ def test_zero_variance_with_different_means_uses_the_pooled_variance() -> None:
     # Constant but different real values (e.g. a metric stuck at a new value) also count.
     stuck = msprt([30.0, 5.1, 0.0], [40.0, 5.0, 0.0], tau=0.05)
     assert float(stuck.p_value) < 0.01
-    # One constant arm: the other arm's variance is used unchanged.
+    # One constant arm (no error in 100 requests against a 10 % baseline): the plug-in
+    # variance ignores the constant arm's uncertainty, so the larger pooled one is used.
     one = msprt([100.0, 0.0, 0.0], [100.0, 0.1, 9.0], tau=0.02)
-    assert float(one.variance) == pytest.approx(9.0 / 99 / 100)
+    pooled_one = (9.0 + 0.1**2 * 100 * 100 / 200) / 199 * (2 / 100)
+    assert pooled_one > 9.0 / 99 / 100
+    assert float(one.variance) == pytest.approx(pooled_one, rel=1e-12)
+    # ... and the plug-in one when it is the larger.
+    wide = msprt([100.0, 0.1, 0.0], [100.0, 0.1, 900.0], tau=0.02)
+    assert float(wide.variance) == pytest.approx(900.0 / 99 / 100, rel=1e-12)
 
 
 def test_extreme_variances_give_no_nan_and_no_warnings() -> None:
@@ -176,7 +182,7 @@ def test_extreme_variances_give_no_nan_and_no_warnings() -> None:
         warnings.simplefilter("error")
         # Subnormal v next to τ²: ln Λ = −½ ln((v+τ²)/v) + ½ Δ̂²/v · τ²/(v+τ²) is finite or +inf.
         p = normal_mixture_p_value([0.0, 1e-160, 0.1, 1e200], [5e-324, 5e-324, 5e-324, 1e300], 0.1)
-        r = msprt([2.0, 1e-3, 1e-320], [2.0, 0.0, 0.0], tau=0.02)
+        r = msprt([2.0, 1e-3, 1e-320], [2.0, 0.0, 1e-320], tau=0.02)
         lo, hi = confidence_sequence([0.1, 0.1], [5e-324, 1e300], tau=0.1, alpha=0.05)
     assert p[0] == 1.0  # Δ̂ = 0: only the −½ ln((v+τ²)/v) ≈ −370 term
     assert 0.0 < p[1] < 1e-200

@@ -1,0 +1,184 @@
+"""Named traffic scenarios: healthy fleets and one injected failure each.
+
+Each scenario builds a :class:`~streamguard.sim.traffic.TrafficGenerator` for a rate, a
+duration, a seed and a start time, and says what a guard should find: which guard, which slice
+and from which moment (the *onset*, in seconds from the start). ``streamguard simulate`` writes
+them to a broker or a file; tests and the evaluation replay them.
+
+Parameters common to all scenarios: ``rate`` (requests per second of event time; a request
+is one primary prediction plus, with a shadow, its shadow prediction), ``duration`` (seconds
+of event time), ``seed``. The failure starts at a third of the duration.
+
+======================  =====================================================================
+scenario                what it simulates
+======================  =====================================================================
+healthy                 primary + shadow (noise 0.01), a 10 % stratified canary, outcomes
+                        (CTR 8 %, 5 s later), 10 ranked items per request, 1 % errors
+healthy-many-slices     the same with 4 platforms x 25 regions x 10 tiers = 1,000 slices
+shadow-deviation        the shadow's scores shifted by +0.15 for Android free-tier requests
+contaminated-canary     a 10 % canary routed only to iOS / North America requests
+slice-regression        a 25 % canary whose click rate drops 40 % on the web platform only
+popularity-loop         a 50 % canary whose item choice sharpens from Zipf 1.0 to 2.0
+schema-rollback         a canary whose requests moved to feature schema "2" (the primary only
+                        ever got "1") and whose error rate then jumps tenfold: its rollback
+                        would land on a model that never read schema "2"
+======================  =====================================================================
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streamguard.sim.traffic import (
+    DEFAULT_SHARES,
+    Canary,
+    FeatureSchemas,
+    Items,
+    ShadowDeviation,
+    TrafficGenerator,
+)
+
+__all__ = ["SCENARIOS", "Scenario", "build", "many_slices"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named scenario: how to build its traffic and what should be found in it."""
+
+    name: str
+    summary: str
+    make: Callable[[float, float, int, float], TrafficGenerator]  # rate, duration, seed, start
+    guard: str | None = None  # None: healthy, nothing should be found
+    slice: str | None = None  # the slice a guard should name ("*" for the whole deployment)
+    onset_fraction: float = 1 / 3
+
+    def onset_s(self, duration: float) -> float | None:
+        """Seconds from the start at which the failure begins (None when healthy)."""
+        return None if self.guard is None else math.floor(duration * self.onset_fraction)
+
+
+def many_slices() -> dict[str, dict[str, float]]:
+    """Shares of 4 platforms x 25 regions x 10 tiers (1,000 full slices), unevenly spread."""
+    platforms = {"ios": 0.4, "android": 0.45, "web": 0.1, "tv": 0.05}
+    regions = {f"r{i:02d}": 1.0 / (i + 1) for i in range(25)}  # Zipf-like region sizes
+    tiers = {f"t{i}": 1.0 / (i + 1) ** 0.5 for i in range(10)}
+    return {"platform": platforms, "region": regions, "tier": tiers}
+
+
+def _healthy(shares: dict[str, dict[str, float]]) -> Callable[..., TrafficGenerator]:
+    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+        return TrafficGenerator(
+            rate=rate,
+            seed=seed,
+            start_ts=start,
+            shares=shares,
+            canary=Canary(share=0.1),
+            outcomes=True,
+            error_rate=0.01,
+            items=Items(),
+        )
+
+    return make
+
+
+def _shadow_deviation(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+    deviation = ShadowDeviation(
+        {"platform": "android", "tier": "free"}, after_s=duration / 3, shift=0.15
+    )
+    return TrafficGenerator(rate=rate, seed=seed, start_ts=start, deviation=deviation)
+
+
+def _contaminated(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+    canary = Canary(share=0.1, only={"platform": "ios", "region": "na"})
+    return TrafficGenerator(
+        rate=rate, seed=seed, start_ts=start, shadow=False, outcomes=True, canary=canary
+    )
+
+
+def _slice_regression(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+    canary = Canary(share=0.25, ctr={"platform=web": 0.6}, after_s=duration / 3)
+    return TrafficGenerator(
+        rate=rate,
+        seed=seed,
+        start_ts=start,
+        shadow=False,
+        outcomes=True,
+        error_rate=0.01,
+        canary=canary,
+    )
+
+
+def _popularity(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+    items = Items(canary_exponent=2.0, after_s=duration / 3, ramp_s=duration / 3)
+    return TrafficGenerator(
+        rate=rate, seed=seed, start_ts=start, shadow=False, canary=Canary(share=0.5), items=items
+    )
+
+
+def _schema_rollback(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+    return TrafficGenerator(
+        rate=rate,
+        seed=seed,
+        start_ts=start,
+        shadow=False,
+        outcomes=True,
+        error_rate=0.01,
+        canary=Canary(share=0.25, error={"*": 10.0}, after_s=duration / 3),
+        feature_schemas=FeatureSchemas(),
+    )
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("healthy", "healthy fleet: shadow, stratified canary", _healthy(DEFAULT_SHARES)),
+        Scenario("healthy-many-slices", "healthy fleet over 1,000 slices", _healthy(many_slices())),
+        Scenario(
+            "shadow-deviation",
+            "shadow deviates in Android free tier",
+            _shadow_deviation,
+            guard="shadow",
+            slice="platform=android,tier=free",
+        ),
+        Scenario(
+            "contaminated-canary",
+            "canary routed only to iOS / North America",
+            _contaminated,
+            guard="stratification",
+            slice="*",
+            onset_fraction=0.0,
+        ),
+        Scenario(
+            "slice-regression",
+            "canary 40 % worse on web only",
+            _slice_regression,
+            guard="canary",
+            slice="platform=web",
+        ),
+        Scenario(
+            "popularity-loop",
+            "canary concentrates exposure on popular items",
+            _popularity,
+            guard="popularity",
+            slice="*",
+        ),
+        Scenario(
+            "schema-rollback",
+            "canary errors jump after serving moved it to a new request schema",
+            _schema_rollback,
+            guard="canary",
+            slice="*",
+        ),
+    )
+}
+
+
+def build(name: str, rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+    """The generator of scenario ``name``.
+
+    Raises
+    ------
+    KeyError
+        For an unknown scenario.
+    """
+    return SCENARIOS[name].make(rate, duration, seed, start)
