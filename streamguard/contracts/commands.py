@@ -19,10 +19,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ACTIONS", "Alert", "Command", "alert_for", "command_id", "slice_label"]
+__all__ = ["ACTIONS", "MODEL_ACTIONS", "Alert", "Command", "alert_for", "command_id", "slice_label"]
 
-#: Actions a command may carry; later guards add their own (drain, block, ...).
-ACTIONS = ("pause", "rollback", "resume")
+#: Actions a command may carry; later guards add their own (block, ...).
+ACTIONS = ("pause", "rollback", "resume", "drain", "hold_scaling", "alert")
+#: Actions that judge the model version (they change its rollout state); the others are for
+#: the serving platform (drain a replica, hold scaling) or for on-call only (alert).
+MODEL_ACTIONS = ("pause", "rollback", "resume")
 
 
 def slice_label(slice_: dict[str, str] | None) -> str:

@@ -10,7 +10,10 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
 - a finding that calls for ``pause`` issues a pause command once per (guard, slice) while the
   version is not rolled back; a paused rollout resumes only by an explicit ``resume`` command
   (an approval), never by itself;
-- a new model version starts healthy with a clean slate.
+- a new model version starts healthy with a clean slate;
+- ``drain``, ``hold_scaling`` and ``alert`` findings (the cold-start and non-determinism
+  guards) are issued once per (guard, slice, action) like a pause, but leave the version's
+  state alone: the model is not at fault, so they neither pause nor roll it back.
 
 Commands are stamped with the end of the window whose verdict triggered them, and their ids are
 derived from (deployment, model_version, guard, slice, action, ts), so the same input always
@@ -37,6 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 from streamguard.contracts import Alert, Command, alert_for
+from streamguard.contracts.commands import MODEL_ACTIONS
 from streamguard.core.slices import label_dims
 from streamguard.policy import Policy
 
@@ -69,6 +73,8 @@ _GUARD_TEXT = {
     ),
     "canary": "the canary is worse than the baseline",
     "popularity": "the canary concentrates item exposure faster than the baseline",
+    "cold_start": "replicas that are young or not ready slow requests down",
+    "determinism": "scores of one model version differ across execution environments",
 }
 
 
@@ -128,9 +134,10 @@ class Decider:
             if version.state is RolloutState.ROLLED_BACK or key in version.issued:
                 continue
             version.issued.add(key)
-            version.state = (
-                RolloutState.ROLLED_BACK if action == "rollback" else RolloutState.PAUSED
-            )
+            if action == "rollback":
+                version.state = RolloutState.ROLLED_BACK
+            elif action in MODEL_ACTIONS:
+                version.state = RolloutState.PAUSED
             command = Command(
                 action=action,
                 deployment=deployment,

@@ -2,6 +2,7 @@
 
 from streamguard.core.verdict import Guard
 from streamguard.guards.canary import CanaryGuard
+from streamguard.guards.cold_start import ColdStartGuard
 from streamguard.guards.popularity import PopularityGuard
 from streamguard.guards.shadow import ShadowDeviationGuard
 from streamguard.guards.stratification import StratificationGuard
@@ -21,4 +22,5 @@ def default_guards(policy: Policy) -> list[Guard]:
         StratificationGuard(policy.for_deployment),
         CanaryGuard(policy.for_deployment),
         PopularityGuard(policy.for_deployment),
+        ColdStartGuard(policy.for_deployment),
     ]

@@ -1,5 +1,21 @@
 """Simulated serving traffic for the demo, tests and benchmarks (pure)."""
 
-from streamguard.sim.traffic import DEFAULT_SHARES, Canary, Items, ShadowDeviation, TrafficGenerator
+from streamguard.sim.traffic import (
+    DEFAULT_SHARES,
+    Canary,
+    Environments,
+    Items,
+    Replicas,
+    ShadowDeviation,
+    TrafficGenerator,
+)
 
-__all__ = ["DEFAULT_SHARES", "Canary", "Items", "ShadowDeviation", "TrafficGenerator"]
+__all__ = [
+    "DEFAULT_SHARES",
+    "Canary",
+    "Environments",
+    "Items",
+    "Replicas",
+    "ShadowDeviation",
+    "TrafficGenerator",
+]
