@@ -288,7 +288,13 @@ class Stage2:
             if group.get("baseline_version"):
                 s.baseline_version = str(group["baseline_version"])
             if stream == REPLICA_STREAM:
-                rows, arrays = _replica_rows(s, labels, arrays, d.policy.cold_start.max_replicas)
+                # Windows before this one leave the horizon by the time the next window closes.
+                oldest = -(2**62)
+                if d.last_closed is not None:
+                    oldest = d.last_closed - d.policy.horizon_windows + 2
+                rows, arrays = _replica_rows(
+                    s, labels, arrays, d.policy.cold_start.max_replicas, oldest
+                )
             else:
                 rows = s.registry.rows_for(labels, limit=d.policy.slices.max_slices)
             keep = rows >= 0
@@ -531,19 +537,20 @@ class Stage2:
 
 
 def _replica_rows(
-    s: _Stream, labels: list[str], arrays: dict[str, Array], max_replicas: int
+    s: _Stream, labels: list[str], arrays: dict[str, Array], max_replicas: int, oldest: int
 ) -> tuple[npt.NDArray[np.int64], dict[str, Array]]:
     """Rows of a replica group's labels, within ``max_replicas`` replica rows.
 
     Replicas come and go, so when the registry is full the rows of replicas without requests
     in any window still held are released first (:func:`_compact`); replicas that still find
     no row are folded into ``~overflow``, whose requests count how much was not attributed.
+    Closed windows before ``oldest`` can no longer enter a horizon and are dropped then.
     """
     limit = max_replicas + 2
     s.registry.rows_for([ALL_ROW, OVERFLOW_ROW])
     rows = s.registry.rows_for(labels, limit=limit)
     if (rows < 0).any() and len(s.registry) >= limit:
-        _compact(s)
+        _compact(s, oldest)
         rows = s.registry.rows_for(labels, limit=limit)
     if not (rows < 0).any():
         return rows, arrays
@@ -556,8 +563,10 @@ def _replica_rows(
     return rows, arrays
 
 
-def _compact(s: _Stream) -> None:
-    """Release the rows of replicas with no requests in any held window (renumbering rows)."""
+def _compact(s: _Stream, oldest: int) -> None:
+    """Release the rows of replicas without requests in any window that can still be judged."""
+    while s.closed and s.closed[0][0] < oldest:
+        s.closed.popleft()
     n = len(s.registry)
     tables = [*s.open.values(), *(t for _, t in s.closed)]
     live = np.zeros(n, dtype=bool)
