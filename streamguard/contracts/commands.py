@@ -22,9 +22,9 @@ import orjson
 __all__ = ["ACTIONS", "MODEL_ACTIONS", "Alert", "Command", "alert_for", "command_id", "slice_label"]
 
 #: Actions a command may carry; later guards add their own (block, ...).
-ACTIONS = ("pause", "rollback", "resume", "drain", "hold_scaling", "alert")
+ACTIONS = ("pause", "rollback", "resume", "drain", "hold_scaling")
 #: Actions that judge the model version (they change its rollout state); the others are for
-#: the serving platform (drain a replica, hold scaling) or for on-call only (alert).
+#: the serving platform (drain a replica, hold scaling).
 MODEL_ACTIONS = ("pause", "rollback", "resume")
 
 

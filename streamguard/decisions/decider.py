@@ -11,9 +11,9 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
   version is not rolled back; a paused rollout resumes only by an explicit ``resume`` command
   (an approval), never by itself;
 - a new model version starts healthy with a clean slate;
-- ``drain``, ``hold_scaling`` and ``alert`` findings (the cold-start and non-determinism
-  guards) are issued once per (guard, slice, action) like a pause, but leave the version's
-  state alone: the model is not at fault, so they neither pause nor roll it back.
+- ``drain`` and ``hold_scaling`` findings (the cold-start guard) are issued once per
+  (guard, slice, action) like a pause, but leave the version's state alone: the model is
+  not at fault, so they neither pause nor roll it back.
 
 Commands are stamped with the end of the window whose verdict triggered them, and their ids are
 derived from (deployment, model_version, guard, slice, action, ts), so the same input always
@@ -74,7 +74,6 @@ _GUARD_TEXT = {
     "canary": "the canary is worse than the baseline",
     "popularity": "the canary concentrates item exposure faster than the baseline",
     "cold_start": "replicas that are young or not ready slow requests down",
-    "determinism": "scores of one model version differ across execution environments",
 }
 
 

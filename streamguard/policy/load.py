@@ -31,7 +31,6 @@ from streamguard.policy.model import (
     CanaryPolicy,
     ColdStartPolicy,
     DeploymentPolicy,
-    DeterminismPolicy,
     MetricTest,
     Policy,
     PopularityPolicy,
@@ -274,27 +273,6 @@ def _cold_start(path: str, raw: Any, base: ColdStartPolicy) -> ColdStartPolicy:
     return policy
 
 
-def _determinism(path: str, raw: Any, base: DeterminismPolicy) -> DeterminismPolicy:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a table")
-    _check_keys(path, raw, {f.name for f in fields(DeterminismPolicy)})
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{path}.{name}"
-        if name == "enabled":
-            values[name] = _flag(where, value)
-        elif name == "alpha":
-            values[name] = _fraction(where, value)
-        elif name == "tolerance":
-            values[name] = float(_number(where, value))
-        else:
-            values[name] = _number(where, value, integer=True)
-    policy = replace(base, **values)
-    if policy.max_fingerprints < 2:
-        raise ConfigError(f"{path}.max_fingerprints must be at least 2")
-    return policy
-
-
 def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
     _check_keys(path, raw, {f.name for f in fields(SlicePolicy)})
     values: dict[str, Any] = {}
@@ -362,7 +340,7 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     _check_keys(
         f"{path}.guards",
         guards,
-        {"shadow", "canary", "stratification", "popularity", "cold_start", "determinism"},
+        {"shadow", "canary", "stratification", "popularity", "cold_start"},
     )
     if "shadow" in guards:
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
@@ -382,11 +360,6 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "cold_start" in guards:
         cold_start = _cold_start(f"{path}.guards.cold_start", guards["cold_start"], base.cold_start)
         policy = replace(policy, cold_start=cold_start)
-    if "determinism" in guards:
-        determinism = _determinism(
-            f"{path}.guards.determinism", guards["determinism"], base.determinism
-        )
-        policy = replace(policy, determinism=determinism)
     overrides = dict(base.shadow_slice_thresholds)
     slice_overrides = raw.get("slice_overrides", {})
     if not isinstance(slice_overrides, dict):

@@ -14,7 +14,6 @@ __all__ = [
     "CanaryPolicy",
     "ColdStartPolicy",
     "DeploymentPolicy",
-    "DeterminismPolicy",
     "MetricTest",
     "Policy",
     "PopularityPolicy",
@@ -178,31 +177,6 @@ class ColdStartPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class DeterminismPolicy:
-    """Non-determinism: do one model version's scores depend on the execution environment?
-
-    Two paths, both per model version and across ``env_fingerprint`` values:
-
-    - *paired*: the same request scored under two fingerprints (primary and shadow of one
-      request with the same version): mean ``|diff|`` above ``tolerance`` over at least
-      ``min_pairs`` pairs is a breach (exact: no test needed, any systematic difference is one);
-    - *unpaired*: per full slice, each fingerprint against the most frequent one; the
-      post-stratified mean difference over the slices both cover (mix-adjusted, so a
-      fingerprint that serves other slices is not mistaken for a different one) is a breach
-      when its two-sided p-value is below ``alpha`` (Bonferroni over fingerprints) and its
-      size at least ``tolerance``. Each slice's Kolmogorov-Smirnov distance is evidence.
-    """
-
-    enabled: bool = True
-    tolerance: float = 0.01  # score difference tolerated between environments
-    alpha: float = 0.001
-    min_pairs: int = 200
-    min_events: int = 200  # per fingerprint and slice for the slice to be compared
-    max_fingerprints: int = 8  # per version and window; others are counted as overflow
-    score_bins: int = 50  # histogram bins over the shadow policy's score range (KS evidence)
-
-
-@dataclass(frozen=True, slots=True)
 class SlicePolicy:
     """Which slices are tracked.
 
@@ -236,7 +210,6 @@ class DeploymentPolicy:
     stratification: StratificationPolicy = field(default_factory=StratificationPolicy)
     popularity: PopularityPolicy = field(default_factory=PopularityPolicy)
     cold_start: ColdStartPolicy = field(default_factory=ColdStartPolicy)
-    determinism: DeterminismPolicy = field(default_factory=DeterminismPolicy)
     #: slice label -> statistic -> band, for the shadow guard.
     shadow_slice_thresholds: dict[str, dict[str, Band]] = field(default_factory=dict)
 

@@ -261,8 +261,8 @@ def mutations(draw: st.DrawFn, event: dict[str, Any], huge: bool) -> dict[str, A
         )
     if huge and draw(st.booleans()):
         # Integers beyond the range of a double, which stdlib JSON writes and orjson refuses.
-        event[draw(st.sampled_from(["ts", "score", "value", "latency_ms", "replica_age_s"]))] = draw(
-            st.sampled_from([10**400, -(10**400), 2**1024, 10**308 * 2])
+        event[draw(st.sampled_from(["ts", "score", "value", "latency_ms", "replica_age_s"]))] = (
+            draw(st.sampled_from([10**400, -(10**400), 2**1024, 10**308 * 2]))
         )
     return event
 
