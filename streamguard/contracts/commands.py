@@ -19,10 +19,22 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ACTIONS", "NOTICE_ACTION", "Alert", "Command", "alert_for", "command_id", "slice_label"]
+__all__ = [
+    "ACTIONS",
+    "MODEL_ACTIONS",
+    "NOTICE_ACTION",
+    "Alert",
+    "Command",
+    "alert_for",
+    "command_id",
+    "slice_label",
+]
 
-#: Actions a command may carry; later guards add their own (drain, block, ...).
-ACTIONS = ("pause", "rollback", "resume", "schemas")
+#: Actions a command may carry.
+ACTIONS = ("pause", "rollback", "resume", "drain", "hold_scaling", "schemas")
+#: Actions that judge the model version (they change its rollout state); the others are for
+#: the serving platform (drain a replica, hold scaling) or notices.
+MODEL_ACTIONS = ("pause", "rollback", "resume")
 #: The action of a notice: information for subscribers, not an order for serving.
 NOTICE_ACTION = "schemas"
 

@@ -140,6 +140,16 @@ def _check_prediction(event: dict[str, Any], rules: KindRules, max_ts: float) ->
         _check_string(f"slice.{key}", value, rules.slice_value)
     if "error" in event and type(event["error"]) is not bool:
         raise DecodeError("wrong_type", f"error must be true or false, got {event['error']!r:.40}")
+    if "replica_age_s" in event:
+        age = event["replica_age_s"]
+        if not _is_number(age):
+            raise DecodeError("wrong_type", f"replica_age_s must be a number, got {age!r:.40}")
+        _check_double("replica_age_s", age)
+        if age < 0:
+            raise DecodeError("bad_value", f"replica_age_s={age!r} is negative")
+    if "replica_ready" in event and type(event["replica_ready"]) is not bool:
+        ready = event["replica_ready"]
+        raise DecodeError("wrong_type", f"replica_ready must be true or false, got {ready!r:.40}")
     if "items" in event:
         items = event["items"]
         if type(items) is not list:
@@ -273,6 +283,9 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         if not _strings_ok(given, rules.strings["feature_schema"]):
             return None
         feature_schema = [e.get("feature_schema", "") for e in events]
+    replica = _fast_replicas(events, rules)
+    if replica is None:
+        return None
     return PredictionBatch(
         event_id=col["event_id"],
         request_id=col["request_id"],
@@ -287,7 +300,52 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         error=error,
         allocation=allocation,
         feature_schema=feature_schema,
+        replica_id=replica[0],
+        replica_age_s=replica[1],
+        replica_ready=replica[2],
+        env_fingerprint=replica[3],
     )
+
+
+_REPLICA_FIELDS = ("replica_id", "replica_age_s", "replica_ready", "env_fingerprint")
+
+
+def _optional_strings(events: list[dict[str, Any]], name: str, rule: FieldRule) -> list[str] | None:
+    """Column of an optional string field ("" where absent), [] if absent everywhere."""
+    given = [e[name] for e in events if name in e]
+    if not given:
+        return []
+    if not _strings_ok(given, rule):
+        return None
+    return [e.get(name, "") for e in events]
+
+
+def _fast_replicas(
+    events: list[dict[str, Any]], rules: KindRules
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
+    """Columns of the replica and environment fields; None when any value is invalid."""
+    if not any(name in e for e in events for name in _REPLICA_FIELDS):
+        return [], np.zeros(0), np.zeros(0, dtype=bool), []
+    replica_id = _optional_strings(events, "replica_id", rules.strings["replica_id"])
+    fingerprint = _optional_strings(events, "env_fingerprint", rules.strings["env_fingerprint"])
+    if replica_id is None or fingerprint is None:
+        return None
+    ages = np.zeros(0)
+    if any("replica_age_s" in e for e in events):
+        ages_raw = [e.get("replica_age_s", math.nan) for e in events]
+        if any(v is None for v in ages_raw):
+            return None  # an explicit null is not a number
+        parsed = _numbers(ages_raw)
+        if parsed is None or bool((parsed < 0).any()):
+            return None
+        ages = parsed
+    ready = np.zeros(0, dtype=bool)
+    if any("replica_ready" in e for e in events):
+        flags = [e.get("replica_ready", True) for e in events]
+        if set(map(type, flags)) != {bool}:
+            return None
+        ready = np.fromiter(flags, bool, len(flags))
+    return replica_id, ages, ready, fingerprint
 
 
 def _fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch | None:

@@ -48,6 +48,15 @@ class PredictionBatch:
     allocation: list[str] = field(default_factory=list)
     #: Request schema version of each event, "" where absent; [] when no event has one.
     feature_schema: list[str] = field(default_factory=list)
+    #: Serving replica of each event, "" where absent; [] when no event has one.
+    replica_id: list[str] = field(default_factory=list)
+    #: Seconds since the replica started, NaN where absent; empty when no event says.
+    replica_age_s: F64 = field(default_factory=lambda: np.zeros(0))
+    #: False where the replica served before it was ready (True where absent); empty when no
+    #: event says.
+    replica_ready: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: Execution-environment fingerprint of each event, "" where absent; [] when none has one.
+    env_fingerprint: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -61,6 +70,18 @@ class PredictionBatch:
         """The error flags, one per event (False where not given)."""
         if len(self.error) == len(self):
             return self.error
+        return np.zeros(len(self), dtype=bool)
+
+    def ages(self) -> F64:
+        """Replica ages, one per event (NaN where not given)."""
+        if len(self.replica_age_s) == len(self):
+            return self.replica_age_s
+        return np.full(len(self), np.nan)
+
+    def not_ready(self) -> npt.NDArray[np.bool_]:
+        """True where the event says its replica was not ready (False where not given)."""
+        if len(self.replica_ready) == len(self):
+            return ~self.replica_ready
         return np.zeros(len(self), dtype=bool)
 
     def take(self, index: npt.NDArray[np.intp]) -> "PredictionBatch":
@@ -80,6 +101,16 @@ class PredictionBatch:
             error=self.error[index] if len(self.error) else self.error,
             allocation=[self.allocation[i] for i in pick] if self.allocation else [],
             feature_schema=[self.feature_schema[i] for i in pick] if self.feature_schema else [],
+            replica_id=[self.replica_id[i] for i in pick] if self.replica_id else [],
+            replica_age_s=(
+                self.replica_age_s[index] if len(self.replica_age_s) else self.replica_age_s
+            ),
+            replica_ready=(
+                self.replica_ready[index] if len(self.replica_ready) else self.replica_ready
+            ),
+            env_fingerprint=(
+                [self.env_fingerprint[i] for i in pick] if self.env_fingerprint else []
+            ),
         )
 
 

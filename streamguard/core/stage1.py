@@ -35,6 +35,7 @@ from streamguard.core.partials import (
     encode_group,
     pack,
 )
+from streamguard.core.replicas import REPLICA_STREAM, ReplicaMeasures, replica_rows
 from streamguard.core.slices import SliceCoder
 from streamguard.core.summary import Array, Registry, Table
 from streamguard.policy import DeploymentPolicy, Policy
@@ -85,6 +86,7 @@ class _Deployment:
     measures: PairMeasures
     arms: ArmMeasures
     join: OutcomeJoin
+    replicas: ReplicaMeasures
     late: int = 0
     touched: bool = False
     # Pairing starts at the partition's first shadow prediction: a deployment without a
@@ -196,6 +198,7 @@ class Stage1:
                 measures=PairMeasures.from_policy(policy.shadow),
                 arms=ArmMeasures.from_policy(policy.canary),
                 join=OutcomeJoin(policy.canary.outcome_join_s, policy.canary.max_exposures),
+                replicas=ReplicaMeasures.from_policy(policy.cold_start),
             )
         return state
 
@@ -295,6 +298,10 @@ class Stage1:
                     source.items.setdefault(items_key, []).extend(ids)
         if batch.feature_schema:
             self._schemas(source, state, batch, windows, on_time)
+        if policy.cold_start.enabled and (
+            batch.replica_id or len(batch.replica_age_s) or len(batch.replica_ready)
+        ):
+            self._replicas(source, state, batch, windows, on_time)
         # Served predictions (primary and canary, late or not) open outcome exposures.
         served = np.flatnonzero(batch.role != ROLE_SHADOW).tolist()
         if served:
@@ -341,6 +348,42 @@ class Stage1:
                 version = version_names[key % len(version_names)]
                 group_key = (state.name, SCHEMA_STREAM, version, int(windows[idx[0]]))
                 self._merge(self._group(source, state, group_key), labels, contribution, state)
+
+    def _replicas(
+        self,
+        source: _Source,
+        state: _Deployment,
+        batch: PredictionBatch,
+        windows: I64,
+        on_time: npt.NDArray[np.bool_],
+    ) -> None:
+        """Served predictions into the ``replica`` stream, per (version, window)."""
+        served = on_time & (batch.role != ROLE_SHADOW)
+        if not served.any():
+            return
+        limit = state.policy.cold_start.max_replicas
+        versions, version_names = _factorize(batch.model_version)
+        keys = windows * len(version_names) + versions
+        ids = np.asarray(batch.replica_id or [""] * len(batch), dtype=str)
+        ages, not_ready = batch.ages(), batch.not_ready()
+        for key in np.unique(keys[served]).tolist():
+            idx = np.flatnonzero((keys == key) & served)
+            version = version_names[key % len(version_names)]
+            window = int(windows[idx[0]])
+            group = self._group(
+                source, state, (batch.deployment[0], REPLICA_STREAM, version, window)
+            )
+            rows, labels, _ = replica_rows(ids[idx].tolist(), limit)
+            # "*" and "~overflow" come first, so they always have rows 0 and 1; replicas
+            # beyond the cap of this flush's group are folded into "~overflow".
+            group_rows = group.registry.rows_for(labels, limit=limit + 2)
+            group_rows[group_rows < 0] = group_rows[1]
+            mapped = np.where(rows >= 0, group_rows[np.maximum(rows, 0)], -1)
+            n_rows = len(group.registry)
+            contribution = state.replicas.contributions(
+                mapped, n_rows, batch.latency_ms[idx], ages[idx], not_ready[idx]
+            )
+            group.table.add(np.arange(n_rows, dtype=np.int64), contribution)
 
     def _pairs(
         self,
@@ -406,6 +449,8 @@ class Stage1:
                 fields = state.measures.fields
             elif key[1] == SCHEMA_STREAM:
                 fields = SCHEMA_FIELDS
+            elif key[1] == REPLICA_STREAM:
+                fields = state.replicas.fields
             else:
                 fields = state.arms.fields
             group = source.groups[key] = _Group(Registry(), Table(fields))

@@ -24,12 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
 from streamguard.core.items import ITEMS_PREFIX, ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
+from streamguard.core.replicas import ALL_ROW, OVERFLOW_ROW, REPLICA_STREAM, ReplicaMeasures
 from streamguard.core.stage1 import PAIR_STREAM
-from streamguard.core.summary import Array, Field, Registry, Table, add_fields, zeros
+from streamguard.core.summary import (
+    Array,
+    Field,
+    Registry,
+    Table,
+    add_fields,
+    sum_rows,
+    zeros,
+)
 from streamguard.core.verdict import Guard, Verdict
 from streamguard.policy import DeploymentPolicy, Policy
 
@@ -84,6 +94,7 @@ class _Deployment:
     policy: DeploymentPolicy
     pair_fields: tuple[Field, ...]
     arm_fields: tuple[Field, ...]
+    replica_fields: tuple[Field, ...]
     streams: dict[tuple[str, str], _Stream] = field(default_factory=dict)
     items: dict[tuple[str, str], _Items] = field(default_factory=dict)
     # source partition -> (offset_hi, part) of the last partial applied
@@ -91,6 +102,18 @@ class _Deployment:
     last_closed: int | None = None
     channel: int = 0  # the partials partition this deployment's partials arrive on
     guard_state: dict[str, dict[Any, Any]] = field(default_factory=dict)
+
+    def fields_of(self, stream: str) -> tuple[Field, ...]:
+        """Summary fields of a stream of this deployment."""
+        if stream == PAIR_STREAM:
+            return self.pair_fields
+        if stream == REPLICA_STREAM:
+            return self.replica_fields
+        if stream in _ARM_STREAMS:
+            return self.arm_fields
+        if stream == SCHEMA_STREAM:
+            return SCHEMA_FIELDS
+        raise PartialError(f"unknown stream {stream!r}")
 
 
 class _Context:
@@ -239,7 +262,10 @@ class Stage2:
             policy = self.policy.for_deployment(name)
             pair_fields = PairMeasures.from_policy(policy.shadow).fields
             arm_fields = ArmMeasures.from_policy(policy.canary).fields
-            state = self._deployments[name] = _Deployment(name, policy, pair_fields, arm_fields)
+            replica_fields = ReplicaMeasures.from_policy(policy.cold_start).fields
+            state = self._deployments[name] = _Deployment(
+                name, policy, pair_fields, arm_fields, replica_fields
+            )
         return state
 
     def _merge(self, d: _Deployment, groups: list[dict[str, Any]], report: Stage2Report) -> None:
@@ -252,7 +278,7 @@ class Stage2:
             if stream.startswith(ITEMS_PREFIX):
                 self._merge_items(d, group)
                 continue
-            fields = _fields(d, stream)
+            fields = d.fields_of(stream)
             labels = [str(label) for label in group["slices"]]
             arrays = _arrays(fields, group["fields"], len(labels))
             if d.last_closed is not None and window <= d.last_closed:
@@ -264,7 +290,16 @@ class Stage2:
                 s = d.streams[(stream, version)] = _Stream(fields)
             if group.get("baseline_version"):
                 s.baseline_version = str(group["baseline_version"])
-            rows = s.registry.rows_for(labels, limit=d.policy.slices.max_slices)
+            if stream == REPLICA_STREAM:
+                # Windows before this one leave the horizon by the time the next window closes.
+                oldest = -(2**62)
+                if d.last_closed is not None:
+                    oldest = d.last_closed - d.policy.horizon_windows + 2
+                rows, arrays = _replica_rows(
+                    s, labels, arrays, d.policy.cold_start.max_replicas, oldest
+                )
+            else:
+                rows = s.registry.rows_for(labels, limit=d.policy.slices.max_slices)
             keep = rows >= 0
             if not keep.all():
                 report.capped_slices += int((~keep).sum())
@@ -377,9 +412,11 @@ class Stage2:
             d.last_closed = window
             context = _Context(d, window)
             for guard in self.guards:
-                verdict = guard.evaluate(context)
-                if verdict is not None:
-                    verdicts.append(verdict)
+                judged = guard.evaluate(context)
+                if isinstance(judged, list):
+                    verdicts.extend(judged)
+                elif judged is not None:
+                    verdicts.append(judged)
         d.last_closed = target
         for key in [k for k, s in d.streams.items() if not s.open and not s.closed]:
             del d.streams[key]
@@ -453,7 +490,7 @@ class Stage2:
             d.last_closed = None if saved["last_closed"] is None else int(saved["last_closed"])
             d.streams = {}
             for st in saved["streams"]:
-                fields = _fields(d, str(st["stream"]))
+                fields = d.fields_of(str(st["stream"]))
                 stream = _Stream(fields, baseline_version=str(st["baseline_version"]))
                 stream.registry.rows_for(list(st["labels"]))
                 stream.open = {int(i): _table(fields, arrays) for i, arrays in st["open"]}
@@ -502,15 +539,56 @@ class Stage2:
         return out
 
 
-def _fields(d: _Deployment, stream: str) -> tuple[Field, ...]:
-    """The fields of a (non-item) stream's rows."""
-    if stream == PAIR_STREAM:
-        return d.pair_fields
-    if stream in _ARM_STREAMS:
-        return d.arm_fields
-    if stream == SCHEMA_STREAM:
-        return SCHEMA_FIELDS
-    raise PartialError(f"unknown stream {stream!r}")
+def _replica_rows(
+    s: _Stream, labels: list[str], arrays: dict[str, Array], max_replicas: int, oldest: int
+) -> tuple[npt.NDArray[np.int64], dict[str, Array]]:
+    """Rows of a replica group's labels, within ``max_replicas`` replica rows.
+
+    Replicas come and go, so when the registry is full the rows of replicas without requests
+    in any window still held are released first (:func:`_compact`); replicas that still find
+    no row are folded into ``~overflow``, whose requests count how much was not attributed.
+    Closed windows before ``oldest`` can no longer enter a horizon and are dropped then.
+    """
+    limit = max_replicas + 2
+    s.registry.rows_for([ALL_ROW, OVERFLOW_ROW])
+    rows = s.registry.rows_for(labels, limit=limit)
+    if (rows < 0).any() and len(s.registry) >= limit:
+        _compact(s, oldest)
+        rows = s.registry.rows_for(labels, limit=limit)
+    if not (rows < 0).any():
+        return rows, arrays
+    overflow_row = s.registry.index[OVERFLOW_ROW]
+    rows = np.where(rows < 0, overflow_row, rows)
+    merged = sum_rows(s.fields, arrays, np.flatnonzero(rows == overflow_row).tolist())
+    keep = rows != overflow_row
+    rows = np.append(rows[keep], overflow_row)
+    arrays = {k: np.concatenate([v[keep], merged[k]]) for k, v in arrays.items()}
+    return rows, arrays
+
+
+def _compact(s: _Stream, oldest: int) -> None:
+    """Release the rows of replicas without requests in any window that can still be judged."""
+    while s.closed and s.closed[0][0] < oldest:
+        s.closed.popleft()
+    n = len(s.registry)
+    tables = [*s.open.values(), *(t for _, t in s.closed)]
+    live = np.zeros(n, dtype=bool)
+    for table in tables:
+        live |= table.view(n)["events"] > 0
+    live[[s.registry.index[ALL_ROW], s.registry.index[OVERFLOW_ROW]]] = True
+    if live.all():
+        return
+    keep = np.flatnonzero(live)
+    registry = Registry()
+    registry.rows_for([s.registry.labels[i] for i in keep.tolist()])
+
+    def shrink(table: Table) -> Table:
+        arrays = table.view(n)
+        return _table(s.fields, {k: v[keep] for k, v in arrays.items()})
+
+    s.open = {i: shrink(t) for i, t in s.open.items()}
+    s.closed = deque((i, shrink(t)) for i, t in s.closed)
+    s.registry = registry
 
 
 def _table(fields: tuple[Field, ...], arrays: dict[str, Array]) -> Table:

@@ -155,8 +155,8 @@ class Guard(Protocol):
 
     name: str
 
-    def evaluate(self, ctx: GuardContext) -> Verdict | None:
-        """A verdict, or None when the guard has nothing to judge."""
+    def evaluate(self, ctx: GuardContext) -> Verdict | list[Verdict] | None:
+        """A verdict (or one per model version it judges), or None when nothing to judge."""
         ...
 
     def snapshot_state(self, state: dict[Any, Any]) -> Any:

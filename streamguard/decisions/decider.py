@@ -16,7 +16,10 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
   the rollback *incompatible*, and its alert says that rolling back may crash serving (the
   table comes from the compatibility guard, :mod:`streamguard.guards.compat`);
 - when a version starts to accept a new request schema, a ``schemas`` notice (no alert) tells
-  subscribers which schemas it accepts.
+  subscribers which schemas it accepts;
+- ``drain`` and ``hold_scaling`` findings (the cold-start guard) are issued once per
+  (guard, slice, action) like a pause, but leave the version's state alone: the model is
+  not at fault, so they neither pause nor roll it back.
 
 Commands are stamped with the end of the window whose verdict triggered them, and their ids are
 derived from (deployment, model_version, guard, slice, action, ts), so the same input always
@@ -43,6 +46,7 @@ from enum import StrEnum
 from typing import Any
 
 from streamguard.contracts import Alert, Command, alert_for
+from streamguard.contracts.commands import MODEL_ACTIONS
 from streamguard.core.slices import label_dims
 from streamguard.policy import Policy
 
@@ -79,6 +83,7 @@ _GUARD_TEXT = {
     ),
     "canary": "the canary is worse than the baseline",
     "popularity": "the canary concentrates item exposure faster than the baseline",
+    "cold_start": "replicas that are young or not ready slow requests down",
 }
 
 
@@ -140,13 +145,14 @@ class Decider:
             if version.state is RolloutState.ROLLED_BACK or key in version.issued:
                 continue
             version.issued.add(key)
-            version.state = (
-                RolloutState.ROLLED_BACK if action == "rollback" else RolloutState.PAUSED
-            )
             evidence = _evidence(verdict, finding)
             compat = self._compat(deployment, version, evidence["baseline_version"])
             if action == "rollback" and compat is not None:
                 evidence["compat"] = compat
+            if action == "rollback":
+                version.state = RolloutState.ROLLED_BACK
+            elif action in MODEL_ACTIONS:
+                version.state = RolloutState.PAUSED
             command = Command(
                 action=action,
                 deployment=deployment,

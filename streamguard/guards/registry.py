@@ -2,6 +2,7 @@
 
 from streamguard.core.verdict import Guard
 from streamguard.guards.canary import CanaryGuard
+from streamguard.guards.cold_start import ColdStartGuard
 from streamguard.guards.compat import CompatGuard
 from streamguard.guards.popularity import PopularityGuard
 from streamguard.guards.shadow import ShadowDeviationGuard
@@ -24,4 +25,5 @@ def default_guards(policy: Policy) -> list[Guard]:
         StratificationGuard(policy.for_deployment),
         CanaryGuard(policy.for_deployment),
         PopularityGuard(policy.for_deployment),
+        ColdStartGuard(policy.for_deployment),
     ]

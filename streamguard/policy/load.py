@@ -29,6 +29,7 @@ from streamguard.policy.model import (
     SHADOW_STATISTICS,
     Band,
     CanaryPolicy,
+    ColdStartPolicy,
     CompatPolicy,
     DeploymentPolicy,
     MetricTest,
@@ -275,6 +276,27 @@ def _compat(path: str, raw: Any, base: CompatPolicy) -> CompatPolicy:
     return replace(base, **values)
 
 
+def _cold_start(path: str, raw: Any, base: ColdStartPolicy) -> ColdStartPolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, {f.name for f in fields(ColdStartPolicy)})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "enabled":
+            values[name] = _flag(where, value)
+        elif name in ("alpha", "latency_alpha"):
+            values[name] = _fraction(where, value)
+        elif name in ("young_age_s", "min_p99_ratio"):
+            values[name] = float(_number(where, value))
+        else:
+            values[name] = _number(where, value, integer=True)
+    policy = replace(base, **values)
+    if policy.min_p99_ratio < 1:
+        raise ConfigError(f"{path}.min_p99_ratio must be at least 1")
+    return policy
+
+
 def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
     _check_keys(path, raw, {f.name for f in fields(SlicePolicy)})
     values: dict[str, Any] = {}
@@ -339,7 +361,7 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "slices" in raw:
         policy = replace(policy, slices=_slices(f"{path}.slices", raw["slices"], base.slices))
     guards = raw.get("guards", {})
-    known = {"shadow", "canary", "stratification", "popularity", "compat"}
+    known = {"shadow", "canary", "stratification", "popularity", "compat", "cold_start"}
     _check_keys(f"{path}.guards", guards, known)
     if "shadow" in guards:
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
@@ -360,6 +382,9 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
         policy = replace(
             policy, compat=_compat(f"{path}.guards.compat", guards["compat"], base.compat)
         )
+    if "cold_start" in guards:
+        cold_start = _cold_start(f"{path}.guards.cold_start", guards["cold_start"], base.cold_start)
+        policy = replace(policy, cold_start=cold_start)
     overrides = dict(base.shadow_slice_thresholds)
     slice_overrides = raw.get("slice_overrides", {})
     if not isinstance(slice_overrides, dict):

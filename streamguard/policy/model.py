@@ -12,6 +12,7 @@ __all__ = [
     "SHADOW_STATISTICS",
     "Band",
     "CanaryPolicy",
+    "ColdStartPolicy",
     "DeploymentPolicy",
     "MetricTest",
     "Policy",
@@ -173,6 +174,33 @@ class CompatPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ColdStartPolicy:
+    """Cold start: do young or not-ready serving replicas slow requests down?
+
+    Per deployment and served model version, over the horizon, the latency of requests served
+    by *young* replicas (``replica_age_s < young_age_s``) is compared with that of *warm* ones.
+    Young replicas are significantly slower when a one-sided test (the smaller of a Welch test
+    on mean log latency and a two-proportion test on the share of requests above the warm p99,
+    Bonferroni-corrected) is below ``alpha``, *and* the young p99 is at least ``min_p99_ratio``
+    times the warm p99, with at least ``min_young`` and ``min_warm`` timed requests. The effect
+    floor, not the p-value, is what keeps healthy traffic quiet under repeated looks.
+    """
+
+    enabled: bool = True
+    young_age_s: float = 120.0  # replicas younger than this are "young" (the incident: 45 s load)
+    alpha: float = 0.001  # per look; the effect floor and confirm_windows add to it
+    min_p99_ratio: float = 2.0  # young p99 / warm p99 (the incident: 800 / 50 ms)
+    min_young: int = 200  # timed requests of young replicas over the horizon
+    min_warm: int = 1000  # timed requests of warm replicas over the horizon
+    #: Requests served while not ready in the window that just closed for a replica to be
+    #: drained (with ``confirm_windows`` this means two consecutive windows).
+    min_not_ready: int = 1
+    max_replicas: int = 128  # replicas tracked per version and window; the rest are "overflow"
+    latency_alpha: float = 0.05  # relative accuracy of the latency sketch (DDSketch)
+    listed_replicas: int = 10  # replicas named in the evidence, slowest first
+
+
+@dataclass(frozen=True, slots=True)
 class SlicePolicy:
     """Which slices are tracked.
 
@@ -206,6 +234,7 @@ class DeploymentPolicy:
     stratification: StratificationPolicy = field(default_factory=StratificationPolicy)
     popularity: PopularityPolicy = field(default_factory=PopularityPolicy)
     compat: CompatPolicy = field(default_factory=CompatPolicy)
+    cold_start: ColdStartPolicy = field(default_factory=ColdStartPolicy)
     #: slice label -> statistic -> band, for the shadow guard.
     shadow_slice_thresholds: dict[str, dict[str, Band]] = field(default_factory=dict)
 

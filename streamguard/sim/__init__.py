@@ -3,8 +3,10 @@
 from streamguard.sim.traffic import (
     DEFAULT_SHARES,
     Canary,
+    Environments,
     FeatureSchemas,
     Items,
+    Replicas,
     ShadowDeviation,
     TrafficGenerator,
 )
@@ -12,8 +14,10 @@ from streamguard.sim.traffic import (
 __all__ = [
     "DEFAULT_SHARES",
     "Canary",
+    "Environments",
     "FeatureSchemas",
     "Items",
+    "Replicas",
     "ShadowDeviation",
     "TrafficGenerator",
 ]

@@ -9,7 +9,10 @@ independent noise. With ``outcomes`` on, a served request is clicked with a slic
 probability and the outcome event arrives a few seconds later.
 
 Faults: :class:`ShadowDeviation` shifts the shadow's scores in one slice from a given moment;
-:class:`Canary` multiplies the canary's click, error or latency in given slices.
+:class:`Canary` multiplies the canary's click, error or latency in given slices;
+:class:`Replicas` scales the serving fleet up, with new replicas that may take traffic before
+they are ready (a cold start); :class:`Environments` runs requests on several execution
+environments whose scores may differ (non-determinism).
 
 The generator is deterministic for a seed. Features that are off draw no random numbers, so
 adding a feature never changes the traffic of existing scenarios.
@@ -38,8 +41,10 @@ import numpy as np
 __all__ = [
     "DEFAULT_SHARES",
     "Canary",
+    "Environments",
     "FeatureSchemas",
     "Items",
+    "Replicas",
     "ShadowDeviation",
     "TrafficGenerator",
 ]
@@ -119,6 +124,48 @@ class FeatureSchemas:
     primary_new_share: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    """Served requests carry ``replica_id``, ``replica_age_s`` and ``replica_ready``.
+
+    ``initial`` replicas (``pod-0``...) have been up for ``initial_age_s`` at the start. At
+    ``scale_at_s`` seconds into the run the fleet scales to ``scale_to`` replicas; each new one
+    loads for ``load_s`` seconds (not ready). With ``route_unready`` the load balancer already
+    sends it its share of requests, which then take about ``unready_latency_ms`` (lognormal,
+    sigma 0.3): the incident (2 -> 20 replicas, 45 s load, p99 50 ms -> 800 ms). Without it
+    (the healthy counterpart) new replicas get traffic only once ready. Ready replicas younger
+    than ``young_s`` serve ``young_factor`` times the usual latency. Replica draws come from a
+    random stream of their own, so turning them on leaves the rest of the traffic unchanged.
+    """
+
+    initial: int = 2
+    scale_to: int = 20
+    scale_at_s: float = 60.0
+    load_s: float = 45.0
+    route_unready: bool = True
+    unready_latency_ms: float = 800.0
+    young_factor: float = 1.0
+    young_s: float = 120.0
+    initial_age_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Environments:
+    """Served requests run in one of ``fingerprints`` (``env_fingerprint``), with ``shares``.
+
+    Scores computed in fingerprint ``i`` are shifted by ``offsets[i]`` (clipped to [0, 1]),
+    from ``after_s`` seconds into the run: a numeric library or hardware that changes the
+    outputs. The shadow runs in ``shadow_fingerprint`` (when given), so a shadow with the
+    primary's model version scores the same request in another environment (paired check).
+    """
+
+    fingerprints: tuple[str, ...] = ("gpu=v100;numpy=1.23", "gpu=a100;numpy=1.24")
+    shares: tuple[float, ...] = (0.5, 0.5)
+    offsets: tuple[float, ...] = (0.0, 0.0)
+    shadow_fingerprint: str | None = None
+    after_s: float = 0.0
+
+
 def _matches(slice_: dict[str, str], pattern: str) -> bool:
     if pattern in ("", "*"):
         return True
@@ -146,12 +193,16 @@ class TrafficGenerator:
     error_rate: float = 0.0
     items: Items | None = None
     feature_schemas: FeatureSchemas | None = None
+    replicas: Replicas | None = None
+    environments: Environments | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _slices: list[dict[str, str]] = field(init=False, repr=False)
     _weights: np.ndarray = field(init=False, repr=False)
     _next_id: int = field(init=False, default=0, repr=False)
     _pending: list[tuple[float, int, dict[str, Any]]] = field(init=False, repr=False)
     _item_rng: np.random.Generator = field(init=False, repr=False)
+    _replica_rng: np.random.Generator = field(init=False, repr=False)
+    _env_rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -167,6 +218,8 @@ class TrafficGenerator:
         self._weights = weights / weights.sum()
         self._pending = []
         self._item_rng = np.random.default_rng([self.seed, 4])
+        self._replica_rng = np.random.default_rng([self.seed, 5])
+        self._env_rng = np.random.default_rng([self.seed, 6])
 
     @property
     def slices(self) -> list[dict[str, str]]:
@@ -248,6 +301,14 @@ class TrafficGenerator:
             self._schedule_outcomes(second, ts, which, canary, regressed)
         ranked = self._items(second, canary) if self.items is not None else None
         schemas = self._schemas(n, canary) if self.feature_schemas is not None else None
+        replica = self._replica_fields(second, n) if self.replicas is not None else None
+        if replica is not None:
+            slow, unready_latency = replica[3], replica[4]
+            latency = np.where(replica[2], latency, unready_latency)
+            latency = latency * slow
+        env = self._env_fields(second, n) if self.environments is not None else None
+        if env is not None:
+            primary = np.clip(primary + env[1], 0.0, 1.0)
         events: list[dict[str, Any]] = []
         for i in range(n):
             request_id = f"req-{self.seed}-{second}-{i}"
@@ -278,6 +339,12 @@ class TrafficGenerator:
                 served["items"] = ranked[i]
             if schemas is not None:
                 served["feature_schema"] = schemas[i]
+            if replica is not None:
+                served["replica_id"] = f"pod-{int(replica[0][i])}"
+                served["replica_age_s"] = round(float(replica[1][i]), 3)
+                served["replica_ready"] = bool(replica[2][i])
+            if env is not None:
+                served["env_fingerprint"] = env[0][i]
             events.append(served)
             if self.shadow and not canary[i]:
                 shadowed: dict[str, Any] = {
@@ -294,6 +361,9 @@ class TrafficGenerator:
                 }
                 if schemas is not None:
                     shadowed["feature_schema"] = schemas[i]
+                if env is not None and env[2] is not None:
+                    shadowed["env_fingerprint"] = env[2]
+                    shadowed["score"] = round(float(np.clip(shadow[i] + env[3], 0.0, 1.0)), 6)
                 events.append(shadowed)
         return events
 
@@ -305,6 +375,42 @@ class TrafficGenerator:
         if spec.primary_new_share > 0:
             new |= self._rng.random(n) < spec.primary_new_share
         return [spec.canary if moved else spec.primary for moved in new.tolist()]
+
+    def _replica_fields(
+        self, second: int, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Replica, age, readiness, latency factor and not-ready latency of each request."""
+        spec = self.replicas
+        assert spec is not None
+        rng = self._replica_rng
+        scaled = second >= spec.scale_at_s
+        total = spec.scale_to if scaled else spec.initial
+        started = np.full(total, -spec.initial_age_s)
+        started[spec.initial :] = spec.scale_at_s
+        age_now = second - started
+        ready_now = (np.arange(total) < spec.initial) | (age_now >= spec.load_s)
+        routable = np.flatnonzero(ready_now | spec.route_unready)
+        chosen = routable[rng.integers(0, len(routable), n)]
+        age = age_now[chosen] + rng.random(n)
+        ready = (chosen < spec.initial) | (age >= spec.load_s)
+        young = (chosen >= spec.initial) & (age < spec.young_s)
+        factor = np.where(young & ready, spec.young_factor, 1.0)
+        unready = rng.lognormal(math.log(spec.unready_latency_ms), 0.3, n)
+        return chosen, age, ready, factor, unready
+
+    def _env_fields(self, second: int, n: int) -> tuple[list[str], np.ndarray, str | None, float]:
+        """Fingerprint and score offset of each request; the shadow's fingerprint and offset."""
+        spec = self.environments
+        assert spec is not None
+        shares = np.asarray(spec.shares, dtype=np.float64)
+        which = self._env_rng.choice(len(spec.fingerprints), size=n, p=shares / shares.sum())
+        active = second >= spec.after_s
+        offsets = np.asarray(spec.offsets, dtype=np.float64) * active
+        names = [spec.fingerprints[j] for j in which.tolist()]
+        shadow_offset = 0.0
+        if spec.shadow_fingerprint in spec.fingerprints:
+            shadow_offset = float(offsets[spec.fingerprints.index(spec.shadow_fingerprint)])
+        return names, offsets[which], spec.shadow_fingerprint, shadow_offset
 
     def _items(self, second: int, canary: np.ndarray) -> list[list[str]]:
         """Ranked items of each request of this second (Gumbel top-k: Zipf, no repeats)."""

@@ -71,6 +71,7 @@ text = st.characters(codec="utf-8")
 # Short values keep generation fast; the boundary lengths are drawn explicitly.
 ids = st.text(text, min_size=1, max_size=10) | st.sampled_from(["i" * 128, "\u00e9" * 128])
 deployments = st.text(string.ascii_letters + string.digits + "._:/-", min_size=1, max_size=12)
+replica_ids = st.text(string.ascii_letters + string.digits + "._:/@-", min_size=1, max_size=12)
 slice_keys = st.text(
     string.ascii_letters + string.digits + "_.-", min_size=1, max_size=8
 ) | st.just("k" * 64)
@@ -117,6 +118,10 @@ valid_predictions = st.fixed_dictionaries(
     optional={
         "latency_ms": non_negative,
         "items": items,
+        "replica_id": replica_ids,
+        "replica_age_s": non_negative,
+        "replica_ready": st.booleans(),
+        "env_fingerprint": ids,
         "note": json_values,  # additional properties are allowed
     },
 )
@@ -148,8 +153,21 @@ FIELDS = [
     "latency_ms",
     "items",
     "value",
+    "replica_id",
+    "replica_age_s",
+    "replica_ready",
+    "env_fingerprint",
 ]
-STRING_FIELDS = ["event_id", "request_id", "deployment", "model_version", "role", "kind"]
+STRING_FIELDS = [
+    "event_id",
+    "request_id",
+    "deployment",
+    "model_version",
+    "role",
+    "kind",
+    "replica_id",
+    "env_fingerprint",
+]
 wrong_values = st.sampled_from(
     [None, True, False, 0, 1, -1, 1.5, "", "x", [], {}, [1], {"a": "b"}, "1", 2**64, -(2**63)]
 )
@@ -227,7 +245,7 @@ def mutations(draw: st.DrawFn, event: dict[str, Any], huge: bool) -> dict[str, A
             | st.lists(json_values, max_size=3)
         )
     elif op == "negative":
-        name = draw(st.sampled_from(["ts", "latency_ms", "score", "value"]))
+        name = draw(st.sampled_from(["ts", "latency_ms", "score", "value", "replica_age_s"]))
         event[name] = draw(st.sampled_from([-1, -0.001, -1e300, -0.0, -(2**64), 0, 0.0]))
     elif op == "kind":
         event["kind"] = draw(
@@ -243,8 +261,8 @@ def mutations(draw: st.DrawFn, event: dict[str, Any], huge: bool) -> dict[str, A
         )
     if huge and draw(st.booleans()):
         # Integers beyond the range of a double, which stdlib JSON writes and orjson refuses.
-        event[draw(st.sampled_from(["ts", "score", "value", "latency_ms"]))] = draw(
-            st.sampled_from([10**400, -(10**400), 2**1024, 10**308 * 2])
+        event[draw(st.sampled_from(["ts", "score", "value", "latency_ms", "replica_age_s"]))] = (
+            draw(st.sampled_from([10**400, -(10**400), 2**1024, 10**308 * 2]))
         )
     return event
 
@@ -296,6 +314,10 @@ def check_bookkeeping(decoded: Decoded) -> None:
     assert len(p.request_id) == len(p.ts) == len(p.role) == len(p.score) == len(p.slice) == len(p)
     assert len(p.latency_ms) == len(p.deployment) == len(p.model_version) == len(p)
     assert not p.items or len(p.items) == len(p)
+    assert not p.replica_id or len(p.replica_id) == len(p)
+    assert not len(p.replica_age_s) or len(p.replica_age_s) == len(p)
+    assert not len(p.replica_ready) or len(p.replica_ready) == len(p)
+    assert not p.env_fingerprint or len(p.env_fingerprint) == len(p)
     o = decoded.outcomes
     assert len(o.request_id) == len(o.ts) == len(o.value) == len(o.deployment) == len(o)
 
@@ -577,6 +599,10 @@ def same_predictions(a: Decoded, b: Decoded) -> None:
     np.testing.assert_array_equal(pa.role, pb.role)
     np.testing.assert_array_equal(pa.score, pb.score)
     np.testing.assert_array_equal(pa.latency_ms, pb.latency_ms)
+    assert pa.replica_id == pb.replica_id
+    assert pa.env_fingerprint == pb.env_fingerprint
+    np.testing.assert_array_equal(pa.ages(), pb.ages())
+    np.testing.assert_array_equal(pa.not_ready(), pb.not_ready())
     oa, ob = a.outcomes, b.outcomes
     assert oa.event_id == ob.event_id
     assert oa.request_id == ob.request_id
@@ -619,6 +645,15 @@ def test_columns_hold_the_event_values(events: list[dict[str, Any]]) -> None:
         assert batch.items == [e.get("items") for e in parsed]
     else:
         assert batch.items == []
+    ages = [float(e.get("replica_age_s", math.nan)) for e in parsed]
+    np.testing.assert_array_equal(batch.ages(), np.array(ages))
+    assert batch.not_ready().tolist() == [e.get("replica_ready") is False for e in parsed]
+    for name in ("replica_id", "env_fingerprint"):
+        column = getattr(batch, name)
+        if any(name in e for e in parsed):
+            assert column == [e.get(name, "") for e in parsed]
+        else:
+            assert column == []
 
 
 # --- (d) dead-letter originals ------------------------------------------------------------------
@@ -661,6 +696,13 @@ def test_envelope_event_dead_letters_that_event() -> None:
         ({"slice": []}, "wrong_type", "slice"),
         ({"items": "abc"}, "wrong_type", "items"),
         ({"items": ["ok", ""]}, "bad_value", "items[]"),
+        ({"replica_id": ""}, "bad_value", "replica_id"),
+        ({"replica_id": 7}, "wrong_type", "replica_id"),
+        ({"replica_id": "pod a,b"}, "bad_value", "replica_id"),
+        ({"replica_age_s": -1}, "bad_value", "replica_age_s"),
+        ({"replica_age_s": "3"}, "wrong_type", "replica_age_s"),
+        ({"replica_ready": 1}, "wrong_type", "replica_ready"),
+        ({"env_fingerprint": "x" * 129}, "bad_value", "env_fingerprint"),
         ({"schema_version": 2}, "unsupported_version", "schema_version"),
         ({"kind": "click"}, "unknown_kind", "kind"),
     ],
