@@ -31,15 +31,20 @@ from streamguard.contracts import partition_for
 __all__ = ["WorkerProcess", "envelopes", "read_topic"]
 
 
-def envelopes(events: Iterable[dict[str, Any]], partitions: int) -> list[tuple[int, bytes, bytes]]:
-    """(partition, key, value) of one batch envelope per partition, keyed by the first request."""
+def envelopes(
+    events: Iterable[dict[str, Any]], partitions: int, key: str = "request_id"
+) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of one batch envelope per partition, keyed by the first event.
+
+    ``key`` is the routing field: ``request_id`` (predictions), ``pipeline`` (training examples).
+    """
     by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for event in events:
-        by_partition[partition_for(event["request_id"].encode(), partitions)].append(event)
+        by_partition[partition_for(event[key].encode(), partitions)].append(event)
     return [
         (
             partition,
-            evs[0]["request_id"].encode(),
+            evs[0][key].encode(),
             orjson.dumps({"schema_version": 1, "events": evs}),
         )
         for partition, evs in sorted(by_partition.items())

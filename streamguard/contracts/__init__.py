@@ -10,6 +10,7 @@ from streamguard.contracts.events import (
     ROLES,
     OutcomeBatch,
     PredictionBatch,
+    TrainingBatch,
 )
 from streamguard.contracts.exceptions import ContractError, DecodeError
 from streamguard.contracts.partitioning import murmur2, partition_for
@@ -30,6 +31,7 @@ __all__ = [
     "PredictionBatch",
     "Rejected",
     "TopicSpec",
+    "TrainingBatch",
     "alert_for",
     "command_id",
     "dead_letter",

@@ -21,8 +21,10 @@ import orjson
 
 __all__ = ["ACTIONS", "Alert", "Command", "alert_for", "command_id", "slice_label"]
 
-#: Actions a command may carry; later guards add their own (drain, block, ...).
-ACTIONS = ("pause", "rollback", "resume")
+#: Actions a command may carry. ``block`` addresses a training pipeline, not a rollout: its
+#: ``deployment`` is the pipeline's name (the control topic's key and the signature's audience)
+#: and its ``model_version`` is ``*`` (whatever the pipeline would train); rollout views ignore it.
+ACTIONS = ("pause", "rollback", "resume", "block")
 
 
 def slice_label(slice_: dict[str, str] | None) -> str:
@@ -141,7 +143,7 @@ class Alert:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
 
 
-_SEVERITY = {"rollback": "critical", "pause": "warning"}
+_SEVERITY = {"rollback": "critical", "block": "critical", "pause": "warning"}
 
 
 def alert_for(command: Command, summary: str) -> Alert:

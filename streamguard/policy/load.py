@@ -30,6 +30,7 @@ from streamguard.policy.model import (
     Band,
     CanaryPolicy,
     DeploymentPolicy,
+    LeakagePolicy,
     MetricTest,
     Policy,
     PopularityPolicy,
@@ -125,7 +126,7 @@ def _shadow(path: str, raw: dict[str, Any], base: ShadowPolicy) -> ShadowPolicy:
             if type(value) is not bool:
                 raise ConfigError(f"{where} must be true or false")
             values[name] = value
-        elif name in ("min_pairs", "score_bins", "psi_groups"):
+        elif name in ("min_pairs", "score_bins", "psi_groups", "health_min_primaries"):
             values[name] = _number(where, value, integer=True)
         elif name == "score_range":
             if not (isinstance(value, list) and len(value) == 2):
@@ -137,6 +138,10 @@ def _shadow(path: str, raw: dict[str, Any], base: ShadowPolicy) -> ShadowPolicy:
             values[name] = (low, high)
         elif name == "thresholds":
             values[name] = _bands(where, value, base.thresholds)
+        elif name == "pairing_floor":
+            values[name] = float(_number(where, value, positive=False))
+            if not 0 <= values[name] <= 1:
+                raise ConfigError(f"{where} must be between 0 and 1, got {value!r}")
         else:
             values[name] = float(_number(where, value, positive=name != "decision_threshold"))
     shadow = replace(base, **values)
@@ -251,6 +256,24 @@ def _popularity(path: str, raw: Any, base: PopularityPolicy) -> PopularityPolicy
     return policy
 
 
+def _leakage(path: str, raw: Any, base: LeakagePolicy) -> LeakagePolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, {f.name for f in fields(LeakagePolicy)})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "enabled":
+            values[name] = _flag(where, value)
+        elif name == "tolerance_s":
+            values[name] = float(_number(where, value, positive=False))
+            if value < 0:
+                raise ConfigError(f"{where} must be 0 or more, got {value!r}")
+        else:
+            values[name] = _number(where, value, integer=True)
+    return replace(base, **values)
+
+
 def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
     _check_keys(path, raw, {f.name for f in fields(SlicePolicy)})
     values: dict[str, Any] = {}
@@ -315,7 +338,11 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "slices" in raw:
         policy = replace(policy, slices=_slices(f"{path}.slices", raw["slices"], base.slices))
     guards = raw.get("guards", {})
-    _check_keys(f"{path}.guards", guards, {"shadow", "canary", "stratification", "popularity"})
+    _check_keys(
+        f"{path}.guards",
+        guards,
+        {"shadow", "canary", "stratification", "popularity", "leakage"},
+    )
     if "shadow" in guards:
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
         policy = replace(policy, shadow=shadow)
@@ -331,6 +358,9 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "popularity" in guards:
         popularity = _popularity(f"{path}.guards.popularity", guards["popularity"], base.popularity)
         policy = replace(policy, popularity=popularity)
+    if "leakage" in guards:
+        leakage = _leakage(f"{path}.guards.leakage", guards["leakage"], base.leakage)
+        policy = replace(policy, leakage=leakage)
     overrides = dict(base.shadow_slice_thresholds)
     slice_overrides = raw.get("slice_overrides", {})
     if not isinstance(slice_overrides, dict):

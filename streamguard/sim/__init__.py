@@ -1,5 +1,14 @@
-"""Simulated serving traffic for the demo, tests and benchmarks (pure)."""
+"""Simulated serving traffic and training pipelines for the demo, tests and benchmarks (pure)."""
 
 from streamguard.sim.traffic import DEFAULT_SHARES, Canary, Items, ShadowDeviation, TrafficGenerator
+from streamguard.sim.training import Backfill, TrainingPipeline
 
-__all__ = ["DEFAULT_SHARES", "Canary", "Items", "ShadowDeviation", "TrafficGenerator"]
+__all__ = [
+    "DEFAULT_SHARES",
+    "Backfill",
+    "Canary",
+    "Items",
+    "ShadowDeviation",
+    "TrafficGenerator",
+    "TrainingPipeline",
+]
