@@ -1,6 +1,13 @@
 """Contracts: message kinds, topic specs and decoding. Pure: no Kafka client imported here."""
 
-from streamguard.contracts.commands import Alert, Command, alert_for, command_id, slice_label
+from streamguard.contracts.commands import (
+    Alert,
+    Command,
+    alert_for,
+    command_id,
+    notice_for,
+    slice_label,
+)
 from streamguard.contracts.deadletter import dead_letter
 from streamguard.contracts.decode import Decoded, Rejected, decode_message, validate_event
 from streamguard.contracts.events import (
@@ -39,6 +46,7 @@ __all__ = [
     "load_schema",
     "load_topic_specs",
     "murmur2",
+    "notice_for",
     "partition_for",
     "slice_label",
     "validate_event",

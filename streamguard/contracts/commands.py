@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ACTIONS", "Alert", "Command", "alert_for", "command_id", "slice_label"]
+__all__ = ["ACTIONS", "Alert", "Command", "alert_for", "command_id", "notice_for", "slice_label"]
 
 #: Actions a command may carry. ``block`` addresses a training pipeline, not a rollout: its
 #: ``deployment`` is the pipeline's name (the control topic's key and the signature's audience)
@@ -160,4 +160,38 @@ def alert_for(command: Command, summary: str) -> Alert:
         summary=summary,
         evidence=command.evidence,
         ts=command.ts,
+    )
+
+
+#: The ``action`` part of the id of an alert that comes with no command (a notice).
+NOTICE = "notice"
+
+
+def notice_for(  # noqa: PLR0917 - the parts of a notice's identity, then its content
+    deployment: str,
+    model_version: str,
+    guard: str,
+    slice_: dict[str, str] | None,
+    ts: float,
+    summary: str,
+    evidence: dict[str, Any],
+) -> Alert:
+    """An alert that comes with no command (shadow health: on-call should know, serving not act).
+
+    Its ``command_id`` is the id the decision would have as a command with action ``notice``
+    (deterministic, so a notice re-made after a restart deduplicates like a command); no
+    command with that id is ever published.
+    """
+    notice_id = command_id(deployment, model_version, guard, slice_, NOTICE, ts)
+    return Alert(
+        alert_id=hashlib.sha256(f"alert:{notice_id}".encode()).hexdigest()[:32],
+        command_id=notice_id,
+        severity="warning",
+        deployment=deployment,
+        model_version=model_version,
+        guard=guard,
+        slice=slice_,
+        summary=summary,
+        evidence=evidence,
+        ts=ts,
     )

@@ -10,7 +10,11 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
 - a finding that calls for ``pause`` issues a pause command once per (guard, slice) while the
   version is not rolled back; a paused rollout resumes only by an explicit ``resume`` command
   (an approval), never by itself;
-- a new model version starts healthy with a clean slate.
+- a new model version starts healthy with a clean slate;
+- a verdict's ``health`` findings (the shadow guard's untrusted slices) become one *notice*
+  per (guard, slice) once confirmed like findings: an alert with no command. A shadow that
+  times out on some slices makes the comparison there untrustworthy; on-call should know, and
+  serving should not act on the model for it.
 
 Commands are stamped with the end of the window whose verdict triggered them, and their ids are
 derived from (deployment, model_version, guard, slice, action, ts), so the same input always
@@ -36,11 +40,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from streamguard.contracts import Alert, Command, alert_for
+from streamguard.contracts import Alert, Command, alert_for, notice_for
 from streamguard.core.slices import label_dims
 from streamguard.policy import Policy
 
-__all__ = ["Decider", "RolloutState"]
+__all__ = ["Decider", "Decisions", "RolloutState"]
 
 
 class RolloutState(StrEnum):
@@ -59,6 +63,15 @@ class _Version:
     streaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (guard, slice) -> closes
     # Last window judged per guard: a verdict redelivered after a restart is ignored.
     last_window: dict[str, float] = field(default_factory=dict)
+    noticed: set[tuple[str, str]] = field(default_factory=set)  # (guard, slice) notices issued
+
+
+@dataclass(slots=True)
+class Decisions:
+    """What one verdict calls for: commands (each with its alert), and notices (alerts only)."""
+
+    commands: list[tuple[Command, Alert]] = field(default_factory=list)
+    notices: list[Alert] = field(default_factory=list)
 
 
 _GUARD_TEXT = {
@@ -100,15 +113,20 @@ class Decider:
         return version.state if version else RolloutState.HEALTHY
 
     def on_verdict(self, verdict: dict[str, Any]) -> list[tuple[Command, Alert]]:
-        """Commands (each with its alert) that a verdict calls for."""
+        """Commands (each with its alert) that a verdict calls for (see :meth:`decide`)."""
+        return self.decide(verdict).commands
+
+    def decide(self, verdict: dict[str, Any]) -> Decisions:
+        """Commands and notices that a verdict calls for."""
         deployment, model_version = verdict["deployment"], verdict["model_version"]
         version = self._versions.setdefault((deployment, model_version), _Version())
         guard = verdict["guard"]
         window_end = float(verdict["window_end"])
         if window_end <= version.last_window.get(guard, -math.inf):
-            return []
+            return Decisions()
         version.last_window[guard] = window_end
         confirm = self.policy.for_deployment(deployment).confirm_windows
+        notices = self._notices(verdict, version, confirm)
         streaks = {
             (guard, f["slice"]): version.streaks.get((guard, f["slice"]), 0) + 1
             for f in verdict["findings"]
@@ -141,6 +159,50 @@ class Decider:
                 ts=float(verdict["window_end"]),
             )
             out.append((command, alert_for(command, _summary(command, finding))))
+        return Decisions(out, notices)
+
+    @staticmethod
+    def _notices(verdict: dict[str, Any], version: _Version, confirm: int) -> list[Alert]:
+        """One notice per confirmed (guard, slice) of the verdict's ``health`` findings."""
+        raw = verdict.get("health")
+        findings = raw.get("findings", []) if isinstance(raw, dict) else []
+        key = f"{verdict['guard']}.health"
+        streaks = {
+            (key, f["slice"]): version.streaks.get((key, f["slice"]), 0) + 1 for f in findings
+        }
+        version.streaks = {k: v for k, v in version.streaks.items() if k[0] != key} | streaks
+        out = []
+        for finding in sorted(findings, key=lambda f: str(f["slice"])):
+            label = str(finding["slice"])
+            if streaks[(key, label)] < confirm or (key, label) in version.noticed:
+                continue
+            version.noticed.add((key, label))
+            where = label if label != "*" else "all traffic"
+            rate, errors = finding.get("pairing_rate"), finding.get("error_rate")
+            summary = (
+                f"{verdict['deployment']} {verdict['model_version']}: shadow results are untrusted "
+                f"in {where}: pairing rate {_number(rate)} < floor {finding['pairing_floor']:.4g} "
+                f"over {finding['primaries']} primaries (shadow error rate {_number(errors)}); "
+                "no command issued"
+            )
+            evidence = dict(finding) | {
+                "guard": verdict["guard"],
+                "statistic": "pairing_rate",
+                "baseline_version": verdict.get("baseline_version", ""),
+                "window": {"start": verdict["window_start"], "end": verdict["window_end"]},
+                "horizon": {"start": verdict["horizon_start"], "end": verdict["window_end"]},
+            }
+            out.append(
+                notice_for(
+                    verdict["deployment"],
+                    verdict["model_version"],
+                    verdict["guard"],
+                    label_dims(label) or None,
+                    float(verdict["window_end"]),
+                    summary,
+                    evidence,
+                )
+            )
         return out
 
     def on_control(self, command: dict[str, Any]) -> bool:
@@ -177,6 +239,7 @@ class Decider:
                 "approvals": s.approvals,
                 "streaks": sorted([g, sl, n] for (g, sl), n in s.streaks.items()),
                 "last_window": s.last_window,
+                "noticed": sorted(list(k) for k in s.noticed),
             }
             for (d, v), s in sorted(self._versions.items())
             if deployments is None or d in deployments
@@ -204,7 +267,12 @@ class Decider:
                 approvals=list(value["approvals"]),
                 streaks={(g, sl): int(n) for g, sl, n in value.get("streaks", [])},
                 last_window={g: float(w) for g, w in value.get("last_window", {}).items()},
+                noticed={(g, sl) for g, sl in value.get("noticed", [])},
             )
+
+
+def _number(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
 
 
 def _evidence(verdict: dict[str, Any], finding: dict[str, Any]) -> dict[str, Any]:

@@ -106,7 +106,8 @@ class Pipeline:
         self.max_future_s = max_future_s
         self.stats = PipelineStats()
         self.commands: list[Command] = []
-        self.alerts: list[Alert] = []
+        self.alerts: list[Alert] = []  # every alert: those of commands, and notices
+        self.notices: list[Alert] = []  # alerts that come with no command (shadow health)
         self._offsets = [-1] * partitions
         self.training_partitions = training_partitions or (
             load_topic_specs()["training_examples"].partitions
@@ -168,10 +169,13 @@ class Pipeline:
             self.stats.verdicts += 1
             if self.on_verdict is not None:
                 self.on_verdict(verdict)
-            for command, alert in self.decider.on_verdict(orjson.loads(dumps(verdict.to_dict()))):
+            decisions = self.decider.decide(orjson.loads(dumps(verdict.to_dict())))
+            for command, alert in decisions.commands:
                 self.commands.append(command)
                 self.alerts.append(alert)
                 new.append(command)
+            self.alerts.extend(decisions.notices)
+            self.notices.extend(decisions.notices)
         return new
 
     def finish(self) -> list[Command]:

@@ -519,8 +519,18 @@ class Runtime:
                 self.control_offsets[partition] = offset
             elif isinstance(payload, dict):
                 self.stage3_deployments[partition].add(str(payload.get("deployment")))
-                for command, alert in self.engine.decider.on_verdict(payload):
+                decisions = self.engine.decider.decide(payload)
+                for command, alert in decisions.commands:
                     await self._publish(command, alert)
+                for notice in decisions.notices:  # an alert with no command (shadow health)
+                    await send_reliably(
+                        self.metrics,
+                        self.topics.alerts,
+                        self.publisher.alert_bytes(notice, time.time()),
+                        key=notice.deployment.encode(),
+                        wait=True,
+                    )
+                    log.warning("notice %s: %s", notice.command_id, notice.summary)
                 state.last_offset = offset
             state.held.append(event)
             state.dirty = True

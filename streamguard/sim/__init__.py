@@ -1,6 +1,13 @@
 """Simulated serving traffic and training pipelines for the demo, tests and benchmarks (pure)."""
 
-from streamguard.sim.traffic import DEFAULT_SHARES, Canary, Items, ShadowDeviation, TrafficGenerator
+from streamguard.sim.traffic import (
+    DEFAULT_SHARES,
+    Canary,
+    Items,
+    ShadowDeviation,
+    ShadowOutage,
+    TrafficGenerator,
+)
 from streamguard.sim.training import Backfill, TrainingPipeline
 
 __all__ = [
@@ -9,6 +16,7 @@ __all__ = [
     "Canary",
     "Items",
     "ShadowDeviation",
+    "ShadowOutage",
     "TrafficGenerator",
     "TrainingPipeline",
 ]

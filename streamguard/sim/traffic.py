@@ -9,7 +9,9 @@ independent noise. With ``outcomes`` on, a served request is clicked with a slic
 probability and the outcome event arrives a few seconds later.
 
 Faults: :class:`ShadowDeviation` shifts the shadow's scores in one slice from a given moment;
-:class:`Canary` multiplies the canary's click, error or latency in given slices.
+:class:`ShadowOutage` makes the shadow time out (no shadow prediction) or fail (``error: true``)
+for some of a slice's requests; :class:`Canary` multiplies the canary's click, error or
+latency in given slices.
 
 The generator is deterministic for a seed. Features that are off draw no random numbers, so
 adding a feature never changes the traffic of existing scenarios.
@@ -35,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_SHARES", "Canary", "Items", "ShadowDeviation", "TrafficGenerator"]
+__all__ = [
+    "DEFAULT_SHARES",
+    "Canary",
+    "Items",
+    "ShadowDeviation",
+    "ShadowOutage",
+    "TrafficGenerator",
+]
 
 #: Slice dimension -> value -> share of traffic (roughly a consumer app's mix).
 DEFAULT_SHARES: dict[str, dict[str, float]] = {
@@ -56,6 +65,20 @@ class ShadowDeviation:
     slice: dict[str, str]
     after_s: float
     shift: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowOutage:
+    """From ``after_s`` seconds into the run, the shadow misses some of ``slice``'s requests.
+
+    ``timeout_share`` of them get no shadow prediction at all (the shadow timed out), and
+    ``error_share`` get one with ``error: true`` (the shadow failed and served a fallback).
+    """
+
+    slice: dict[str, str]
+    after_s: float = 0.0
+    timeout_share: float = 0.5
+    error_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +146,14 @@ class TrafficGenerator:
     outcome_delay_s: float = 5.0
     error_rate: float = 0.0
     items: Items | None = None
+    shadow_outage: ShadowOutage | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _slices: list[dict[str, str]] = field(init=False, repr=False)
     _weights: np.ndarray = field(init=False, repr=False)
     _next_id: int = field(init=False, default=0, repr=False)
     _pending: list[tuple[float, int, dict[str, Any]]] = field(init=False, repr=False)
     _item_rng: np.random.Generator = field(init=False, repr=False)
+    _outage_rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -144,6 +169,7 @@ class TrafficGenerator:
         self._weights = weights / weights.sum()
         self._pending = []
         self._item_rng = np.random.default_rng([self.seed, 4])
+        self._outage_rng = np.random.default_rng([self.seed, 5])
 
     @property
     def slices(self) -> list[dict[str, str]]:
@@ -224,6 +250,7 @@ class TrafficGenerator:
         if self.outcomes:
             self._schedule_outcomes(second, ts, which, canary, regressed)
         ranked = self._items(second, canary) if self.items is not None else None
+        missing, failed = self._outage(second, which)
         events: list[dict[str, Any]] = []
         for i in range(n):
             request_id = f"req-{self.seed}-{second}-{i}"
@@ -253,22 +280,35 @@ class TrafficGenerator:
             if ranked is not None:
                 served["items"] = ranked[i]
             events.append(served)
-            if self.shadow and not canary[i]:
-                events.append(
-                    {
-                        "schema_version": 1,
-                        "kind": "prediction",
-                        "event_id": f"{request_id}-s",
-                        "request_id": request_id,
-                        "ts": round(t + 0.02, 3),
-                        "deployment": self.deployment,
-                        "model_version": self.shadow_version,
-                        "role": "shadow",
-                        "slice": slice_,
-                        "score": round(float(shadow[i]), 6),
-                    }
-                )
+            if self.shadow and not canary[i] and not missing[i]:
+                shadow_event: dict[str, Any] = {
+                    "schema_version": 1,
+                    "kind": "prediction",
+                    "event_id": f"{request_id}-s",
+                    "request_id": request_id,
+                    "ts": round(t + 0.02, 3),
+                    "deployment": self.deployment,
+                    "model_version": self.shadow_version,
+                    "role": "shadow",
+                    "slice": slice_,
+                    "score": round(float(shadow[i]), 6),
+                }
+                if failed[i]:
+                    shadow_event["error"] = True
+                events.append(shadow_event)
         return events
+
+    def _outage(self, second: int, which: np.ndarray) -> tuple[list[bool], list[bool]]:
+        """Per request: the shadow timed out (no event), or failed (``error: true``)."""
+        n = len(which)
+        outage = self.shadow_outage
+        if outage is None or second < outage.after_s:
+            return [False] * n, [False] * n
+        hit = self._mask(outage.slice)[which]
+        draw = self._outage_rng.random(n)
+        missing = hit & (draw < outage.timeout_share)
+        failed = hit & ~missing & (draw < outage.timeout_share + outage.error_share)
+        return missing.tolist(), failed.tolist()
 
     def _items(self, second: int, canary: np.ndarray) -> list[list[str]]:
         """Ranked items of each request of this second (Gumbel top-k: Zipf, no repeats)."""
