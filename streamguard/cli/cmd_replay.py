@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected.items())) or "none"
     print(
         f"replayed {stats.messages} messages, {stats.events} events, {stats.pairs} pairs, "
-        f"{stats.unpaired} unpaired, {stats.late} late events, {stats.late_pairs} late pairs; "
+        f"{stats.unpaired} unpaired, {stats.late} late events, {stats.late_pairs} late pairs, "
+        f"{stats.training_examples} training examples ({stats.leakage_violations} leaking "
+        f"features); "
         f"dead letters: {rejected}; "
         f"{stats.verdicts} verdicts, {printed} commands",
         file=sys.stderr,

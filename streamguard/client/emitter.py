@@ -1,9 +1,14 @@
 """Send prediction and outcome events from serving fleets to the predictions topic.
 
+:meth:`Emitter.for_training_examples` sends training examples from training pipelines to the
+training examples topic instead, routed by ``pipeline`` (the leakage guard counts a pipeline's
+examples on one partition).
+
 Delivery guarantees
 -------------------
 * Routing: every event goes to partition ``partition_for(request_id, n)``, so the primary and
-  shadow halves of a request always share a partition (the worker pairs them there).
+  shadow halves of a request always share a partition (the worker pairs them there). A
+  training-examples emitter routes by ``pipeline`` the same way.
 * Batching: a partition's events leave as one envelope ``{"schema_version": 1, "events": [...]}``
   once ``max_batch_events``, ``max_batch_bytes`` or ``linger_s`` is reached; within a partition,
   envelopes are sent one at a time and in emit order.
@@ -103,6 +108,9 @@ class Emitter:
         First delay between attempts, doubled after each failure up to the maximum.
     producer_config
         Extra keyword arguments for ``AIOKafkaProducer`` (compression, security, timeouts).
+    key_field
+        The event field that routes an event (and keys its message): ``request_id`` for
+        predictions and outcomes, ``pipeline`` for training examples.
 
     Examples
     --------
@@ -127,6 +135,7 @@ class Emitter:
         retry_backoff_s: float = 0.1,
         max_backoff_s: float = 2.0,
         producer_config: Mapping[str, Any] | None = None,
+        key_field: str = "request_id",
     ) -> None:
         if max_batch_events < 1 or max_buffered_events < 1 or max_send_attempts < 1:
             raise ValueError(
@@ -147,6 +156,7 @@ class Emitter:
         self.retry_backoff_s = retry_backoff_s
         self.max_backoff_s = max_backoff_s
         self._producer_config = dict(producer_config or {})
+        self.key_field = key_field
         # Counters (read them directly or through stats()).
         self.events_emitted = 0  # accepted into a buffer
         self.events_sent = 0  # acknowledged by the broker
@@ -165,6 +175,15 @@ class Emitter:
         self._routes: dict[bytes, int] = {}  # recent request_id -> partition
         self._room = asyncio.Event()
         self._progress = asyncio.Condition()
+
+    @classmethod
+    def for_training_examples(cls, bootstrap: str, **options: Any) -> "Emitter":
+        """An emitter of training examples: the training examples topic, routed by pipeline.
+
+        ``options`` are the other keyword arguments of the constructor.
+        """
+        topic = options.pop("topic", None) or load_topic_specs()["training_examples"].name
+        return cls(bootstrap, topic, key_field="pipeline", **options)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -282,9 +301,11 @@ class Emitter:
         if self._buffered >= self.max_buffered_events:
             self._room.clear()
             return self._drop("buffer_full")
-        request_id = event.get("request_id")
+        request_id = event.get(self.key_field)
         if type(request_id) is not str or not request_id:
-            raise ValueError(f"event needs a non-empty string request_id, got {request_id!r:.60}")
+            raise ValueError(
+                f"event needs a non-empty string {self.key_field}, got {request_id!r:.60}"
+            )
         data = orjson.dumps(event)  # serialized now: exact sizes, and later mutation is harmless
         if len(data) + ENVELOPE_OVERHEAD > self.max_batch_bytes:
             return self._drop("oversized")

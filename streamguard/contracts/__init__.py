@@ -1,6 +1,13 @@
 """Contracts: message kinds, topic specs and decoding. Pure: no Kafka client imported here."""
 
-from streamguard.contracts.commands import Alert, Command, alert_for, command_id, slice_label
+from streamguard.contracts.commands import (
+    Alert,
+    Command,
+    alert_for,
+    command_id,
+    notice_for,
+    slice_label,
+)
 from streamguard.contracts.deadletter import dead_letter
 from streamguard.contracts.decode import Decoded, Rejected, decode_message, validate_event
 from streamguard.contracts.events import (
@@ -10,6 +17,7 @@ from streamguard.contracts.events import (
     ROLES,
     OutcomeBatch,
     PredictionBatch,
+    TrainingBatch,
 )
 from streamguard.contracts.exceptions import ContractError, DecodeError
 from streamguard.contracts.partitioning import murmur2, partition_for
@@ -30,6 +38,7 @@ __all__ = [
     "PredictionBatch",
     "Rejected",
     "TopicSpec",
+    "TrainingBatch",
     "alert_for",
     "command_id",
     "dead_letter",
@@ -37,6 +46,7 @@ __all__ = [
     "load_schema",
     "load_topic_specs",
     "murmur2",
+    "notice_for",
     "partition_for",
     "slice_label",
     "validate_event",

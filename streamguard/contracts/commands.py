@@ -27,13 +27,16 @@ __all__ = [
     "Command",
     "alert_for",
     "command_id",
+    "notice_for",
     "slice_label",
 ]
 
-#: Actions a command may carry.
-ACTIONS = ("pause", "rollback", "resume", "drain", "hold_scaling", "schemas")
+#: Actions a command may carry. ``block`` addresses a training pipeline, not a rollout: its
+#: ``deployment`` is the pipeline's name (the control topic's key and the signature's audience)
+#: and its ``model_version`` is ``*`` (whatever the pipeline would train); rollout views ignore it.
+ACTIONS = ("pause", "rollback", "resume", "drain", "hold_scaling", "block", "schemas")
 #: Actions that judge the model version (they change its rollout state); the others are for
-#: the serving platform (drain a replica, hold scaling) or notices.
+#: the serving platform (drain a replica, hold scaling), training (block) or notices.
 MODEL_ACTIONS = ("pause", "rollback", "resume")
 #: The action of a notice: information for subscribers, not an order for serving.
 NOTICE_ACTION = "schemas"
@@ -155,7 +158,7 @@ class Alert:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
 
 
-_SEVERITY = {"rollback": "critical", "pause": "warning"}
+_SEVERITY = {"rollback": "critical", "block": "critical", "pause": "warning"}
 
 
 def alert_for(command: Command, summary: str) -> Alert:
@@ -172,4 +175,38 @@ def alert_for(command: Command, summary: str) -> Alert:
         summary=summary,
         evidence=command.evidence,
         ts=command.ts,
+    )
+
+
+#: The ``action`` part of the id of an alert that comes with no command (a notice).
+NOTICE = "notice"
+
+
+def notice_for(  # noqa: PLR0917 - the parts of a notice's identity, then its content
+    deployment: str,
+    model_version: str,
+    guard: str,
+    slice_: dict[str, str] | None,
+    ts: float,
+    summary: str,
+    evidence: dict[str, Any],
+) -> Alert:
+    """An alert that comes with no command (shadow health: on-call should know, serving not act).
+
+    Its ``command_id`` is the id the decision would have as a command with action ``notice``
+    (deterministic, so a notice re-made after a restart deduplicates like a command); no
+    command with that id is ever published.
+    """
+    notice_id = command_id(deployment, model_version, guard, slice_, NOTICE, ts)
+    return Alert(
+        alert_id=hashlib.sha256(f"alert:{notice_id}".encode()).hexdigest()[:32],
+        command_id=notice_id,
+        severity="warning",
+        deployment=deployment,
+        model_version=model_version,
+        guard=guard,
+        slice=slice_,
+        summary=summary,
+        evidence=evidence,
+        ts=ts,
     )

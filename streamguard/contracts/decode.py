@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streamguard.contracts.events import ROLES, OutcomeBatch, PredictionBatch
+from streamguard.contracts.events import ROLES, OutcomeBatch, PredictionBatch, TrainingBatch
 from streamguard.contracts.exceptions import DecodeError
-from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for
+from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for, string_rule
 
 __all__ = ["MAX_MESSAGE_BYTES", "Decoded", "Rejected", "decode_message", "validate_event"]
 
@@ -62,7 +62,9 @@ class Decoded:
     outcomes: OutcomeBatch
     rejected: list[Rejected] = field(default_factory=list)
     n_events: int = 0  # events found, valid or not
-    max_ts: float = -math.inf  # largest event time among valid events
+    max_ts: float = -math.inf  # largest event time among valid predictions and outcomes
+    #: Training examples (their own topic; label times do not move any watermark).
+    training: TrainingBatch = field(default_factory=TrainingBatch.empty)
 
 
 def _is_number(value: object) -> bool:
@@ -167,6 +169,55 @@ def _check_outcome(event: dict[str, Any], rules: KindRules, max_ts: float) -> No
     _check_double("value", event["value"])
 
 
+@dataclass(frozen=True, slots=True)
+class _TrainingRules:
+    required: tuple[str, ...]
+    strings: dict[str, FieldRule]
+    max_features: int
+    feature_name: FieldRule
+
+
+@cache
+def _training_rules() -> _TrainingRules:
+    schema = load_schema("training_example")
+    props: dict[str, Any] = schema["properties"]
+    features = props["feature_ts"]
+    return _TrainingRules(
+        required=tuple(schema["required"]),
+        strings={n: string_rule(props[n]) for n in ("event_id", "pipeline", "example_id")},
+        max_features=int(features["maxProperties"]),
+        feature_name=string_rule(features["propertyNames"]),
+    )
+
+
+def _check_training(event: dict[str, Any]) -> None:
+    rules = _training_rules()
+    missing = [name for name in rules.required if name not in event]
+    if missing:
+        raise DecodeError("missing_field", f"missing {', '.join(missing)}")
+    _check_version(event)
+    for name, rule in rules.strings.items():
+        _check_string(name, event[name], rule)
+    label_ts = event["label_ts"]
+    if not _is_number(label_ts):
+        raise DecodeError("wrong_type", f"label_ts must be a number, got {label_ts!r:.40}")
+    _check_double("label_ts", label_ts)
+    if label_ts < 0:
+        raise DecodeError("bad_value", f"label_ts={label_ts!r} is negative")
+    features = event["feature_ts"]
+    if type(features) is not dict:
+        raise DecodeError("wrong_type", "feature_ts must be an object of feature -> timestamp")
+    if len(features) > rules.max_features:
+        raise DecodeError("bad_value", f"feature_ts has {len(features)} features, too many")
+    for name, ts in features.items():
+        _check_string("feature_ts key", name, rules.feature_name)
+        if not _is_number(ts):
+            raise DecodeError("wrong_type", f"feature_ts.{name:.40} must be a number")
+        _check_double(f"feature_ts.{name:.40}", ts)
+        if ts < 0:
+            raise DecodeError("bad_value", f"feature_ts.{name:.40}={ts!r} is negative")
+
+
 def validate_event(event: object, max_ts: float = math.inf) -> str:
     """Validate one event exactly and return its kind.
 
@@ -182,8 +233,12 @@ def validate_event(event: object, max_ts: float = math.inf) -> str:
         _check_prediction(event, rules_for("prediction"), max_ts)
     elif kind == "outcome":
         _check_outcome(event, rules_for("outcome"), max_ts)
+    elif kind == "training_example":
+        _check_training(event)
     else:
-        raise DecodeError("unknown_kind", f"kind {kind!r:.40} is not prediction or outcome")
+        raise DecodeError(
+            "unknown_kind", f"kind {kind!r:.40} is not prediction, outcome or training_example"
+        )
     return str(kind)
 
 
@@ -367,10 +422,55 @@ def _fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch 
     return OutcomeBatch(col["event_id"], col["request_id"], ts, col["deployment"], value)
 
 
+def _fast_training(events: list[dict[str, Any]]) -> TrainingBatch | None:
+    """Columns of training examples, features flattened; None to fall back to per-event checks."""
+    rules = _training_rules()
+    try:
+        col = {name: list(map(itemgetter(name), events)) for name in rules.required}
+    except KeyError:
+        return None
+    versions = col["schema_version"]
+    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+        return None
+    for name, rule in rules.strings.items():
+        if not _strings_ok(col[name], rule):
+            return None
+    label_ts = _numbers(col["label_ts"])
+    if label_ts is None or label_ts.min() < 0:
+        return None
+    features: list[dict[str, Any]] = col["feature_ts"]
+    if set(map(type, features)) != {dict}:
+        return None
+    sizes = list(map(len, features))
+    if max(sizes) > rules.max_features:
+        return None
+    names = list(chain.from_iterable(features))
+    if names:
+        if not _strings_ok(list(set(names)), rules.feature_name):
+            return None
+        feature_ts = _numbers(list(chain.from_iterable(map(dict.values, features))))
+        if feature_ts is None or feature_ts.min() < 0:
+            return None
+    else:
+        feature_ts = np.empty(0)
+    return TrainingBatch(
+        event_id=col["event_id"],
+        pipeline=col["pipeline"],
+        example_id=col["example_id"],
+        label_ts=label_ts,
+        feature_row=np.repeat(np.arange(len(events), dtype=np.intp), sizes),
+        feature_name=names,
+        feature_ts=feature_ts,
+    )
+
+
+_KINDS = ("prediction", "outcome", "training_example")
+
+
 def _split_kinds(
     events: list[Any], max_ts: float, rejected: list[Rejected], indexed: bool
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Separate predictions from outcomes; reject what is neither, or anything invalid.
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Separate predictions, outcomes and training examples; reject anything else.
 
     When the fast path fails for a kind, every event of that kind is validated one by one and
     only the valid ones are kept, so a single bad event never costs its neighbours.
@@ -379,19 +479,18 @@ def _split_kinds(
     predictions = [e for e, k in zip(events, kinds, strict=True) if k == "prediction"]
     outcomes = [e for e, k in zip(events, kinds, strict=True) if k == "outcome"]
     if len(predictions) + len(outcomes) == len(events):
-        return predictions, outcomes
-    predictions, outcomes = [], []
+        return predictions, outcomes, []
+    split: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _KINDS}
     for index, (event, kind) in enumerate(zip(events, kinds, strict=True)):
-        if kind == "prediction":
-            predictions.append(event)
-        elif kind == "outcome":
-            outcomes.append(event)
-        else:
-            try:
-                validate_event(event, max_ts)
-            except DecodeError as exc:
-                rejected.append(_reject(exc, event, index if indexed else None))
-    return predictions, outcomes
+        target = split.get(kind) if type(kind) is str else None
+        if target is not None:
+            target.append(event)
+            continue
+        try:
+            validate_event(event, max_ts)
+        except DecodeError as exc:
+            rejected.append(_reject(exc, event, index if indexed else None))
+    return split["prediction"], split["outcome"], split["training_example"]
 
 
 def _reject(exc: DecodeError, event: object, index: int | None) -> Rejected:
@@ -405,7 +504,7 @@ def _reject(exc: DecodeError, event: object, index: int | None) -> Rejected:
 def decode_events(events: list[Any], max_ts: float = math.inf, indexed: bool = True) -> Decoded:
     """Decode already-parsed events (the ``events`` of an envelope, or one event in a list)."""
     rejected: list[Rejected] = []
-    predictions_raw, outcomes_raw = _split_kinds(events, max_ts, rejected, indexed)
+    predictions_raw, outcomes_raw, training_raw = _split_kinds(events, max_ts, rejected, indexed)
     predictions = _fast_predictions(predictions_raw, max_ts) if predictions_raw else None
     if predictions is None and predictions_raw:
         good = _validate_each_indexed(events, predictions_raw, max_ts, rejected, indexed)
@@ -414,12 +513,17 @@ def decode_events(events: list[Any], max_ts: float = math.inf, indexed: bool = T
     if outcomes is None and outcomes_raw:
         good = _validate_each_indexed(events, outcomes_raw, max_ts, rejected, indexed)
         outcomes = _fast_outcomes(good, max_ts) if good else None
+    training = _fast_training(training_raw) if training_raw else None
+    if training is None and training_raw:
+        good = _validate_each_indexed(events, training_raw, max_ts, rejected, indexed)
+        training = _fast_training(good) if good else None
     rejected.sort(key=lambda r: -1 if r.event_index is None else r.event_index)
     decoded = Decoded(
         predictions=predictions if predictions is not None else PredictionBatch.empty(),
         outcomes=outcomes if outcomes is not None else OutcomeBatch.empty(),
         rejected=rejected,
         n_events=len(events),
+        training=training if training is not None else TrainingBatch.empty(),
     )
     highs = [b.ts.max() for b in (decoded.predictions, decoded.outcomes) if len(b)]
     if highs:

@@ -16,6 +16,7 @@ __all__ = [
     "ROLE_SHADOW",
     "OutcomeBatch",
     "PredictionBatch",
+    "TrainingBatch",
 ]
 
 ROLE_PRIMARY = 0
@@ -131,3 +132,29 @@ class OutcomeBatch:
     def empty(cls) -> "OutcomeBatch":
         """A batch with no events."""
         return cls([], [], np.empty(0), [], np.empty(0))
+
+
+@dataclass(slots=True)
+class TrainingBatch:
+    """Training examples of one message, with their feature timestamps flattened.
+
+    ``feature_row[j]`` is the example (index into the per-example columns) that feature
+    ``feature_name[j]`` with timestamp ``feature_ts[j]`` belongs to, so the leakage guard
+    compares every feature with its label in one numpy expression.
+    """
+
+    event_id: list[str]
+    pipeline: list[str]
+    example_id: list[str]
+    label_ts: F64
+    feature_row: npt.NDArray[np.intp]
+    feature_name: list[str]
+    feature_ts: F64
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    @classmethod
+    def empty(cls) -> "TrainingBatch":
+        """A batch with no examples."""
+        return cls([], [], [], np.empty(0), np.empty(0, np.intp), [], np.empty(0))

@@ -60,19 +60,22 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def envelopes(events: Iterable[dict[str, Any]], partitions: int) -> list[tuple[int, bytes, bytes]]:
-    """(partition, key, value) of one batch envelope per partition, keyed by its first request.
+def envelopes(
+    events: Iterable[dict[str, Any]], partitions: int, key: str = "request_id"
+) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of one batch envelope per partition, keyed by its first event.
 
     Routed as :class:`streamguard.client.Emitter` routes: each event to the partition of its
-    request id, so a request's primary and shadow share an envelope's partition.
+    ``key`` field, ``request_id`` for predictions (a request's primary and shadow share a
+    partition) or ``pipeline`` for training examples.
     """
     by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for event in events:
-        by_partition[partition_for(event["request_id"].encode(), partitions)].append(event)
+        by_partition[partition_for(event[key].encode(), partitions)].append(event)
     return [
         (
             partition,
-            evs[0]["request_id"].encode(),
+            evs[0][key].encode(),
             orjson.dumps({"schema_version": 1, "events": evs}),
         )
         for partition, evs in sorted(by_partition.items())

@@ -15,7 +15,7 @@ import orjson
 from streamguard.contracts.exceptions import ContractError
 from streamguard.contracts.location import contracts_dir
 
-__all__ = ["FieldRule", "KindRules", "load_schema", "rules_for"]
+__all__ = ["FieldRule", "KindRules", "load_schema", "rules_for", "string_rule"]
 
 
 @cache
@@ -53,7 +53,8 @@ class KindRules:
     ts_minimum: float
 
 
-def _string_rule(prop: dict[str, Any]) -> FieldRule:
+def string_rule(prop: dict[str, Any]) -> FieldRule:
+    """The constraints of one string property of a JSON Schema."""
     pattern = prop.get("pattern")
     enum = prop.get("enum")
     return FieldRule(
@@ -70,7 +71,7 @@ def rules_for(kind: str) -> KindRules:
     schema = load_schema(kind)
     props: dict[str, Any] = schema["properties"]
     strings = {
-        name: _string_rule(prop)
+        name: string_rule(prop)
         for name, prop in props.items()
         if prop.get("type") == "string" or "enum" in prop
     }
@@ -80,9 +81,9 @@ def rules_for(kind: str) -> KindRules:
         required=tuple(schema["required"]),
         strings=strings,
         slice_max_properties=int(slice_prop.get("maxProperties", 0)),
-        slice_key=_string_rule(slice_prop.get("propertyNames", {})),
-        slice_value=_string_rule(slice_prop.get("additionalProperties", {})),
+        slice_key=string_rule(slice_prop.get("propertyNames", {})),
+        slice_value=string_rule(slice_prop.get("additionalProperties", {})),
         items_max=int(items_prop.get("maxItems", 0)),
-        item=_string_rule(items_prop.get("items", {})),
+        item=string_rule(items_prop.get("items", {})),
         ts_minimum=float(props["ts"].get("minimum", 0.0)),
     )

@@ -312,10 +312,15 @@ class Stage1:
                 combos[served].tolist(),
                 batch.ts[served].tolist(),
             )
-        # Pairs: every primary and shadow prediction, late or not, may complete a pair.
+        # Pairs: every primary and shadow prediction, late or not, may complete a pair, except
+        # a shadow that failed (error: true): its score is a fallback, not the candidate's
+        # answer, so its primary stays unpaired and counts against the slice's pairing rate.
+        is_shadow = batch.role == ROLE_SHADOW
         if not state.shadowed:
-            state.shadowed = bool((batch.role == ROLE_SHADOW).any())
-        paired = np.flatnonzero((batch.role != ROLE_CANARY) & state.shadowed)
+            state.shadowed = bool(is_shadow.any())
+        paired = np.flatnonzero(
+            (batch.role != ROLE_CANARY) & ~(is_shadow & errors) & state.shadowed
+        )
         if len(paired):
             everything = len(paired) == len(batch)
             pairs = state.pairing.match(

@@ -19,7 +19,11 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
   subscribers which schemas it accepts;
 - ``drain`` and ``hold_scaling`` findings (the cold-start guard) are issued once per
   (guard, slice, action) like a pause, but leave the version's state alone: the model is
-  not at fault, so they neither pause nor roll it back.
+  not at fault, so they neither pause nor roll it back;
+- a verdict's ``health`` findings (the shadow guard's untrusted slices) become one *notice*
+  per (guard, slice) once confirmed like findings: an alert with no command. A shadow that
+  times out on some slices makes the comparison there untrustworthy; on-call should know, and
+  serving should not act on the model for it.
 
 Commands are stamped with the end of the window whose verdict triggered them, and their ids are
 derived from (deployment, model_version, guard, slice, action, ts), so the same input always
@@ -45,12 +49,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from streamguard.contracts import Alert, Command, alert_for
+from streamguard.contracts import Alert, Command, alert_for, notice_for
 from streamguard.contracts.commands import MODEL_ACTIONS
 from streamguard.core.slices import label_dims
 from streamguard.policy import Policy
 
-__all__ = ["COMPAT_GUARD", "Decider", "RolloutState"]
+__all__ = ["COMPAT_GUARD", "Decider", "Decisions", "RolloutState"]
 
 COMPAT_GUARD = "compat"  # the compatibility guard's verdicts carry the schema table
 
@@ -73,6 +77,16 @@ class _Version:
     last_window: dict[str, float] = field(default_factory=dict)
     accepts: list[str] = field(default_factory=list)  # request schemas served without errors
     live: list[str] = field(default_factory=list)  # request schemas sent over the horizon
+    noticed: set[tuple[str, str]] = field(default_factory=set)  # (guard, slice) notices issued
+
+
+@dataclass(slots=True)
+class Decisions:
+    """What one verdict calls for: commands (with their alert; ``schemas`` notices have none),
+    and alerts without a command (shadow-health notices)."""
+
+    commands: list[tuple[Command, Alert | None]] = field(default_factory=list)
+    notices: list[Alert] = field(default_factory=list)
 
 
 _GUARD_TEXT = {
@@ -115,17 +129,22 @@ class Decider:
         return version.state if version else RolloutState.HEALTHY
 
     def on_verdict(self, verdict: dict[str, Any]) -> list[tuple[Command, Alert | None]]:
-        """Commands (each with its alert; notices have none) that a verdict calls for."""
+        """Commands (with their alert; notices have none) a verdict calls for (:meth:`decide`)."""
+        return self.decide(verdict).commands
+
+    def decide(self, verdict: dict[str, Any]) -> Decisions:
+        """Commands and notices that a verdict calls for."""
         deployment, model_version = verdict["deployment"], verdict["model_version"]
         version = self._versions.setdefault((deployment, model_version), _Version())
         guard = verdict["guard"]
         window_end = float(verdict["window_end"])
         if window_end <= version.last_window.get(guard, -math.inf):
-            return []
+            return Decisions()
         version.last_window[guard] = window_end
         if guard == COMPAT_GUARD:
-            return self._on_schemas(deployment, verdict.get("schemas") or {}, window_end)
+            return Decisions(self._on_schemas(deployment, verdict.get("schemas") or {}, window_end))
         confirm = self.policy.for_deployment(deployment).confirm_windows
+        notices = self._notices(verdict, version, confirm)
         streaks = {
             (guard, f["slice"]): version.streaks.get((guard, f["slice"]), 0) + 1
             for f in verdict["findings"]
@@ -166,6 +185,50 @@ class Decider:
             if "compat" in evidence and evidence["compat"]["compatible"] is False:
                 summary += _incompatible(evidence["compat"])
             out.append((command, alert_for(command, summary)))
+        return Decisions(out, notices)
+
+    @staticmethod
+    def _notices(verdict: dict[str, Any], version: _Version, confirm: int) -> list[Alert]:
+        """One notice per confirmed (guard, slice) of the verdict's ``health`` findings."""
+        raw = verdict.get("health")
+        findings = raw.get("findings", []) if isinstance(raw, dict) else []
+        key = f"{verdict['guard']}.health"
+        streaks = {
+            (key, f["slice"]): version.streaks.get((key, f["slice"]), 0) + 1 for f in findings
+        }
+        version.streaks = {k: v for k, v in version.streaks.items() if k[0] != key} | streaks
+        out = []
+        for finding in sorted(findings, key=lambda f: str(f["slice"])):
+            label = str(finding["slice"])
+            if streaks[(key, label)] < confirm or (key, label) in version.noticed:
+                continue
+            version.noticed.add((key, label))
+            where = label if label != "*" else "all traffic"
+            rate, errors = finding.get("pairing_rate"), finding.get("error_rate")
+            summary = (
+                f"{verdict['deployment']} {verdict['model_version']}: shadow results are untrusted "
+                f"in {where}: pairing rate {_number(rate)} < floor {finding['pairing_floor']:.4g} "
+                f"over {finding['primaries']} primaries (shadow error rate {_number(errors)}); "
+                "no command issued"
+            )
+            evidence = dict(finding) | {
+                "guard": verdict["guard"],
+                "statistic": "pairing_rate",
+                "baseline_version": verdict.get("baseline_version", ""),
+                "window": {"start": verdict["window_start"], "end": verdict["window_end"]},
+                "horizon": {"start": verdict["horizon_start"], "end": verdict["window_end"]},
+            }
+            out.append(
+                notice_for(
+                    verdict["deployment"],
+                    verdict["model_version"],
+                    verdict["guard"],
+                    label_dims(label) or None,
+                    float(verdict["window_end"]),
+                    summary,
+                    evidence,
+                )
+            )
         return out
 
     def _on_schemas(
@@ -243,6 +306,7 @@ class Decider:
                 "last_window": s.last_window,
                 "accepts": s.accepts,
                 "live": s.live,
+                "noticed": sorted(list(k) for k in s.noticed),
             }
             for (d, v), s in sorted(self._versions.items())
             if deployments is None or d in deployments
@@ -272,6 +336,7 @@ class Decider:
                 last_window={g: float(w) for g, w in value.get("last_window", {}).items()},
                 accepts=[str(x) for x in value.get("accepts", [])],
                 live=[str(x) for x in value.get("live", [])],
+                noticed={(g, sl) for g, sl in value.get("noticed", [])},
             )
 
 
@@ -282,6 +347,10 @@ def _incompatible(compat: dict[str, Any]) -> str:
         f"feature schema {', '.join(compat['missing'])} without errors (it accepts: {accepts}); "
         "keep a dual read path or roll forward"
     )
+
+
+def _number(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
 
 
 def _evidence(verdict: dict[str, Any], finding: dict[str, Any]) -> dict[str, Any]:

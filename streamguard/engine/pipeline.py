@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streamguard.contracts import Alert, Command, Decoded, decode_message, partition_for
+from streamguard.contracts import (
+    Alert,
+    Command,
+    Decoded,
+    decode_message,
+    load_topic_specs,
+    partition_for,
+)
 from streamguard.core.partials import dumps
 from streamguard.engine.build import Engine
 from streamguard.guards import Verdict
@@ -54,6 +61,8 @@ class PipelineStats:
     late_pairs: int = 0
     duplicates: int = 0
     verdicts: int = 0
+    training_examples: int = 0
+    leakage_violations: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
 
@@ -72,6 +81,9 @@ class Pipeline:
         Called with every verdict (the live table of the demo, tests).
     max_future_s
         Events later than wall clock + this are rejected, as in the worker.
+    training_partitions
+        Partitions of the training examples topic to emulate (its topic spec by default):
+        training examples go to the leakage guard by the partition of their pipeline.
     """
 
     def __init__(
@@ -81,6 +93,8 @@ class Pipeline:
         flush_every: int = 5000,
         on_verdict: Callable[[Verdict], None] | None = None,
         max_future_s: float = 300.0,
+        *,
+        training_partitions: int | None = None,
     ) -> None:
         self.partitions = partitions
         self.engine = Engine.create(policy, partitions)
@@ -92,8 +106,13 @@ class Pipeline:
         self.max_future_s = max_future_s
         self.stats = PipelineStats()
         self.commands: list[Command] = []
-        self.alerts: list[Alert] = []
+        self.alerts: list[Alert] = []  # every alert: those of commands, and notices
+        self.notices: list[Alert] = []  # alerts that come with no command (shadow health)
         self._offsets = [-1] * partitions
+        self.training_partitions = training_partitions or (
+            load_topic_specs()["training_examples"].partitions
+        )
+        self._training_offsets = [-1] * self.training_partitions
         self._since_flush = 0
 
     @property
@@ -116,9 +135,27 @@ class Pipeline:
         self.stats.late += report.late
         self.stats.late_pairs += report.late_pairs
         self.stats.duplicates += report.duplicates
+        if len(decoded.training):
+            self._training(decoded)
         self._since_flush += 1
         if self._since_flush >= self.flush_every:
             self.flush()
+
+    def _training(self, decoded: Decoded) -> None:
+        """Training examples: to the leakage guard, by their pipeline's partition.
+
+        An envelope holds one partition's examples (the emitter routes by pipeline), so the
+        first example's pipeline routes the message, as Kafka's default partitioner would.
+        """
+        batch = decoded.training
+        partition = partition_for(batch.pipeline[0].encode(), self.training_partitions)
+        self._training_offsets[partition] += 1
+        report = self.engine.leakage.process(partition, self._training_offsets[partition], batch)
+        self.stats.training_examples += report.examples
+        self.stats.leakage_violations += report.violations
+        for command, alert in report.commands:
+            self.commands.append(command)
+            self.alerts.append(alert)
 
     def flush(self, final: bool = False) -> list[Command]:
         """Move stage 1's partials through stage 2 and the decider; return new commands."""
@@ -132,11 +169,14 @@ class Pipeline:
             self.stats.verdicts += 1
             if self.on_verdict is not None:
                 self.on_verdict(verdict)
-            for command, alert in self.decider.on_verdict(orjson.loads(dumps(verdict.to_dict()))):
+            decisions = self.decider.decide(orjson.loads(dumps(verdict.to_dict())))
+            for command, alert in decisions.commands:
                 self.commands.append(command)
                 if alert is not None:  # notices (``schemas``) have no alert
                     self.alerts.append(alert)
                 new.append(command)
+            self.alerts.extend(decisions.notices)
+            self.notices.extend(decisions.notices)
         return new
 
     def finish(self) -> list[Command]:

@@ -10,6 +10,10 @@ Three agents, one per stage (their work is in :class:`~streamguard.faust_app.run
 3. ``stage3`` reads verdicts (and the control topic, for approvals): decides, and publishes
    commands to the control topic and alerts to the alerts topic.
 
+A fourth agent, ``leakage``, reads the training examples topic (keyed by pipeline): it counts
+features computed after their label, exactly per partition, and publishes one ``block`` per
+leaking pipeline to the control topic.
+
 Every stream is acknowledged manually, once a state snapshot covers the message (see
 :mod:`streamguard.faust_app.runtime`), so a crash or a rebalance never loses or double counts.
 No app or agent exists at import time; every worker builds its own with ``create_app``.
@@ -141,6 +145,11 @@ def create_app(
             runtime.agent_crashed("stage2", exc)
             raise
 
+    @app.agent(_topic(app, specs["training_examples"].name), name="leakage")
+    async def leakage(stream: Any) -> None:
+        async for event in stream.noack().events():
+            await runtime.on_training_example(event)
+
     @app.agent(_topic(app, specs["verdicts"].name, control_name), name="stage3")
     async def stage3(stream: Any) -> None:
         try:
@@ -175,6 +184,7 @@ def create_app(
     async def snapshots() -> None:
         await runtime.snapshot_stage2()
         await runtime.snapshot_stage3()
+        await runtime.snapshot_leakage()
 
     @app.timer(interval=settings.broker_probe_interval_s, name="broker-probe")
     async def probe_broker() -> None:
@@ -205,6 +215,17 @@ def create_app(
     )
 
     # The decorators registered everything on the app; the names are not needed here.
-    del stage1, stage2, stage3, flush, close_idle, snapshots, probe_broker, revoked, checkpoint
+    del (
+        stage1,
+        stage2,
+        stage3,
+        leakage,
+        flush,
+        close_idle,
+        snapshots,
+        probe_broker,
+        revoked,
+        checkpoint,
+    )
     del status_feed
     return Worker(app=app, engine=engine, metrics=metrics, specs=specs, runtime=runtime)

@@ -143,6 +143,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.leakage_violations = Counter(
+            "streamguard_leakage_violations",
+            "Training-example features computed later than their label plus the tolerance.",
+            registry=r,
+        )
         self.evicted = Counter(
             "streamguard_evicted",
             "Pending halves or exposures dropped because a buffer was full (overload).",

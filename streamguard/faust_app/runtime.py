@@ -26,7 +26,15 @@ from typing import Any
 
 import orjson
 
-from streamguard.contracts import TopicSpec, dead_letter, decode_message
+from streamguard.contracts import (
+    Alert,
+    Command,
+    Decoded,
+    Rejected,
+    TopicSpec,
+    dead_letter,
+    decode_message,
+)
 from streamguard.core import PartialError
 from streamguard.core.partials import dumps
 from streamguard.engine import Engine
@@ -103,11 +111,13 @@ class Runtime:
         self.stage1: dict[int, _Input] = {}
         self.stage2: dict[int, _Input] = {}
         self.stage3: dict[int, _Input] = {}
+        self.leakage: dict[int, _Input] = {}
         self.control_offsets: dict[int, int] = {}
         self.stage3_deployments: dict[int, set[str]] = defaultdict(set)
         self.lock1 = asyncio.Lock()
         self.lock2 = asyncio.Lock()
         self.lock3 = asyncio.Lock()
+        self.lock_leakage = asyncio.Lock()
         self.evicted_recently: dict[str, float] = {}
         self.crashed: dict[str, tuple[float, str]] = {}  # agent -> (when, why)
 
@@ -143,12 +153,16 @@ class Runtime:
             return
         decoded = decode_message(event.value, max_ts=time.time() + self.settings.max_future_s)
         self.metrics.messages.inc()
-        for rejected in decoded.rejected:
-            self.metrics.decode_failures.labels(rejected.reason).inc()
-            record = dead_letter(rejected, message.topic, partition, offset, time.time())
-            await send_reliably(
-                self.metrics, self.topics.deadletters, record, key=rejected.reason.encode()
+        if len(decoded.training):
+            decoded.rejected.append(
+                Rejected(
+                    "wrong_topic",
+                    f"{len(decoded.training)} training examples on the predictions topic "
+                    "(they belong on the training examples topic); not counted",
+                    event.value,
+                )
             )
+        await self._dead_letters(decoded, message.topic, partition, offset)
         report = self.engine.stage1.process(partition, offset, decoded)
         m = self.metrics
         m.events.labels("prediction").inc(report.predictions)
@@ -180,6 +194,9 @@ class Runtime:
                 state.dirty = True
             await self.snapshot_stage2()
             await self.snapshot_stage3()
+            for state in self.leakage.values():
+                state.dirty = state.dirty or state.last_offset >= 0
+            await self.snapshot_leakage()
 
         try:
             await asyncio.wait_for(everything(), timeout_s)
@@ -233,6 +250,16 @@ class Runtime:
                     state.snapshot_at = now
             self._gauges(owned)
 
+    async def _dead_letters(
+        self, decoded: Decoded, topic: str, partition: int, offset: int
+    ) -> None:
+        for rejected in decoded.rejected:
+            self.metrics.decode_failures.labels(rejected.reason).inc()
+            record = dead_letter(rejected, topic, partition, offset, time.time())
+            await send_reliably(
+                self.metrics, self.topics.deadletters, record, key=rejected.reason.encode()
+            )
+
     def _gauges(self, owned: list[int]) -> None:
         stage1 = self.engine.stage1
         self.metrics.pending.set(sum(stage1.pending(p) for p in owned))
@@ -263,7 +290,7 @@ class Runtime:
         for ones already applied. The state topic went with the logs, so a fresh start is the
         only state consistent with the broker; windows in flight are lost, and that is said.
         """
-        async with self.lock1, self.lock2, self.lock3:
+        async with self.lock1, self.lock2, self.lock3, self.lock_leakage:
             log.error("broker lost its logs (%s): all stage state is reset", reason)
             self.metrics.internal_errors.labels("log_lost").inc()
             for partition in list(self.stage1):
@@ -277,6 +304,9 @@ class Runtime:
             self.stage3.clear()
             self.stage3_deployments.clear()
             self.control_offsets.clear()
+            for partition in list(self.leakage):
+                self.engine.leakage.drop(partition)
+            self.leakage.clear()
 
     def caught_up(self, partition: int) -> bool:
         """Whether the worker has read everything the partition held at its last fetch."""
@@ -284,6 +314,92 @@ class Runtime:
         if state is None or state.highwater is None:
             return False  # not known yet: do not let stage 2 call it idle
         return max(state.last_offset + 1, state.resume) >= state.highwater
+
+    # -- training examples (leakage guard) ------------------------------------------------------
+
+    async def _restore_leakage(self, partition: int) -> _Input:
+        partitions = self._to_restore("training_examples", partition, self.leakage)
+        found = await self.store.load([f"leakage/{p}" for p in partitions])
+        for p in partitions:
+            snapshot = found.get(f"leakage/{p}")
+            resume = self.engine.leakage.restore(p, snapshot["state"] if snapshot else None)
+            if snapshot:
+                self.metrics.restores.labels("leakage").inc()
+                log.warning("leakage partition %d restored; resuming at offset %d", p, resume)
+            self.leakage[p] = _Input(resume=resume, snapshot_at=time.monotonic())
+        return self.leakage[partition]
+
+    async def on_training_example(self, event: Any) -> None:
+        """One message of the training examples topic (keyed by pipeline).
+
+        Counts are exact: the guard's state for the partition is snapshotted with the offset it
+        includes, and a message is acknowledged only once such a snapshot is stored. A block
+        is published before the snapshot that records it; a crash in between re-makes the same
+        decision with the same command id.
+        """
+        message = event.message
+        partition, offset = message.partition, message.offset
+        state = self.leakage.get(partition) or await self._restore_leakage(partition)
+        if offset < state.resume:
+            event.ack()
+            return
+        async with self.lock_leakage:
+            decoded = decode_message(event.value)
+            stray = len(decoded.predictions) + len(decoded.outcomes)
+            if stray:
+                decoded.rejected.append(
+                    Rejected(
+                        "wrong_topic",
+                        f"{stray} predictions or outcomes on the training examples topic "
+                        "(they belong on the predictions topic); not counted",
+                        event.value,
+                    )
+                )
+            await self._dead_letters(decoded, message.topic, partition, offset)
+            report = self.engine.leakage.process(partition, offset, decoded.training)
+            self.metrics.events.labels("training_example").inc(report.examples)
+            self.metrics.leakage_violations.inc(report.violations)
+            for command, alert in report.commands:
+                await self._publish(command, alert)
+            state.held.append(event)
+            state.last_offset = offset
+            state.dirty = True
+
+    async def snapshot_leakage(self) -> None:
+        """Store the leakage state of every training partition that changed."""
+        async with self.lock_leakage:
+            for partition, state in self.leakage.items():
+                if not state.dirty:
+                    continue
+                offset = state.last_offset
+                await self.store.save(
+                    "leakage", partition, offset, self.engine.leakage.snapshot(partition)
+                )
+                state.held = _release(state.held, offset)
+                state.dirty = False
+
+    async def _publish(self, command: Command, alert: Alert | None) -> None:
+        """A command on the control topic, then its alert (both acknowledged by the broker)."""
+        key = command.deployment.encode()
+        now = time.time()
+        await send_reliably(
+            self.metrics,
+            self.topics.control,
+            self.publisher.command_bytes(command, now),
+            key=key,
+            wait=True,
+        )
+        self.metrics.commands.labels(command.action, command.guard).inc()
+        if alert is None:  # a notice (``schemas``): nothing for on-call
+            return
+        await send_reliably(
+            self.metrics,
+            self.topics.alerts,
+            self.publisher.alert_bytes(alert, now),
+            key=key,
+            wait=True,
+        )
+        log.warning("command %s %s: %s", command.action, command.command_id, alert.summary)
 
     # -- stage 2 -------------------------------------------------------------------------------
 
@@ -406,29 +522,18 @@ class Runtime:
                 self.control_offsets[partition] = offset
             elif isinstance(payload, dict):
                 self.stage3_deployments[partition].add(str(payload.get("deployment")))
-                for command, alert in self.engine.decider.on_verdict(payload):
-                    key = command.deployment.encode()
-                    now = time.time()
-                    await send_reliably(
-                        self.metrics,
-                        self.topics.control,
-                        self.publisher.command_bytes(command, now),
-                        key=key,
-                        wait=True,
-                    )
-                    self.metrics.commands.labels(command.action, command.guard).inc()
-                    if alert is None:  # a notice (``schemas``): nothing for on-call
-                        continue
+                decisions = self.engine.decider.decide(payload)
+                for command, alert in decisions.commands:
+                    await self._publish(command, alert)
+                for notice in decisions.notices:  # an alert with no command (shadow health)
                     await send_reliably(
                         self.metrics,
                         self.topics.alerts,
-                        self.publisher.alert_bytes(alert, now),
-                        key=key,
+                        self.publisher.alert_bytes(notice, time.time()),
+                        key=notice.deployment.encode(),
                         wait=True,
                     )
-                    log.warning(
-                        "command %s %s: %s", command.action, command.command_id, alert.summary
-                    )
+                    log.warning("notice %s: %s", notice.command_id, notice.summary)
                 state.last_offset = offset
             state.held.append(event)
             state.dirty = True
@@ -482,7 +587,7 @@ class Runtime:
         so the last one this worker writes must be stored before it lets go.
         """
         names = {role: spec.name for role, spec in self.specs.items()}
-        async with self.lock1, self.lock2, self.lock3:
+        async with self.lock1, self.lock2, self.lock3, self.lock_leakage:
             for tp in revoked:
                 if tp.topic == names["predictions"]:
                     self.engine.stage1.drop(tp.partition)
@@ -490,6 +595,9 @@ class Runtime:
                 elif tp.topic == names["partials"]:
                     self.engine.stage2.drop(tp.partition)
                     self.stage2.pop(tp.partition, None)
+                elif tp.topic == names["training_examples"]:
+                    self.engine.leakage.drop(tp.partition)
+                    self.leakage.pop(tp.partition, None)
                 elif tp.topic == names["verdicts"]:
                     self.engine.decider.drop(self.stage3_deployments.pop(tp.partition, set()))
                     self.stage3.pop(tp.partition, None)

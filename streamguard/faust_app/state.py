@@ -1,8 +1,8 @@
 """Snapshots of stage state on a compacted Kafka topic.
 
 Each stage writes its state for one input partition under the key ``"<stage>/<partition>"``
-(``stage1``, ``stage1-progress``, ``stage2``, ``stage3``). The key decides the state partition,
-so a worker that is assigned input partition ``p`` reads one state partition to find it.
+(``stage1``, ``stage1-progress``, ``stage2``, ``stage3``, ``leakage``). The key decides the state
+partition, so a worker that is assigned input partition ``p`` reads one state partition to find it.
 Writes wait for the broker's acknowledgement: a snapshot is only ever trusted once stored.
 """
 

@@ -3,6 +3,7 @@
 from streamguard.guards.base import Finding, Guard, GuardContext, SliceResult, Verdict
 from streamguard.guards.canary import CanaryGuard
 from streamguard.guards.explain import explain
+from streamguard.guards.leakage import LeakageGuard, LeakageReport, PipelineCounts
 from streamguard.guards.popularity import PopularityGuard
 from streamguard.guards.registry import default_guards
 from streamguard.guards.shadow import ShadowDeviationGuard, shadow_statistics
@@ -13,6 +14,9 @@ __all__ = [
     "Finding",
     "Guard",
     "GuardContext",
+    "LeakageGuard",
+    "LeakageReport",
+    "PipelineCounts",
     "PopularityGuard",
     "ShadowDeviationGuard",
     "SliceResult",

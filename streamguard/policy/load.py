@@ -32,6 +32,7 @@ from streamguard.policy.model import (
     ColdStartPolicy,
     CompatPolicy,
     DeploymentPolicy,
+    LeakagePolicy,
     MetricTest,
     Policy,
     PopularityPolicy,
@@ -127,7 +128,7 @@ def _shadow(path: str, raw: dict[str, Any], base: ShadowPolicy) -> ShadowPolicy:
             if type(value) is not bool:
                 raise ConfigError(f"{where} must be true or false")
             values[name] = value
-        elif name in ("min_pairs", "score_bins", "psi_groups"):
+        elif name in ("min_pairs", "score_bins", "psi_groups", "health_min_primaries"):
             values[name] = _number(where, value, integer=True)
         elif name == "score_range":
             if not (isinstance(value, list) and len(value) == 2):
@@ -139,6 +140,10 @@ def _shadow(path: str, raw: dict[str, Any], base: ShadowPolicy) -> ShadowPolicy:
             values[name] = (low, high)
         elif name == "thresholds":
             values[name] = _bands(where, value, base.thresholds)
+        elif name == "pairing_floor":
+            values[name] = float(_number(where, value, positive=False))
+            if not 0 <= values[name] <= 1:
+                raise ConfigError(f"{where} must be between 0 and 1, got {value!r}")
         else:
             values[name] = float(_number(where, value, positive=name != "decision_threshold"))
     shadow = replace(base, **values)
@@ -297,6 +302,24 @@ def _cold_start(path: str, raw: Any, base: ColdStartPolicy) -> ColdStartPolicy:
     return policy
 
 
+def _leakage(path: str, raw: Any, base: LeakagePolicy) -> LeakagePolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, {f.name for f in fields(LeakagePolicy)})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if name == "enabled":
+            values[name] = _flag(where, value)
+        elif name == "tolerance_s":
+            values[name] = float(_number(where, value, positive=False))
+            if value < 0:
+                raise ConfigError(f"{where} must be 0 or more, got {value!r}")
+        else:
+            values[name] = _number(where, value, integer=True)
+    return replace(base, **values)
+
+
 def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
     _check_keys(path, raw, {f.name for f in fields(SlicePolicy)})
     values: dict[str, Any] = {}
@@ -362,7 +385,7 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
         policy = replace(policy, slices=_slices(f"{path}.slices", raw["slices"], base.slices))
     guards = raw.get("guards", {})
     known = {"shadow", "canary", "stratification", "popularity", "compat", "cold_start"}
-    _check_keys(f"{path}.guards", guards, known)
+    _check_keys(f"{path}.guards", guards, known | {"leakage"})
     if "shadow" in guards:
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
         policy = replace(policy, shadow=shadow)
@@ -385,6 +408,9 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "cold_start" in guards:
         cold_start = _cold_start(f"{path}.guards.cold_start", guards["cold_start"], base.cold_start)
         policy = replace(policy, cold_start=cold_start)
+    if "leakage" in guards:
+        leakage = _leakage(f"{path}.guards.leakage", guards["leakage"], base.leakage)
+        policy = replace(policy, leakage=leakage)
     overrides = dict(base.shadow_slice_thresholds)
     slice_overrides = raw.get("slice_overrides", {})
     if not isinstance(slice_overrides, dict):

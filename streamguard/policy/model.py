@@ -14,6 +14,7 @@ __all__ = [
     "CanaryPolicy",
     "ColdStartPolicy",
     "DeploymentPolicy",
+    "LeakagePolicy",
     "MetricTest",
     "Policy",
     "PopularityPolicy",
@@ -60,6 +61,13 @@ class ShadowPolicy:
     dev_alpha: float = 0.02
     dev_min: float = 1e-4
     thresholds: dict[str, Band] = field(default_factory=_default_shadow_thresholds)
+    #: Shadow health: a slice whose primaries found a usable (not errored) shadow partner
+    #: within the pairing TTL less often than this is *untrusted*: its deviation statistics
+    #: compare only the requests the shadow managed to answer. A product choice: at 0.9 a
+    #: tenth of the slice is missing from the comparison.
+    pairing_floor: float = 0.9
+    #: Primaries a slice needs over the horizon before its pairing rate is judged.
+    health_min_primaries: int = 500
 
 
 #: Metrics the canary guard compares, in the order evidence lists them.
@@ -201,6 +209,25 @@ class ColdStartPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class LeakagePolicy:
+    """Feature backfill leakage: block a training pipeline whose features look ahead.
+
+    A feature whose timestamp exceeds its example's label timestamp by more than
+    ``tolerance_s`` was computed with data from after the label (engagement backfilled through
+    Jan 20 for Jan 15 events). The one-hour default is the tolerance of the fix reported for
+    that incident (0.92 AUC offline, 0.80 in production). A pipeline is looked up by its name
+    like a deployment (``[deployments.NAME.guards.leakage]``).
+    """
+
+    enabled: bool = True
+    tolerance_s: float = 3600.0
+    #: Example ids listed in the block's evidence (the first violating ones, in log order).
+    max_example_ids: int = 20
+    #: Offending features listed in the evidence (most violations first); all are counted.
+    max_features_listed: int = 50
+
+
+@dataclass(frozen=True, slots=True)
 class SlicePolicy:
     """Which slices are tracked.
 
@@ -235,6 +262,7 @@ class DeploymentPolicy:
     popularity: PopularityPolicy = field(default_factory=PopularityPolicy)
     compat: CompatPolicy = field(default_factory=CompatPolicy)
     cold_start: ColdStartPolicy = field(default_factory=ColdStartPolicy)
+    leakage: LeakagePolicy = field(default_factory=LeakagePolicy)
     #: slice label -> statistic -> band, for the shadow guard.
     shadow_slice_thresholds: dict[str, dict[str, Band]] = field(default_factory=dict)
 

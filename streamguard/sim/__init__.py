@@ -1,4 +1,4 @@
-"""Simulated serving traffic for the demo, tests and benchmarks (pure)."""
+"""Simulated serving traffic and training pipelines for the demo, tests and benchmarks (pure)."""
 
 from streamguard.sim.traffic import (
     DEFAULT_SHARES,
@@ -8,16 +8,21 @@ from streamguard.sim.traffic import (
     Items,
     Replicas,
     ShadowDeviation,
+    ShadowOutage,
     TrafficGenerator,
 )
+from streamguard.sim.training import Backfill, TrainingPipeline
 
 __all__ = [
     "DEFAULT_SHARES",
+    "Backfill",
     "Canary",
     "Environments",
     "FeatureSchemas",
     "Items",
     "Replicas",
     "ShadowDeviation",
+    "ShadowOutage",
     "TrafficGenerator",
+    "TrainingPipeline",
 ]

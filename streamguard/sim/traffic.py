@@ -9,6 +9,8 @@ independent noise. With ``outcomes`` on, a served request is clicked with a slic
 probability and the outcome event arrives a few seconds later.
 
 Faults: :class:`ShadowDeviation` shifts the shadow's scores in one slice from a given moment;
+:class:`ShadowOutage` makes the shadow time out (no shadow prediction) or fail (``error: true``)
+for some of a slice's requests;
 :class:`Canary` multiplies the canary's click, error or latency in given slices;
 :class:`Replicas` scales the serving fleet up, with new replicas that may take traffic before
 they are ready (a cold start); :class:`Environments` runs requests on several execution
@@ -46,6 +48,7 @@ __all__ = [
     "Items",
     "Replicas",
     "ShadowDeviation",
+    "ShadowOutage",
     "TrafficGenerator",
 ]
 
@@ -68,6 +71,20 @@ class ShadowDeviation:
     slice: dict[str, str]
     after_s: float
     shift: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowOutage:
+    """From ``after_s`` seconds into the run, the shadow misses some of ``slice``'s requests.
+
+    ``timeout_share`` of them get no shadow prediction at all (the shadow timed out), and
+    ``error_share`` get one with ``error: true`` (the shadow failed and served a fallback).
+    """
+
+    slice: dict[str, str]
+    after_s: float = 0.0
+    timeout_share: float = 0.5
+    error_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +212,7 @@ class TrafficGenerator:
     feature_schemas: FeatureSchemas | None = None
     replicas: Replicas | None = None
     environments: Environments | None = None
+    shadow_outage: ShadowOutage | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _slices: list[dict[str, str]] = field(init=False, repr=False)
     _weights: np.ndarray = field(init=False, repr=False)
@@ -203,6 +221,7 @@ class TrafficGenerator:
     _item_rng: np.random.Generator = field(init=False, repr=False)
     _replica_rng: np.random.Generator = field(init=False, repr=False)
     _env_rng: np.random.Generator = field(init=False, repr=False)
+    _outage_rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -220,6 +239,7 @@ class TrafficGenerator:
         self._item_rng = np.random.default_rng([self.seed, 4])
         self._replica_rng = np.random.default_rng([self.seed, 5])
         self._env_rng = np.random.default_rng([self.seed, 6])
+        self._outage_rng = np.random.default_rng([self.seed, 7])
 
     @property
     def slices(self) -> list[dict[str, str]]:
@@ -309,6 +329,7 @@ class TrafficGenerator:
         env = self._env_fields(second, n) if self.environments is not None else None
         if env is not None:
             primary = np.clip(primary + env[1], 0.0, 1.0)
+        missing, failed = self._outage(second, which)
         events: list[dict[str, Any]] = []
         for i in range(n):
             request_id = f"req-{self.seed}-{second}-{i}"
@@ -346,7 +367,7 @@ class TrafficGenerator:
             if env is not None:
                 served["env_fingerprint"] = env[0][i]
             events.append(served)
-            if self.shadow and not canary[i]:
+            if self.shadow and not canary[i] and not missing[i]:
                 shadowed: dict[str, Any] = {
                     "schema_version": 1,
                     "kind": "prediction",
@@ -364,6 +385,8 @@ class TrafficGenerator:
                 if env is not None and env[2] is not None:
                     shadowed["env_fingerprint"] = env[2]
                     shadowed["score"] = round(float(np.clip(shadow[i] + env[3], 0.0, 1.0)), 6)
+                if failed[i]:
+                    shadowed["error"] = True
                 events.append(shadowed)
         return events
 
@@ -411,6 +434,18 @@ class TrafficGenerator:
         if spec.shadow_fingerprint in spec.fingerprints:
             shadow_offset = float(offsets[spec.fingerprints.index(spec.shadow_fingerprint)])
         return names, offsets[which], spec.shadow_fingerprint, shadow_offset
+
+    def _outage(self, second: int, which: np.ndarray) -> tuple[list[bool], list[bool]]:
+        """Per request: the shadow timed out (no event), or failed (``error: true``)."""
+        n = len(which)
+        outage = self.shadow_outage
+        if outage is None or second < outage.after_s:
+            return [False] * n, [False] * n
+        hit = self._mask(outage.slice)[which]
+        draw = self._outage_rng.random(n)
+        missing = hit & (draw < outage.timeout_share)
+        failed = hit & ~missing & (draw < outage.timeout_share + outage.error_share)
+        return missing.tolist(), failed.tolist()
 
     def _items(self, second: int, canary: np.ndarray) -> list[list[str]]:
         """Ranked items of each request of this second (Gumbel top-k: Zipf, no repeats)."""

@@ -34,3 +34,28 @@ def test_emit_before_start_is_an_error() -> None:
         await emitter.stop()  # stopping an emitter that never started does nothing
 
     asyncio.run(scenario())
+
+
+def test_training_examples_emitter_routes_by_pipeline() -> None:
+    from streamguard.client.emitter import _RUNNING, _Partition
+    from streamguard.contracts import load_topic_specs, partition_for
+    from streamguard.sim import TrainingPipeline
+
+    async def scenario() -> None:
+        emitter = Emitter.for_training_examples("127.0.0.1:1")
+        assert emitter.topic == load_topic_specs()["training_examples"].name
+        # As start() leaves it, without a broker: 8 partitions, running.
+        emitter._partitions = [_Partition(i, asyncio.Event()) for i in range(8)]
+        emitter._state = _RUNNING
+        for name in ("ctr-trainer", "ranker-trainer", "ads-trainer"):
+            for example in TrainingPipeline(pipeline=name).examples(5):
+                assert emitter.emit(example)
+        for part in emitter._partitions:
+            for key, _ in part.open:
+                assert partition_for(key, 8) == part.index
+        keys = sorted({k for p in emitter._partitions for k, _ in p.open})
+        assert keys == [b"ads-trainer", b"ctr-trainer", b"ranker-trainer"]
+        with pytest.raises(ValueError, match="pipeline"):
+            emitter.emit({"request_id": "r1"})
+
+    asyncio.run(scenario())

@@ -124,7 +124,7 @@ def test_alert_meets_its_schema(command: Command, summary: str) -> None:
     assert alert.command_id == command.command_id
     assert alert.alert_id != command.command_id
     assert alert == alert_for(command, summary)
-    expected = "critical" if command.action == "rollback" else "warning"
+    expected = "critical" if command.action in ("rollback", "block") else "warning"
     assert alert.severity == expected
     assert (alert.evidence, alert.slice, alert.ts) == (command.evidence, command.slice, command.ts)
 

@@ -37,7 +37,8 @@ REASONS = {
 }
 
 VALIDATORS = {
-    kind: jsonschema.Draft202012Validator(load_schema(kind)) for kind in ("prediction", "outcome")
+    kind: jsonschema.Draft202012Validator(load_schema(kind))
+    for kind in ("prediction", "outcome", "training_example")
 }
 ENVELOPE_MAX_EVENTS = load_schema("envelope")["properties"]["events"]["maxItems"]
 
@@ -48,7 +49,7 @@ def schema_accepts(event: Any) -> bool:
 
 
 def accepted(decoded: Decoded) -> int:
-    return len(decoded.predictions) + len(decoded.outcomes)
+    return len(decoded.predictions) + len(decoded.outcomes) + len(decoded.training)
 
 
 def parses(raw: bytes) -> bool:
@@ -137,7 +138,20 @@ valid_outcomes = st.fixed_dictionaries(
     },
     optional={"note": json_values},
 )
-valid_events = valid_predictions | valid_outcomes
+feature_names = st.text(text, min_size=1, max_size=10) | st.just("f" * 128)
+valid_training = st.fixed_dictionaries(
+    {
+        "schema_version": st.sampled_from([1, 1.0]),
+        "kind": st.just("training_example"),
+        "event_id": ids,
+        "pipeline": deployments,
+        "example_id": ids,
+        "label_ts": non_negative,
+        "feature_ts": st.dictionaries(feature_names, non_negative, max_size=5),
+    },
+    optional={"note": json_values},
+)
+valid_events = valid_predictions | valid_outcomes | valid_training
 
 FIELDS = [
     "schema_version",
@@ -157,6 +171,10 @@ FIELDS = [
     "replica_age_s",
     "replica_ready",
     "env_fingerprint",
+    "pipeline",
+    "example_id",
+    "label_ts",
+    "feature_ts",
 ]
 STRING_FIELDS = [
     "event_id",
@@ -167,6 +185,8 @@ STRING_FIELDS = [
     "kind",
     "replica_id",
     "env_fingerprint",
+    "pipeline",
+    "example_id",
 ]
 wrong_values = st.sampled_from(
     [None, True, False, 0, 1, -1, 1.5, "", "x", [], {}, [1], {"a": "b"}, "1", 2**64, -(2**63)]
@@ -194,6 +214,7 @@ def mutations(draw: st.DrawFn, event: dict[str, Any], huge: bool) -> dict[str, A
                 "kind",
                 "nested",
                 "deployment",
+                "features",
             ]
         )
     )
@@ -245,25 +266,52 @@ def mutations(draw: st.DrawFn, event: dict[str, Any], huge: bool) -> dict[str, A
             | st.lists(json_values, max_size=3)
         )
     elif op == "negative":
-        name = draw(st.sampled_from(["ts", "latency_ms", "score", "value", "replica_age_s"]))
+        name = draw(
+            st.sampled_from(["ts", "latency_ms", "score", "value", "replica_age_s", "label_ts"])
+        )
         event[name] = draw(st.sampled_from([-1, -0.001, -1e300, -0.0, -(2**64), 0, 0.0]))
     elif op == "kind":
         event["kind"] = draw(
-            st.sampled_from(["prediction", "outcome", "Prediction", "", None, 1, ["prediction"]])
+            st.sampled_from(
+                ["prediction", "outcome", "training_example", "Prediction", "", None, 1, ["x"]]
+            )
         )
     elif op == "nested":
         event[field] = draw(
             st.recursive(json_values, lambda c: st.lists(c, min_size=1, max_size=2), max_leaves=20)
         )
     elif op == "deployment":
-        event["deployment"] = draw(
+        name = draw(st.sampled_from(["deployment", "pipeline"]))
+        event[name] = draw(
             st.sampled_from(["home ranker", "a|b", "ä", "a\tb", "x" * 128, "x" * 129, "a,b"])
+        )
+    elif op == "features":
+        event["feature_ts"] = draw(
+            st.sampled_from(
+                [
+                    {"": 1.0},
+                    {"f" * 129: 1.0},
+                    {"f" * 128: 1.0},
+                    {"a": -1},
+                    {"a": -0.0},
+                    {"a": True},
+                    {"a": None},
+                    {"a": "1"},
+                    {"a": [1]},
+                    {f"f{i}": 1 for i in range(1001)},
+                    {f"f{i}": 1 for i in range(1000)},
+                    [],
+                    "a",
+                ]
+            )
+            | st.dictionaries(st.text(max_size=4), json_values, max_size=3)
         )
     if huge and draw(st.booleans()):
         # Integers beyond the range of a double, which stdlib JSON writes and orjson refuses.
-        event[draw(st.sampled_from(["ts", "score", "value", "latency_ms", "replica_age_s"]))] = (
-            draw(st.sampled_from([10**400, -(10**400), 2**1024, 10**308 * 2]))
+        field = draw(
+            st.sampled_from(["ts", "score", "value", "latency_ms", "replica_age_s", "label_ts"])
         )
+        event[field] = draw(st.sampled_from([10**400, -(10**400), 2**1024, 10**308 * 2]))
     return event
 
 
@@ -305,8 +353,8 @@ def check_bookkeeping(decoded: Decoded) -> None:
         assert positions == sorted(positions)
     else:  # one event in the message
         assert decoded.n_events <= 1 or n_ok == decoded.n_events
-    if n_ok:
-        highs = [float(b.ts.max()) for b in (decoded.predictions, decoded.outcomes) if len(b)]
+    highs = [float(b.ts.max()) for b in (decoded.predictions, decoded.outcomes) if len(b)]
+    if highs:  # label times of training examples move no watermark
         assert decoded.max_ts == max(highs)
     else:
         assert decoded.max_ts == -math.inf
@@ -320,6 +368,9 @@ def check_bookkeeping(decoded: Decoded) -> None:
     assert not p.env_fingerprint or len(p.env_fingerprint) == len(p)
     o = decoded.outcomes
     assert len(o.request_id) == len(o.ts) == len(o.value) == len(o.deployment) == len(o)
+    t = decoded.training
+    assert len(t.pipeline) == len(t.example_id) == len(t.label_ts) == len(t)
+    assert len(t.feature_row) == len(t.feature_name) == len(t.feature_ts)
 
 
 @given(st.binary(max_size=300))
@@ -482,6 +533,7 @@ def test_envelope_keeps_exactly_the_schema_valid_events(events: list[dict[str, A
     kinds = [e["kind"] for e, ok in zip(parsed, valid, strict=True) if ok]
     assert len(decoded.predictions) == kinds.count("prediction")
     assert len(decoded.outcomes) == kinds.count("outcome")
+    assert len(decoded.training) == kinds.count("training_example")
 
 
 def _envelope_schema_without_item_types() -> dict[str, Any]:
@@ -550,7 +602,7 @@ def test_numbers_beyond_double_range_are_rejected_alone(huge: int, field: str) -
 
 
 @settings(max_examples=100)
-@given(valid_events, st.floats(0, 4e9))
+@given(valid_predictions | valid_outcomes, st.floats(0, 4e9))
 def test_future_events_are_rejected_by_max_ts(event: dict[str, Any], max_ts: float) -> None:
     raw = encode(event)
     ts = orjson.loads(raw)["ts"]
@@ -561,6 +613,14 @@ def test_future_events_are_rejected_by_max_ts(event: dict[str, Any], max_ts: flo
     else:
         assert accepted(decoded) == 1
         assert decoded.rejected == []
+
+
+@settings(max_examples=30)
+@given(valid_training)
+def test_training_examples_have_no_future_bound(event: dict[str, Any]) -> None:
+    """Backfills are historical and label times move no watermark: max_ts does not apply."""
+    decoded = decode_message(encode(event), max_ts=0.0)
+    assert (len(decoded.training), decoded.rejected) == (1, [])
 
 
 def test_future_event_in_envelope_does_not_reject_neighbours() -> None:
@@ -654,6 +714,29 @@ def test_columns_hold_the_event_values(events: list[dict[str, Any]]) -> None:
             assert column == [e.get(name, "") for e in parsed]
         else:
             assert column == []
+
+
+@settings(max_examples=50)
+@given(st.lists(valid_training, min_size=1, max_size=10))
+def test_training_columns_flatten_the_features(events: list[dict[str, Any]]) -> None:
+    """Features flatten to (row, name, ts) in event order (oracle: plain Python)."""
+    parsed = orjson.loads(encode({"schema_version": 1, "events": events}))["events"]
+    batch = decode_message(encode({"schema_version": 1, "events": events})).training
+    assert batch.pipeline == [e["pipeline"] for e in parsed]
+    assert batch.example_id == [e["example_id"] for e in parsed]
+    assert batch.label_ts.tolist() == [float(e["label_ts"]) for e in parsed]
+    flat = [(i, k, float(v)) for i, e in enumerate(parsed) for k, v in e["feature_ts"].items()]
+    assert (
+        list(
+            zip(
+                batch.feature_row.tolist(),
+                batch.feature_name,
+                batch.feature_ts.tolist(),
+                strict=True,
+            )
+        )
+        == flat
+    )
 
 
 # --- (d) dead-letter originals ------------------------------------------------------------------

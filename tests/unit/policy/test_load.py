@@ -332,3 +332,33 @@ def test_default_bands_cover_every_statistic() -> None:
     bands = DeploymentPolicy().shadow.thresholds
     assert set(bands) == set(SHADOW_STATISTICS)
     assert all(0 <= band.pause <= band.rollback for band in bands.values())
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[defaults.guards.leakage]\ncolour = 1", "defaults.guards.leakage.colour"),
+        ("[defaults.guards.leakage]\ntolerance_s = -1", "defaults.guards.leakage.tolerance_s"),
+        ("[defaults.guards.leakage]\ntolerance_s = '1h'", "defaults.guards.leakage.tolerance_s"),
+        ("[defaults.guards.leakage]\nmax_example_ids = 2.5", "leakage.max_example_ids"),
+        ("[defaults.guards.leakage]\nenabled = 1", "defaults.guards.leakage.enabled"),
+        ("[defaults.guards.shadow]\npairing_floor = 1.5", "defaults.guards.shadow.pairing_floor"),
+        ("[defaults.guards.shadow]\nhealth_min_primaries = 0", "shadow.health_min_primaries"),
+    ],
+)
+def test_leakage_and_shadow_health_values_are_checked(text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        parse_policy(text)
+
+
+def test_leakage_and_shadow_health_settings_apply_per_deployment() -> None:
+    policy = parse_policy(
+        "[defaults.guards.leakage]\ntolerance_s = 0\n"
+        "[deployments.trainer.guards.leakage]\ntolerance_s = 7200\nmax_example_ids = 5\n"
+        "[deployments.ranker.guards.shadow]\npairing_floor = 0.5\n"
+    )
+    assert policy.for_deployment("other").leakage.tolerance_s == 0.0
+    assert policy.for_deployment("trainer").leakage.tolerance_s == 7200.0
+    assert policy.for_deployment("trainer").leakage.max_example_ids == 5
+    assert policy.for_deployment("ranker").shadow.pairing_floor == 0.5
+    assert policy.for_deployment("other").shadow.pairing_floor == 0.9
