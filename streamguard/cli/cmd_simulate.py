@@ -60,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
     from streamguard.contracts import load_topic_specs
     from streamguard.sim.scenarios import SCENARIOS
 
+    stream: IO[bytes] | None = None
+    if args.out is not None:
+        try:  # before anything is printed: a bad path is one plain error line
+            stream = sys.stdout.buffer if args.out == "-" else Path(args.out).open("wb")  # noqa: SIM115
+        except OSError as exc:
+            fail(f"cannot write {args.out}: {exc.strerror}", EXIT_CONFIG)
     scenario = SCENARIOS[args.scenario]
     duration = float(args.duration)
     start = args.start_ts
@@ -74,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
         f"{args.rate:g} requests/s from ts {start:.0f}" + (f"; expect {truth}" if truth else ""),
         file=sys.stderr,
     )
-    if args.out is not None:
+    if stream is not None:
         partitions = args.partitions or load_topic_specs()["predictions"].partitions
-        return _to_file(gen, seconds, partitions, args.out, realtime=args.realtime, start=start)
+        return _to_file(gen, seconds, partitions, stream, realtime=args.realtime, start=start)
     import asyncio
 
     return asyncio.run(_to_broker(gen, seconds, args.broker, args.realtime, start))
@@ -88,15 +94,11 @@ def _pace(realtime: bool, start: float, second: int) -> float:
 
 
 def _to_file(
-    gen: Any, seconds: int, partitions: int, out: str, *, realtime: bool, start: float
+    gen: Any, seconds: int, partitions: int, stream: IO[bytes], *, realtime: bool, start: float
 ) -> int:
     from streamguard.contracts.partitioning import envelopes
 
     events = lines = 0
-    try:
-        stream: IO[bytes] = sys.stdout.buffer if out == "-" else Path(out).open("wb")  # noqa: SIM115
-    except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror}", EXIT_CONFIG)
     try:
         for second, batch in enumerate(gen.seconds(seconds)):
             time.sleep(_pace(realtime, start, second))
