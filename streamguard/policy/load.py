@@ -19,6 +19,7 @@ Band(pause=0.2, rollback=0.3)
 """
 
 import tomllib
+from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,15 @@ def _check_keys(path: str, raw: dict[str, Any], allowed: set[str]) -> None:
         raise ConfigError(f"unknown key {path}.{unknown[0]} (known: {', '.join(sorted(allowed))})")
 
 
+def _entries(path: str, raw: Any, policy: type) -> Iterator[tuple[str, str, Any]]:
+    """(key, its path, value) of a guard's policy table, once it is a table of known keys."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a table")
+    _check_keys(path, raw, {f.name for f in fields(policy)})
+    for name, value in raw.items():
+        yield name, f"{path}.{name}", value
+
+
 def _shadow(path: str, raw: dict[str, Any], base: ShadowPolicy) -> ShadowPolicy:
     allowed = {f.name for f in fields(ShadowPolicy)}
     _check_keys(path, raw, allowed)
@@ -186,12 +196,8 @@ def _metric(where: str, raw: Any, base: MetricTest) -> MetricTest:
 
 
 def _canary(path: str, raw: Any, base: CanaryPolicy) -> CanaryPolicy:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a table")
-    _check_keys(path, raw, {f.name for f in fields(CanaryPolicy)})
     values: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{path}.{name}"
+    for name, where, value in _entries(path, raw, CanaryPolicy):
         if name == "enabled":
             values[name] = _flag(where, value)
         elif name in ("alpha", "practical_fraction", "latency_alpha"):
@@ -212,12 +218,8 @@ def _canary(path: str, raw: Any, base: CanaryPolicy) -> CanaryPolicy:
 
 
 def _stratification(path: str, raw: Any, base: StratificationPolicy) -> StratificationPolicy:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a table")
-    _check_keys(path, raw, {f.name for f in fields(StratificationPolicy)})
     values: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{path}.{name}"
+    for name, where, value in _entries(path, raw, StratificationPolicy):
         if name == "enabled":
             values[name] = _flag(where, value)
         elif name in ("alpha", "tv_floor", "uncovered_share", "max_uncovered_weight"):
@@ -230,12 +232,8 @@ def _stratification(path: str, raw: Any, base: StratificationPolicy) -> Stratifi
 
 
 def _popularity(path: str, raw: Any, base: PopularityPolicy) -> PopularityPolicy:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a table")
-    _check_keys(path, raw, {f.name for f in fields(PopularityPolicy)})
     values: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{path}.{name}"
+    for name, where, value in _entries(path, raw, PopularityPolicy):
         if name == "enabled":
             values[name] = _flag(where, value)
         elif name == "top_fraction":
@@ -259,12 +257,8 @@ def _popularity(path: str, raw: Any, base: PopularityPolicy) -> PopularityPolicy
 
 
 def _compat(path: str, raw: Any, base: CompatPolicy) -> CompatPolicy:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a table")
-    _check_keys(path, raw, {f.name for f in fields(CompatPolicy)})
     values: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{path}.{name}"
+    for name, where, value in _entries(path, raw, CompatPolicy):
         if name == "enabled":
             values[name] = _flag(where, value)
         elif name == "max_error_rate":
@@ -282,12 +276,8 @@ def _compat(path: str, raw: Any, base: CompatPolicy) -> CompatPolicy:
 
 
 def _cold_start(path: str, raw: Any, base: ColdStartPolicy) -> ColdStartPolicy:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a table")
-    _check_keys(path, raw, {f.name for f in fields(ColdStartPolicy)})
     values: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{path}.{name}"
+    for name, where, value in _entries(path, raw, ColdStartPolicy):
         if name == "enabled":
             values[name] = _flag(where, value)
         elif name in ("alpha", "latency_alpha"):
@@ -303,12 +293,8 @@ def _cold_start(path: str, raw: Any, base: ColdStartPolicy) -> ColdStartPolicy:
 
 
 def _leakage(path: str, raw: Any, base: LeakagePolicy) -> LeakagePolicy:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a table")
-    _check_keys(path, raw, {f.name for f in fields(LeakagePolicy)})
     values: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"{path}.{name}"
+    for name, where, value in _entries(path, raw, LeakagePolicy):
         if name == "enabled":
             values[name] = _flag(where, value)
         elif name == "tolerance_s":
