@@ -81,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if stream is not None:
-        partitions = args.partitions or load_topic_specs()["predictions"].partitions
+        specs = load_topic_specs()
+        partitions = (
+            args.partitions or specs["predictions"].partitions,
+            specs["training_examples"].partitions,
+        )
         return _to_file(gen, seconds, partitions, stream, realtime=args.realtime, start=start)
     import asyncio
 
@@ -93,16 +97,27 @@ def _pace(realtime: bool, start: float, second: int) -> float:
     return max(0.0, start + second - time.time()) if realtime else 0.0
 
 
+def _is_training(event: dict[str, Any]) -> bool:
+    return bool(event.get("kind") == "training_example")
+
+
 def _to_file(
-    gen: Any, seconds: int, partitions: int, stream: IO[bytes], *, realtime: bool, start: float
+    gen: Any,
+    seconds: int,
+    partitions: tuple[int, int],
+    stream: IO[bytes],
+    *,
+    realtime: bool,
+    start: float,
 ) -> int:
-    from streamguard.contracts.partitioning import envelopes
+    """Envelopes as the emitters route them: serving events by request, examples by pipeline."""
+    from streamguard.contracts.partitioning import routed
 
     events = lines = 0
     try:
         for second, batch in enumerate(gen.seconds(seconds)):
             time.sleep(_pace(realtime, start, second))
-            for _, _, value in envelopes(batch, partitions):
+            for _, _, value in routed(batch, *partitions):
                 stream.write(value + b"\n")
                 lines += 1
             events += len(batch)
@@ -121,7 +136,9 @@ async def _to_broker(gen: Any, seconds: int, broker: str, realtime: bool, start:
     from streamguard.client import Emitter, EmitterError
     from streamguard.settings import bootstrap_servers
 
-    emitter = Emitter(bootstrap_servers(broker))
+    servers = bootstrap_servers(broker)
+    emitter = Emitter(servers)
+    trainer = Emitter.for_training_examples(servers)  # started on the first training example
     try:
         await emitter.start()
     except EmitterError as exc:
@@ -130,13 +147,21 @@ async def _to_broker(gen: Any, seconds: int, broker: str, realtime: bool, start:
         for second, batch in enumerate(gen.seconds(seconds)):
             await asyncio.sleep(_pace(realtime, start, second))
             for event in batch:
-                await emitter.emit_wait(event)
+                if not _is_training(event):
+                    await emitter.emit_wait(event)
+                    continue
+                if trainer.n_partitions == 0:
+                    await trainer.start()
+                await trainer.emit_wait(event)
     finally:
         await emitter.stop()
-    stats = emitter.stats()
+        if trainer.n_partitions:
+            await trainer.stop()
+    sent = [e.stats() for e in (emitter, trainer) if e is emitter or e.n_partitions]
+    dropped = sum(s["events_dropped"] for s in sent)
     print(
-        f"sent {stats['events_sent']} events in {stats['envelopes_sent']} envelopes; "
-        f"dropped {stats['events_dropped']}",
+        f"sent {sum(s['events_sent'] for s in sent)} events in "
+        f"{sum(s['envelopes_sent'] for s in sent)} envelopes; dropped {dropped}",
         file=sys.stderr,
     )
-    return 0 if stats["events_dropped"] == 0 else 1
+    return 0 if dropped == 0 else 1

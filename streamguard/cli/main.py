@@ -23,6 +23,7 @@ COMMANDS = (
     "topics",
     "replay",
     "simulate",
+    "evaluate",
     "demo",
     "keys",
     "relay",

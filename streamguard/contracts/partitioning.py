@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["envelopes", "murmur2", "partition_for"]
+__all__ = ["envelopes", "murmur2", "partition_for", "routed"]
 
 _M = 0x5BD1E995
 _SEED = 0x9747B28C
@@ -80,3 +80,18 @@ def envelopes(
         )
         for partition, evs in sorted(by_partition.items())
     ]
+
+
+def routed(
+    events: list[dict[str, Any]], partitions: int, training_partitions: int
+) -> list[tuple[int, bytes, bytes]]:
+    """Envelopes of mixed events as the two emitters route them.
+
+    Serving events (predictions, outcomes) go by request id among ``partitions``; training
+    examples, which have their own topic, by pipeline among ``training_partitions``.
+    """
+    training = [e for e in events if e.get("kind") == "training_example"]
+    if not training:
+        return envelopes(events, partitions)
+    serving = [e for e in events if e.get("kind") != "training_example"]
+    return envelopes(serving, partitions) + envelopes(training, training_partitions, "pipeline")

@@ -11,7 +11,7 @@ from streamguard.sim.traffic import (
     ShadowOutage,
     TrafficGenerator,
 )
-from streamguard.sim.training import Backfill, TrainingPipeline
+from streamguard.sim.training import Backfill, TrainingPipeline, WithTraining
 
 __all__ = [
     "DEFAULT_SHARES",
@@ -25,4 +25,5 @@ __all__ = [
     "ShadowOutage",
     "TrafficGenerator",
     "TrainingPipeline",
+    "WithTraining",
 ]

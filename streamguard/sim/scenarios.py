@@ -22,23 +22,40 @@ popularity-loop         a 50 % canary whose item choice sharpens from Zipf 1.0 t
 schema-rollback         a canary whose requests moved to feature schema "2" (the primary only
                         ever got "1") and whose error rate then jumps tenfold: its rollback
                         would land on a model that never read schema "2"
+cold-start              the fleet scales from 2 to 20 replicas and the load balancer routes
+                        to new replicas during their 45 s load (about 800 ms per request)
+healthy-scale-out       the same scale-out with new replicas taking traffic once ready
+training-leakage        20 training examples per second next to healthy serving traffic; from
+                        the onset they come from a backfill that computed ``engagement_7d``
+                        through 5 days after the labels (share 20 %)
 ======================  =====================================================================
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from streamguard.sim.traffic import (
     DEFAULT_SHARES,
     Canary,
     FeatureSchemas,
     Items,
+    Replicas,
     ShadowDeviation,
     TrafficGenerator,
 )
+from streamguard.sim.training import Backfill, WithTraining
 
-__all__ = ["SCENARIOS", "Scenario", "build", "many_slices"]
+__all__ = ["SCENARIOS", "Scenario", "Source", "build", "many_slices"]
+
+
+class Source(Protocol):
+    """What a scenario builds: events, one list per second of event time."""
+
+    def seconds(self, count: int) -> Iterator[list[dict[str, Any]]]:
+        """Events of the next ``count`` seconds, one list per second."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +64,20 @@ class Scenario:
 
     name: str
     summary: str
-    make: Callable[[float, float, int, float], TrafficGenerator]  # rate, duration, seed, start
+    make: Callable[[float, float, int, float], Source]  # rate, duration, seed, start
     guard: str | None = None  # None: healthy, nothing should be found
-    slice: str | None = None  # the slice a guard should name ("*" for the whole deployment)
+    #: The slice a guard should name: "*" for the whole deployment; a trailing "*" after a
+    #: key (``replica=*``) accepts any value of that key.
+    slice: str | None = None
     onset_fraction: float = 1 / 3
+
+    def names(self, label: str) -> bool:
+        """Whether a finding's slice label is the one this scenario's failure is in."""
+        if self.slice is None:
+            return False
+        if self.slice.endswith("=*"):
+            return label.startswith(self.slice[:-1]) and "," not in label
+        return label == self.slice
 
     def onset_s(self, duration: float) -> float | None:
         """Seconds from the start at which the failure begins (None when healthy)."""
@@ -128,6 +155,22 @@ def _schema_rollback(rate: float, duration: float, seed: int, start: float) -> T
     )
 
 
+def _scale_out(route_unready: bool) -> Callable[..., TrafficGenerator]:
+    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+        replicas = Replicas(scale_at_s=math.floor(duration / 3), route_unready=route_unready)
+        return TrafficGenerator(
+            rate=rate, seed=seed, start_ts=start, shadow=False, replicas=replicas
+        )
+
+    return make
+
+
+def _leakage(rate: float, duration: float, seed: int, start: float) -> WithTraining:
+    traffic = TrafficGenerator(rate=rate, seed=seed, start_ts=start)
+    backfill = Backfill(("engagement_7d",), until_s=5 * 86400.0, share=0.2)
+    return WithTraining(traffic, backfill, after_s=math.floor(duration / 3), seed=seed)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -169,11 +212,26 @@ SCENARIOS: dict[str, Scenario] = {
             guard="canary",
             slice="*",
         ),
+        Scenario(
+            "cold-start",
+            "scale-out routes requests to replicas still loading",
+            _scale_out(route_unready=True),
+            guard="cold_start",
+            slice="replica=*",
+        ),
+        Scenario("healthy-scale-out", "scale-out to replicas once ready", _scale_out(False)),
+        Scenario(
+            "training-leakage",
+            "a training backfill looks 5 days ahead of its labels",
+            _leakage,
+            guard="leakage",
+            slice="*",
+        ),
     )
 }
 
 
-def build(name: str, rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+def build(name: str, rate: float, duration: float, seed: int, start: float) -> Source:
     """The generator of scenario ``name``.
 
     Raises

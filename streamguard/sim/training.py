@@ -20,12 +20,13 @@ Examples
 True
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Backfill", "TrainingPipeline"]
+__all__ = ["Backfill", "TrainingPipeline", "WithTraining"]
 
 DAY_S = 86400.0
 
@@ -92,3 +93,36 @@ class TrainingPipeline:
             )
         self._next += count
         return out
+
+
+@dataclass(slots=True)
+class WithTraining:
+    """Serving traffic plus a training pipeline's examples, ``per_second`` each second.
+
+    Until ``after_s`` seconds into the run the pipeline is point-in-time correct; from then on
+    its examples come from a run with ``backfill`` (the incident: a backfill job that looked
+    ahead). The examples follow the serving events of their second, so a consumer of both
+    sees them in the order a fleet and a trainer would produce them.
+    """
+
+    traffic: Any  # a TrafficGenerator; Any keeps this module free of the traffic module
+    backfill: Backfill
+    after_s: float
+    per_second: int = 20
+    seed: int = 0
+    _clean: TrainingPipeline = field(init=False, repr=False)
+    _leaky: TrainingPipeline = field(init=False, repr=False)
+    _second: int = field(init=False, default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._clean = TrainingPipeline(seed=self.seed)
+        # Another seed: a rerun of the job, whose example ids differ from the first run's.
+        self._leaky = TrainingPipeline(seed=self.seed + 1_000_003, backfill=self.backfill)
+
+    def seconds(self, count: int) -> Iterator[list[dict[str, Any]]]:
+        """Events of the next ``count`` seconds: serving events, then training examples."""
+        for events in self.traffic.seconds(count):
+            source = self._leaky if self._second >= self.after_s else self._clean
+            events.extend(source.examples(self.per_second))
+            self._second += 1
+            yield events

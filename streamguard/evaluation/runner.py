@@ -1,0 +1,161 @@
+"""One evaluation run: a scenario's traffic through the engine and the reference judges at once.
+
+The traffic of one scenario and seed is generated second by second of event time. Each second
+goes to :class:`~streamguard.engine.Pipeline` (the engine ``streamguard replay`` and the worker
+run, with the default policy) as the emitters would route it, and to the judges'
+:class:`~streamguard.evaluation.judges.Observations`. The stream clock is the end of the last
+second fed: a command's *issue time* is the stream clock when the engine published it (the
+watermark had passed its window's end plus the allowed lateness), and a judge's failure is
+timed at the end of the interval it judged. Detection delay is issue time minus the onset,
+for both; nothing gets credit for evidence it could not have published yet.
+
+Healthy traffic is every healthy scenario and the part of each failure scenario before its
+onset. Anything issued there is a false command (for a judge, a failed analysis, at most one
+per run since a failed analysis aborts the rollout).
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from streamguard.contracts import Command, load_topic_specs
+from streamguard.contracts.partitioning import routed
+from streamguard.engine import Pipeline
+from streamguard.evaluation.judges import (
+    GlobalThresholdJudge,
+    Judgement,
+    KayentaJudge,
+    Observations,
+)
+from streamguard.policy import Policy
+from streamguard.sim.scenarios import SCENARIOS
+
+__all__ = ["JUDGES", "START", "STREAMGUARD", "JudgeRun", "RunResult", "run"]
+
+#: Event time of the first second: whole tens, so windows line up with scenario onsets.
+START = 1_790_000_000.0
+STREAMGUARD = "streamguard"
+JUDGES = (STREAMGUARD, GlobalThresholdJudge().name, KayentaJudge().name)
+#: Commands that tell subscribers something and ask nothing of them (not alarms).
+_NOTICES = frozenset({"schemas"})
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeRun:
+    """What one judge did in one run."""
+
+    judge: str
+    detected: bool = False
+    delay_s: float | None = None  # issue time of the first finding after the onset - onset
+    finding: str | None = None  # streamguard: the guard; a reference judge: the metric
+    slice: str | None = None  # the slice named ("*" for the whole deployment)
+    slice_named: bool = False  # the slice is the failure's
+    action: str | None = None
+    false_commands: int = 0  # issued on healthy traffic (before the onset)
+    applicable: bool = True  # False: no arm this judge could compare
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One scenario and seed: each judge's outcome and the healthy time it was exposed to."""
+
+    scenario: str
+    seed: int
+    duration_s: float
+    onset_s: float | None
+    healthy_s: float
+    judges: dict[str, JudgeRun] = field(default_factory=dict)
+
+
+def _label(slice_: dict[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((slice_ or {}).items())) or "*"
+
+
+def _streamguard(
+    issued: list[tuple[float, Command]], name: str, guard: str | None, onset_ts: float
+) -> JudgeRun:
+    scenario = SCENARIOS[name]
+    false = sum(1 for at, _ in issued if at <= onset_ts)
+    hits = [(at, c) for at, c in issued if at > onset_ts and c.guard == guard]
+    if not hits:
+        return JudgeRun(STREAMGUARD, false_commands=false)
+    # The first command of the guard; among those issued together, one naming the slice.
+    first_at = hits[0][0]
+    together = [c for at, c in hits if at == first_at]
+    command = next((c for c in together if scenario.names(_label(c.slice))), together[0])
+    label = _label(command.slice)
+    return JudgeRun(
+        STREAMGUARD,
+        detected=True,
+        delay_s=first_at - onset_ts,
+        finding=command.guard,
+        slice=label,
+        slice_named=scenario.names(label),
+        action=command.action,
+        false_commands=false,
+    )
+
+
+def _reference(
+    judge: str, name: str, failures: list[Judgement], onset_ts: float, seen_arm: bool
+) -> JudgeRun:
+    scenario = SCENARIOS[name]
+    false = 1 if any(j.at <= onset_ts for j in failures) else 0
+    after = [j for j in failures if j.at > onset_ts]
+    if not after or scenario.guard is None:
+        return JudgeRun(judge, false_commands=false, applicable=seen_arm)
+    first = after[0]
+    return JudgeRun(
+        judge,
+        detected=True,
+        delay_s=first.at - onset_ts,
+        finding=first.metric,
+        slice="*",
+        slice_named=scenario.names("*"),
+        action="rollback",
+        false_commands=false,
+        applicable=seen_arm,
+    )
+
+
+def run(
+    name: str,
+    seed: int,
+    *,
+    rate: float = 300.0,
+    duration: float = 900.0,
+    policy: Policy | None = None,
+) -> RunResult:
+    """Run scenario ``name`` with ``seed`` through streamguard and the reference judges."""
+    scenario = SCENARIOS[name]
+    source = scenario.make(rate, duration, seed, START)
+    onset = scenario.onset_s(duration)
+    onset_ts = START + onset if onset is not None else math.inf
+    specs = load_topic_specs()
+    partitions = specs["predictions"].partitions
+    training = specs["training_examples"].partitions
+    # Event time here is fixed in the past of any real clock: accept it whatever the clock.
+    pipeline = Pipeline(policy or Policy(), partitions, max_future_s=math.inf)
+    observations = Observations()
+    judges = (GlobalThresholdJudge(), KayentaJudge())
+    failures: dict[str, list[Judgement]] = {j.name: [] for j in judges}
+    issued: list[tuple[float, Command]] = []
+    seconds = int(duration)
+    for second, events in enumerate(source.seconds(seconds)):
+        now = START + second + 1
+        before = len(pipeline.commands)
+        for _, _, value in routed(events, partitions, training):
+            pipeline.feed(value)  # the leakage guard decides here, the others in flush()
+        pipeline.flush()
+        issued.extend((now, c) for c in pipeline.commands[before:] if c.action not in _NOTICES)
+        observations.add(events)
+        for judge in judges:
+            if (second + 1) % int(judge.interval_s) == 0:
+                found = judge.judge(observations, START, now)
+                if found is not None:
+                    failures[judge.name].append(found)
+    seen_arm = observations.experiment() is not None
+    results = {STREAMGUARD: _streamguard(issued, name, scenario.guard, onset_ts)}
+    for judge in judges:
+        results[judge.name] = _reference(judge.name, name, failures[judge.name], onset_ts, seen_arm)
+    healthy = duration if onset is None else float(onset)
+    return RunResult(name, seed, duration, onset, healthy, results)
