@@ -12,6 +12,7 @@ PURE = [
     "streamguard.policy",
     "streamguard.sim",
     "streamguard.engine",
+    "streamguard.evaluation",
     "streamguard.security",
 ]
 CHECK = "import sys; assert not {'faust', 'aiokafka'} & set(sys.modules), sorted(sys.modules)"

@@ -128,6 +128,21 @@ def test_compose_runs_kraft_kafka_topics_keys_and_two_signing_workers() -> None:
     assert "keys" in compose["volumes"]
 
 
+def test_compose_simulator_runs_a_known_scenario_against_the_compose_broker() -> None:
+    from streamguard.cli.main import build_parser
+    from streamguard.sim.scenarios import SCENARIOS
+
+    services = load(ROOT / "docker-compose.yml")["services"]
+    simulator = services["simulator"]
+    args = build_parser().parse_args(simulator["command"])  # the command line the CLI accepts
+    assert args.command == "simulate"
+    assert args.scenario in SCENARIOS
+    assert SCENARIOS[args.scenario].guard is not None  # something for the workers to catch
+    assert args.broker == services["topics"]["command"][-1]  # the broker the topics went to
+    assert args.realtime
+    assert simulator["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+
+
 def test_the_grafana_dashboard_plots_only_exported_metrics() -> None:
     import json
 
