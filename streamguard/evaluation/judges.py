@@ -26,6 +26,7 @@ Examples
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,8 +156,18 @@ class Judgement:
     p_value: float | None = None
 
 
-def _metric_names(role: str) -> tuple[str, ...]:
-    return ("score",) if role == "shadow" else ("errors", "latency_ms", "ctr")
+def _compared(
+    obs: Observations, lo: float, hi: float, wait_s: float, min_n: int
+) -> Iterator[tuple[str, _Float, _Float]]:
+    """(metric, experiment values, primary values) for each metric both arms have enough of."""
+    role = obs.experiment()
+    if role is None:
+        return
+    exp = obs.metrics(role, lo, hi, wait_s)
+    ctl = obs.metrics("primary", lo, hi, wait_s)
+    for metric in ("score",) if role == "shadow" else ("errors", "latency_ms", "ctr"):
+        if len(exp[metric]) >= min_n and len(ctl[metric]) >= min_n:
+            yield metric, exp[metric], ctl[metric]
 
 
 @dataclass(slots=True)
@@ -179,16 +190,8 @@ class GlobalThresholdJudge:
 
     def judge(self, obs: Observations, start: float, end: float) -> Judgement | None:
         """The failure of the interval ending at ``end``, if any."""
-        role = obs.experiment()
-        if role is None:
-            return None
         lo = end - self.interval_s
-        exp = obs.metrics(role, lo, end, self.outcome_wait_s)
-        ctl = obs.metrics("primary", lo, end, self.outcome_wait_s)
-        for metric in _metric_names(role):
-            e, c = exp[metric], ctl[metric]
-            if len(e) < self.min_n or len(c) < self.min_n:
-                continue
+        for metric, e, c in _compared(obs, lo, end, self.outcome_wait_s, self.min_n):
             me, mc = float(e.mean()), float(c.mean())
             if self._worse(metric, me, mc):
                 return Judgement(end, metric, me, mc)
@@ -221,15 +224,7 @@ class KayentaJudge:
 
     def judge(self, obs: Observations, start: float, end: float) -> Judgement | None:
         """The failure of the look at ``end`` (window ``[start, end)``), if any."""
-        role = obs.experiment()
-        if role is None:
-            return None
-        exp = obs.metrics(role, start, end, self.outcome_wait_s)
-        ctl = obs.metrics("primary", start, end, self.outcome_wait_s)
-        for metric in _metric_names(role):
-            e, c = exp[metric], ctl[metric]
-            if len(e) < self.min_n or len(c) < self.min_n:
-                continue
+        for metric, e, c in _compared(obs, start, end, self.outcome_wait_s, self.min_n):
             _, p = mann_whitney(e, c)
             me, mc = float(e.mean()), float(c.mean())
             direction = DIRECTIONS[metric]
