@@ -35,6 +35,11 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--out", help="write the Markdown report here (default: stdout)")
     parser.add_argument("--json", help="also write the numbers as JSON here")
+    parser.add_argument(
+        "--runs",
+        help="JSON-lines file of finished runs: reused when their parameters match, and "
+        "appended to as runs finish (resume a long evaluation, or add a scenario to one)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -78,22 +83,28 @@ def _one(job: tuple[str, int, float, float]) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and write the report; exit 0 when it was written."""
     names = _check(args)
-    out, json_out = _writable(args.out), _writable(args.json)
+    out, json_out, runs_file = _writable(args.out), _writable(args.json), _writable(args.runs)
     import orjson
 
     from streamguard.evaluation.report import summarise, to_json, to_markdown
 
     jobs = [(n, seed, args.rate, args.duration) for n in names for seed in range(1, args.seeds + 1)]
+    done = _finished(runs_file)
+    reused = [done[job] for job in jobs if job in done]
+    jobs = [job for job in jobs if job not in done]
     print(
         f"streamguard evaluate: {len(names)} scenarios x {args.seeds} seeds, "
         f"{args.rate:g} requests/s, {args.duration:g} s each, {args.jobs} jobs",
         file=sys.stderr,
     )
-    if args.jobs == 1:
-        results = [_progress(result) for result in map(_one, jobs)]
+    if reused:
+        print(f"  reusing {len(reused)} finished runs from {runs_file}", file=sys.stderr)
+    results = list(reused)
+    if args.jobs == 1 or len(jobs) <= 1:
+        results += [_progress(result, runs_file, args.rate) for result in map(_one, jobs)]
     else:
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs))) as pool:
-            results = [_progress(result) for result in pool.map(_one, jobs)]
+            results += [_progress(r, runs_file, args.rate) for r in pool.map(_one, jobs)]
     summary = summarise(results, args.rate)
     report = to_markdown(summary, _command(args))
     if out is None:
@@ -105,7 +116,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(result: Any) -> Any:
+def _finished(path: Path | None) -> dict[tuple[str, int, float, float], Any]:
+    """Runs recorded in ``path``, by (scenario, seed, rate, duration)."""
+    import orjson
+
+    from streamguard.evaluation import JudgeRun, RunResult
+
+    if path is None or not path.exists():
+        return {}
+    found: dict[tuple[str, int, float, float], Any] = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            raw = orjson.loads(line)
+            judges = {k: JudgeRun(**v) for k, v in raw["result"]["judges"].items()}
+            result = RunResult(**{**raw["result"], "judges": judges})
+            key = (result.scenario, result.seed, float(raw["rate"]), result.duration_s)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            fail(f"{path}:{number}: not a run record ({exc})", EXIT_CONFIG)
+        found[key] = result
+    return found
+
+
+def _progress(result: Any, runs_file: Path | None, rate: float) -> Any:
     found = ", ".join(
         f"{j}: {'caught' if r.detected else 'quiet'}"
         + (f" +{r.delay_s:.0f} s" if r.delay_s is not None else "")
@@ -113,6 +145,14 @@ def _progress(result: Any) -> Any:
         for j, r in result.judges.items()
     )
     print(f"  {result.scenario} seed {result.seed}: {found}", file=sys.stderr)
+    if runs_file is not None:
+        import dataclasses
+
+        import orjson
+
+        record = {"rate": rate, "result": dataclasses.asdict(result)}
+        with runs_file.open("ab") as stream:
+            stream.write(orjson.dumps(record) + b"\n")
     return result
 
 

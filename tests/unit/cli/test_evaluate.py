@@ -5,18 +5,23 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streamguard.cli.main import main
 from tests.unit.cli.test_errors import assert_one_error_line, streamguard
 
 
-def test_a_small_evaluation_writes_the_report_and_its_numbers(tmp_path: Path) -> None:
-    out, numbers = tmp_path / "report.md", tmp_path / "report.json"
-    result = streamguard(
+def test_a_small_evaluation_writes_the_report_and_its_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, numbers, runs = tmp_path / "report.md", tmp_path / "report.json", tmp_path / "runs.jsonl"
+    args = [
         "evaluate", "--scenario", "schema-rollback", "--scenario", "healthy-scale-out",
         "--seeds", "2", "--rate", "150", "--duration", "180", "--jobs", "2",
-        "--out", str(out), "--json", str(numbers),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "schema-rollback seed 2: streamguard: caught" in result.stderr
+        "--out", str(out), "--json", str(numbers), "--runs", str(runs),
+    ]  # fmt: skip
+    assert main(args) == 0  # in process: a subprocess's time limit would be the test's limit
+    stderr = capsys.readouterr().err
+    assert len(runs.read_bytes().splitlines()) == 4
+    assert "schema-rollback seed 2: streamguard: caught" in stderr
     text = out.read_text()
     assert "| scenario | failure in | streamguard | global threshold | Kayenta-style |" in text
     row = next(line for line in text.splitlines() if line.startswith("| schema-rollback |"))
@@ -27,6 +32,20 @@ def test_a_small_evaluation_writes_the_report_and_its_numbers(tmp_path: Path) ->
     assert data["seeds"] == [1, 2]
     assert data["cells"]["schema-rollback"]["streamguard"]["detected"] == 2
     assert data["false_alarms"]["streamguard"]["healthy_s"] == 2 * 180 + 2 * 60
+    # Again with the runs file: nothing is re-run, and the report is the same.
+    assert main(args) == 0
+    stderr = capsys.readouterr().err
+    assert "reusing 4 finished runs" in stderr
+    assert "seed 1:" not in stderr
+    assert orjson.loads(numbers.read_bytes()) == data
+    assert len(runs.read_bytes().splitlines()) == 4
+
+
+def test_a_corrupt_runs_file_is_one_error_line(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text('{"rate": 1}\n')
+    result = streamguard("evaluate", "--scenario", "healthy", "--runs", str(runs))
+    assert_one_error_line(result, 3, "runs.jsonl:1: not a run record")
 
 
 @pytest.mark.parametrize(
