@@ -9,7 +9,7 @@ reference judges: :mod:`streamguard.evaluation.judges`.
 import argparse
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
         results += [_progress(result, runs_file, args.rate) for result in map(_one, jobs)]
     else:
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs))) as pool:
-            results += [_progress(r, runs_file, args.rate) for r in pool.map(_one, jobs)]
+            # As each finishes, so a long evaluation's runs file keeps everything done so far.
+            futures = [pool.submit(_one, job) for job in jobs]
+            results += [_progress(f.result(), runs_file, args.rate) for f in as_completed(futures)]
+    order = {name: i for i, name in enumerate(names)}
+    results.sort(key=lambda r: (order[r.scenario], r.seed))  # the report's rows, in order
     summary = summarise(results, args.rate)
     report = to_markdown(summary, _command(args))
     if out is None:
