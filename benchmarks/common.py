@@ -146,12 +146,29 @@ class Samples:
         return (c1 - c0) / (t1 - t0)
 
     def span_s(self) -> float | None:
-        """Seconds from the last poll at 0 to the first poll at the target (upper bound)."""
+        """Seconds from the last poll at 0 to the first poll at the target (an upper bound)."""
         zero = [t for t, c in self.points if c <= 0]
         done = [t for t, c in self.points if c >= self.target]
         if not zero or not done:
             return None
         return done[0] - zero[-1]
+
+    def rate_or_bound(self) -> float:
+        """:meth:`rate`, or, for runs too short for two interior polls, the target over
+        :meth:`span_s` (a lower bound on the rate).
+
+        Raises
+        ------
+        ValueError
+            If neither can be computed (the counter was never seen at 0).
+        """
+        rate = self.rate()
+        if rate is not None:
+            return rate
+        span = self.span_s()
+        if not span:
+            raise ValueError("no poll saw the counter at 0; the rate cannot be bounded")
+        return self.target / span
 
 
 def poll_until(

@@ -58,7 +58,7 @@ from benchmarks.common import (
 from streamguard.policy import Policy
 from streamguard.security import generate_key, save_signing_key
 from streamguard.sim import ShadowDeviation, TrafficGenerator
-from streamguard.testing import WorkerProcess, envelopes
+from streamguard.testing import WorkerProcess, envelopes, metric
 
 __all__ = ["main", "measure", "percentiles"]
 
@@ -214,6 +214,7 @@ def measure(
                     _drive(broker.bootstrap, plan, speed, drain_s)
                 )
                 produce_s = time.time() - wall0 - drain_s
+                text = worker.metrics()
             finally:
                 worker.stop()
     verdict_latency: list[tuple[float, float]] = []  # (close time, latency)
@@ -257,6 +258,13 @@ def measure(
         "command_worker_part_s": percentiles(worker_part),
         "command_delivery_part_s": percentiles(delivery_part),
         "commands": dict(actions),
+        # Snapshot and progress writes, each awaited in turn inside stage 1's flush.
+        "worker_snapshot_writes": metric(text, "streamguard_snapshot_seconds_count"),
+        "worker_snapshot_write_mean_s": round(
+            metric(text, "streamguard_snapshot_seconds_sum")
+            / max(1.0, metric(text, "streamguard_snapshot_seconds_count")),
+            4,
+        ),
         "goal_command_p99_s": 1.0,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
