@@ -1,6 +1,6 @@
 """End-to-end throughput through the broker: one worker against a bare Faust agent.
 
-    python -m benchmarks.e2e [--single-events 60000] [--batch-events 600000] [--repeat 1] [--json]
+    python -m benchmarks.e2e [--single-events 20000] [--batch-events 600000] [--repeat 1] [--json]
 
 What is measured, per mode (``single``: one event per Kafka message; ``batch``: batch
 envelopes of one partition and one second of traffic each, about 500 events, as
@@ -124,7 +124,7 @@ def run_worker(broker: EmbeddedBroker, events: int, workdir: Path, timeout_s: fl
 
 
 def measure(
-    single_events: int = 60_000,
+    single_events: int = 20_000,
     batch_events: int = 600_000,
     repeat: int = 1,
     timeout_s: float = 300.0,
@@ -180,7 +180,7 @@ def measure(
 def main() -> None:
     """Command line: prints the result (``--json``: as one JSON document)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--single-events", type=int, default=60_000)
+    parser.add_argument("--single-events", type=int, default=20_000)
     parser.add_argument("--batch-events", type=int, default=600_000)
     parser.add_argument("--repeat", type=int, default=1, help="best of N fresh runs")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
