@@ -78,14 +78,14 @@ def produce(
 
 
 def metric(text: str, name: str) -> float:
-    """Value of ``name`` in Prometheus exposition ``text``; 0.0 when absent.
+    r"""Value of ``name`` in Prometheus exposition ``text``; 0.0 when absent.
 
     ``name`` is either a full sample (``streamguard_events_total{kind="prediction"}``), whose
     first match is returned, or a bare metric name, whose samples are summed over all labels.
 
     Examples
     --------
-    >>> text = 'a_total{k="x"} 2.0\na_total{k="y"} 3.0\nb 1.0\n'
+    >>> text = "\n".join(['a_total{k="x"} 2.0', 'a_total{k="y"} 3.0', "b 1.0"])
     >>> metric(text, "a_total"), metric(text, 'a_total{k="y"}'), metric(text, "c")
     (5.0, 3.0, 0.0)
     """
