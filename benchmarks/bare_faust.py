@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--expect", type=int, required=True, help="messages to wait for")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--app-id", default="bench-bare-faust")
+    parser.add_argument("--datadir", type=Path, default=None, help="Faust's data folder")
     args = parser.parse_args()
     defaults = Settings()
     app = faust.App(
@@ -39,7 +40,7 @@ def main() -> None:
         broker=faust_broker_url(args.broker),
         autodiscover=False,
         store="memory://",
-        datadir=tempfile.mkdtemp(prefix="bench-bare-faust-"),
+        datadir=str(args.datadir or tempfile.mkdtemp(prefix="bench-bare-faust-")),
         key_serializer="raw",
         value_serializer="raw",
         topic_allow_declare=False,

@@ -95,7 +95,7 @@ def run_bare(broker: EmbeddedBroker, messages: int, workdir: Path, timeout_s: fl
     out = workdir / "bare.json"
     out.unlink(missing_ok=True)
     args = [sys.executable, "-m", "benchmarks.bare_faust", "--broker", broker.url]
-    args += ["--expect", str(messages), "--out", str(out)]
+    args += ["--expect", str(messages), "--out", str(out), "--datadir", str(workdir / "bare-data")]
     with open(workdir / "bare.log", "ab") as log:
         process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
