@@ -4,6 +4,9 @@
   it owns partitions, and stops it by pid (SIGTERM, then SIGKILL).
 - :func:`envelopes` groups events into batch envelopes per partition, as the emitter does.
 - :func:`read_topic` reads a topic from the beginning, without a consumer group.
+- :func:`produce` writes (partition, key, value) messages and waits until the broker has them.
+- :func:`metric` reads one sample (or the sum of a labelled family) from ``/metrics`` text.
+- :func:`rss_bytes` is a process's resident memory, from ``/proc`` (Linux).
 """
 
 import asyncio
@@ -22,12 +25,12 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamguard.broker.embedded import free_port
 from streamguard.contracts.partitioning import envelopes
 
-__all__ = ["WorkerProcess", "envelopes", "read_topic"]
+__all__ = ["WorkerProcess", "envelopes", "metric", "produce", "read_topic", "rss_bytes"]
 
 
 async def read_topic(
@@ -51,6 +54,61 @@ async def read_topic(
     finally:
         await consumer.stop()
     return values
+
+
+def produce(
+    bootstrap: str, messages: list[tuple[int | None, bytes | None, bytes]], topic: str
+) -> None:
+    """Produce (partition, key, value) messages and wait until the broker has them.
+
+    A ``None`` partition lets the producer choose (Kafka's default partitioner on the key).
+    """
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            for partition, key, value in messages:
+                await producer.send(topic, value, key=key, partition=partition)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def metric(text: str, name: str) -> float:
+    r"""Value of ``name`` in Prometheus exposition ``text``; 0.0 when absent.
+
+    ``name`` is either a full sample (``streamguard_events_total{kind="prediction"}``), whose
+    first match is returned, or a bare metric name, whose samples are summed over all labels.
+
+    Examples
+    --------
+    >>> text = "\n".join(['a_total{k="x"} 2.0', 'a_total{k="y"} 3.0', "b 1.0"])
+    >>> metric(text, "a_total"), metric(text, 'a_total{k="y"}'), metric(text, "c")
+    (5.0, 3.0, 0.0)
+    """
+    labelled = "{" in name
+    total = 0.0
+    for line in text.splitlines():
+        if labelled:
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        elif line.startswith((name + " ", name + "{")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of process ``pid`` in bytes, from ``/proc/PID/status`` (Linux).
+
+    ``field`` may also be ``VmHWM``, the peak resident memory since the process started.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"/proc/{pid}/status has no {field}")
 
 
 class WorkerProcess:

@@ -7,7 +7,7 @@ import pytest
 
 from streamguard.broker import EmbeddedBroker
 from streamguard.sim import TrafficGenerator
-from streamguard.testing import WorkerProcess, envelopes
+from streamguard.testing import WorkerProcess, envelopes, rss_bytes
 from tests.faults.helpers import PARTITIONS, SPECS
 from tests.integration.conftest import produce
 
@@ -24,10 +24,7 @@ outcome_join_s = 600
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return rss_bytes(pid) / 2**20
 
 
 def test_a_shadow_outage_under_load_is_bounded_and_reported(

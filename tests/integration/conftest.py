@@ -8,7 +8,10 @@ import pytest
 
 from streamguard.broker import EmbeddedBroker
 from streamguard.broker.admin import apply_topics
-from streamguard.testing import WorkerProcess
+from streamguard.testing import WorkerProcess, produce
+
+# ``produce`` lives in streamguard.testing; re-exported for the tests that import it from here.
+__all__ = ["broker", "broker_with_topics", "produce", "worker"]
 
 
 @pytest.fixture
@@ -34,22 +37,3 @@ def worker(broker_with_topics: EmbeddedBroker, tmp_path: Path) -> Iterator[Worke
         yield process
     finally:
         process.stop()
-
-
-def produce(
-    bootstrap: str, messages: list[tuple[int | None, bytes | None, bytes]], topic: str
-) -> None:
-    """Produce (partition, key, value) messages and wait until the broker has them."""
-    from aiokafka import AIOKafkaProducer
-
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-        await producer.start()
-        try:
-            for partition, key, value in messages:
-                await producer.send(topic, value, key=key, partition=partition)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())

@@ -13,7 +13,7 @@ from streamguard.contracts import load_topic_specs
 from streamguard.engine import Pipeline
 from streamguard.policy import Policy
 from streamguard.sim import Backfill, TrainingPipeline
-from streamguard.testing import WorkerProcess, envelopes, read_topic
+from streamguard.testing import WorkerProcess, envelopes, metric, read_topic
 from tests.integration.conftest import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -82,13 +82,6 @@ def through_worker(
 
 
 COUNTED = 'streamguard_events_total{kind="training_example"}'
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith((name + " ", name + "{")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_a_backfilling_pipeline_is_blocked_once_with_exact_counts(

@@ -1,0 +1,79 @@
+"""The baseline of the end-to-end benchmark: a Faust agent that reads a topic and does nothing.
+
+    python -m benchmarks.bare_faust --broker kafka://127.0.0.1:PORT --expect N --out FILE
+
+A minimal faust-streaming app configured like the worker (raw bytes, the same consumer group
+timings, no topic declaration, no leader topic), with one agent that iterates the stream's
+events (acknowledging each, Faust's default). When the agent has seen ``--expect`` messages it
+writes ``{"messages", "first", "last"}`` (``time.time()`` of the first and the last message)
+to ``--out``; whoever started the process then stops it by pid.
+"""
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faust  # noqa: TID251 - the baseline is a Faust app by definition
+
+from streamguard.settings import Settings, faust_broker_url
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    """Run the bare agent until stopped (it writes ``--out`` once it saw ``--expect``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--topic", default="streamguard.predictions")
+    parser.add_argument("--expect", type=int, required=True, help="messages to wait for")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--app-id", default="bench-bare-faust")
+    parser.add_argument("--datadir", type=Path, default=None, help="Faust's data folder")
+    args = parser.parse_args()
+    defaults = Settings()
+    app = faust.App(
+        args.app_id,
+        broker=faust_broker_url(args.broker),
+        autodiscover=False,
+        store="memory://",
+        datadir=str(args.datadir or tempfile.mkdtemp(prefix="bench-bare-faust-")),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_rebalance_timeout=defaults.broker_rebalance_timeout_s,
+        broker_session_timeout=defaults.broker_session_timeout_s,
+        broker_heartbeat_interval=defaults.broker_heartbeat_interval_s,
+        web_enabled=False,
+    )
+    topic = app.topic(
+        args.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    expect: int = args.expect
+    out: Path = args.out
+
+    @app.agent(topic, name="bare")
+    async def bare(stream: Any) -> None:
+        count = 0
+        first = 0.0
+        async for _event in stream.events():
+            count += 1
+            if count == 1:
+                first = time.time()
+            if count == expect:
+                last = time.time()
+                text = json.dumps({"messages": count, "first": first, "last": last})
+                await asyncio.to_thread(out.write_text, text)
+
+    del bare
+    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

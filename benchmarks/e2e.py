@@ -1,0 +1,205 @@
+"""End-to-end throughput through the broker: one worker against a bare Faust agent.
+
+    python -m benchmarks.e2e [--single-events 20000] [--batch-events 600000] [--repeat 1] [--json]
+
+What is measured, per mode (``single``: one event per Kafka message; ``batch``: batch
+envelopes of one partition and one second of traffic each, about 500 events, as
+:class:`streamguard.client.Emitter` sends them):
+
+1. a fresh embedded broker (Tansu) gets the topics, and simulated traffic (primary + shadow
+   per request, 18 slices, :class:`streamguard.sim.TrafficGenerator`) is produced to the
+   8-partition predictions topic *before* anything consumes it;
+2. the bare agent (:mod:`benchmarks.bare_faust`: a faust-streaming app configured like the
+   worker, whose agent only iterates the stream) reads all of it in its own consumer group.
+   Its rate is (messages − 1) / (time of the last message − time of the first), timed inside
+   the agent;
+3. then one ``streamguard worker`` (stages 1–3, default policy, unsigned) reads the same
+   messages. Its ``/metrics`` counter ``streamguard_events_total`` (events through stage 1) is
+   polled every 0.2 s; the rate is the count difference over the time difference between the
+   first and the last poll strictly between 0 and the total (:class:`benchmarks.common.Samples`).
+   Its flush, stage 2, stage 3 and snapshot work run in the same process and are included.
+
+Ratios (the figures that carry across machines), against the bare agent's messages per second
+on one-event messages, i.e. what Faust alone delivers per event when every event is a message:
+
+* ``single_vs_bare`` = worker events/s with one event per message / bare messages/s
+  (issue 8's goal: ≥ 0.8);
+* ``batch_vs_bare`` = worker events/s with batch envelopes / bare messages/s (goal: ≥ 20).
+
+Each repetition starts from a fresh broker (the worker's state topic must be empty); with
+``--repeat N`` the best of N is reported per figure, and every run is listed.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    PREDICTIONS,
+    ROOT,
+    Message,
+    as_envelopes,
+    as_singles,
+    environment,
+    past_start,
+    poll_until,
+    running_broker,
+    traffic,
+    worker_events,
+)
+from streamguard.broker import EmbeddedBroker
+from streamguard.sim import TrafficGenerator
+from streamguard.testing import WorkerProcess, produce
+
+__all__ = ["main", "measure"]
+
+SINGLE_RATE = 500.0  # requests/s of event time: ~1,000 events per second of traffic
+BATCH_RATE = 2000.0  # ~4,000 events per second of traffic: envelopes of ~500 events
+
+
+def _messages(mode: str, events: int, seed: int) -> tuple[list[Message], int]:
+    """Messages of about ``events`` events of traffic, and the exact event count."""
+    rate = SINGLE_RATE if mode == "single" else BATCH_RATE
+    seconds = max(2, math.ceil(events / (2 * rate)))
+    gen = TrafficGenerator(rate=rate, seed=seed, start_ts=past_start(seconds))
+    per_second = traffic(gen, seconds)
+    count = sum(len(s) for s in per_second)
+    if mode == "single":
+        return as_singles(per_second, PREDICTIONS.partitions), count
+    return as_envelopes(per_second, PREDICTIONS.partitions), count
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+            process.wait(20)
+
+
+def run_bare(broker: EmbeddedBroker, messages: int, workdir: Path, timeout_s: float) -> float:
+    """Messages per second of the bare Faust agent over ``messages`` pre-produced messages."""
+    out = workdir / "bare.json"
+    out.unlink(missing_ok=True)
+    args = [sys.executable, "-m", "benchmarks.bare_faust", "--broker", broker.url]
+    args += ["--expect", str(messages), "--out", str(out), "--datadir", str(workdir / "bare-data")]
+    with open(workdir / "bare.log", "ab") as log:
+        process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not out.exists():
+            if process.poll() is not None:
+                raise RuntimeError(f"bare agent exited early; see {workdir / 'bare.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bare agent not done after {timeout_s}s")
+            time.sleep(0.2)
+        time.sleep(0.1)  # the file is written in one call; let it land
+        result = json.loads(out.read_text())
+    finally:
+        _stop(process)
+    return float((result["messages"] - 1) / (result["last"] - result["first"]))
+
+
+def run_worker(broker: EmbeddedBroker, events: int, workdir: Path, timeout_s: float) -> float:
+    """Events per second of one worker's stage 1 over ``events`` pre-produced events."""
+    worker = WorkerProcess(broker.url, workdir / "worker.log").start()
+    try:
+        samples = poll_until(lambda: worker_events([worker]), events, timeout_s)
+    finally:
+        worker.stop()
+    return samples.rate_or_bound()
+
+
+def measure(
+    single_events: int = 20_000,
+    batch_events: int = 600_000,
+    repeat: int = 1,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns figures, ratios and runs."""
+    env = environment()
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        workdir = Path(tmp)
+        for r in range(repeat):
+            for mode, events in (("single", single_events), ("batch", batch_events)):
+                messages, count = _messages(mode, events, seed=r + 1)
+                with running_broker(workdir / "broker.log") as broker:
+                    produce(broker.bootstrap, messages, PREDICTIONS.name)
+                    bare = run_bare(broker, len(messages), workdir, timeout_s)
+                    worker = run_worker(broker, count, workdir, timeout_s)
+                runs.append(
+                    {
+                        "mode": mode,
+                        "messages": len(messages),
+                        "events": count,
+                        "bare_messages_per_s": round(bare),
+                        "worker_events_per_s": round(worker),
+                        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                    }
+                )
+
+    def best(mode: str, key: str) -> float:
+        return max(float(run[key]) for run in runs if run["mode"] == mode)
+
+    bare = best("single", "bare_messages_per_s")
+    single = best("single", "worker_events_per_s")
+    batch = best("batch", "worker_events_per_s")
+    return {
+        "benchmark": "e2e",
+        "environment": env,
+        "parameters": {
+            "single_events": single_events,
+            "batch_events": batch_events,
+            "repeat": repeat,
+        },
+        "bare_messages_per_s": round(bare),
+        "bare_batch_messages_per_s": round(best("batch", "bare_messages_per_s")),
+        "worker_single_events_per_s": round(single),
+        "worker_batch_events_per_s": round(batch),
+        "single_vs_bare": round(single / bare, 3),
+        "batch_vs_bare": round(batch / bare, 2),
+        "goals": {"single_vs_bare": 0.8, "batch_vs_bare": 20.0},
+        "runs": runs,
+    }
+
+
+def main() -> None:
+    """Command line: prints the result (``--json``: as one JSON document)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single-events", type=int, default=20_000)
+    parser.add_argument("--batch-events", type=int, default=600_000)
+    parser.add_argument("--repeat", type=int, default=1, help="best of N fresh runs")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+    result = measure(args.single_events, args.batch_events, args.repeat)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"bare Faust agent, one event per message: {result['bare_messages_per_s']:,} msg/s")
+    print(
+        f"worker, one event per message: {result['worker_single_events_per_s']:,} events/s "
+        f"({result['single_vs_bare']} x bare; goal >= 0.8)"
+    )
+    print(
+        f"worker, batch envelopes: {result['worker_batch_events_per_s']:,} events/s "
+        f"({result['batch_vs_bare']} x bare; goal >= 20)"
+    )
+    print(f"environment: {result['environment']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Worker memory (resident set) against the number of slices and against the number of events.
+
+    python -m benchmarks.memory [--slices 10,100,1000,10000] [--rate 100] [--json]
+
+Measured on a real ``streamguard worker`` process (stages 1–3, default policy, unsigned) on
+the embedded broker: its ``VmRSS`` (resident memory now) and ``VmHWM`` (peak resident memory
+since it started) from ``/proc/PID/status``, read once the worker has processed every event
+produced (``streamguard_events_total``) and 3 s more have passed for its flushes and window
+closes.
+
+* **Slices.** For each count, a fresh broker and worker get ``SECONDS`` (330) seconds of event
+  time: long enough to fill the guards' 5-minute horizon (30 windows of 10 s) plus the allowed
+  lateness, so the per-window tables the worker keeps are all there. Traffic is primary +
+  shadow at ``--rate`` requests/s per deployment over uniformly shared full slices (platform ×
+  region × tier: 2×5×1, 4×5×5, 4×25×10). A deployment holds at most 2,000 slices
+  (``max_slices``), so 10,000 slices are 10 deployments of 1,000 each. The slice count is the
+  number of *full* slice combinations; every event also counts in the coarser levels
+  (``*``, ``platform=ios``, ``platform=ios,region=r03``, ...), 8 levels in all.
+* **Events.** At 1,000 slices, one worker gets N events (330 s of event time), then 3N more
+  (990 s more of the same traffic): RSS after N and after 4N events. Windows older than the
+  horizon are dropped, so memory must not grow with events; ``growth_4n_vs_n`` is the ratio.
+
+Issue 8's goal: 1,000 slices under 300 MB of resident memory.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    PREDICTIONS,
+    as_envelopes,
+    environment,
+    past_start,
+    poll_until,
+    running_broker,
+    worker_events,
+)
+from streamguard.sim import TrafficGenerator
+from streamguard.testing import WorkerProcess, produce, rss_bytes
+
+__all__ = ["SECONDS", "main", "measure", "shares"]
+
+SECONDS = 330  # the 300 s horizon, the 5 s lateness, and a few windows more
+_MB = 2**20
+_SHAPES = {10: (2, 5, 1), 100: (4, 5, 5), 1000: (4, 25, 10)}
+
+
+def shares(full_slices: int) -> dict[str, dict[str, float]]:
+    """Uniform shares over ``full_slices`` (10, 100 or 1,000) platform × region × tier slices.
+
+    Raises
+    ------
+    KeyError
+        For another count (more than 1,000 slices are several deployments of 1,000).
+    """
+    platforms, regions, tiers = _SHAPES[full_slices]
+    return {
+        "platform": {f"p{i}": 1.0 for i in range(platforms)},
+        "region": {f"r{i:02d}": 1.0 for i in range(regions)},
+        "tier": {f"t{i}": 1.0 for i in range(tiers)},
+    }
+
+
+def _generators(slices: int, rate: float, start: float) -> list[TrafficGenerator]:
+    deployments = max(1, slices // 1000)
+    per_deployment = slices // deployments
+    return [
+        TrafficGenerator(
+            deployment=f"bench-{d:02d}",
+            rate=rate,
+            seed=d + 1,
+            start_ts=start,
+            shares=shares(per_deployment),
+        )
+        for d in range(deployments)
+    ]
+
+
+def _feed(bootstrap: str, gens: list[TrafficGenerator], seconds: int) -> int:
+    """Produce the generators' next ``seconds`` of traffic in envelopes; the event count."""
+    streams = [g.seconds(seconds) for g in gens]
+    per_second = [[e for s in streams for e in next(s)] for _ in range(seconds)]
+    produce(bootstrap, as_envelopes(per_second, PREDICTIONS.partitions), PREDICTIONS.name)
+    return sum(len(s) for s in per_second)
+
+
+def _memory(worker: WorkerProcess) -> dict[str, float]:
+    assert worker.pid is not None
+    return {
+        "rss_mb": round(rss_bytes(worker.pid) / _MB, 1),
+        "peak_rss_mb": round(rss_bytes(worker.pid, "VmHWM") / _MB, 1),
+    }
+
+
+def _settled(worker: WorkerProcess, events: int, timeout_s: float) -> dict[str, float]:
+    poll_until(lambda: worker_events([worker]), events, timeout_s, interval_s=0.5)
+    time.sleep(3.0)
+    return _memory(worker)
+
+
+def measure(
+    slices: tuple[int, ...] = (10, 100, 1000, 10000),
+    rate: float = 100.0,
+    seconds: int = SECONDS,
+    events_slices: int = 1000,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring)."""
+    env = environment()
+    by_slices = []
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        workdir = Path(tmp)
+        for count in slices:
+            start = past_start(seconds)
+            with running_broker(workdir / "broker.log") as broker:
+                worker = WorkerProcess(broker.url, workdir / f"worker-{count}.log").start()
+                try:
+                    worker.wait_ready(sources=PREDICTIONS.partitions)
+                    idle = _memory(worker)
+                    events = _feed(broker.bootstrap, _generators(count, rate, start), seconds)
+                    loaded = _settled(worker, events, timeout_s)
+                finally:
+                    worker.stop()
+            by_slices.append(
+                {"slices": count, "events": events, "idle_rss_mb": idle["rss_mb"], **loaded}
+            )
+        # Events: N, then 3N more, at 1,000 slices, on one worker.
+        start = past_start(4 * seconds)
+        gens = _generators(events_slices, rate, start)
+        with running_broker(workdir / "broker.log") as broker:
+            worker = WorkerProcess(broker.url, workdir / "worker-events.log").start()
+            try:
+                worker.wait_ready(sources=PREDICTIONS.partitions)
+                n = _feed(broker.bootstrap, gens, seconds)
+                after_n = _settled(worker, n, timeout_s)
+                more = _feed(broker.bootstrap, gens, 3 * seconds)
+                after_4n = _settled(worker, n + more, timeout_s)
+            finally:
+                worker.stop()
+    at_1000 = next((r["rss_mb"] for r in by_slices if r["slices"] == 1000), None)
+    return {
+        "benchmark": "memory",
+        "environment": env,
+        "parameters": {
+            "slices": list(slices),
+            "rate": rate,
+            "seconds": seconds,
+            "events_slices": events_slices,
+        },
+        "by_slices": by_slices,
+        "by_events": {
+            "slices": events_slices,
+            "n_events": n,
+            "after_n": after_n,
+            "after_4n_events": n + more,
+            "after_4n": after_4n,
+            "growth_4n_vs_n": round(after_4n["rss_mb"] / after_n["rss_mb"], 3),
+        },
+        "rss_mb_at_1000_slices": at_1000,
+        "goal_rss_mb_at_1000_slices": 300,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def main() -> None:
+    """Command line: prints the result (``--json``: as one JSON document)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", default="10,100,1000,10000", help="comma-separated counts")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s per deployment")
+    parser.add_argument("--seconds", type=int, default=SECONDS, help="seconds of event time (N)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+    counts = tuple(int(x) for x in args.slices.split(","))
+    result = measure(counts, args.rate, args.seconds)
+    if args.json:
+        print(json.dumps(result))
+        return
+    for row in result["by_slices"]:
+        print(
+            f"{row['slices']:>6} slices, {row['events']:>9,} events: RSS {row['rss_mb']} MB "
+            f"(peak {row['peak_rss_mb']} MB; idle worker {row['idle_rss_mb']} MB)"
+        )
+    ev = result["by_events"]
+    print(
+        f"{ev['slices']:,} slices: RSS {ev['after_n']['rss_mb']} MB "
+        f"after {ev['n_events']:,} events, "
+        f"{ev['after_4n']['rss_mb']} MB after {ev['after_4n_events']:,} "
+        f"(x{ev['growth_4n_vs_n']})"
+    )
+    print(f"environment: {result['environment']}")
+
+
+if __name__ == "__main__":
+    main()

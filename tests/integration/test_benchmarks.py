@@ -1,0 +1,55 @@
+"""Each broker benchmark at a tiny size, checking the shape of its result (not its figures).
+
+Benchmarks are not timed tests: these only keep them from rotting.
+"""
+
+from typing import Any
+
+import pytest
+
+from benchmarks import e2e, latency, memory, run, scaling
+
+pytestmark = pytest.mark.integration
+
+
+def renders(name: str, result: dict[str, Any]) -> None:
+    assert result["benchmark"] == name
+    assert set(result["environment"]) >= {"date", "commit", "cpus", "loadavg"}
+    assert run.rows(name, result)
+
+
+def test_e2e_measures_the_worker_and_the_bare_agent() -> None:
+    result = e2e.measure(single_events=400, batch_events=4_000)
+    assert result["bare_messages_per_s"] > 0
+    assert result["worker_single_events_per_s"] > 0
+    assert result["worker_batch_events_per_s"] > 0
+    assert result["single_vs_bare"] > 0
+    assert [r["mode"] for r in result["runs"]] == ["single", "batch"]
+    renders("e2e", result)
+
+
+def test_latency_sees_verdicts_and_times_them() -> None:
+    result = latency.measure(deployments=1, rate=20.0, seconds=40, speed=8.0, drain_s=8.0)
+    assert result["events"] > 0
+    assert result["verdict_latency_s"]["n"] > 0
+    assert result["verdict_latency_s"]["p50"] is not None
+    assert set(result["command_latency_s"]) == {"n", "p50", "p90", "p99", "max"}
+    renders("latency", result)
+
+
+def test_memory_reads_the_worker_rss() -> None:
+    result = memory.measure(slices=(10,), rate=20.0, seconds=20, events_slices=10)
+    (row,) = result["by_slices"]
+    assert row["slices"] == 10
+    assert row["rss_mb"] > 10
+    assert result["by_events"]["after_4n_events"] > result["by_events"]["n_events"]
+    renders("memory", result)
+
+
+def test_scaling_runs_a_consumer_group() -> None:
+    result = scaling.measure(workers=(1,), events=4_000)
+    (one,) = result["runs"]
+    assert one["workers"] == 1
+    assert one["events_per_s"] > 0
+    assert one["speedup"] == 1.0
+    renders("scaling", result)

@@ -1,0 +1,75 @@
+"""The benchmarks' pure parts, and the engine benchmark at tiny size, so they cannot rot.
+
+The broker benchmarks' smoke tests are in ``tests/integration/test_benchmarks.py``.
+"""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import latency, memory, run
+from benchmarks.common import Samples, environment
+
+
+def test_samples_rate_uses_only_the_polls_between_zero_and_the_target() -> None:
+    samples = Samples(100, [(0.0, 0), (1.0, 10), (2.0, 30), (3.0, 50), (4.0, 100)])
+    assert samples.rate() == pytest.approx(20.0)  # (50 - 10) / (3 - 1)
+    assert samples.span_s() == 4.0
+    short = Samples(100, [(0.0, 0), (0.5, 100)])
+    assert short.rate() is None
+    assert short.rate_or_bound() == pytest.approx(200.0)
+    with pytest.raises(ValueError, match="no poll"):
+        Samples(100, [(0.0, 100)]).rate_or_bound()
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    p = latency.percentiles(values)
+    assert (p["n"], p["p50"], p["p90"], p["p99"], p["max"]) == (100, 50.0, 90.0, 99.0, 100.0)
+    assert latency.percentiles([])["p99"] is None
+
+
+def test_a_window_closes_when_the_last_partition_passes_it() -> None:
+    timeline = latency._Timeline()
+    for partition in range(8):
+        timeline.add(partition, 100.0, 1.0 + partition)
+        timeline.add(partition, 120.0, 20.0 + partition)
+    assert timeline.close_time(100.0) == 8.0  # partition 7 got there last
+    assert timeline.close_time(110.0) == 27.0
+    assert timeline.close_time(121.0) is None  # not closed yet
+
+
+def test_memory_shares_have_the_slice_counts_they_claim() -> None:
+    for count in (10, 100, 1000):
+        dims = memory.shares(count)
+        assert math.prod(len(values) for values in dims.values()) == count
+
+
+def test_the_engine_benchmark_runs_and_its_figures_render(tmp_path: Path) -> None:
+    result = run.BENCHMARKS["engine"].run({"seconds": 2, "rate": 100.0, "repeat": 1})
+    assert result["events"] > 0
+    assert result["engine_events_per_s"] > 0
+    figures = run.rows("engine", result)
+    assert any(goal == "≥ 0.5" for _, _, goal, _ in figures)
+    text = run.render(
+        {
+            "benchmarks": {
+                "engine": {
+                    "command": "python -m benchmarks.engine",
+                    "environment": environment(),
+                    "result": result,
+                    "seconds": 1,
+                }
+            }
+        }
+    )
+    assert "| whole engine / orjson alone |" in text
+    assert "load average" in text
+
+
+def test_environment_names_the_machine_and_the_commit() -> None:
+    env = environment()
+    assert env["cpus"]
+    assert len(env["loadavg"]) == 3
+    assert env["commit"]
