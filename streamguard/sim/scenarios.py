@@ -22,6 +22,12 @@ popularity-loop         a 50 % canary whose item choice sharpens from Zipf 1.0 t
 schema-rollback         a canary whose requests moved to feature schema "2" (the primary only
                         ever got "1") and whose error rate then jumps tenfold: its rollback
                         would land on a model that never read schema "2"
+nondeterministic-env    one model version served in two environments (``env_fingerprint``
+                        ``gpu=v100;numpy=1.23`` and ``gpu=a100;numpy=1.24``, half the traffic
+                        each) and shadowed by itself in the A100 one; A100 scores drift +0.03
+healthy-envs            the same fleet with identical outputs in both environments, the A100
+                        pool serving 80 % of iOS and 10 % of Android requests (the mix differs
+                        by slice, the outputs do not)
 ======================  =====================================================================
 """
 
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from streamguard.sim.traffic import (
     DEFAULT_SHARES,
     Canary,
+    Environments,
     FeatureSchemas,
     Items,
     ShadowDeviation,
@@ -128,6 +135,35 @@ def _schema_rollback(rate: float, duration: float, seed: int, start: float) -> T
     )
 
 
+#: The environments of the non-determinism scenarios.
+V100, A100 = "gpu=v100;numpy=1.23", "gpu=a100;numpy=1.24"
+
+
+def _environments(offset: float, skewed: bool) -> Callable[..., TrafficGenerator]:
+    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+        environments = Environments(
+            fingerprints=(V100, A100),
+            offsets=(0.0, offset),
+            shadow_fingerprint=A100,
+            after_s=duration / 3,
+            slice_shares={"platform=ios": (0.2, 0.8), "platform=android": (0.9, 0.1)}
+            if skewed
+            else {},
+        )
+        # The shadow runs the primary's own version without noise: the same model, another
+        # environment, so any difference between the two is the environment's.
+        return TrafficGenerator(
+            rate=rate,
+            seed=seed,
+            start_ts=start,
+            shadow_version="ranker-v41",
+            shadow_noise=0.0,
+            environments=environments,
+        )
+
+    return make
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -168,6 +204,18 @@ SCENARIOS: dict[str, Scenario] = {
             _schema_rollback,
             guard="canary",
             slice="*",
+        ),
+        Scenario(
+            "nondeterministic-env",
+            "A100 scores drift +0.03 from V100 scores of the same model version",
+            _environments(0.03, skewed=False),
+            guard="determinism",
+            slice="*",
+        ),
+        Scenario(
+            "healthy-envs",
+            "two environments, identical outputs, a fingerprint mix that differs by slice",
+            _environments(0.0, skewed=True),
         ),
     )
 }
