@@ -22,6 +22,7 @@ import orjson
 __all__ = [
     "ACTIONS",
     "MODEL_ACTIONS",
+    "NOTICE",
     "NOTICE_ACTION",
     "Alert",
     "Command",

@@ -23,7 +23,7 @@ Examples
 """
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ class Half:
     model_version: str
     combo: int  # slice combination id (see SliceCoder)
     seq: int
+    env: str = ""  # env_fingerprint, "" when the event has none
 
 
 @dataclass(slots=True)
@@ -56,7 +57,8 @@ class Pairs:
 
     ``ts`` is the later of the two event times: a pair is complete when its second half
     arrives, so a slow shadow does not make the pair late. ``combo`` is the primary's slice
-    combination id.
+    combination id. ``primary_env`` and ``shadow_env`` hold the halves' ``env_fingerprint``
+    ("" where absent), or are empty when no half of these pairs had one.
     """
 
     ts: F64
@@ -67,6 +69,8 @@ class Pairs:
     primary: F64
     shadow: F64
     duplicates: int = 0  # halves whose role was already waiting for the same request
+    primary_env: list[str] = field(default_factory=list)
+    shadow_env: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.deployment)
@@ -134,6 +138,7 @@ class PairingBuffer:
             batch.model_version[i],
             int(combos[i]),
             self._seq,
+            batch.env_fingerprint[i] if batch.env_fingerprint else "",
         )
         heapq.heappush(self._by_time, (ts, self._seq, request_id))
 
@@ -178,7 +183,18 @@ class PairingBuffer:
                 baseline.append(batch.model_version[i])
                 combo[k] = combos[i]
             deployment.append(half.deployment)
-        return Pairs(ts, deployment, version, baseline, combo, primary, shadow, duplicates)
+        pairs = Pairs(ts, deployment, version, baseline, combo, primary, shadow, duplicates)
+        envs = batch.env_fingerprint
+        if envs or any(half.env for half, _ in with_waiting):
+            every = envs or [""] * len(batch)
+            # The same order as the scores above: pairs within the batch, then with waiting halves.
+            pairs.primary_env = [every[p] for p, _ in in_batch] + [
+                half.env if half.role == ROLE_PRIMARY else every[i] for half, i in with_waiting
+            ]
+            pairs.shadow_env = [every[j] for _, j in in_batch] + [
+                every[i] if half.role == ROLE_PRIMARY else half.env for half, i in with_waiting
+            ]
+        return pairs
 
     def expire(self, watermark: float) -> list[Half]:
         """Remove and return halves older than ``watermark - ttl`` and any beyond capacity."""
@@ -212,12 +228,16 @@ class PairingBuffer:
             "model_version": [h.model_version for h in halves],
             "combo": np.array([h.combo for h in halves], dtype=np.int64),
             "half_seq": np.array([h.seq for h in halves], dtype=np.int64),
+            # Most deployments send no fingerprint: keep their snapshots free of empty strings.
+            "env": [h.env for h in halves] if any(h.env for h in halves) else [],
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Take the halves of :meth:`snapshot`; expiry order is as before."""
         self._seq = int(snapshot["seq"])
         self._pending = {}
+        # Snapshots taken before halves carried their environment have no "env" column.
+        envs = snapshot.get("env") or [""] * len(snapshot["request_id"])
         columns = zip(
             snapshot["request_id"],
             snapshot["role"].tolist(),
@@ -227,11 +247,12 @@ class PairingBuffer:
             snapshot["model_version"],
             snapshot["combo"].tolist(),
             snapshot["half_seq"].tolist(),
+            envs,
             strict=True,
         )
-        for request_id, role, ts, score, deployment, version, combo, seq in columns:
+        for request_id, role, ts, score, deployment, version, combo, seq, env in columns:
             self._pending[request_id] = Half(
-                request_id, role, ts, score, deployment, version, combo, seq
+                request_id, role, ts, score, deployment, version, combo, seq, env
             )
         self._by_time = [(h.ts, h.seq, r) for r, h in self._pending.items()]
         heapq.heapify(self._by_time)

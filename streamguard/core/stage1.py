@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.contracts import ROLE_CANARY, ROLE_SHADOW, ROLES, Decoded, PredictionBatch
+from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAM, EnvMeasures
 from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM, schema_counts
 from streamguard.core.items import count_items, item_stream
 from streamguard.core.measures import ArmMeasures, PairMeasures
@@ -87,6 +88,7 @@ class _Deployment:
     arms: ArmMeasures
     join: OutcomeJoin
     replicas: ReplicaMeasures
+    envs: EnvMeasures
     late: int = 0
     touched: bool = False
     # Pairing starts at the partition's first shadow prediction: a deployment without a
@@ -199,6 +201,7 @@ class Stage1:
                 arms=ArmMeasures.from_policy(policy.canary),
                 join=OutcomeJoin(policy.canary.outcome_join_s, policy.canary.max_exposures),
                 replicas=ReplicaMeasures.from_policy(policy.cold_start),
+                envs=EnvMeasures.from_policy(policy.determinism),
             )
         return state
 
@@ -302,6 +305,8 @@ class Stage1:
             batch.replica_id or len(batch.replica_age_s) or len(batch.replica_ready)
         ):
             self._replicas(source, state, batch, windows, on_time)
+        if batch.env_fingerprint and policy.determinism.enabled:
+            self._environments(source, state, batch, windows, on_time & ~errors, combos=combos)
         # Served predictions (primary and canary, late or not) open outcome exposures.
         served = np.flatnonzero(batch.role != ROLE_SHADOW).tolist()
         if served:
@@ -390,6 +395,58 @@ class Stage1:
             )
             group.table.add(np.arange(n_rows, dtype=np.int64), contribution)
 
+    def _environments(
+        self,
+        source: _Source,
+        state: _Deployment,
+        batch: PredictionBatch,
+        windows: I64,
+        chosen: npt.NDArray[np.bool_],
+        *,
+        combos: I64,
+    ) -> None:
+        """Scores with a fingerprint into the ``env`` stream, per (version, window).
+
+        Every role counts (a shadow of the primary's version in another environment too);
+        failed predictions do not: their score is a fallback.
+        """
+        chosen = chosen & (np.asarray(batch.env_fingerprint, dtype=str) != "")
+        versions, version_names = _factorize(batch.model_version)
+        keys = windows * len(version_names) + versions
+        for key in np.unique(keys[chosen]).tolist():
+            idx = np.flatnonzero((keys == key) & chosen)
+            version = version_names[key % len(version_names)]
+            slices = state.coder.rows(combos[idx])
+            finest = slices.index[:, -1]  # the full combination: the strata
+            rows, labels = state.envs.score_rows(
+                [batch.env_fingerprint[i] for i in idx.tolist()], finest, slices.labels
+            )
+            contribution = state.envs.score_contributions(rows, len(labels), batch.score[idx])
+            group_key = (state.name, ENV_STREAM, version, int(windows[idx[0]]))
+            self._merge(self._group(source, state, group_key), labels, contribution, state)
+
+    def _env_pairs(
+        self, source: _Source, state: _Deployment, pairs: Pairs, idx: I64, window: int
+    ) -> None:
+        """Pairs of the primary's own version whose halves ran in different environments."""
+        if not pairs.primary_env:
+            return
+        version = pairs.version[int(idx[0])]  # one shadow version per group
+        same = np.asarray(pairs.baseline_version, dtype=object)[idx] == version
+        p_env = np.asarray(pairs.primary_env, dtype=str)[idx]
+        s_env = np.asarray(pairs.shadow_env, dtype=str)[idx]
+        cross = np.flatnonzero(same & (p_env != s_env) & (p_env != "") & (s_env != ""))
+        if not len(cross):
+            return
+        contribution, labels = state.envs.pair_contributions(
+            p_env[cross].tolist(),
+            s_env[cross].tolist(),
+            pairs.primary[idx[cross]],
+            pairs.shadow[idx[cross]],
+        )
+        group_key = (state.name, ENV_PAIR_STREAM, version, window)
+        self._merge(self._group(source, state, group_key), labels, contribution, state)
+
     def _pairs(
         self,
         source: _Source,
@@ -414,6 +471,8 @@ class Stage1:
                 rows.index, len(rows.labels), pairs.primary[idx], pairs.shadow[idx]
             )
             self._merge(group, rows.labels, contribution, state)
+            if policy.determinism.enabled:
+                self._env_pairs(source, state, pairs, idx, window)
         report.pairs += int(on_time.sum())
         return int((~on_time).sum())
 
@@ -456,6 +515,8 @@ class Stage1:
                 fields = SCHEMA_FIELDS
             elif key[1] == REPLICA_STREAM:
                 fields = state.replicas.fields
+            elif key[1] in (ENV_STREAM, ENV_PAIR_STREAM):
+                fields = state.envs.fields_of(key[1])
             else:
                 fields = state.arms.fields
             group = source.groups[key] = _Group(Registry(), Table(fields))

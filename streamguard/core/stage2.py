@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAMS, EnvMeasures, admitted
 from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
 from streamguard.core.items import ITEMS_PREFIX, ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
@@ -113,6 +114,8 @@ class _Deployment:
             return self.arm_fields
         if stream == SCHEMA_STREAM:
             return SCHEMA_FIELDS
+        if stream in ENV_STREAMS:
+            return EnvMeasures.fields_of(stream)
         raise PartialError(f"unknown stream {stream!r}")
 
 
@@ -290,13 +293,17 @@ class Stage2:
                 s = d.streams[(stream, version)] = _Stream(fields)
             if group.get("baseline_version"):
                 s.baseline_version = str(group["baseline_version"])
+            # Windows before this one leave the horizon by the time the next window closes.
+            oldest = -(2**62)
+            if d.last_closed is not None:
+                oldest = d.last_closed - d.policy.horizon_windows + 2
             if stream == REPLICA_STREAM:
-                # Windows before this one leave the horizon by the time the next window closes.
-                oldest = -(2**62)
-                if d.last_closed is not None:
-                    oldest = d.last_closed - d.policy.horizon_windows + 2
                 rows, arrays = _replica_rows(
                     s, labels, arrays, d.policy.cold_start.max_replicas, oldest
+                )
+            elif stream in ENV_STREAMS:
+                rows, arrays = _env_rows(
+                    s, labels, arrays, d.policy, oldest, paired=stream == ENV_PAIR_STREAM
                 )
             else:
                 rows = s.registry.rows_for(labels, limit=d.policy.slices.max_slices)
@@ -555,10 +562,45 @@ def _replica_rows(
     if (rows < 0).any() and len(s.registry) >= limit:
         _compact(s, oldest)
         rows = s.registry.rows_for(labels, limit=limit)
-    if not (rows < 0).any():
-        return rows, arrays
+    return _fold_overflow(s, rows, arrays)
+
+
+def _env_rows(
+    s: _Stream,
+    labels: list[str],
+    arrays: dict[str, Array],
+    policy: DeploymentPolicy,
+    oldest: int,
+    *,
+    paired: bool,
+) -> tuple[npt.NDArray[np.int64], dict[str, Array]]:
+    """Rows of an ``env``/``env_pair`` group's labels, within ``max_fingerprints``.
+
+    Labels naming a fingerprint beyond the cap (or beyond the slice cap) are folded into
+    ``~overflow``; rows of fingerprints gone from every held window are released first.
+    """
+    limit = policy.determinism.max_fingerprints
+    s.registry.rows_for([OVERFLOW_ROW])
+    fresh = [label for label in labels if label not in s.registry.index]
+    if fresh and not all(admitted(s.registry.labels, fresh, limit, paired)):
+        _compact(s, oldest)
+    if fresh:
+        allowed = dict(zip(fresh, admitted(s.registry.labels, fresh, limit, paired), strict=True))
+        labels = [label if allowed.get(label, True) else OVERFLOW_ROW for label in labels]
+    rows = s.registry.rows_for(labels, limit=policy.slices.max_slices)
+    return _fold_overflow(s, rows, arrays)
+
+
+def _fold_overflow(
+    s: _Stream, rows: npt.NDArray[np.int64], arrays: dict[str, Array]
+) -> tuple[npt.NDArray[np.int64], dict[str, Array]]:
+    """Move the entries without a row (``-1``), and any on ``~overflow``, into one overflow row."""
     overflow_row = s.registry.index[OVERFLOW_ROW]
+    if not ((rows < 0) | (rows == overflow_row)).any():
+        return rows, arrays
     rows = np.where(rows < 0, overflow_row, rows)
+    if (rows == overflow_row).sum() == 1:
+        return rows, arrays
     merged = sum_rows(s.fields, arrays, np.flatnonzero(rows == overflow_row).tolist())
     keep = rows != overflow_row
     rows = np.append(rows[keep], overflow_row)
@@ -567,7 +609,7 @@ def _replica_rows(
 
 
 def _compact(s: _Stream, oldest: int) -> None:
-    """Release the rows of replicas without requests in any window that can still be judged."""
+    """Release the rows (replicas, fingerprints) without events in any window still judgeable."""
     while s.closed and s.closed[0][0] < oldest:
         s.closed.popleft()
     n = len(s.registry)
@@ -575,7 +617,10 @@ def _compact(s: _Stream, oldest: int) -> None:
     live = np.zeros(n, dtype=bool)
     for table in tables:
         live |= table.view(n)["events"] > 0
-    live[[s.registry.index[ALL_ROW], s.registry.index[OVERFLOW_ROW]]] = True
+    pinned = [
+        s.registry.index[label] for label in (ALL_ROW, OVERFLOW_ROW) if label in s.registry.index
+    ]
+    live[pinned] = True
     if live.all():
         return
     keep = np.flatnonzero(live)

@@ -20,6 +20,9 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
 - ``drain`` and ``hold_scaling`` findings (the cold-start guard) are issued once per
   (guard, slice, action) like a pause, but leave the version's state alone: the model is
   not at fault, so they neither pause nor roll it back;
+- a finding whose action is ``notice`` (the non-determinism guard) becomes one *notice* per
+  (guard, slice) once confirmed like the others: a signed alert with no command, leaving the
+  version's state alone;
 - a verdict's ``health`` findings (the shadow guard's untrusted slices) become one *notice*
   per (guard, slice) once confirmed like findings: an alert with no command. A shadow that
   times out on some slices makes the comparison there untrustworthy; on-call should know, and
@@ -50,7 +53,7 @@ from enum import StrEnum
 from typing import Any
 
 from streamguard.contracts import Alert, Command, alert_for, notice_for
-from streamguard.contracts.commands import MODEL_ACTIONS
+from streamguard.contracts.commands import MODEL_ACTIONS, NOTICE
 from streamguard.core.slices import label_dims
 from streamguard.policy import Policy
 
@@ -98,6 +101,7 @@ _GUARD_TEXT = {
     "canary": "the canary is worse than the baseline",
     "popularity": "the canary concentrates item exposure faster than the baseline",
     "cold_start": "replicas that are young or not ready slow requests down",
+    "determinism": "predictions depend on the execution environment",
 }
 
 
@@ -165,6 +169,9 @@ class Decider:
                 continue
             version.issued.add(key)
             evidence = _evidence(verdict, finding)
+            if action == NOTICE:  # an alert for on-call, nothing for serving to act on
+                notices.append(_notice(verdict, finding, evidence))
+                continue
             compat = self._compat(deployment, version, evidence["baseline_version"])
             if action == "rollback" and compat is not None:
                 evidence["compat"] = compat
@@ -338,6 +345,26 @@ class Decider:
                 live=[str(x) for x in value.get("live", [])],
                 noticed={(g, sl) for g, sl in value.get("noticed", [])},
             )
+
+
+def _notice(verdict: dict[str, Any], finding: dict[str, Any], evidence: dict[str, Any]) -> Alert:
+    """The alert of a finding that calls for no command."""
+    where = finding["slice"] if finding["slice"] != "*" else "all traffic"
+    what = _GUARD_TEXT.get(verdict["guard"], f"guard {verdict['guard']} breached")
+    detail = finding.get("summary") or (
+        f"{finding['statistic']}={_number(finding.get('value'))} >= "
+        f"{finding['threshold']:.4g} over n={finding['n']}"
+    )
+    return notice_for(
+        verdict["deployment"],
+        verdict["model_version"],
+        verdict["guard"],
+        label_dims(finding["slice"]) or None,
+        float(verdict["window_end"]),
+        f"{verdict['deployment']} {verdict['model_version']}: {what} in {where}: {detail}; "
+        "no command issued",
+        evidence,
+    )
 
 
 def _incompatible(compat: dict[str, Any]) -> str:

@@ -9,15 +9,18 @@ watermark had passed its window's end plus the allowed lateness), and a judge's 
 timed at the end of the interval it judged. Detection delay is issue time minus the onset,
 for both; nothing gets credit for evidence it could not have published yet.
 
-Healthy traffic is every healthy scenario and the part of each failure scenario before its
-onset. Anything issued there is a false command (for a judge, a failed analysis, at most one
-per run since a failed analysis aborts the rollout).
+Findings are commands and the alerts that come with no command (notices: the determinism
+guard only alerts, shadow health says which slices it cannot judge); ``schemas`` notices,
+which only inform subscribers, are not findings. Healthy traffic is every healthy scenario and
+the part of each failure scenario before its onset. Any finding issued there is a false one
+(for a judge, a failed analysis: at most one per run, since a failed analysis aborts the
+rollout).
 """
 
 import math
 from dataclasses import dataclass, field
 
-from streamguard.contracts import Command, load_topic_specs
+from streamguard.contracts import Alert, Command, load_topic_specs
 from streamguard.contracts.partitioning import routed
 from streamguard.engine import Pipeline
 from streamguard.evaluation.judges import (
@@ -35,7 +38,7 @@ __all__ = ["JUDGES", "START", "STREAMGUARD", "JudgeRun", "RunResult", "run"]
 START = 1_790_000_000.0
 STREAMGUARD = "streamguard"
 JUDGES = (STREAMGUARD, GlobalThresholdJudge().name, KayentaJudge().name)
-#: Commands that tell subscribers something and ask nothing of them (not alarms).
+#: Commands that tell subscribers something and ask nothing of them (not findings).
 _NOTICES = frozenset({"schemas"})
 
 
@@ -70,27 +73,39 @@ def _label(slice_: dict[str, str] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted((slice_ or {}).items())) or "*"
 
 
-def _streamguard(
-    issued: list[tuple[float, Command]], name: str, guard: str | None, onset_ts: float
-) -> JudgeRun:
+@dataclass(frozen=True, slots=True)
+class _Issued:
+    """A command, or an alert that comes with no command (a notice), when it was published."""
+
+    at: float
+    guard: str
+    slice: str
+    action: str
+
+
+def _issued(now: float, commands: list[Command], notices: list[Alert]) -> list[_Issued]:
+    out = [_Issued(now, c.guard, _label(c.slice), c.action) for c in commands]
+    out += [_Issued(now, a.guard, _label(a.slice), "alert") for a in notices]
+    return [i for i in out if i.action not in _NOTICES]
+
+
+def _streamguard(issued: list[_Issued], name: str, guard: str | None, onset_ts: float) -> JudgeRun:
     scenario = SCENARIOS[name]
-    false = sum(1 for at, _ in issued if at <= onset_ts)
-    hits = [(at, c) for at, c in issued if at > onset_ts and c.guard == guard]
+    false = sum(1 for i in issued if i.at <= onset_ts)
+    hits = [i for i in issued if i.at > onset_ts and i.guard == guard]
     if not hits:
         return JudgeRun(STREAMGUARD, false_commands=false)
-    # The first command of the guard; among those issued together, one naming the slice.
-    first_at = hits[0][0]
-    together = [c for at, c in hits if at == first_at]
-    command = next((c for c in together if scenario.names(_label(c.slice))), together[0])
-    label = _label(command.slice)
+    # The first finding of the guard; among those issued together, one naming the slice.
+    together = [i for i in hits if i.at == hits[0].at]
+    first = next((i for i in together if scenario.names(i.slice)), together[0])
     return JudgeRun(
         STREAMGUARD,
         detected=True,
-        delay_s=first_at - onset_ts,
-        finding=command.guard,
-        slice=label,
-        slice_named=scenario.names(label),
-        action=command.action,
+        delay_s=first.at - onset_ts,
+        finding=first.guard,
+        slice=first.slice,
+        slice_named=scenario.names(first.slice),
+        action=first.action,
         false_commands=false,
     )
 
@@ -145,16 +160,16 @@ def run(
     observations = Observations()
     judges = (GlobalThresholdJudge(), KayentaJudge())
     failures: dict[str, list[Judgement]] = {j.name: [] for j in judges}
-    issued: list[tuple[float, Command]] = []
+    issued: list[_Issued] = []
     seconds = int(duration)
     for second, events in enumerate(source.seconds(seconds)):
         now = START + second + 1
-        before = len(pipeline.commands)
+        commands, notices = len(pipeline.commands), len(pipeline.notices)
         for _, _, value in routed(events, partitions, training):
             pipeline.feed(value)  # the leakage guard decides here, the others in flush()
         if (second + 1) % flush_every_s == 0:
             pipeline.flush()
-        issued.extend((now, c) for c in pipeline.commands[before:] if c.action not in _NOTICES)
+        issued += _issued(now, pipeline.commands[commands:], pipeline.notices[notices:])
         observations.add(events)
         for judge in judges:
             if (second + 1) % int(judge.interval_s) == 0:

@@ -53,6 +53,7 @@ from streamguard.core.replicas import (
     ReplicaMeasures,
 )
 from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
+from streamguard.guards.base import StatelessGuard
 from streamguard.policy import ColdStartPolicy, DeploymentPolicy
 
 __all__ = [
@@ -189,13 +190,10 @@ def compare_young_warm(
     )
 
 
-class ColdStartGuard:
+class ColdStartGuard(StatelessGuard):
     """Judges young and not-ready replicas against warm ones; see the module docstring."""
 
     name = NAME
-
-    def __init__(self, policy_for: Any) -> None:
-        self._policy_for = policy_for
 
     def evaluate(self, ctx: GuardContext) -> list[Verdict] | None:
         """One verdict per served model version with replica data in the horizon."""
@@ -390,13 +388,3 @@ class ColdStartGuard:
                 },
             },
         )
-
-    @staticmethod
-    def snapshot_state(state: dict[Any, Any]) -> Any:
-        """Nothing to keep: the guard recomputes from stage 2's windows."""
-        return {}
-
-    @staticmethod
-    def restore_state(data: Any) -> dict[Any, Any]:
-        """Nothing to restore."""
-        return {}

@@ -31,13 +31,13 @@ The guard is stateless between windows: everything is recomputed from stage 2's 
 """
 
 import math
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.items import ItemWindow, item_stream
 from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
+from streamguard.guards.base import StatelessGuard
 from streamguard.guards.stratification import BASELINE_STREAM, CANARY_STREAM, split_version
 from streamguard.policy import DeploymentPolicy, PopularityPolicy
 from streamguard.stats import concentration
@@ -153,13 +153,10 @@ def _thinned(window: ItemWindow, total: float, seed: int) -> dict[str, float]:
     return {name: float(c) / total for name, c in zip(names, kept.tolist(), strict=True) if c}
 
 
-class PopularityGuard:
+class PopularityGuard(StatelessGuard):
     """Judges canary against baseline item-exposure concentration; see the module docstring."""
 
     name = NAME
-
-    def __init__(self, policy_for: Any) -> None:
-        self._policy_for = policy_for
 
     def evaluate(self, ctx: GuardContext) -> Verdict | None:
         """Verdict on the most recent canary version with item exposures, else None."""
@@ -363,13 +360,3 @@ class PopularityGuard:
                 "scope": "deployment (not per slice)",
             },
         )
-
-    @staticmethod
-    def snapshot_state(state: dict[Any, Any]) -> Any:
-        """Nothing to keep: the guard recomputes from stage 2's windows."""
-        return {}
-
-    @staticmethod
-    def restore_state(data: Any) -> dict[Any, Any]:
-        """Nothing to restore."""
-        return {}

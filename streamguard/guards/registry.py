@@ -4,6 +4,7 @@ from streamguard.core.verdict import Guard
 from streamguard.guards.canary import CanaryGuard
 from streamguard.guards.cold_start import ColdStartGuard
 from streamguard.guards.compat import CompatGuard
+from streamguard.guards.determinism import DeterminismGuard
 from streamguard.guards.popularity import PopularityGuard
 from streamguard.guards.shadow import ShadowDeviationGuard
 from streamguard.guards.stratification import StratificationGuard
@@ -26,4 +27,5 @@ def default_guards(policy: Policy) -> list[Guard]:
         CanaryGuard(policy.for_deployment),
         PopularityGuard(policy.for_deployment),
         ColdStartGuard(policy.for_deployment),
+        DeterminismGuard(policy.for_deployment),
     ]

@@ -33,6 +33,7 @@ from streamguard.policy.model import (
     ColdStartPolicy,
     CompatPolicy,
     DeploymentPolicy,
+    DeterminismPolicy,
     LeakagePolicy,
     MetricTest,
     Policy,
@@ -292,6 +293,25 @@ def _cold_start(path: str, raw: Any, base: ColdStartPolicy) -> ColdStartPolicy:
     return policy
 
 
+def _determinism(path: str, raw: Any, base: DeterminismPolicy) -> DeterminismPolicy:
+    values: dict[str, Any] = {}
+    for name, where, value in _entries(path, raw, DeterminismPolicy):
+        if name == "enabled":
+            values[name] = _flag(where, value)
+        elif name in ("alpha", "max_share"):
+            values[name] = _fraction(where, value)
+        elif name == "tolerance":
+            values[name] = float(_number(where, value, positive=False))
+            if value < 0:
+                raise ConfigError(f"{where} must be 0 or more, got {value!r}")
+        else:
+            values[name] = _number(where, value, integer=True)
+    policy = replace(base, **values)
+    if policy.min_stratum_events < 2:
+        raise ConfigError(f"{path}.min_stratum_events must be at least 2 (a variance needs two)")
+    return policy
+
+
 def _leakage(path: str, raw: Any, base: LeakagePolicy) -> LeakagePolicy:
     values: dict[str, Any] = {}
     for name, where, value in _entries(path, raw, LeakagePolicy):
@@ -370,7 +390,15 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "slices" in raw:
         policy = replace(policy, slices=_slices(f"{path}.slices", raw["slices"], base.slices))
     guards = raw.get("guards", {})
-    known = {"shadow", "canary", "stratification", "popularity", "compat", "cold_start"}
+    known = {
+        "shadow",
+        "canary",
+        "stratification",
+        "popularity",
+        "compat",
+        "cold_start",
+        "determinism",
+    }
     _check_keys(f"{path}.guards", guards, known | {"leakage"})
     if "shadow" in guards:
         shadow = _shadow(f"{path}.guards.shadow", guards["shadow"], base.shadow)
@@ -394,6 +422,11 @@ def _deployment(path: str, raw: dict[str, Any], base: DeploymentPolicy) -> Deplo
     if "cold_start" in guards:
         cold_start = _cold_start(f"{path}.guards.cold_start", guards["cold_start"], base.cold_start)
         policy = replace(policy, cold_start=cold_start)
+    if "determinism" in guards:
+        determinism = _determinism(
+            f"{path}.guards.determinism", guards["determinism"], base.determinism
+        )
+        policy = replace(policy, determinism=determinism)
     if "leakage" in guards:
         leakage = _leakage(f"{path}.guards.leakage", guards["leakage"], base.leakage)
         policy = replace(policy, leakage=leakage)

@@ -14,6 +14,7 @@ __all__ = [
     "CanaryPolicy",
     "ColdStartPolicy",
     "DeploymentPolicy",
+    "DeterminismPolicy",
     "LeakagePolicy",
     "MetricTest",
     "Policy",
@@ -209,6 +210,42 @@ class ColdStartPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class DeterminismPolicy:
+    """Non-determinism: do one model version's outputs depend on the execution environment?
+
+    Predictions carry an ``env_fingerprint`` (hardware, driver, numeric libraries). Per model
+    version, over the horizon:
+
+    - **paired** (the same requests): a shadow running the primary's model version in another
+      environment scores the same request; ``d`` is the per-request difference. A fingerprint
+      pair is flagged when the mean ``|d|`` exceeds ``tolerance`` (one-sided z on its lower
+      confidence bound) or the share of requests with ``|d| > tolerance`` exceeds
+      ``max_share`` (exact binomial test), from ``min_pairs`` pairs;
+    - **unpaired** (the same slices): the post-stratified mean score difference between two
+      fingerprints, over the slice combinations both served, is flagged when it lies outside
+      ``[-tolerance, tolerance]`` significantly (a z test of that interval null), from
+      ``min_events`` events of each fingerprint in strata with ``min_stratum_events`` each.
+
+    All tests of one version form one family, held at ``alpha`` with Holm's step-down. The
+    tolerance is the minimum effect: large traffic makes harmless numeric noise (1e-6) highly
+    significant, never larger than the tolerance.
+    """
+
+    enabled: bool = True
+    #: Scores (of the same request, or mean scores of the same slices) within this of each
+    #: other count as equal. 1e-3 is far above float32 round-off between GPUs or BLAS builds
+    #: (about 1e-6 on scores in [0, 1]) and far below a change anyone would act on.
+    tolerance: float = 1e-3
+    max_share: float = 0.01  # paired: share of requests differing beyond the tolerance
+    alpha: float = 0.001  # per look, for all of a version's tests together (Holm)
+    min_pairs: int = 200  # paired: pairs of a fingerprint pair over the horizon
+    min_events: int = 500  # unpaired: events of each fingerprint in the strata compared
+    min_stratum_events: int = 10  # unpaired: events of each fingerprint for a stratum to count
+    max_fingerprints: int = 16  # per version; events of further fingerprints count as overflow
+    listed_comparisons: int = 10  # fingerprint pairs listed in the evidence, strongest first
+
+
+@dataclass(frozen=True, slots=True)
 class LeakagePolicy:
     """Feature backfill leakage: block a training pipeline whose features look ahead.
 
@@ -262,6 +299,7 @@ class DeploymentPolicy:
     popularity: PopularityPolicy = field(default_factory=PopularityPolicy)
     compat: CompatPolicy = field(default_factory=CompatPolicy)
     cold_start: ColdStartPolicy = field(default_factory=ColdStartPolicy)
+    determinism: DeterminismPolicy = field(default_factory=DeterminismPolicy)
     leakage: LeakagePolicy = field(default_factory=LeakagePolicy)
     #: slice label -> statistic -> band, for the shadow guard.
     shadow_slice_thresholds: dict[str, dict[str, Band]] = field(default_factory=dict)

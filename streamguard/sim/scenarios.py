@@ -28,6 +28,12 @@ healthy-scale-out       the same scale-out with new replicas taking traffic once
 training-leakage        20 training examples per second next to healthy serving traffic; from
                         the onset they come from a backfill that computed ``engagement_7d``
                         through 5 days after the labels (share 20 %)
+nondeterministic-env    one model version served in two environments (``env_fingerprint``
+                        ``gpu=v100;numpy=1.23`` and ``gpu=a100;numpy=1.24``, half the traffic
+                        each) and shadowed by itself in the A100 one; A100 scores drift +0.03
+healthy-envs            the same fleet with identical outputs in both environments, the A100
+                        pool serving 80 % of iOS and 10 % of Android requests (the mix differs
+                        by slice, the outputs do not)
 ======================  =====================================================================
 """
 
@@ -39,6 +45,7 @@ from typing import Any, Protocol
 from streamguard.sim.traffic import (
     DEFAULT_SHARES,
     Canary,
+    Environments,
     FeatureSchemas,
     Items,
     Replicas,
@@ -165,6 +172,35 @@ def _scale_out(route_unready: bool) -> Callable[..., TrafficGenerator]:
     return make
 
 
+#: The environments of the non-determinism scenarios.
+V100, A100 = "gpu=v100;numpy=1.23", "gpu=a100;numpy=1.24"
+
+
+def _environments(offset: float, skewed: bool) -> Callable[..., TrafficGenerator]:
+    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+        environments = Environments(
+            fingerprints=(V100, A100),
+            offsets=(0.0, offset),
+            shadow_fingerprint=A100,
+            after_s=duration / 3,
+            slice_shares={"platform=ios": (0.2, 0.8), "platform=android": (0.9, 0.1)}
+            if skewed
+            else {},
+        )
+        # The shadow runs the primary's own version without noise: the same model, another
+        # environment, so any difference between the two is the environment's.
+        return TrafficGenerator(
+            rate=rate,
+            seed=seed,
+            start_ts=start,
+            shadow_version="ranker-v41",
+            shadow_noise=0.0,
+            environments=environments,
+        )
+
+    return make
+
+
 def _leakage(rate: float, duration: float, seed: int, start: float) -> WithTraining:
     traffic = TrafficGenerator(rate=rate, seed=seed, start_ts=start)
     backfill = Backfill(("engagement_7d",), until_s=5 * 86400.0, share=0.2)
@@ -226,6 +262,18 @@ SCENARIOS: dict[str, Scenario] = {
             _leakage,
             guard="leakage",
             slice="*",
+        ),
+        Scenario(
+            "nondeterministic-env",
+            "A100 scores drift +0.03 from V100 scores of the same model version",
+            _environments(0.03, skewed=False),
+            guard="determinism",
+            slice="*",
+        ),
+        Scenario(
+            "healthy-envs",
+            "two environments, identical outputs, a fingerprint mix that differs by slice",
+            _environments(0.0, skewed=True),
         ),
     )
 }

@@ -174,6 +174,9 @@ class Environments:
     from ``after_s`` seconds into the run: a numeric library or hardware that changes the
     outputs. The shadow runs in ``shadow_fingerprint`` (when given), so a shadow with the
     primary's model version scores the same request in another environment (paired check).
+    ``slice_shares`` maps slice patterns (``platform=android``) to shares that replace
+    ``shares`` for the requests of matching slices (the last matching pattern wins), so the
+    fingerprint mix can differ by slice (a GPU pool serving only some regions).
     """
 
     fingerprints: tuple[str, ...] = ("gpu=v100;numpy=1.23", "gpu=a100;numpy=1.24")
@@ -181,6 +184,7 @@ class Environments:
     offsets: tuple[float, ...] = (0.0, 0.0)
     shadow_fingerprint: str | None = None
     after_s: float = 0.0
+    slice_shares: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 def _matches(slice_: dict[str, str], pattern: str) -> bool:
@@ -326,7 +330,7 @@ class TrafficGenerator:
             slow, unready_latency = replica[3], replica[4]
             latency = np.where(replica[2], latency, unready_latency)
             latency = latency * slow
-        env = self._env_fields(second, n) if self.environments is not None else None
+        env = self._env_fields(second, which) if self.environments is not None else None
         if env is not None:
             primary = np.clip(primary + env[1], 0.0, 1.0)
         missing, failed = self._outage(second, which)
@@ -421,12 +425,24 @@ class TrafficGenerator:
         unready = rng.lognormal(math.log(spec.unready_latency_ms), 0.3, n)
         return chosen, age, ready, factor, unready
 
-    def _env_fields(self, second: int, n: int) -> tuple[list[str], np.ndarray, str | None, float]:
+    def _env_fields(
+        self, second: int, slices: np.ndarray
+    ) -> tuple[list[str], np.ndarray, str | None, float]:
         """Fingerprint and score offset of each request; the shadow's fingerprint and offset."""
         spec = self.environments
         assert spec is not None
+        n = len(slices)
         shares = np.asarray(spec.shares, dtype=np.float64)
-        which = self._env_rng.choice(len(spec.fingerprints), size=n, p=shares / shares.sum())
+        if spec.slice_shares:
+            table = np.tile(shares / shares.sum(), (len(self._slices), 1))
+            for pattern, override in spec.slice_shares.items():
+                row = np.asarray(override, dtype=np.float64)
+                table[self._mask(pattern)] = row / row.sum()
+            cumulative = np.cumsum(table, axis=1)[slices]
+            draw = self._env_rng.random(n)[:, None]
+            which = np.minimum((draw >= cumulative).sum(axis=1), len(spec.fingerprints) - 1)
+        else:
+            which = self._env_rng.choice(len(spec.fingerprints), size=n, p=shares / shares.sum())
         active = second >= spec.after_s
         offsets = np.asarray(spec.offsets, dtype=np.float64) * active
         names = [spec.fingerprints[j] for j in which.tolist()]

@@ -9,6 +9,7 @@ leading axes.
 - :mod:`~streamguard.stats.divergence` -- PSI, Jensen-Shannon, KS, Wasserstein-1, TV.
 - :mod:`~streamguard.stats.moments` -- mergeable ``(n, mean, m2)`` moments.
 - :mod:`~streamguard.stats.onset` -- :class:`OnsetTracker` (Page-Hinkley + change point).
+- :mod:`~streamguard.stats.equivalence` -- tests against a minimum effect, Holm's step-down.
 
 Examples
 --------
@@ -36,6 +37,13 @@ from streamguard.stats.divergence import (
     psi,
     total_variation,
     wasserstein1,
+)
+from streamguard.stats.equivalence import (
+    binomial_sf,
+    exceedance_p,
+    holm,
+    interval_null_p,
+    normal_quantile,
 )
 from streamguard.stats.heavy_hitters import CountMin, DistinctCounter, SpaceSaving, hash64
 from streamguard.stats.histogram import quantile_from_counts, quantile_groups, regroup
@@ -81,6 +89,7 @@ __all__ = [
     "PostStratified",
     "SpaceSaving",
     "benjamini_hochberg",
+    "binomial_sf",
     "catalogue_coverage",
     "chi_square_p_value",
     "concentration_trend",
@@ -88,8 +97,11 @@ __all__ = [
     "dirichlet_multinomial_log_bf",
     "e_benjamini_hochberg",
     "elasticity",
+    "exceedance_p",
     "gini",
     "hash64",
+    "holm",
+    "interval_null_p",
     "js_distance",
     "ks_statistic",
     "log_gamma",
@@ -99,6 +111,7 @@ __all__ = [
     "moments_by_group",
     "msprt",
     "normal_mixture_p_value",
+    "normal_quantile",
     "normalized_entropy",
     "pearson_residuals",
     "post_stratified_difference",
