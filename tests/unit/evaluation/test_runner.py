@@ -91,3 +91,15 @@ def test_the_summary_counts_detections_delays_and_false_commands_per_day() -> No
     data = to_json(summary)
     assert data["cells"]["slice-regression"]["streamguard"]["median_delay_s"] == 40.0
     assert data["false_alarms"]["streamguard"]["per_day"] == pytest.approx(172.8)
+
+
+def test_an_alert_without_a_command_counts_as_a_finding() -> None:
+    # The determinism guard only alerts: the model is not at fault, its environment is.
+    result = run("nondeterministic-env", 1, rate=100, duration=180)
+    mine = result.judges["streamguard"]
+    assert mine.detected
+    assert (mine.finding, mine.action, mine.slice) == ("determinism", "alert", "*")
+    assert mine.false_commands == 0
+    # A Kayenta-style judge sees the shadow's scores move and would roll the model back.
+    kayenta = result.judges["kayenta"]
+    assert not kayenta.detected or kayenta.action == "rollback"
