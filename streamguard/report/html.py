@@ -1,8 +1,10 @@
 """One HTML file, no external resources: the data as JSON, and a small script drawing SVG.
 
 Plots: per guard, one statistic per slice over time (the whole deployment and the slices that
-moved most), with the commands as markers on the same time axis; the canary's slice mix
-against the baseline's from the latest stratification verdict; a table of the commands.
+moved most), with the commands as markers on the same time axis; the concentration of item
+exposure (Gini index and top-1 % share) of the canary against the baseline's, from the
+popularity guard; the canary's slice mix against the baseline's from the latest
+stratification verdict; a table of the commands.
 
 Examples
 --------
@@ -81,6 +83,33 @@ def _mix(verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+#: Concentration measures of the popularity guard plotted per arm (names as in its verdicts).
+CONCENTRATION = ("gini", "top_share")
+
+
+def _concentration(verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per measure, the canary's and the baseline's value for the whole deployment per window."""
+    mine = sorted(
+        (v for v in verdicts if v.get("guard") == "popularity"), key=lambda v: v["window_end"]
+    )
+    charts = []
+    for measure in CONCENTRATION:
+        series = []
+        for arm in ("canary", "baseline"):
+            points = [
+                [float(v["window_end"]), value]
+                for v in mine
+                for s in v.get("slices", [])
+                if s.get("slice") == "*"
+                and (value := _number((s.get("stats") or {}).get(f"{measure}.{arm}"))) is not None
+            ]
+            if points:
+                series.append({"slice": arm, "points": points})
+        if series:
+            charts.append({"guard": "popularity", "statistic": measure, "series": series})
+    return charts
+
+
 def report_data(
     deployment: str, verdicts: list[dict[str, Any]], commands: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -110,7 +139,13 @@ def report_data(
         for c in commands
         if c.get("deployment") == deployment and _number(c.get("ts")) is not None
     ]
-    return {"deployment": deployment, "guards": guards, "mix": _mix(mine), "commands": marks}
+    return {
+        "deployment": deployment,
+        "guards": guards,
+        "concentration": _concentration(mine),
+        "mix": _mix(mine),
+        "commands": marks,
+    }
 
 
 # The drawing code ships next to this module and is inlined: the report has no dependencies.

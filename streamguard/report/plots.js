@@ -48,6 +48,13 @@ for (const guard of data.guards) {
   document.getElementById("plots").appendChild(section);
   lineChart(section, guard);
 }
+for (const chart of data.concentration) {
+  const section = document.createElement("section");
+  section.innerHTML = "<h2></h2>";
+  section.querySelector("h2").textContent = "Concentration of item exposure (" + chart.statistic + "): canary vs baseline";
+  document.getElementById("plots").appendChild(section);
+  lineChart(section, chart);
+}
 if (data.mix.length) {
   const section = document.createElement("section");
   section.innerHTML = "<h2>Canary (red) vs baseline (blue) slice mix, latest window</h2>";

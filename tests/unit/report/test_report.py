@@ -13,7 +13,7 @@ from streamguard.engine import Pipeline
 from streamguard.guards import Verdict
 from streamguard.policy import Policy
 from streamguard.report import report_data
-from streamguard.sim import Canary, ShadowDeviation, TrafficGenerator
+from streamguard.sim import Canary, Items, ShadowDeviation, TrafficGenerator
 from streamguard.testing import envelopes
 
 
@@ -29,6 +29,7 @@ def run_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int
         deviation=ShadowDeviation({"platform": "android"}, after_s=100, shift=0.15),
         canary=Canary(share=0.2, only={"platform": "ios"}),
         outcomes=True,
+        items=Items(canary_exponent=2.0, after_s=60, ramp_s=60),
     )
     for events in gen.seconds(240):
         for _, _, value in envelopes(events, 8):
@@ -47,7 +48,11 @@ def test_report_data_has_a_series_per_slice_and_the_commands(
     commands = [orjson.loads(line) for line in run_files[1].read_bytes().splitlines()]
     data = report_data("home-ranker", verdicts, commands)
     guards = {g["guard"]: g for g in data["guards"]}
-    assert set(guards) == {"shadow", "canary", "stratification"}
+    assert set(guards) >= {"shadow", "canary", "stratification", "popularity"}
+    gini = next(c for c in data["concentration"] if c["statistic"] == "gini")
+    canary, baseline = ([p[1] for p in s["points"]] for s in gini["series"])
+    assert [s["slice"] for s in gini["series"]] == ["canary", "baseline"]
+    assert canary[-1] > baseline[-1]  # the canary's exposure sharpened (Zipf 1 -> 2)
     shadow = guards["shadow"]["series"]
     assert shadow[0]["slice"] == "*"
     # The slices that moved most are those of the deviating platform.
@@ -95,10 +100,13 @@ def test_the_plots_render_in_headless_chromium(
         check=False,
     ).stdout
     plots = re.findall(r"<svg[^>]*class=\"plot[^\"]*\"", dom)
-    assert len(plots) == 4  # shadow, canary and stratification lines, and the mix bars
-    assert 'data-rendered="4"' in dom
+    # Lines: shadow, canary, stratification, popularity, and the Gini and top-1 % share of
+    # both arms; then the mix bars.
+    assert len(plots) == 7
+    assert 'data-rendered="7"' in dom
     paths = re.findall(r"<path[^>]* d=\"([^\"]+)\"[^>]*class=\"series\"", dom)
     assert len(paths) >= 3
     assert max(d.count("L") for d in paths) >= 10  # a line through many windows
-    assert len(re.findall(r'class="command"', dom)) == 3 * n_commands  # on each line plot
+    assert len(re.findall(r'class="command"', dom)) == 6 * n_commands  # on each line plot
+    assert len(re.findall(r'data-slice="canary"', dom)) == 2  # the concentration charts
     assert len(re.findall(r'class="bar canary"', dom)) >= 2
