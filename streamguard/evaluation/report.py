@@ -5,6 +5,7 @@ rate of each judge on healthy traffic; :func:`to_markdown` writes it for people 
 :func:`to_json` for machines (the benchmarks' results file reads it).
 """
 
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,15 @@ from typing import Any
 from streamguard.evaluation.runner import JUDGES, RunResult
 from streamguard.sim.scenarios import SCENARIOS
 
-__all__ = ["Cell", "FalseAlarms", "Summary", "summarise", "to_json", "to_markdown"]
+__all__ = [
+    "Cell",
+    "FalseAlarms",
+    "Summary",
+    "poisson_upper",
+    "summarise",
+    "to_json",
+    "to_markdown",
+]
 
 DAY_S = 86400.0
 TITLES = {
@@ -53,6 +62,38 @@ class FalseAlarms:
     def per_day(self) -> float:
         """False commands per simulated day of healthy traffic."""
         return self.commands / self.healthy_s * DAY_S if self.healthy_s else 0.0
+
+    @property
+    def upper_per_day(self) -> float:
+        """One-sided 95 % upper confidence bound of :attr:`per_day` (Poisson counts)."""
+        if not self.healthy_s:
+            return math.inf
+        return poisson_upper(self.commands) / self.healthy_s * DAY_S
+
+
+def poisson_upper(k: int, level: float = 0.95) -> float:
+    """The rate ``m`` with ``P(X <= k; m) = 1 - level``: the exact one-sided upper bound.
+
+    Garwood, "Fiducial limits for the Poisson distribution", Biometrika 28, 1936 (it equals
+    ``chi2.ppf(level, 2k + 2) / 2``). Zero events in ``T`` give about ``3 / T``, the rule of
+    three.
+
+    >>> round(poisson_upper(0), 3)
+    2.996
+    """
+
+    def cdf(m: float) -> float:
+        term = total = math.exp(-m)
+        for i in range(1, k + 1):
+            term *= m / i
+            total += term
+        return total
+
+    lo, hi = 0.0, 10.0 + 10.0 * k
+    for _ in range(100):  # bisection: the cdf falls as m grows
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > 1 - level else (lo, mid)
+    return (lo + hi) / 2
 
 
 @dataclass(slots=True)
@@ -144,14 +185,15 @@ def to_markdown(summary: Summary, command: str) -> str:
         + ", ".join(summary.healthy)
         + ", and every failure scenario before its onset):",
         "",
-        "| judge | false commands | runs with any | healthy event time | per simulated day |",
-        "|---|---|---|---|---|",
+        "| judge | false commands | runs with any | healthy event time | per simulated day "
+        "| 95 % upper bound per day |",
+        "|---|---|---|---|---|---|",
     ]
     for judge in JUDGES:
         alarm = summary.false_alarms[judge]
         lines.append(
             f"| {TITLES[judge]} | {alarm.commands} | {alarm.runs_with_any} | "
-            f"{alarm.healthy_s / 3600:.1f} h | {alarm.per_day:.1f} |"
+            f"{alarm.healthy_s / 3600:.1f} h | {alarm.per_day:.1f} | {alarm.upper_per_day:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -164,4 +206,5 @@ def to_json(summary: Summary) -> dict[str, Any]:
             out["cells"][name][judge]["median_delay_s"] = cell.median_delay_s
     for judge, alarm in summary.false_alarms.items():
         out["false_alarms"][judge]["per_day"] = alarm.per_day
+        out["false_alarms"][judge]["upper_per_day"] = alarm.upper_per_day
     return out

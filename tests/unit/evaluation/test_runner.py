@@ -103,3 +103,12 @@ def test_an_alert_without_a_command_counts_as_a_finding() -> None:
     # A Kayenta-style judge sees the shadow's scores move and would roll the model back.
     kayenta = result.judges["kayenta"]
     assert not kayenta.detected or kayenta.action == "rollback"
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 5, 30])
+def test_the_false_alarm_upper_bound_is_garwoods(k: int) -> None:
+    from scipy import stats
+
+    from streamguard.evaluation.report import poisson_upper
+
+    assert poisson_upper(k) == pytest.approx(stats.chi2.ppf(0.95, 2 * k + 2) / 2, rel=1e-9)
