@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import chain
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 _ROLE_CODE = {name: code for code, name in enumerate(ROLES)}
 _NUMBER = (int, float)
+_ABSENT = object()  # default of optional fields: no JSON value is this object
 
 
 @dataclass(slots=True)
@@ -246,16 +247,17 @@ def validate_event(event: object, max_ts: float = math.inf) -> str:
 
 
 def _strings_ok(values: list[Any], rule: FieldRule) -> bool:
-    if set(map(type, values)) != {str}:
+    # Checked once per distinct value: deployments, versions and roles have few distinct
+    # values per batch, and the hashes of ids are computed once and reused by pairing.
+    try:
+        distinct = set(values)
+    except TypeError:  # an unhashable value (array, object) is not a string
         return False
-    lengths = list(map(len, values))
+    if set(map(type, distinct)) != {str}:
+        return False
+    lengths = list(map(len, distinct))
     if min(lengths) < rule.min_length or max(lengths) > rule.max_length:
         return False
-    if rule.enum is None and rule.pattern is None:
-        return True
-    # Patterns and enums are checked once per distinct value: deployments, versions and
-    # roles have few distinct values per batch, and ids carry no pattern.
-    distinct = set(values)
     if rule.enum is not None and not distinct <= rule.enum:
         return False
     return rule.pattern is None or all(rule.pattern.search(v) for v in distinct)
@@ -270,16 +272,104 @@ def _numbers(values: list[Any]) -> np.ndarray | None:
         return None
 
 
+def _required_columns(
+    events: list[dict[str, Any]], names: tuple[str, ...]
+) -> list[list[Any]] | None:
+    """One list per required field (C-level ``itemgetter``); None when an event lacks one."""
+    try:
+        return [list(map(itemgetter(name), events)) for name in names]
+    except KeyError:
+        return None
+
+
+def _versions_ok(versions: list[Any]) -> bool:
+    return not (set(map(type, versions)) - {int, float}) and set(versions) == {1}
+
+
+def _present(events: list[dict[str, Any]]) -> set[str]:
+    """Every field name used by at least one event (one C-level pass over the keys)."""
+    return set(chain.from_iterable(events))
+
+
+def _optional(events: list[dict[str, Any]], name: str, absent: object) -> list[Any]:
+    """Column of an optional field, ``absent`` where an event has none."""
+    try:
+        return list(map(itemgetter(name), events))
+    except KeyError:
+        return list(map(methodcaller("get", name, absent), events))
+
+
+def _optional_numbers(
+    events: list[dict[str, Any]], name: str, present: set[str]
+) -> np.ndarray | None:
+    """Non-negative numbers of an optional field, NaN where absent; empty if nowhere given.
+
+    ``None`` when a value is not a number (an explicit null included) or is negative.
+    """
+    if name not in present:
+        return np.zeros(0)
+    parsed = _numbers(_optional(events, name, math.nan))
+    if parsed is None or bool((parsed < 0).any()):
+        return None
+    return parsed
+
+
+def _optional_strings(
+    events: list[dict[str, Any]], name: str, rule: FieldRule, present: set[str]
+) -> list[str] | None:
+    """Column of an optional string field ("" where absent), [] if absent everywhere."""
+    if name not in present:
+        return []
+    column = _optional(events, name, _ABSENT)
+    try:
+        distinct = set(column)
+    except TypeError:  # an unhashable value (array, object) is not a string
+        return None
+    complete = _ABSENT not in distinct
+    distinct.discard(_ABSENT)
+    if not _strings_ok(list(distinct), rule):
+        return None
+    return column if complete else list(map(methodcaller("get", name, ""), events))
+
+
+def _optional_flags(
+    events: list[dict[str, Any]], name: str, default: bool, present: set[str]
+) -> np.ndarray | None:
+    """Booleans of an optional field (``default`` where absent); empty if nowhere given."""
+    if name not in present:
+        return np.zeros(0, dtype=bool)
+    flags = _optional(events, name, default)
+    if set(map(type, flags)) != {bool}:
+        return None
+    return np.fromiter(flags, bool, len(flags))
+
+
+def _fast_items(
+    events: list[dict[str, Any]], rules: KindRules, present: set[str]
+) -> list[list[str] | None] | None:
+    if "items" not in present:
+        return []
+    items = _optional(events, "items", _ABSENT)
+    types = set(map(type, items))
+    if not types <= {list, type(_ABSENT)}:
+        return None  # an explicit null, or not an array
+    given = [v for v in items if v is not _ABSENT]
+    if max(map(len, given)) > rules.items_max:
+        return None
+    flat = list(chain.from_iterable(given))
+    if flat and not _strings_ok(flat, rules.item):
+        return None
+    return items if len(given) == len(items) else list(map(methodcaller("get", "items"), events))
+
+
 def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> PredictionBatch | None:
     """Build the batch if every event passes; return None to fall back to per-event checks."""
     rules = rules_for("prediction")
-    try:
-        columns = [list(map(itemgetter(name), events)) for name in rules.required]
-    except KeyError:
+    columns = _required_columns(events, rules.required)
+    if columns is None:
         return None
     col = dict(zip(rules.required, columns, strict=True))
-    versions = col["schema_version"]
-    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+    if not _versions_ok(col["schema_version"]):
         return None
     for name in ("event_id", "request_id", "deployment", "model_version", "role"):
         if not _strings_ok(col[name], rules.strings[name]):
@@ -300,46 +390,41 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         values and not _strings_ok(values, rules.slice_value)
     ):
         return None
-    latency_raw = [e.get("latency_ms") for e in events]
-    if any(v is None for v in latency_raw):
-        if any(v is None and "latency_ms" in e for v, e in zip(latency_raw, events, strict=True)):
-            return None  # an explicit null is not a number
-        latency_raw = [math.nan if v is None else v for v in latency_raw]
-    latency = _numbers(latency_raw)
-    if latency is None or bool((latency < 0).any()):
-        return None
-    items: list[list[str] | None] = [e.get("items") for e in events]
-    if any(v is not None for v in items) or any("items" in e for e in events):
-        for value in items:
-            if value is None:
-                continue
-            if type(value) is not list or len(value) > rules.items_max:
-                return None
-            if value and not _strings_ok(value, rules.item):
-                return None
-        if any(v is None and "items" in e for v, e in zip(items, events, strict=True)):
+    present = _present(events)
+    if "latency_ms" in present:
+        latency = _optional_numbers(events, "latency_ms", present)
+        if latency is None:
             return None
     else:
-        items = []
-    error = np.zeros(0, dtype=bool)
-    allocation: list[str] = []
-    if any("error" in e or "allocation" in e for e in events):
-        flags = [e.get("error", False) for e in events]
-        if set(map(type, flags)) != {bool}:
-            return None
-        error = np.fromiter(flags, bool, len(flags))
-        given = [e["allocation"] for e in events if "allocation" in e]
-        if given and not _strings_ok(given, rules.strings["allocation"]):
-            return None
-        allocation = [e.get("allocation", "") for e in events]
-    feature_schema: list[str] = []
-    if any("feature_schema" in e for e in events):
-        given = [e["feature_schema"] for e in events if "feature_schema" in e]
-        if not _strings_ok(given, rules.strings["feature_schema"]):
-            return None
-        feature_schema = [e.get("feature_schema", "") for e in events]
-    replica = _fast_replicas(events, rules)
-    if replica is None:
+        latency = np.full(len(events), math.nan)
+    items = _fast_items(events, rules, present)
+    error: np.ndarray | None = np.zeros(0, dtype=bool)
+    allocation: list[str] | None = []
+    if "error" in present or "allocation" in present:
+        # Either field gives both columns their full length (False and "" where absent).
+        error = _optional_flags(events, "error", False, present | {"error"})
+        allocation = _optional_strings(events, "allocation", rules.strings["allocation"], present)
+        if allocation == []:
+            allocation = [""] * len(events)
+    feature_schema = _optional_strings(
+        events, "feature_schema", rules.strings["feature_schema"], present
+    )
+    replica_id = _optional_strings(events, "replica_id", rules.strings["replica_id"], present)
+    fingerprint = _optional_strings(
+        events, "env_fingerprint", rules.strings["env_fingerprint"], present
+    )
+    ages = _optional_numbers(events, "replica_age_s", present)
+    ready = _optional_flags(events, "replica_ready", True, present)
+    if (
+        items is None
+        or error is None
+        or allocation is None
+        or feature_schema is None
+        or replica_id is None
+        or fingerprint is None
+        or ages is None
+        or ready is None
+    ):
         return None
     return PredictionBatch(
         event_id=col["event_id"],
@@ -355,62 +440,20 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         error=error,
         allocation=allocation,
         feature_schema=feature_schema,
-        replica_id=replica[0],
-        replica_age_s=replica[1],
-        replica_ready=replica[2],
-        env_fingerprint=replica[3],
+        replica_id=replica_id,
+        replica_age_s=ages,
+        replica_ready=ready,
+        env_fingerprint=fingerprint,
     )
-
-
-_REPLICA_FIELDS = ("replica_id", "replica_age_s", "replica_ready", "env_fingerprint")
-
-
-def _optional_strings(events: list[dict[str, Any]], name: str, rule: FieldRule) -> list[str] | None:
-    """Column of an optional string field ("" where absent), [] if absent everywhere."""
-    given = [e[name] for e in events if name in e]
-    if not given:
-        return []
-    if not _strings_ok(given, rule):
-        return None
-    return [e.get(name, "") for e in events]
-
-
-def _fast_replicas(
-    events: list[dict[str, Any]], rules: KindRules
-) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
-    """Columns of the replica and environment fields; None when any value is invalid."""
-    if not any(name in e for e in events for name in _REPLICA_FIELDS):
-        return [], np.zeros(0), np.zeros(0, dtype=bool), []
-    replica_id = _optional_strings(events, "replica_id", rules.strings["replica_id"])
-    fingerprint = _optional_strings(events, "env_fingerprint", rules.strings["env_fingerprint"])
-    if replica_id is None or fingerprint is None:
-        return None
-    ages = np.zeros(0)
-    if any("replica_age_s" in e for e in events):
-        ages_raw = [e.get("replica_age_s", math.nan) for e in events]
-        if any(v is None for v in ages_raw):
-            return None  # an explicit null is not a number
-        parsed = _numbers(ages_raw)
-        if parsed is None or bool((parsed < 0).any()):
-            return None
-        ages = parsed
-    ready = np.zeros(0, dtype=bool)
-    if any("replica_ready" in e for e in events):
-        flags = [e.get("replica_ready", True) for e in events]
-        if set(map(type, flags)) != {bool}:
-            return None
-        ready = np.fromiter(flags, bool, len(flags))
-    return replica_id, ages, ready, fingerprint
 
 
 def _fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch | None:
     rules = rules_for("outcome")
-    try:
-        col = {name: list(map(itemgetter(name), events)) for name in rules.required}
-    except KeyError:
+    columns = _required_columns(events, rules.required)
+    if columns is None:
         return None
-    versions = col["schema_version"]
-    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+    col = dict(zip(rules.required, columns, strict=True))
+    if not _versions_ok(col["schema_version"]):
         return None
     for name in ("event_id", "request_id", "deployment"):
         if not _strings_ok(col[name], rules.strings[name]):
@@ -425,12 +468,11 @@ def _fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch 
 def _fast_training(events: list[dict[str, Any]]) -> TrainingBatch | None:
     """Columns of training examples, features flattened; None to fall back to per-event checks."""
     rules = _training_rules()
-    try:
-        col = {name: list(map(itemgetter(name), events)) for name in rules.required}
-    except KeyError:
+    columns = _required_columns(events, rules.required)
+    if columns is None:
         return None
-    versions = col["schema_version"]
-    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+    col = dict(zip(rules.required, columns, strict=True))
+    if not _versions_ok(col["schema_version"]):
         return None
     for name, rule in rules.strings.items():
         if not _strings_ok(col[name], rule):
@@ -475,7 +517,12 @@ def _split_kinds(
     When the fast path fails for a kind, every event of that kind is validated one by one and
     only the valid ones are kept, so a single bad event never costs its neighbours.
     """
-    kinds = [e.get("kind") if type(e) is dict else None for e in events]
+    try:
+        kinds = list(map(itemgetter("kind"), events))
+        if set(kinds) == {"prediction"} and set(map(type, events)) == {dict}:
+            return events, [], []
+    except (KeyError, TypeError):  # an event without a kind, not an object, or odd kinds
+        kinds = [e.get("kind") if type(e) is dict else None for e in events]
     predictions = [e for e, k in zip(events, kinds, strict=True) if k == "prediction"]
     outcomes = [e for e, k in zip(events, kinds, strict=True) if k == "outcome"]
     if len(predictions) + len(outcomes) == len(events):

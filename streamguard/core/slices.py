@@ -98,6 +98,10 @@ class SliceCoder:
         self._raw: dict[tuple[str | None, ...], int] = {}
         self._canonical: dict[tuple[str, ...], int] = {}
         self._labels: list[tuple[str, ...]] = []  # combination id -> label per level
+        # Every label gets a coder-wide id; _label_ids[combo] holds one id per level.
+        self._label_index: dict[str, int] = {}
+        self._label_names: list[str] = []
+        self._label_ids = np.zeros((0, len(self.levels)), dtype=np.int64)
         self.capped = 0  # events whose value was folded into __other__
 
     def snapshot(self) -> dict[str, Any]:
@@ -116,10 +120,11 @@ class SliceCoder:
         self._raw.clear()
         self._canonical.clear()
         self._labels.clear()
+        self._label_index.clear()
+        self._label_names.clear()
+        self._label_ids = np.zeros((0, len(self.levels)), dtype=np.int64)
         for combination in snapshot["combinations"]:
-            canonical = tuple(combination)
-            self._canonical[canonical] = len(self._labels)
-            self._labels.append(self._label_row(canonical))
+            self._register(tuple(combination))
         self.capped = int(snapshot["capped"])
 
     def _label_row(self, canonical: tuple[str, ...]) -> tuple[str, ...]:
@@ -127,6 +132,22 @@ class SliceCoder:
             ",".join(f"{self.dimensions[d]}={canonical[d]}" for d in level) or ROOT
             for level in self.levels
         )
+
+    def _register(self, canonical: tuple[str, ...]) -> int:
+        """Give a new combination the next id, and its labels their coder-wide ids."""
+        combo = self._canonical[canonical] = len(self._labels)
+        labels = self._label_row(canonical)
+        self._labels.append(labels)
+        index = self._label_index
+        ids = [index.setdefault(label, len(index)) for label in labels]
+        if len(index) > len(self._label_names):
+            self._label_names.extend(list(index)[len(self._label_names) :])
+        if combo >= len(self._label_ids):
+            grown = np.zeros((max(16, 2 * combo), len(self.levels)), dtype=np.int64)
+            grown[: len(self._label_ids)] = self._label_ids
+            self._label_ids = grown
+        self._label_ids[combo] = ids
+        return combo
 
     def level_label(self, level: tuple[int, ...]) -> str:
         """Names of a level's dimensions (``*`` for the whole deployment)."""
@@ -159,8 +180,7 @@ class SliceCoder:
         canonical = tuple(values)
         combo = self._canonical.get(canonical)
         if combo is None:
-            combo = self._canonical[canonical] = len(self._labels)
-            self._labels.append(self._label_row(canonical))
+            combo = self._register(canonical)
         if len(self._raw) >= self.RAW_CACHE_LIMIT:
             self._raw.clear()
         if OTHER not in canonical:
@@ -181,9 +201,13 @@ class SliceCoder:
     def rows(self, combos: I64) -> SliceRows:
         """Slice rows of encoded events for every tracked level."""
         unique, inverse = np.unique(combos, return_inverse=True)
-        local: dict[str, int] = {}
-        table = np.empty((len(unique), len(self.levels)), dtype=np.int64)
-        for u, combo in enumerate(unique.tolist()):
-            for k, label in enumerate(self._labels[combo]):
-                table[u, k] = local.setdefault(label, len(local))
-        return SliceRows(list(local), table[inverse])
+        # Local rows number the labels in order of first appearance, combinations ascending
+        # and levels in order, as the partials have always listed them.
+        flat = self._label_ids[unique].ravel()
+        ids, first, local = np.unique(flat, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        table = rank[local].reshape(len(unique), len(self.levels))
+        names = self._label_names
+        return SliceRows([names[i] for i in ids[order].tolist()], table[inverse])
