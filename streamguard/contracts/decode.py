@@ -1,6 +1,7 @@
 """Decode one Kafka message into columnar batches plus rejected events.
 
-A message holds either one event or a batch envelope ``{"schema_version": 1, "events": [...]}``.
+A message holds one event, a batch envelope ``{"schema_version": 1, "events": [...]}``, or a
+columnar batch of predictions (``"kind": "prediction_columns"``, :mod:`.columns`).
 Each event is validated against its kind's JSON Schema (constraints read by
 :mod:`streamguard.contracts.schemas`). A bad event is rejected with a reason; its neighbours in
 the same envelope are kept. Decoding never raises anything but :class:`DecodeError`, and
@@ -30,7 +31,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streamguard.contracts.events import ROLES, OutcomeBatch, PredictionBatch, TrainingBatch
+from streamguard.contracts.checks import (
+    ABSENT,
+    ROLE_CODE,
+    numbers,
+    prediction_core,
+    strings_ok,
+    versions_ok,
+)
+from streamguard.contracts.columns import COLUMNS_KIND, check_envelope, columns_batch, rows_of
+from streamguard.contracts.events import OutcomeBatch, PredictionBatch, TrainingBatch
 from streamguard.contracts.exceptions import DecodeError
 from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for, string_rule
 
@@ -40,9 +50,7 @@ __all__ = ["MAX_MESSAGE_BYTES", "Decoded", "Rejected", "decode_message", "valida
 #: envelopes may be configured larger, so the bound is generous but finite).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
-_ROLE_CODE = {name: code for code, name in enumerate(ROLES)}
 _NUMBER = (int, float)
-_ABSENT = object()  # default of optional fields: no JSON value is this object
 
 
 @dataclass(slots=True)
@@ -246,32 +254,6 @@ def validate_event(event: object, max_ts: float = math.inf) -> str:
 # --- fast columnar path -------------------------------------------------------------------------
 
 
-def _strings_ok(values: list[Any], rule: FieldRule) -> bool:
-    # Checked once per distinct value: deployments, versions and roles have few distinct
-    # values per batch, and the hashes of ids are computed once and reused by pairing.
-    try:
-        distinct = set(values)
-    except TypeError:  # an unhashable value (array, object) is not a string
-        return False
-    if set(map(type, distinct)) != {str}:
-        return False
-    lengths = list(map(len, distinct))
-    if min(lengths) < rule.min_length or max(lengths) > rule.max_length:
-        return False
-    if rule.enum is not None and not distinct <= rule.enum:
-        return False
-    return rule.pattern is None or all(rule.pattern.search(v) for v in distinct)
-
-
-def _numbers(values: list[Any]) -> np.ndarray | None:
-    if not set(map(type, values)) <= {int, float}:
-        return None
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except OverflowError:  # an integer too large for a float64
-        return None
-
-
 def _required_columns(
     events: list[dict[str, Any]], names: tuple[str, ...]
 ) -> list[list[Any]] | None:
@@ -280,10 +262,6 @@ def _required_columns(
         return [list(map(itemgetter(name), events)) for name in names]
     except KeyError:
         return None
-
-
-def _versions_ok(versions: list[Any]) -> bool:
-    return not (set(map(type, versions)) - {int, float}) and set(versions) == {1}
 
 
 def _present(events: list[dict[str, Any]]) -> set[str]:
@@ -299,7 +277,7 @@ def _optional(events: list[dict[str, Any]], name: str, absent: object) -> list[A
         return list(map(methodcaller("get", name, absent), events))
 
 
-def _optional_numbers(
+def _optionalnumbers(
     events: list[dict[str, Any]], name: str, present: set[str]
 ) -> np.ndarray | None:
     """Non-negative numbers of an optional field, NaN where absent; empty if nowhere given.
@@ -308,7 +286,7 @@ def _optional_numbers(
     """
     if name not in present:
         return np.zeros(0)
-    parsed = _numbers(_optional(events, name, math.nan))
+    parsed = numbers(_optional(events, name, math.nan))
     if parsed is None or bool((parsed < 0).any()):
         return None
     return parsed
@@ -320,14 +298,14 @@ def _optional_strings(
     """Column of an optional string field ("" where absent), [] if absent everywhere."""
     if name not in present:
         return []
-    column = _optional(events, name, _ABSENT)
+    column = _optional(events, name, ABSENT)
     try:
         distinct = set(column)
     except TypeError:  # an unhashable value (array, object) is not a string
         return None
-    complete = _ABSENT not in distinct
-    distinct.discard(_ABSENT)
-    if not _strings_ok(list(distinct), rule):
+    complete = ABSENT not in distinct
+    distinct.discard(ABSENT)
+    if not strings_ok(list(distinct), rule):
         return None
     return column if complete else list(map(methodcaller("get", name, ""), events))
 
@@ -349,15 +327,15 @@ def _fast_items(
 ) -> list[list[str] | None] | None:
     if "items" not in present:
         return []
-    items = _optional(events, "items", _ABSENT)
+    items = _optional(events, "items", ABSENT)
     types = set(map(type, items))
-    if not types <= {list, type(_ABSENT)}:
+    if not types <= {list, type(ABSENT)}:
         return None  # an explicit null, or not an array
-    given = [v for v in items if v is not _ABSENT]
+    given = [v for v in items if v is not ABSENT]
     if max(map(len, given)) > rules.items_max:
         return None
     flat = list(chain.from_iterable(given))
-    if flat and not _strings_ok(flat, rules.item):
+    if flat and not strings_ok(flat, rules.item):
         return None
     return items if len(given) == len(items) else list(map(methodcaller("get", "items"), events))
 
@@ -369,15 +347,12 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
     if columns is None:
         return None
     col = dict(zip(rules.required, columns, strict=True))
-    if not _versions_ok(col["schema_version"]):
+    if not versions_ok(col["schema_version"]):
         return None
-    for name in ("event_id", "request_id", "deployment", "model_version", "role"):
-        if not _strings_ok(col[name], rules.strings[name]):
-            return None
-    ts = _numbers(col["ts"])
-    score = _numbers(col["score"])
-    if ts is None or score is None or ts.min() < rules.ts_minimum or ts.max() > max_ts:
+    core = prediction_core(col, rules, max_ts)
+    if core is None:
         return None
+    ts, score = core
     slices: list[dict[str, str]] = col["slice"]
     if set(map(type, slices)) != {dict} or max(map(len, slices)) > rules.slice_max_properties:
         return None
@@ -386,13 +361,13 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         values = list(set(chain.from_iterable(map(dict.values, slices))))
     except TypeError:  # an unhashable value (array, object) is not a string either
         return None
-    if (keys and not _strings_ok(keys, rules.slice_key)) or (
-        values and not _strings_ok(values, rules.slice_value)
+    if (keys and not strings_ok(keys, rules.slice_key)) or (
+        values and not strings_ok(values, rules.slice_value)
     ):
         return None
     present = _present(events)
     if "latency_ms" in present:
-        latency = _optional_numbers(events, "latency_ms", present)
+        latency = _optionalnumbers(events, "latency_ms", present)
         if latency is None:
             return None
     else:
@@ -413,7 +388,7 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
     fingerprint = _optional_strings(
         events, "env_fingerprint", rules.strings["env_fingerprint"], present
     )
-    ages = _optional_numbers(events, "replica_age_s", present)
+    ages = _optionalnumbers(events, "replica_age_s", present)
     ready = _optional_flags(events, "replica_ready", True, present)
     if (
         items is None
@@ -432,7 +407,7 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         ts=ts,
         deployment=col["deployment"],
         model_version=col["model_version"],
-        role=np.fromiter(map(_ROLE_CODE.__getitem__, col["role"]), np.int8, len(events)),
+        role=np.fromiter(map(ROLE_CODE.__getitem__, col["role"]), np.int8, len(events)),
         score=score,
         latency_ms=latency,
         slice=slices,
@@ -453,13 +428,13 @@ def _fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch 
     if columns is None:
         return None
     col = dict(zip(rules.required, columns, strict=True))
-    if not _versions_ok(col["schema_version"]):
+    if not versions_ok(col["schema_version"]):
         return None
     for name in ("event_id", "request_id", "deployment"):
-        if not _strings_ok(col[name], rules.strings[name]):
+        if not strings_ok(col[name], rules.strings[name]):
             return None
-    ts = _numbers(col["ts"])
-    value = _numbers(col["value"])
+    ts = numbers(col["ts"])
+    value = numbers(col["value"])
     if ts is None or value is None or ts.min() < rules.ts_minimum or ts.max() > max_ts:
         return None
     return OutcomeBatch(col["event_id"], col["request_id"], ts, col["deployment"], value)
@@ -472,12 +447,12 @@ def _fast_training(events: list[dict[str, Any]]) -> TrainingBatch | None:
     if columns is None:
         return None
     col = dict(zip(rules.required, columns, strict=True))
-    if not _versions_ok(col["schema_version"]):
+    if not versions_ok(col["schema_version"]):
         return None
     for name, rule in rules.strings.items():
-        if not _strings_ok(col[name], rule):
+        if not strings_ok(col[name], rule):
             return None
-    label_ts = _numbers(col["label_ts"])
+    label_ts = numbers(col["label_ts"])
     if label_ts is None or label_ts.min() < 0:
         return None
     features: list[dict[str, Any]] = col["feature_ts"]
@@ -488,9 +463,9 @@ def _fast_training(events: list[dict[str, Any]]) -> TrainingBatch | None:
         return None
     names = list(chain.from_iterable(features))
     if names:
-        if not _strings_ok(list(set(names)), rules.feature_name):
+        if not strings_ok(list(set(names)), rules.feature_name):
             return None
-        feature_ts = _numbers(list(chain.from_iterable(map(dict.values, features))))
+        feature_ts = numbers(list(chain.from_iterable(map(dict.values, features))))
         if feature_ts is None or feature_ts.min() < 0:
             return None
     else:
@@ -619,6 +594,8 @@ def decode_message(value: bytes | None, max_ts: float = math.inf) -> Decoded:
         return _whole("invalid_json", str(exc)[:200], value)
     if type(parsed) is not dict:
         return _whole("not_an_object", f"message is a JSON {type(parsed).__name__}", value)
+    if parsed.get("kind") == COLUMNS_KIND:
+        return _decode_columns(parsed, value, max_ts)
     if "events" in parsed and "kind" not in parsed:
         try:
             _check_version(parsed)
@@ -637,6 +614,21 @@ def decode_message(value: bytes | None, max_ts: float = math.inf) -> Decoded:
     decoded = decode_events([parsed], max_ts, indexed=False)
     for rejected in decoded.rejected:
         rejected.original = value  # a single-event message is dead-lettered byte for byte
+    return decoded
+
+
+def _decode_columns(parsed: dict[str, Any], value: bytes, max_ts: float) -> Decoded:
+    """A columnar batch: straight to arrays, or row by row when a column check fails."""
+    try:
+        n, columns = check_envelope(parsed)
+    except DecodeError as exc:
+        return _whole(exc.reason, exc.detail, value)
+    batch = columns_batch(columns, n, max_ts)
+    if batch is None:
+        return decode_events(rows_of(columns, n), max_ts, indexed=True)
+    decoded = Decoded(predictions=batch, outcomes=OutcomeBatch.empty(), n_events=n)
+    if n:
+        decoded.max_ts = float(batch.ts.max())
     return decoded
 
 
