@@ -277,7 +277,7 @@ def _optional(events: list[dict[str, Any]], name: str, absent: object) -> list[A
         return list(map(methodcaller("get", name, absent), events))
 
 
-def _optionalnumbers(
+def _optional_numbers(
     events: list[dict[str, Any]], name: str, present: set[str]
 ) -> np.ndarray | None:
     """Non-negative numbers of an optional field, NaN where absent; empty if nowhere given.
@@ -367,7 +367,7 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         return None
     present = _present(events)
     if "latency_ms" in present:
-        latency = _optionalnumbers(events, "latency_ms", present)
+        latency = _optional_numbers(events, "latency_ms", present)
         if latency is None:
             return None
     else:
@@ -388,7 +388,7 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
     fingerprint = _optional_strings(
         events, "env_fingerprint", rules.strings["env_fingerprint"], present
     )
-    ages = _optionalnumbers(events, "replica_age_s", present)
+    ages = _optional_numbers(events, "replica_age_s", present)
     ready = _optional_flags(events, "replica_ready", True, present)
     if (
         items is None

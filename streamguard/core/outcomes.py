@@ -24,6 +24,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
+from itertools import filterfalse
 from typing import Any
 
 import numpy as np
@@ -69,10 +70,11 @@ class OutcomeJoin:
         """Open an exposure per served prediction; a request already open keeps its first."""
         n = len(request_ids)
         first = dict(zip(reversed(request_ids), range(n - 1, -1, -1), strict=True))
-        new = first.keys() - self._open.keys()
-        if not new:
+        # filterfalse looks up each of the batch's ids; a set difference with the dict's keys
+        # would walk every open exposure instead.
+        at = sorted(map(first.__getitem__, filterfalse(self._open.__contains__, first)))
+        if not at:
             return
-        at = sorted(map(first.__getitem__, new))
         ids = list(map(request_ids.__getitem__, at))
         seqs = range(self._seq + 1, self._seq + 1 + len(at))
         self._seq += len(at)

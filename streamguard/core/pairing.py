@@ -122,7 +122,11 @@ class PairingBuffer:
                 continue
             first[request_id] = i
         self._add(batch, combos, np.fromiter(first.values(), np.intp, len(first)))
-        return self._assemble(batch, combos, in_batch, with_waiting, duplicates)
+        positions = (
+            np.array([p for p, _ in in_batch], dtype=np.intp),
+            np.array([s for _, s in in_batch], dtype=np.intp),
+        )
+        return self._assemble(batch, combos, positions, with_waiting, duplicates)
 
     def _match_columns(self, batch: PredictionBatch, combos: npt.NDArray[np.int64]) -> Pairs | None:
         """The same pairing with dict and numpy operations over whole columns.
@@ -151,7 +155,7 @@ class PairingBuffer:
                 return None  # the same role twice
             single = first_at == last_at
         pending = self._pending
-        waiting_ids = last.keys() & pending.keys()
+        waiting_ids = list(filter(pending.__contains__, last))
         with_waiting: list[tuple[Half, int]] = []
         if waiting_ids:
             at = sorted(map(last.__getitem__, waiting_ids))
@@ -165,12 +169,9 @@ class PairingBuffer:
             with_waiting = list(zip(halves, at, strict=True))
             single[at] = False
         primary_first = roles[first_of] == ROLE_PRIMARY
-        in_batch = list(
-            zip(
-                np.where(primary_first, first_of, second).tolist(),
-                np.where(primary_first, second, first_of).tolist(),
-                strict=True,
-            )
+        in_batch = (
+            np.where(primary_first, first_of, second),
+            np.where(primary_first, second, first_of),
         )
         self._add(batch, combos, np.flatnonzero(single))
         return self._assemble(batch, combos, in_batch, with_waiting, 0)
@@ -211,30 +212,27 @@ class PairingBuffer:
         self,
         batch: PredictionBatch,
         combos: npt.NDArray[np.int64],
-        in_batch: list[tuple[int, int]],
+        in_batch: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]],
         with_waiting: list[tuple[Half, int]],
         duplicates: int,
     ) -> Pairs:
-        n = len(in_batch) + len(with_waiting)
+        """Pairs within the batch (primary and shadow positions), then with waiting halves."""
+        ip, js = in_batch
+        k_in = len(ip)
+        n = k_in + len(with_waiting)
         ts = np.empty(n)
         primary = np.empty(n)
         shadow = np.empty(n)
         combo = np.empty(n, dtype=np.int64)
-        deployment: list[str] = []
-        version: list[str] = []
-        baseline: list[str] = []
-        if in_batch:
-            p_list, s_list = map(list, zip(*in_batch, strict=True))
-            ip, js = np.array(p_list, dtype=np.intp), np.array(s_list, dtype=np.intp)
-            k = len(in_batch)
-            ts[:k] = np.maximum(batch.ts[ip], batch.ts[js])
-            primary[:k] = batch.score[ip]
-            shadow[:k] = batch.score[js]
-            combo[:k] = combos[ip]
-            deployment.extend(map(batch.deployment.__getitem__, p_list))
-            version.extend(map(batch.model_version.__getitem__, s_list))
-            baseline.extend(map(batch.model_version.__getitem__, p_list))
-        for k, (half, i) in enumerate(with_waiting, start=len(in_batch)):  # few: across batches
+        ts[:k_in] = np.maximum(batch.ts[ip], batch.ts[js])
+        primary[:k_in] = batch.score[ip]
+        shadow[:k_in] = batch.score[js]
+        combo[:k_in] = combos[ip]
+        p_list, s_list = ip.tolist(), js.tolist()
+        deployment = list(map(batch.deployment.__getitem__, p_list))
+        version = list(map(batch.model_version.__getitem__, s_list))
+        baseline = list(map(batch.model_version.__getitem__, p_list))
+        for k, (half, i) in enumerate(with_waiting, start=k_in):  # few: across batches
             ts[k] = max(half.ts, float(batch.ts[i]))
             own = float(batch.score[i])
             if half.role == ROLE_PRIMARY:

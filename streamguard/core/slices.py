@@ -102,6 +102,8 @@ class SliceCoder:
         self._label_index: dict[str, int] = {}
         self._label_names: list[str] = []
         self._label_ids = np.zeros((0, len(self.levels)), dtype=np.int64)
+        # rows() of recent sets of combinations: their bytes -> (labels, local rows per level)
+        self._rows_cache: dict[bytes, tuple[list[str], I64]] = {}
         self.capped = 0  # events whose value was folded into __other__
 
     def snapshot(self) -> dict[str, Any]:
@@ -122,6 +124,7 @@ class SliceCoder:
         self._labels.clear()
         self._label_index.clear()
         self._label_names.clear()
+        self._rows_cache.clear()
         self._label_ids = np.zeros((0, len(self.levels)), dtype=np.int64)
         for combination in snapshot["combinations"]:
             self._register(tuple(combination))
@@ -213,8 +216,22 @@ class SliceCoder:
     def rows(self, combos: I64) -> SliceRows:
         """Slice rows of encoded events for every tracked level."""
         unique, inverse = np.unique(combos, return_inverse=True)
-        # Local rows number the labels in order of first appearance, combinations ascending
-        # and levels in order, as the partials have always listed them.
+        key = unique.tobytes()
+        cached = self._rows_cache.get(key)
+        if cached is None:
+            if len(self._rows_cache) >= 256:
+                self._rows_cache.clear()
+            cached = self._rows_cache[key] = self._local_rows(unique)
+        labels, table = cached
+        return SliceRows(list(labels), table[inverse])
+
+    def _local_rows(self, unique: I64) -> tuple[list[str], I64]:
+        """Labels of the combinations ``unique`` and each one's local row per level.
+
+        Local rows number the labels in order of first appearance, combinations ascending and
+        levels in order, as the partials have always listed them. The same combinations recur
+        in most batches, so :meth:`rows` keeps the answers.
+        """
         flat = self._label_ids[unique].ravel()
         ids, first, local = np.unique(flat, return_index=True, return_inverse=True)
         order = np.argsort(first, kind="stable")
@@ -222,4 +239,4 @@ class SliceCoder:
         rank[order] = np.arange(len(order))
         table = rank[local].reshape(len(unique), len(self.levels))
         names = self._label_names
-        return SliceRows([names[i] for i in ids[order].tolist()], table[inverse])
+        return [names[i] for i in ids[order].tolist()], table
