@@ -1,6 +1,7 @@
 """Decode one Kafka message into columnar batches plus rejected events.
 
-A message holds either one event or a batch envelope ``{"schema_version": 1, "events": [...]}``.
+A message holds one event, a batch envelope ``{"schema_version": 1, "events": [...]}``, or a
+columnar batch of predictions (``"kind": "prediction_columns"``, :mod:`.columns`).
 Each event is validated against its kind's JSON Schema (constraints read by
 :mod:`streamguard.contracts.schemas`). A bad event is rejected with a reason; its neighbours in
 the same envelope are kept. Decoding never raises anything but :class:`DecodeError`, and
@@ -24,13 +25,22 @@ import math
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import chain
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
 import orjson
 
-from streamguard.contracts.events import ROLES, OutcomeBatch, PredictionBatch, TrainingBatch
+from streamguard.contracts.checks import (
+    ABSENT,
+    ROLE_CODE,
+    numbers,
+    prediction_core,
+    strings_ok,
+    versions_ok,
+)
+from streamguard.contracts.columns import COLUMNS_KIND, check_envelope, columns_batch, rows_of
+from streamguard.contracts.events import OutcomeBatch, PredictionBatch, TrainingBatch
 from streamguard.contracts.exceptions import DecodeError
 from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for, string_rule
 
@@ -40,7 +50,6 @@ __all__ = ["MAX_MESSAGE_BYTES", "Decoded", "Rejected", "decode_message", "valida
 #: envelopes may be configured larger, so the bound is generous but finite).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
-_ROLE_CODE = {name: code for code, name in enumerate(ROLES)}
 _NUMBER = (int, float)
 
 
@@ -245,49 +254,105 @@ def validate_event(event: object, max_ts: float = math.inf) -> str:
 # --- fast columnar path -------------------------------------------------------------------------
 
 
-def _strings_ok(values: list[Any], rule: FieldRule) -> bool:
-    if set(map(type, values)) != {str}:
-        return False
-    lengths = list(map(len, values))
-    if min(lengths) < rule.min_length or max(lengths) > rule.max_length:
-        return False
-    if rule.enum is None and rule.pattern is None:
-        return True
-    # Patterns and enums are checked once per distinct value: deployments, versions and
-    # roles have few distinct values per batch, and ids carry no pattern.
-    distinct = set(values)
-    if rule.enum is not None and not distinct <= rule.enum:
-        return False
-    return rule.pattern is None or all(rule.pattern.search(v) for v in distinct)
-
-
-def _numbers(values: list[Any]) -> np.ndarray | None:
-    if not set(map(type, values)) <= {int, float}:
-        return None
+def _required_columns(
+    events: list[dict[str, Any]], names: tuple[str, ...]
+) -> list[list[Any]] | None:
+    """One list per required field (C-level ``itemgetter``); None when an event lacks one."""
     try:
-        return np.asarray(values, dtype=np.float64)
-    except OverflowError:  # an integer too large for a float64
+        return [list(map(itemgetter(name), events)) for name in names]
+    except KeyError:
         return None
+
+
+def _present(events: list[dict[str, Any]]) -> set[str]:
+    """Every field name used by at least one event (one C-level pass over the keys)."""
+    return set(chain.from_iterable(events))
+
+
+def _optional(events: list[dict[str, Any]], name: str, absent: object) -> list[Any]:
+    """Column of an optional field, ``absent`` where an event has none."""
+    try:
+        return list(map(itemgetter(name), events))
+    except KeyError:
+        return list(map(methodcaller("get", name, absent), events))
+
+
+def _optional_numbers(
+    events: list[dict[str, Any]], name: str, present: set[str]
+) -> np.ndarray | None:
+    """Non-negative numbers of an optional field, NaN where absent; empty if nowhere given.
+
+    ``None`` when a value is not a number (an explicit null included) or is negative.
+    """
+    if name not in present:
+        return np.zeros(0)
+    parsed = numbers(_optional(events, name, math.nan))
+    if parsed is None or bool((parsed < 0).any()):
+        return None
+    return parsed
+
+
+def _optional_strings(
+    events: list[dict[str, Any]], name: str, rule: FieldRule, present: set[str]
+) -> list[str] | None:
+    """Column of an optional string field ("" where absent), [] if absent everywhere."""
+    if name not in present:
+        return []
+    column = _optional(events, name, ABSENT)
+    try:
+        distinct = set(column)
+    except TypeError:  # an unhashable value (array, object) is not a string
+        return None
+    complete = ABSENT not in distinct
+    distinct.discard(ABSENT)
+    if not strings_ok(list(distinct), rule):
+        return None
+    return column if complete else list(map(methodcaller("get", name, ""), events))
+
+
+def _optional_flags(
+    events: list[dict[str, Any]], name: str, default: bool, present: set[str]
+) -> np.ndarray | None:
+    """Booleans of an optional field (``default`` where absent); empty if nowhere given."""
+    if name not in present:
+        return np.zeros(0, dtype=bool)
+    flags = _optional(events, name, default)
+    if set(map(type, flags)) != {bool}:
+        return None
+    return np.fromiter(flags, bool, len(flags))
+
+
+def _fast_items(
+    events: list[dict[str, Any]], rules: KindRules, present: set[str]
+) -> list[list[str] | None] | None:
+    if "items" not in present:
+        return []
+    items = _optional(events, "items", ABSENT)
+    types = set(map(type, items))
+    if not types <= {list, type(ABSENT)}:
+        return None  # an explicit null, or not an array
+    given = [v for v in items if v is not ABSENT]
+    if max(map(len, given)) > rules.items_max:
+        return None
+    flat = list(chain.from_iterable(given))
+    if flat and not strings_ok(flat, rules.item):
+        return None
+    return items if len(given) == len(items) else list(map(methodcaller("get", "items"), events))
 
 
 def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> PredictionBatch | None:
     """Build the batch if every event passes; return None to fall back to per-event checks."""
     rules = rules_for("prediction")
-    try:
-        columns = [list(map(itemgetter(name), events)) for name in rules.required]
-    except KeyError:
+    columns = _required_columns(events, rules.required)
+    if columns is None:
         return None
     col = dict(zip(rules.required, columns, strict=True))
-    versions = col["schema_version"]
-    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+    if not versions_ok(col["schema_version"]):
         return None
-    for name in ("event_id", "request_id", "deployment", "model_version", "role"):
-        if not _strings_ok(col[name], rules.strings[name]):
-            return None
-    ts = _numbers(col["ts"])
-    score = _numbers(col["score"])
-    if ts is None or score is None or ts.min() < rules.ts_minimum or ts.max() > max_ts:
+    core = prediction_core(col, rules, max_ts)
+    if core is None:
         return None
+    ts, score = core
     slices: list[dict[str, str]] = col["slice"]
     if set(map(type, slices)) != {dict} or max(map(len, slices)) > rules.slice_max_properties:
         return None
@@ -296,50 +361,45 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         values = list(set(chain.from_iterable(map(dict.values, slices))))
     except TypeError:  # an unhashable value (array, object) is not a string either
         return None
-    if (keys and not _strings_ok(keys, rules.slice_key)) or (
-        values and not _strings_ok(values, rules.slice_value)
+    if (keys and not strings_ok(keys, rules.slice_key)) or (
+        values and not strings_ok(values, rules.slice_value)
     ):
         return None
-    latency_raw = [e.get("latency_ms") for e in events]
-    if any(v is None for v in latency_raw):
-        if any(v is None and "latency_ms" in e for v, e in zip(latency_raw, events, strict=True)):
-            return None  # an explicit null is not a number
-        latency_raw = [math.nan if v is None else v for v in latency_raw]
-    latency = _numbers(latency_raw)
-    if latency is None or bool((latency < 0).any()):
-        return None
-    items: list[list[str] | None] = [e.get("items") for e in events]
-    if any(v is not None for v in items) or any("items" in e for e in events):
-        for value in items:
-            if value is None:
-                continue
-            if type(value) is not list or len(value) > rules.items_max:
-                return None
-            if value and not _strings_ok(value, rules.item):
-                return None
-        if any(v is None and "items" in e for v, e in zip(items, events, strict=True)):
+    present = _present(events)
+    if "latency_ms" in present:
+        latency = _optional_numbers(events, "latency_ms", present)
+        if latency is None:
             return None
     else:
-        items = []
-    error = np.zeros(0, dtype=bool)
-    allocation: list[str] = []
-    if any("error" in e or "allocation" in e for e in events):
-        flags = [e.get("error", False) for e in events]
-        if set(map(type, flags)) != {bool}:
-            return None
-        error = np.fromiter(flags, bool, len(flags))
-        given = [e["allocation"] for e in events if "allocation" in e]
-        if given and not _strings_ok(given, rules.strings["allocation"]):
-            return None
-        allocation = [e.get("allocation", "") for e in events]
-    feature_schema: list[str] = []
-    if any("feature_schema" in e for e in events):
-        given = [e["feature_schema"] for e in events if "feature_schema" in e]
-        if not _strings_ok(given, rules.strings["feature_schema"]):
-            return None
-        feature_schema = [e.get("feature_schema", "") for e in events]
-    replica = _fast_replicas(events, rules)
-    if replica is None:
+        latency = np.full(len(events), math.nan)
+    items = _fast_items(events, rules, present)
+    error: np.ndarray | None = np.zeros(0, dtype=bool)
+    allocation: list[str] | None = []
+    if "error" in present or "allocation" in present:
+        # Either field gives both columns their full length (False and "" where absent).
+        error = _optional_flags(events, "error", False, present | {"error"})
+        allocation = _optional_strings(events, "allocation", rules.strings["allocation"], present)
+        if allocation == []:
+            allocation = [""] * len(events)
+    feature_schema = _optional_strings(
+        events, "feature_schema", rules.strings["feature_schema"], present
+    )
+    replica_id = _optional_strings(events, "replica_id", rules.strings["replica_id"], present)
+    fingerprint = _optional_strings(
+        events, "env_fingerprint", rules.strings["env_fingerprint"], present
+    )
+    ages = _optional_numbers(events, "replica_age_s", present)
+    ready = _optional_flags(events, "replica_ready", True, present)
+    if (
+        items is None
+        or error is None
+        or allocation is None
+        or feature_schema is None
+        or replica_id is None
+        or fingerprint is None
+        or ages is None
+        or ready is None
+    ):
         return None
     return PredictionBatch(
         event_id=col["event_id"],
@@ -347,7 +407,7 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         ts=ts,
         deployment=col["deployment"],
         model_version=col["model_version"],
-        role=np.fromiter(map(_ROLE_CODE.__getitem__, col["role"]), np.int8, len(events)),
+        role=np.fromiter(map(ROLE_CODE.__getitem__, col["role"]), np.int8, len(events)),
         score=score,
         latency_ms=latency,
         slice=slices,
@@ -355,68 +415,26 @@ def _fast_predictions(events: list[dict[str, Any]], max_ts: float) -> Prediction
         error=error,
         allocation=allocation,
         feature_schema=feature_schema,
-        replica_id=replica[0],
-        replica_age_s=replica[1],
-        replica_ready=replica[2],
-        env_fingerprint=replica[3],
+        replica_id=replica_id,
+        replica_age_s=ages,
+        replica_ready=ready,
+        env_fingerprint=fingerprint,
     )
-
-
-_REPLICA_FIELDS = ("replica_id", "replica_age_s", "replica_ready", "env_fingerprint")
-
-
-def _optional_strings(events: list[dict[str, Any]], name: str, rule: FieldRule) -> list[str] | None:
-    """Column of an optional string field ("" where absent), [] if absent everywhere."""
-    given = [e[name] for e in events if name in e]
-    if not given:
-        return []
-    if not _strings_ok(given, rule):
-        return None
-    return [e.get(name, "") for e in events]
-
-
-def _fast_replicas(
-    events: list[dict[str, Any]], rules: KindRules
-) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
-    """Columns of the replica and environment fields; None when any value is invalid."""
-    if not any(name in e for e in events for name in _REPLICA_FIELDS):
-        return [], np.zeros(0), np.zeros(0, dtype=bool), []
-    replica_id = _optional_strings(events, "replica_id", rules.strings["replica_id"])
-    fingerprint = _optional_strings(events, "env_fingerprint", rules.strings["env_fingerprint"])
-    if replica_id is None or fingerprint is None:
-        return None
-    ages = np.zeros(0)
-    if any("replica_age_s" in e for e in events):
-        ages_raw = [e.get("replica_age_s", math.nan) for e in events]
-        if any(v is None for v in ages_raw):
-            return None  # an explicit null is not a number
-        parsed = _numbers(ages_raw)
-        if parsed is None or bool((parsed < 0).any()):
-            return None
-        ages = parsed
-    ready = np.zeros(0, dtype=bool)
-    if any("replica_ready" in e for e in events):
-        flags = [e.get("replica_ready", True) for e in events]
-        if set(map(type, flags)) != {bool}:
-            return None
-        ready = np.fromiter(flags, bool, len(flags))
-    return replica_id, ages, ready, fingerprint
 
 
 def _fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch | None:
     rules = rules_for("outcome")
-    try:
-        col = {name: list(map(itemgetter(name), events)) for name in rules.required}
-    except KeyError:
+    columns = _required_columns(events, rules.required)
+    if columns is None:
         return None
-    versions = col["schema_version"]
-    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+    col = dict(zip(rules.required, columns, strict=True))
+    if not versions_ok(col["schema_version"]):
         return None
     for name in ("event_id", "request_id", "deployment"):
-        if not _strings_ok(col[name], rules.strings[name]):
+        if not strings_ok(col[name], rules.strings[name]):
             return None
-    ts = _numbers(col["ts"])
-    value = _numbers(col["value"])
+    ts = numbers(col["ts"])
+    value = numbers(col["value"])
     if ts is None or value is None or ts.min() < rules.ts_minimum or ts.max() > max_ts:
         return None
     return OutcomeBatch(col["event_id"], col["request_id"], ts, col["deployment"], value)
@@ -425,17 +443,16 @@ def _fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch 
 def _fast_training(events: list[dict[str, Any]]) -> TrainingBatch | None:
     """Columns of training examples, features flattened; None to fall back to per-event checks."""
     rules = _training_rules()
-    try:
-        col = {name: list(map(itemgetter(name), events)) for name in rules.required}
-    except KeyError:
+    columns = _required_columns(events, rules.required)
+    if columns is None:
         return None
-    versions = col["schema_version"]
-    if set(map(type, versions)) - {int, float} or set(versions) != {1}:
+    col = dict(zip(rules.required, columns, strict=True))
+    if not versions_ok(col["schema_version"]):
         return None
     for name, rule in rules.strings.items():
-        if not _strings_ok(col[name], rule):
+        if not strings_ok(col[name], rule):
             return None
-    label_ts = _numbers(col["label_ts"])
+    label_ts = numbers(col["label_ts"])
     if label_ts is None or label_ts.min() < 0:
         return None
     features: list[dict[str, Any]] = col["feature_ts"]
@@ -446,9 +463,9 @@ def _fast_training(events: list[dict[str, Any]]) -> TrainingBatch | None:
         return None
     names = list(chain.from_iterable(features))
     if names:
-        if not _strings_ok(list(set(names)), rules.feature_name):
+        if not strings_ok(list(set(names)), rules.feature_name):
             return None
-        feature_ts = _numbers(list(chain.from_iterable(map(dict.values, features))))
+        feature_ts = numbers(list(chain.from_iterable(map(dict.values, features))))
         if feature_ts is None or feature_ts.min() < 0:
             return None
     else:
@@ -475,7 +492,12 @@ def _split_kinds(
     When the fast path fails for a kind, every event of that kind is validated one by one and
     only the valid ones are kept, so a single bad event never costs its neighbours.
     """
-    kinds = [e.get("kind") if type(e) is dict else None for e in events]
+    try:
+        kinds = list(map(itemgetter("kind"), events))
+        if set(kinds) == {"prediction"} and set(map(type, events)) == {dict}:
+            return events, [], []
+    except (KeyError, TypeError):  # an event without a kind, not an object, or odd kinds
+        kinds = [e.get("kind") if type(e) is dict else None for e in events]
     predictions = [e for e, k in zip(events, kinds, strict=True) if k == "prediction"]
     outcomes = [e for e, k in zip(events, kinds, strict=True) if k == "outcome"]
     if len(predictions) + len(outcomes) == len(events):
@@ -572,6 +594,8 @@ def decode_message(value: bytes | None, max_ts: float = math.inf) -> Decoded:
         return _whole("invalid_json", str(exc)[:200], value)
     if type(parsed) is not dict:
         return _whole("not_an_object", f"message is a JSON {type(parsed).__name__}", value)
+    if parsed.get("kind") == COLUMNS_KIND:
+        return _decode_columns(parsed, value, max_ts)
     if "events" in parsed and "kind" not in parsed:
         try:
             _check_version(parsed)
@@ -590,6 +614,21 @@ def decode_message(value: bytes | None, max_ts: float = math.inf) -> Decoded:
     decoded = decode_events([parsed], max_ts, indexed=False)
     for rejected in decoded.rejected:
         rejected.original = value  # a single-event message is dead-lettered byte for byte
+    return decoded
+
+
+def _decode_columns(parsed: dict[str, Any], value: bytes, max_ts: float) -> Decoded:
+    """A columnar batch: straight to arrays, or row by row when a column check fails."""
+    try:
+        n, columns = check_envelope(parsed)
+    except DecodeError as exc:
+        return _whole(exc.reason, exc.detail, value)
+    batch = columns_batch(columns, n, max_ts)
+    if batch is None:
+        return decode_events(rows_of(columns, n), max_ts, indexed=True)
+    decoded = Decoded(predictions=batch, outcomes=OutcomeBatch.empty(), n_events=n)
+    if n:
+        decoded.max_ts = float(batch.ts.max())
     return decoded
 
 

@@ -41,6 +41,7 @@ class PredictionBatch:
     role: I8
     score: F64
     latency_ms: F64  # NaN where the event has no latency_ms
+    #: Slice of each event; [] when the batch came in columns (see ``slice_columns``).
     slice: list[dict[str, str]]
     items: list[list[str] | None] = field(default_factory=list)  # [] when no event has items
     #: True where serving failed for the request; all False when no event says.
@@ -58,6 +59,9 @@ class PredictionBatch:
     replica_ready: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: Execution-environment fingerprint of each event, "" where absent; [] when none has one.
     env_fingerprint: list[str] = field(default_factory=list)
+    #: Slice dimensions of a columnar batch: one value per event, None where the event has
+    #: none. Empty for batches decoded from rows, whose slices are in ``slice``.
+    slice_columns: dict[str, list[str | None]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -66,6 +70,16 @@ class PredictionBatch:
     def empty(cls) -> "PredictionBatch":
         """A batch with no events."""
         return cls([], [], np.empty(0), [], [], np.empty(0, np.int8), np.empty(0), np.empty(0), [])
+
+    def slices(self) -> list[dict[str, str]]:
+        """The slice of each event, as an object, whichever way the batch arrived."""
+        if not self.slice_columns:
+            return self.slice
+        names = list(self.slice_columns)
+        return [
+            {name: value for name, value in zip(names, values, strict=True) if value is not None}
+            for values in zip(*self.slice_columns.values(), strict=True)
+        ]
 
     def errors(self) -> npt.NDArray[np.bool_]:
         """The error flags, one per event (False where not given)."""
@@ -97,7 +111,7 @@ class PredictionBatch:
             role=self.role[index],
             score=self.score[index],
             latency_ms=self.latency_ms[index],
-            slice=[self.slice[i] for i in pick],
+            slice=[self.slice[i] for i in pick] if self.slice else [],
             items=[self.items[i] for i in pick] if self.items else [],
             error=self.error[index] if len(self.error) else self.error,
             allocation=[self.allocation[i] for i in pick] if self.allocation else [],
@@ -112,6 +126,9 @@ class PredictionBatch:
             env_fingerprint=(
                 [self.env_fingerprint[i] for i in pick] if self.env_fingerprint else []
             ),
+            slice_columns={
+                name: [values[i] for i in pick] for name, values in self.slice_columns.items()
+            },
         )
 
 

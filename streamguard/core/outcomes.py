@@ -21,7 +21,10 @@ Examples
 """
 
 import heapq
+from collections import deque
 from dataclasses import dataclass
+from functools import partial
+from itertools import filterfalse
 from typing import Any
 
 import numpy as np
@@ -65,15 +68,32 @@ class OutcomeJoin:
         ts: list[float],
     ) -> None:
         """Open an exposure per served prediction; a request already open keeps its first."""
-        opened = self._open
-        for request_id, role, version, combo, t in zip(
-            request_ids, roles, versions, combos, ts, strict=True
-        ):
-            if request_id in opened:
-                continue
-            self._seq += 1
-            opened[request_id] = Exposure(request_id, role, version, combo, t, 0.0, self._seq)
-            heapq.heappush(self._by_time, (t, self._seq, request_id))
+        n = len(request_ids)
+        first = dict(zip(reversed(request_ids), range(n - 1, -1, -1), strict=True))
+        # filterfalse looks up each of the batch's ids; a set difference with the dict's keys
+        # would walk every open exposure instead.
+        at = sorted(map(first.__getitem__, filterfalse(self._open.__contains__, first)))
+        if not at:
+            return
+        ids = list(map(request_ids.__getitem__, at))
+        seqs = range(self._seq + 1, self._seq + 1 + len(at))
+        self._seq += len(at)
+        times = list(map(ts.__getitem__, at))
+        exposures = map(
+            Exposure,
+            ids,
+            map(roles.__getitem__, at),
+            map(versions.__getitem__, at),
+            map(combos.__getitem__, at),
+            times,
+            [0.0] * len(at),
+            seqs,
+        )
+        self._open.update(zip(ids, exposures, strict=True))
+        deque(
+            map(partial(heapq.heappush, self._by_time), zip(times, seqs, ids, strict=True)),
+            maxlen=0,
+        )
 
     def outcome(self, request_ids: list[str], values: list[float]) -> int:
         """Add outcome values to their open exposures; return how many matched none."""

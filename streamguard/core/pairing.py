@@ -23,8 +23,11 @@ Examples
 """
 
 import heapq
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -36,9 +39,8 @@ __all__ = ["Half", "PairingBuffer", "Pairs"]
 F64 = npt.NDArray[np.float64]
 
 
-@dataclass(slots=True)
-class Half:
-    """One prediction waiting for its partner."""
+class Half(NamedTuple):
+    """One prediction waiting for its partner (a tuple: made in bulk by C-level ``zip``)."""
 
     request_id: str
     role: int
@@ -96,6 +98,9 @@ class PairingBuffer:
         The batch must contain only primary and shadow predictions; ``combos`` holds their
         slice combination ids.
         """
+        fast = self._match_columns(batch, combos)
+        if fast is not None:
+            return fast
         roles = batch.role.tolist()
         first: dict[str, int] = {}
         in_batch: list[tuple[int, int]] = []  # (primary index, shadow index)
@@ -120,56 +125,123 @@ class PairingBuffer:
                     duplicates += 1
                 continue
             first[request_id] = i
-        for request_id, i in first.items():
-            self._add(batch, combos, i, request_id)
-        return self._assemble(batch, combos, in_batch, with_waiting, duplicates)
+        self._add(batch, combos, np.fromiter(first.values(), np.intp, len(first)))
+        positions = (
+            np.array([p for p, _ in in_batch], dtype=np.intp),
+            np.array([s for _, s in in_batch], dtype=np.intp),
+        )
+        return self._assemble(batch, combos, positions, with_waiting, duplicates)
+
+    def _match_columns(self, batch: PredictionBatch, combos: npt.NDArray[np.int64]) -> Pairs | None:
+        """The same pairing with dict and numpy operations over whole columns.
+
+        It handles the usual batch: every request at most twice, as a primary and a shadow,
+        and a request waiting in the buffer at most once, as its other role. Anything else
+        (duplicates) returns None, for the event-by-event loop to handle.
+        """
+        request_ids = batch.request_id
+        n = len(request_ids)
+        roles = batch.role
+        index = np.arange(n)
+        last = dict(zip(request_ids, range(n), strict=True))
+        if len(last) == n:
+            second = first_of = np.zeros(0, dtype=np.intp)
+            single = np.ones(n, dtype=bool)
+        else:
+            first = dict(zip(reversed(request_ids), range(n - 1, -1, -1), strict=True))
+            first_at = np.fromiter(map(first.__getitem__, request_ids), np.intp, n)
+            last_at = np.fromiter(map(last.__getitem__, request_ids), np.intp, n)
+            if ((first_at < index) & (last_at > index)).any():
+                return None  # a request three times or more
+            second = np.flatnonzero(first_at < index)
+            first_of = first_at[second]
+            if (roles[first_of] == roles[second]).any():
+                return None  # the same role twice
+            single = first_at == last_at
+        pending = self._pending
+        waiting_ids = list(filter(pending.__contains__, last))
+        with_waiting: list[tuple[Half, int]] = []
+        if waiting_ids:
+            at = sorted(map(last.__getitem__, waiting_ids))
+            if not single[at].all():
+                return None  # a waiting request is also completed within the batch
+            halves = list(map(pending.__getitem__, map(request_ids.__getitem__, at)))
+            waiting_roles = np.fromiter(map(attrgetter("role"), halves), np.int8, len(at))
+            if (waiting_roles == roles[at]).any():
+                return None  # the same role again
+            deque(map(pending.__delitem__, map(attrgetter("request_id"), halves)), maxlen=0)
+            with_waiting = list(zip(halves, at, strict=True))
+            single[at] = False
+        primary_first = roles[first_of] == ROLE_PRIMARY
+        in_batch = (
+            np.where(primary_first, first_of, second),
+            np.where(primary_first, second, first_of),
+        )
+        self._add(batch, combos, np.flatnonzero(single))
+        return self._assemble(batch, combos, in_batch, with_waiting, 0)
 
     def _add(
-        self, batch: PredictionBatch, combos: npt.NDArray[np.int64], i: int, request_id: str
+        self, batch: PredictionBatch, combos: npt.NDArray[np.int64], at: npt.NDArray[np.intp]
     ) -> None:
-        self._seq += 1
-        ts = float(batch.ts[i])
-        self._pending[request_id] = Half(
-            request_id,
-            int(batch.role[i]),
-            ts,
-            float(batch.score[i]),
-            batch.deployment[i],
-            batch.model_version[i],
-            int(combos[i]),
-            self._seq,
-            batch.env_fingerprint[i] if batch.env_fingerprint else "",
+        """Put the events at positions ``at`` (in that order) in the buffer."""
+        if not len(at):
+            return
+        pick = at.tolist()
+        request_ids = [batch.request_id[i] for i in pick]
+        seqs = range(self._seq + 1, self._seq + 1 + len(pick))
+        self._seq += len(pick)
+        ts = batch.ts[at].tolist()
+        # Every field, env included: tuple.__new__ does not fill a NamedTuple's defaults.
+        envs = (
+            [batch.env_fingerprint[i] for i in pick] if batch.env_fingerprint else [""] * len(pick)
         )
-        heapq.heappush(self._by_time, (ts, self._seq, request_id))
+        halves = map(
+            tuple.__new__,
+            [Half] * len(pick),
+            zip(
+                request_ids,
+                batch.role[at].tolist(),
+                ts,
+                batch.score[at].tolist(),
+                [batch.deployment[i] for i in pick],
+                [batch.model_version[i] for i in pick],
+                combos[at].tolist(),
+                seqs,
+                envs,
+                strict=True,
+            ),
+        )
+        self._pending.update(zip(request_ids, halves, strict=True))
+        deque(
+            map(partial(heapq.heappush, self._by_time), zip(ts, seqs, request_ids, strict=True)),
+            maxlen=0,
+        )
 
     def _assemble(
         self,
         batch: PredictionBatch,
         combos: npt.NDArray[np.int64],
-        in_batch: list[tuple[int, int]],
+        in_batch: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]],
         with_waiting: list[tuple[Half, int]],
         duplicates: int,
     ) -> Pairs:
-        n = len(in_batch) + len(with_waiting)
+        """Pairs within the batch (primary and shadow positions), then with waiting halves."""
+        ip, js = in_batch
+        k_in = len(ip)
+        n = k_in + len(with_waiting)
         ts = np.empty(n)
         primary = np.empty(n)
         shadow = np.empty(n)
         combo = np.empty(n, dtype=np.int64)
-        deployment: list[str] = []
-        version: list[str] = []
-        baseline: list[str] = []
-        if in_batch:
-            ip = np.fromiter((p for p, _ in in_batch), np.intp, len(in_batch))
-            js = np.fromiter((s for _, s in in_batch), np.intp, len(in_batch))
-            k = len(in_batch)
-            ts[:k] = np.maximum(batch.ts[ip], batch.ts[js])
-            primary[:k] = batch.score[ip]
-            shadow[:k] = batch.score[js]
-            combo[:k] = combos[ip]
-            deployment.extend(batch.deployment[p] for p, _ in in_batch)
-            version.extend(batch.model_version[s] for _, s in in_batch)
-            baseline.extend(batch.model_version[p] for p, _ in in_batch)
-        for k, (half, i) in enumerate(with_waiting, start=len(in_batch)):
+        ts[:k_in] = np.maximum(batch.ts[ip], batch.ts[js])
+        primary[:k_in] = batch.score[ip]
+        shadow[:k_in] = batch.score[js]
+        combo[:k_in] = combos[ip]
+        p_list, s_list = ip.tolist(), js.tolist()
+        deployment = list(map(batch.deployment.__getitem__, p_list))
+        version = list(map(batch.model_version.__getitem__, s_list))
+        baseline = list(map(batch.model_version.__getitem__, p_list))
+        for k, (half, i) in enumerate(with_waiting, start=k_in):  # few: across batches
             ts[k] = max(half.ts, float(batch.ts[i]))
             own = float(batch.score[i])
             if half.role == ROLE_PRIMARY:
@@ -188,10 +260,10 @@ class PairingBuffer:
         if envs or any(half.env for half, _ in with_waiting):
             every = envs or [""] * len(batch)
             # The same order as the scores above: pairs within the batch, then with waiting halves.
-            pairs.primary_env = [every[p] for p, _ in in_batch] + [
+            pairs.primary_env = [every[p] for p in p_list] + [
                 half.env if half.role == ROLE_PRIMARY else every[i] for half, i in with_waiting
             ]
-            pairs.shadow_env = [every[j] for _, j in in_batch] + [
+            pairs.shadow_env = [every[j] for j in s_list] + [
                 every[i] if half.role == ROLE_PRIMARY else half.env for half, i in with_waiting
             ]
         return pairs

@@ -98,6 +98,12 @@ class SliceCoder:
         self._raw: dict[tuple[str | None, ...], int] = {}
         self._canonical: dict[tuple[str, ...], int] = {}
         self._labels: list[tuple[str, ...]] = []  # combination id -> label per level
+        # Every label gets a coder-wide id; _label_ids[combo] holds one id per level.
+        self._label_index: dict[str, int] = {}
+        self._label_names: list[str] = []
+        self._label_ids = np.zeros((0, len(self.levels)), dtype=np.int64)
+        # rows() of recent sets of combinations: their bytes -> (labels, local rows per level)
+        self._rows_cache: dict[bytes, tuple[list[str], I64]] = {}
         self.capped = 0  # events whose value was folded into __other__
 
     def snapshot(self) -> dict[str, Any]:
@@ -116,10 +122,12 @@ class SliceCoder:
         self._raw.clear()
         self._canonical.clear()
         self._labels.clear()
+        self._label_index.clear()
+        self._label_names.clear()
+        self._rows_cache.clear()
+        self._label_ids = np.zeros((0, len(self.levels)), dtype=np.int64)
         for combination in snapshot["combinations"]:
-            canonical = tuple(combination)
-            self._canonical[canonical] = len(self._labels)
-            self._labels.append(self._label_row(canonical))
+            self._register(tuple(combination))
         self.capped = int(snapshot["capped"])
 
     def _label_row(self, canonical: tuple[str, ...]) -> tuple[str, ...]:
@@ -127,6 +135,22 @@ class SliceCoder:
             ",".join(f"{self.dimensions[d]}={canonical[d]}" for d in level) or ROOT
             for level in self.levels
         )
+
+    def _register(self, canonical: tuple[str, ...]) -> int:
+        """Give a new combination the next id, and its labels their coder-wide ids."""
+        combo = self._canonical[canonical] = len(self._labels)
+        labels = self._label_row(canonical)
+        self._labels.append(labels)
+        index = self._label_index
+        ids = [index.setdefault(label, len(index)) for label in labels]
+        if len(index) > len(self._label_names):
+            self._label_names.extend(list(index)[len(self._label_names) :])
+        if combo >= len(self._label_ids):
+            grown = np.zeros((max(16, 2 * combo), len(self.levels)), dtype=np.int64)
+            grown[: len(self._label_ids)] = self._label_ids
+            self._label_ids = grown
+        self._label_ids[combo] = ids
+        return combo
 
     def level_label(self, level: tuple[int, ...]) -> str:
         """Names of a level's dimensions (``*`` for the whole deployment)."""
@@ -159,8 +183,7 @@ class SliceCoder:
         canonical = tuple(values)
         combo = self._canonical.get(canonical)
         if combo is None:
-            combo = self._canonical[canonical] = len(self._labels)
-            self._labels.append(self._label_row(canonical))
+            combo = self._register(canonical)
         if len(self._raw) >= self.RAW_CACHE_LIMIT:
             self._raw.clear()
         if OTHER not in canonical:
@@ -170,9 +193,21 @@ class SliceCoder:
 
     def encode(self, slices: list[dict[str, str]]) -> I64:
         """Combination id of each event's slice."""
-        keys = self._keys(slices)
+        return self._ids(self._keys(slices))
+
+    def encode_columns(self, columns: dict[str, list[str | None]], n: int) -> I64:
+        """Combination id of each of ``n`` events whose slices come as columns (None: absent).
+
+        The same ids as :meth:`encode` of the same slices as objects: the value tuples are
+        built by C-level ``zip`` straight from the columns.
+        """
+        absent: list[str | None] = [None] * n
+        keys = list(zip(*(columns.get(d, absent) for d in self.dimensions), strict=True))
+        return self._ids(keys if self.dimensions else [()] * n)
+
+    def _ids(self, keys: list[tuple[str | None, ...]]) -> I64:
         ids = list(map(self._raw.get, keys))
-        if None in ids:
+        if None in ids:  # a value tuple not seen (or not cached) yet
             for i, combo in enumerate(ids):
                 if combo is None:
                     ids[i] = self._new(keys[i])
@@ -181,9 +216,27 @@ class SliceCoder:
     def rows(self, combos: I64) -> SliceRows:
         """Slice rows of encoded events for every tracked level."""
         unique, inverse = np.unique(combos, return_inverse=True)
-        local: dict[str, int] = {}
-        table = np.empty((len(unique), len(self.levels)), dtype=np.int64)
-        for u, combo in enumerate(unique.tolist()):
-            for k, label in enumerate(self._labels[combo]):
-                table[u, k] = local.setdefault(label, len(local))
-        return SliceRows(list(local), table[inverse])
+        key = unique.tobytes()
+        cached = self._rows_cache.get(key)
+        if cached is None:
+            if len(self._rows_cache) >= 256:
+                self._rows_cache.clear()
+            cached = self._rows_cache[key] = self._local_rows(unique)
+        labels, table = cached
+        return SliceRows(list(labels), table[inverse])
+
+    def _local_rows(self, unique: I64) -> tuple[list[str], I64]:
+        """Labels of the combinations ``unique`` and each one's local row per level.
+
+        Local rows number the labels in order of first appearance, combinations ascending and
+        levels in order, as the partials have always listed them. The same combinations recur
+        in most batches, so :meth:`rows` keeps the answers.
+        """
+        flat = self._label_ids[unique].ravel()
+        ids, first, local = np.unique(flat, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        table = rank[local].reshape(len(unique), len(self.levels))
+        names = self._label_names
+        return [names[i] for i in ids[order].tolist()], table

@@ -277,7 +277,11 @@ class Stage1:
         on_time = ~late
         n_late = int(late.sum())
         # Single predictions feed the per-role arms (traffic mix, canary metrics, shadow health).
-        combos = state.coder.encode(batch.slice)
+        combos = (
+            state.coder.encode_columns(batch.slice_columns, len(batch))
+            if batch.slice_columns
+            else state.coder.encode(batch.slice)
+        )
         arm_versions = _arm_versions(batch)
         versions, version_names = _factorize(arm_versions)
         errors = batch.errors()

@@ -108,6 +108,9 @@ class Registry:
 
     def rows_for(self, labels: list[str], limit: int | None = None) -> npt.NDArray[np.int64]:
         """Row of each label, adding unknown labels (up to ``limit`` rows; -1 beyond)."""
+        found = list(map(self.index.get, labels))
+        if None not in found:
+            return np.array(found, dtype=np.int64)
         out = np.empty(len(labels), dtype=np.int64)
         for i, label in enumerate(labels):
             row = self.index.get(label)

@@ -59,3 +59,38 @@ def test_training_examples_emitter_routes_by_pipeline() -> None:
             emitter.emit({"request_id": "r1"})
 
     asyncio.run(scenario())
+
+
+def test_columnar_emitter_sends_predictions_as_columns_and_the_rest_as_rows() -> None:
+    from streamguard.client.emitter import _RUNNING, _Partition
+    from streamguard.contracts import decode_message
+    from streamguard.sim import TrafficGenerator
+
+    sent: list[bytes] = []
+
+    async def capture(partition: int, messages: list[tuple[bytes, bytes]]) -> int:
+        sent.extend(value for _, value in messages)
+        return len(messages)
+
+    async def scenario() -> None:
+        emitter = Emitter("127.0.0.1:1", columnar=True)
+        emitter._partitions = [_Partition(i, asyncio.Event()) for i in range(8)]
+        emitter._state = _RUNNING
+        emitter._with_retries = capture  # type: ignore[method-assign]
+        events = next(TrafficGenerator(rate=200, seed=1, start_ts=1_790_000_000.0).seconds(1))
+        predictions = [e for e in events if e["kind"] == "prediction"]
+        outcome = {**predictions[0], "kind": "outcome", "value": 1.0}
+        for event in [*predictions, outcome]:
+            assert emitter.emit(event)
+        for part in emitter._partitions:
+            part.seal()
+            while part.sealed:
+                await emitter._send(part.index, part.sealed.popleft())
+
+    asyncio.run(scenario())
+    kinds = [orjson.loads(value).get("kind") for value in sent]
+    assert kinds.count(None) == 1  # the partition with the outcome: a row envelope
+    assert kinds.count("prediction_columns") == len(sent) - 1
+    decoded = [decode_message(value) for value in sent]
+    assert all(not d.rejected for d in decoded)
+    assert sum(len(d.predictions) for d in decoded) + 1 == sum(d.n_events for d in decoded)
