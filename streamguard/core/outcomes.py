@@ -22,9 +22,11 @@ Examples
 
 import heapq
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
-from itertools import filterfalse
+from itertools import compress, repeat
+from operator import not_
 from typing import Any
 
 import numpy as np
@@ -68,32 +70,32 @@ class OutcomeJoin:
         ts: list[float],
     ) -> None:
         """Open an exposure per served prediction; a request already open keeps its first."""
-        n = len(request_ids)
-        first = dict(zip(reversed(request_ids), range(n - 1, -1, -1), strict=True))
-        # filterfalse looks up each of the batch's ids; a set difference with the dict's keys
-        # would walk every open exposure instead.
-        at = sorted(map(first.__getitem__, filterfalse(self._open.__contains__, first)))
-        if not at:
+        opened = self._open
+        if len(set(request_ids)) != len(request_ids):  # a request twice: the first one counts
+            for columns in zip(request_ids, roles, versions, combos, ts, strict=True):
+                if columns[0] not in opened:
+                    self._open_each([columns])
             return
-        ids = list(map(request_ids.__getitem__, at))
-        seqs = range(self._seq + 1, self._seq + 1 + len(at))
-        self._seq += len(at)
-        times = list(map(ts.__getitem__, at))
-        exposures = map(
-            Exposure,
-            ids,
-            map(roles.__getitem__, at),
-            map(versions.__getitem__, at),
-            map(combos.__getitem__, at),
-            times,
-            [0.0] * len(at),
-            seqs,
+        keep = list(map(not_, map(opened.__contains__, request_ids)))
+        self._open_each(
+            zip(
+                *(compress(c, keep) for c in (request_ids, roles, versions, combos, ts)),
+                strict=True,
+            )
         )
+
+    def _open_each(self, rows: Iterable[tuple[str, int, str, int, float]]) -> None:
+        """Open exposures for new requests ``(request_id, role, version, combo, ts)``."""
+        rows = list(rows)
+        if not rows:
+            return
+        ids, roles, versions, combos, times = zip(*rows, strict=True)
+        seqs = range(self._seq + 1, self._seq + 1 + len(ids))
+        self._seq += len(ids)
+        exposures = map(Exposure, ids, roles, versions, combos, times, repeat(0.0), seqs)
         self._open.update(zip(ids, exposures, strict=True))
-        deque(
-            map(partial(heapq.heappush, self._by_time), zip(times, seqs, ids, strict=True)),
-            maxlen=0,
-        )
+        heap = self._by_time
+        deque(map(partial(heapq.heappush, heap), zip(times, seqs, ids, strict=True)), maxlen=0)
 
     def outcome(self, request_ids: list[str], values: list[float]) -> int:
         """Add outcome values to their open exposures; return how many matched none."""
