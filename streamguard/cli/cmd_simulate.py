@@ -97,10 +97,6 @@ def _pace(realtime: bool, start: float, second: int) -> float:
     return max(0.0, start + second - time.time()) if realtime else 0.0
 
 
-def _is_training(event: dict[str, Any]) -> bool:
-    return bool(event.get("kind") == "training_example")
-
-
 def _to_file(
     gen: Any,
     seconds: int,
@@ -134,6 +130,7 @@ async def _to_broker(gen: Any, seconds: int, broker: str, realtime: bool, start:
     import asyncio
 
     from streamguard.client import Emitter, EmitterError
+    from streamguard.contracts.partitioning import is_training_example
     from streamguard.settings import bootstrap_servers
 
     servers = bootstrap_servers(broker)
@@ -147,7 +144,7 @@ async def _to_broker(gen: Any, seconds: int, broker: str, realtime: bool, start:
         for second, batch in enumerate(gen.seconds(seconds)):
             await asyncio.sleep(_pace(realtime, start, second))
             for event in batch:
-                if not _is_training(event):
+                if not is_training_example(event):
                     await emitter.emit_wait(event)
                     continue
                 if trainer.n_partitions == 0:

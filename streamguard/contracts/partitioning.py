@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["envelopes", "murmur2", "partition_for", "routed"]
+__all__ = ["envelopes", "is_training_example", "murmur2", "partition_for", "routed"]
 
 _M = 0x5BD1E995
 _SEED = 0x9747B28C
@@ -82,6 +82,11 @@ def envelopes(
     ]
 
 
+def is_training_example(event: dict[str, Any]) -> bool:
+    """Whether ``event`` belongs on the training examples topic rather than the predictions."""
+    return bool(event.get("kind") == "training_example")
+
+
 def routed(
     events: list[dict[str, Any]], partitions: int, training_partitions: int
 ) -> list[tuple[int, bytes, bytes]]:
@@ -90,8 +95,8 @@ def routed(
     Serving events (predictions, outcomes) go by request id among ``partitions``; training
     examples, which have their own topic, by pipeline among ``training_partitions``.
     """
-    training = [e for e in events if e.get("kind") == "training_example"]
+    training = [e for e in events if is_training_example(e)]
     if not training:
         return envelopes(events, partitions)
-    serving = [e for e in events if e.get("kind") != "training_example"]
+    serving = [e for e in events if not is_training_example(e)]
     return envelopes(serving, partitions) + envelopes(training, training_partitions, "pipeline")

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from streamguard.contracts import Alert, Command, load_topic_specs
+from streamguard.contracts.commands import NOTICE_ACTION
 from streamguard.contracts.partitioning import routed
 from streamguard.engine import Pipeline
 from streamguard.evaluation.judges import (
@@ -38,8 +39,6 @@ __all__ = ["JUDGES", "START", "STREAMGUARD", "JudgeRun", "RunResult", "run"]
 START = 1_790_000_000.0
 STREAMGUARD = "streamguard"
 JUDGES = (STREAMGUARD, GlobalThresholdJudge().name, KayentaJudge().name)
-#: Commands that tell subscribers something and ask nothing of them (not findings).
-_NOTICES = frozenset({"schemas"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +85,7 @@ class _Issued:
 def _issued(now: float, commands: list[Command], notices: list[Alert]) -> list[_Issued]:
     out = [_Issued(now, c.guard, _label(c.slice), c.action) for c in commands]
     out += [_Issued(now, a.guard, _label(a.slice), "alert") for a in notices]
-    return [i for i in out if i.action not in _NOTICES]
+    return [i for i in out if i.action != NOTICE_ACTION]  # informs subscribers, asks nothing
 
 
 def _streamguard(issued: list[_Issued], name: str, guard: str | None, onset_ts: float) -> JudgeRun:
