@@ -22,8 +22,8 @@ same machine and clock):
   close → published (``worker``) and published → received (``delivery``).
 
 Both consumers fetch with ``fetch_max_wait_ms=50``, so receipt adds up to ~50 ms.
-The latency includes stage 1's flush interval (1 s): a partition's watermark reaches stage 2
-only with the heartbeat of its next flush, so up to 1 s passes before stage 2 can know.
+The latency includes stage 1's flush interval (0.5 s): a partition's watermark reaches stage 2
+only with the heartbeat of its next flush, so up to 0.5 s passes before stage 2 can know.
 
 Load: ``--deployments`` deployments, each at ``--rate`` requests/s of event time (primary +
 shadow: 2 events per request), produced in batch envelopes at ``--speed`` seconds of event

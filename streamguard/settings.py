@@ -76,7 +76,9 @@ class Settings:
     app_id: str = "streamguard"
     web_port: int = 6066
     web_host: str = "127.0.0.1"
-    flush_interval_s: float = 1.0
+    #: Stage 1 sends partials and watermark heartbeats this often: a floor under the latency
+    #: from a window's close to its verdict (benchmarks/latency.py).
+    flush_interval_s: float = 0.5
     snapshot_interval_s: float = 10.0  # stage-1 snapshots; events are acked only once covered
     stage_snapshot_interval_s: float = 2.0  # stage-2 and stage-3 snapshots (when changed)
     broker_probe_interval_s: float = 2.0  # metadata round trip that feeds /health
@@ -92,6 +94,8 @@ class Settings:
     broker_rebalance_timeout_s: float = 2.0
     broker_session_timeout_s: float = 10.0
     broker_heartbeat_interval_s: float = 1.0
+    #: Longest wait of one consumer fetch (see streamguard/faust_app/transport.py).
+    fetch_max_wait_ms: int = 100
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -102,7 +106,7 @@ class Settings:
             app_id=os.environ.get("STREAMGUARD_APP_ID", "streamguard"),
             web_port=int(_env_float("STREAMGUARD_WEB_PORT", 6066)),
             web_host=os.environ.get("STREAMGUARD_WEB_HOST", "127.0.0.1"),
-            flush_interval_s=_env_float("STREAMGUARD_FLUSH_INTERVAL_S", 1.0),
+            flush_interval_s=_env_float("STREAMGUARD_FLUSH_INTERVAL_S", 0.5),
             snapshot_interval_s=_env_float("STREAMGUARD_SNAPSHOT_INTERVAL_S", 10.0),
             stage_snapshot_interval_s=_env_float("STREAMGUARD_STAGE_SNAPSHOT_INTERVAL_S", 2.0),
             broker_probe_interval_s=_env_float("STREAMGUARD_BROKER_PROBE_INTERVAL_S", 2.0),
@@ -111,6 +115,7 @@ class Settings:
             insecure=os.environ.get("STREAMGUARD_INSECURE", "").lower() in {"1", "true", "yes"},
             command_ttl_s=_env_float("STREAMGUARD_COMMAND_TTL_S", 3600.0),
             idle_source_timeout_s=_env_float("STREAMGUARD_IDLE_SOURCE_TIMEOUT_S", 30.0),
+            fetch_max_wait_ms=int(_env_float("STREAMGUARD_FETCH_MAX_WAIT_MS", 100)),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         settings = replace(base, **given)  # type: ignore[arg-type]
@@ -123,6 +128,8 @@ class Settings:
             bootstrap_servers(self.broker)
         if self.flush_interval_s <= 0:
             raise ConfigError(f"flush interval must be positive, got {self.flush_interval_s}")
+        if not 0 < self.fetch_max_wait_ms <= 60_000:
+            raise ConfigError(f"fetch wait must be 1 to 60000 ms, got {self.fetch_max_wait_ms}")
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"web port {self.web_port} is not a TCP port")
         if self.policy_path is not None and not self.policy_path.is_file():

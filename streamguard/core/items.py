@@ -15,7 +15,7 @@ item's count is overestimated by at most the flush cut-offs and the sketch's ``m
 and may then depend on how the partials were cut.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,14 @@ import numpy.typing as npt
 
 from streamguard.stats.heavy_hitters import DistinctCounter, SpaceSaving, hash64
 
-__all__ = ["ITEMS_PREFIX", "ItemWindow", "count_items", "item_stream"]
+__all__ = [
+    "ITEMS_PREFIX",
+    "ItemWindow",
+    "count_items",
+    "exposures_by_slice",
+    "item_levels",
+    "item_stream",
+]
 
 #: Streams of item exposures are named ``items:<role>``.
 ITEMS_PREFIX = "items:"
@@ -33,6 +40,44 @@ ITEMS_PREFIX = "items:"
 def item_stream(role: str) -> str:
     """Stream name of a role's item exposures, e.g. ``items:canary``."""
     return f"{ITEMS_PREFIX}{role}"
+
+
+def item_levels(levels: Sequence[tuple[int, ...]], slice_level: int) -> tuple[int, ...]:
+    """Positions of the slice levels whose exposures are counted per slice.
+
+    Levels combining 1 to ``slice_level`` dimensions (the whole deployment is always
+    counted); ``slice_level = 0`` counts the whole deployment only.
+    """
+    return tuple(i for i, level in enumerate(levels) if 1 <= len(level) <= slice_level)
+
+
+def exposures_by_slice(
+    ranked: Sequence[Sequence[str] | None],
+    index: npt.NDArray[np.int64],
+    labels: Sequence[str],
+    positions: Sequence[int],
+) -> Iterator[tuple[str, list[str]]]:
+    """The items exposed to each slice: ``(label, ids)`` per slice of the given level positions.
+
+    ``ranked[i]`` holds the items of event ``i``, ``index[i, p]`` its slice at level ``p``
+    (rows of :class:`~streamguard.core.slices.SliceRows`). Slices without items are skipped.
+
+    Examples
+    --------
+    >>> index = np.array([[0, 1], [0, 2], [0, 1]])
+    >>> labels = ["*", "platform=ios", "platform=web"]
+    >>> list(exposures_by_slice([["a", "b"], ["c"], None], index, labels, [1]))
+    [('platform=ios', ['a', 'b']), ('platform=web', ['c'])]
+    """
+    for position in positions:
+        column = index[:, position]
+        order = np.argsort(column, kind="stable")
+        codes, starts = np.unique(column[order], return_index=True)
+        bounds = [*starts.tolist()[1:], len(order)]
+        for code, lo, hi in zip(codes.tolist(), starts.tolist(), bounds, strict=True):
+            ids = [item for i in order[lo:hi].tolist() if (items := ranked[i]) for item in items]
+            if ids:
+                yield labels[code], ids
 
 
 def count_items(items: Sequence[str], top_k: int, precision: int) -> dict[str, Any]:
@@ -67,6 +112,10 @@ class ItemWindow:
     sketch: SpaceSaving = field(init=False)
     total: int = 0  # exact exposures
     registers: npt.NDArray[np.uint8] = field(init=False)
+    # counts() of the current content: guards read a closed window at every close.
+    _counts: tuple[list[str], npt.NDArray[np.float64]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.sketch = SpaceSaving(self.capacity)
@@ -78,6 +127,7 @@ class ItemWindow:
         counts = [int(c) for c in record["counts"]]
         if len(ids) != len(counts) or any(c < 0 for c in counts):
             raise ValueError("items record: ids and counts differ in length or are negative")
+        self._counts = None
         if ids:
             self.sketch.update_many(ids, counts)
         self.total += int(record["total"])
@@ -89,15 +139,20 @@ class ItemWindow:
             np.maximum.at(self.registers, idx, np.asarray(values, dtype=np.uint8))
 
     def counts(self) -> tuple[list[str], npt.NDArray[np.float64]]:
-        """Tracked items and their (estimated) counts, largest first."""
-        counters = self.sketch.counters()
-        return [c[0] for c in counters], np.array([c[1] for c in counters], dtype=np.float64)
+        """Tracked items and their (estimated) counts, largest first (do not modify them)."""
+        if self._counts is None:
+            counters = self.sketch.counters()
+            self._counts = (
+                [c[0] for c in counters],
+                np.array([c[1] for c in counters], dtype=np.float64),
+            )
+        return self._counts
 
     def distinct(self) -> float:
         """HyperLogLog estimate of the distinct items exposed (never below those tracked)."""
         hll = DistinctCounter(self.precision)
         hll.registers = self.registers
-        tracked = len(self.sketch.counters()) if self.total else 0
+        tracked = len(self.counts()[0]) if self.total else 0
         return max(hll.estimate(), float(tracked))
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from streamguard.contracts import ROLE_CANARY, ROLE_SHADOW, ROLES, Decoded, PredictionBatch
 from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAM, EnvMeasures
 from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM, schema_counts
-from streamguard.core.items import count_items, item_stream
+from streamguard.core.items import count_items, exposures_by_slice, item_levels, item_stream
 from streamguard.core.measures import ArmMeasures, PairMeasures
 from streamguard.core.outcomes import Exposure, OutcomeJoin
 from streamguard.core.pairing import Half, PairingBuffer, Pairs
@@ -37,7 +37,7 @@ from streamguard.core.partials import (
     pack,
 )
 from streamguard.core.replicas import REPLICA_STREAM, ReplicaMeasures, replica_rows
-from streamguard.core.slices import SliceCoder
+from streamguard.core.slices import ROOT, SliceCoder
 from streamguard.core.summary import Array, Registry, Table
 from streamguard.policy import DeploymentPolicy, Policy
 
@@ -114,8 +114,8 @@ class _Source:
     outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     groups: dict[tuple[str, str, str, int], _Group] = field(default_factory=dict)
-    # (deployment, items:<role>, version, window) -> item ids exposed since the last flush
-    items: dict[tuple[str, str, str, int], list[str]] = field(default_factory=dict)
+    # (deployment, items:<role>, version, window, slice) -> item ids exposed since the last flush
+    items: dict[tuple[str, str, str, int, str], list[str]] = field(default_factory=dict)
 
 
 def _window(ts: npt.NDArray[np.float64], window_s: int) -> I64:
@@ -299,10 +299,17 @@ class Stage1:
             self._merge(group, rows.labels, contribution, state)
             if batch.items and policy.popularity.enabled:
                 exposed = [batch.items[i] for i in idx.tolist()]
+                stream = item_stream(ROLES[role])
                 ids = [item for ranked in exposed if ranked for item in ranked]
                 if ids:
-                    items_key = (deployment, item_stream(ROLES[role]), version, window)
+                    items_key = (deployment, stream, version, window, ROOT)
                     source.items.setdefault(items_key, []).extend(ids)
+                    positions = item_levels(state.coder.levels, policy.popularity.slice_level)
+                    for label, slice_ids in exposures_by_slice(
+                        exposed, rows.index, rows.labels, positions
+                    ):
+                        items_key = (deployment, stream, version, window, label)
+                        source.items.setdefault(items_key, []).extend(slice_ids)
         if batch.feature_schema:
             self._schemas(source, state, batch, windows, on_time)
         if policy.cold_start.enabled and (
@@ -580,12 +587,20 @@ class Stage1:
                     max_bytes // 2,
                 )
             )
-        for (deployment, stream, version, window), ids in sorted(source.items.items()):
+        for (deployment, stream, version, window, label), ids in sorted(source.items.items()):
             settings = source.deployments[deployment].policy.popularity
-            record = count_items(ids, settings.flush_top_k, settings.hll_precision)
-            header = {"window": window, "stream": stream, "version": version}
-            empty = {"baseline_version": "", "slices": [], "fields": {}}
-            by_deployment[deployment].append(dumps({**header, **empty, "items": record}))
+            top_k = settings.flush_top_k if label == ROOT else settings.slice_flush_top_k
+            record = count_items(ids, top_k, settings.hll_precision)
+            # An items group names the slice it counts; none means the whole deployment.
+            header = {
+                "window": window,
+                "stream": stream,
+                "version": version,
+                "baseline_version": "",
+                "slices": [] if label == ROOT else [label],
+                "fields": {},
+            }
+            by_deployment[deployment].append(dumps({**header, "items": record}))
         out: list[tuple[str, bytes]] = []
         watermark = None if source.watermark == -math.inf else source.watermark
         for name, state in sorted(source.deployments.items()):

@@ -31,6 +31,7 @@ from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
 from streamguard.core.items import ITEMS_PREFIX, ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
 from streamguard.core.replicas import ALL_ROW, OVERFLOW_ROW, REPLICA_STREAM, ReplicaMeasures
+from streamguard.core.slices import ROOT
 from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.core.summary import (
     Array,
@@ -83,10 +84,15 @@ class _Stream:
 
 @dataclass(slots=True)
 class _Items:
-    """Item exposures of one arm (``items:<role>``) and version, per window."""
+    """Item exposures of one arm (``items:<role>``), version and slice, per window."""
 
     open: dict[int, ItemWindow] = field(default_factory=dict)
     closed: deque[tuple[int, ItemWindow]] = field(default_factory=deque)
+
+
+def _tracked_slices(d: "_Deployment") -> int:
+    """Distinct slices (not the whole deployment) with item exposures in ``d``."""
+    return len({label for _, _, label in d.items if label != ROOT})
 
 
 @dataclass(slots=True)
@@ -97,7 +103,9 @@ class _Deployment:
     arm_fields: tuple[Field, ...]
     replica_fields: tuple[Field, ...]
     streams: dict[tuple[str, str], _Stream] = field(default_factory=dict)
-    items: dict[tuple[str, str], _Items] = field(default_factory=dict)
+    # (items:<role>, version, slice) -> windows; slice "*" is the whole deployment
+    items: dict[tuple[str, str, str], _Items] = field(default_factory=dict)
+    untracked_slices: int = 0  # slices refused beyond popularity.max_slices
     # source partition -> (offset_hi, part) of the last partial applied
     applied: dict[int, tuple[int, int]] = field(default_factory=dict)
     last_closed: int | None = None
@@ -164,11 +172,23 @@ class _Context:
     def baseline_version(self, stream: str, version: str) -> str:
         return self._d.streams[(stream, version)].baseline_version
 
-    def item_windows(self, stream: str, version: str) -> list[tuple[int, ItemWindow]]:
-        s = self._d.items.get((stream, version))
+    def item_windows(
+        self, stream: str, version: str, slice_: str = ROOT
+    ) -> list[tuple[int, ItemWindow]]:
+        s = self._d.items.get((stream, version, slice_))
         if s is None:
             return []
         return [(i, w) for i, w in s.closed if i >= self._first()]
+
+    def item_slices(self, stream: str, version: str) -> list[str]:
+        return sorted(
+            label
+            for (name, v, label), s in self._d.items.items()
+            if name == stream and v == version and label != ROOT and s.closed
+        )
+
+    def untracked_slices(self) -> int:
+        return self._d.untracked_slices
 
     def state(self, guard: str) -> dict[Any, Any]:
         return self._d.guard_state.setdefault(guard, {})
@@ -325,17 +345,24 @@ class Stage2:
         record = group.get("items")
         if not isinstance(record, dict):
             raise PartialError(f"group of stream {stream!r} lacks its items")
+        labels = group.get("slices") or [ROOT]
+        if not (isinstance(labels, list) and len(labels) == 1 and isinstance(labels[0], str)):
+            raise PartialError(f"items group of stream {stream!r} names more than one slice")
+        label = labels[0]
         if d.last_closed is not None and window <= d.last_closed:
             return
-        items = d.items.get((stream, version))
+        settings = d.policy.popularity
+        key = (stream, version, label)
+        items = d.items.get(key)
         if items is None:
-            items = d.items[(stream, version)] = _Items()
+            if label != ROOT and _tracked_slices(d) >= settings.max_slices:
+                d.untracked_slices += 1
+                return
+            items = d.items[key] = _Items()
         target = items.open.get(window)
         if target is None:
-            settings = d.policy.popularity
-            target = items.open[window] = ItemWindow(
-                settings.sketch_capacity, settings.hll_precision
-            )
+            capacity = settings.sketch_capacity if label == ROOT else settings.slice_sketch_capacity
+            target = items.open[window] = ItemWindow(capacity, settings.hll_precision)
         try:
             target.add(record)
         except (KeyError, TypeError, ValueError) as exc:
@@ -410,11 +437,13 @@ class Stage2:
                     s.closed.append((window, table))
                 while s.closed and s.closed[0][0] <= window - horizon:
                     s.closed.popleft()
+            # The popularity guard reads trend_windows + 1 windows of items: keep no more.
+            kept = min(horizon, d.policy.popularity.trend_windows + 1)
             for items in d.items.values():
                 item_window = items.open.pop(window, None)
                 if item_window is not None:
                     items.closed.append((window, item_window))
-                while items.closed and items.closed[0][0] <= window - horizon:
+                while items.closed and items.closed[0][0] <= window - kept:
                     items.closed.popleft()
             d.last_closed = window
             context = _Context(d, window)
@@ -427,8 +456,8 @@ class Stage2:
         d.last_closed = target
         for key in [k for k, s in d.streams.items() if not s.open and not s.closed]:
             del d.streams[key]
-        for key in [k for k, i in d.items.items() if not i.open and not i.closed]:
-            del d.items[key]
+        for gone in [k for k, i in d.items.items() if not i.open and not i.closed]:
+            del d.items[gone]
         return verdicts
 
     # -- snapshots ------------------------------------------------------------------------------
@@ -466,14 +495,16 @@ class Stage2:
             "applied": [[p, hi, part] for p, (hi, part) in sorted(d.applied.items())],
             "last_closed": d.last_closed,
             "streams": streams,
+            "untracked_slices": d.untracked_slices,
             "items": [
                 {
                     "stream": stream,
                     "version": version,
+                    "slice": label,
                     "open": [[i, w.to_dict()] for i, w in sorted(s.open.items())],
                     "closed": [[i, w.to_dict()] for i, w in s.closed],
                 }
-                for (stream, version), s in sorted(d.items.items())
+                for (stream, version, label), s in sorted(d.items.items())
             ],
             "guards": {
                 name: guards[name].snapshot_state(state)
@@ -505,8 +536,9 @@ class Stage2:
                     (int(i), _table(fields, arrays)) for i, arrays in st["closed"]
                 )
                 d.streams[(str(st["stream"]), str(st["version"]))] = stream
+            d.untracked_slices = int(saved.get("untracked_slices", 0))
             d.items = {
-                (str(it["stream"]), str(it["version"])): _Items(
+                (str(it["stream"]), str(it["version"]), str(it.get("slice", ROOT))): _Items(
                     {int(i): ItemWindow.from_dict(w) for i, w in it["open"]},
                     deque((int(i), ItemWindow.from_dict(w)) for i, w in it["closed"]),
                 )

@@ -141,8 +141,21 @@ class GuardContext(Protocol):
         """Primary (baseline) model version seen with ``stream``/``version``."""
         ...
 
-    def item_windows(self, stream: str, version: str) -> list[tuple[int, ItemWindow]]:
-        """Closed windows of item exposures (``items:<role>``) in the horizon, oldest first."""
+    def item_windows(
+        self, stream: str, version: str, slice_: str = "*"
+    ) -> list[tuple[int, ItemWindow]]:
+        """Closed windows of item exposures (``items:<role>``) in the horizon, oldest first.
+
+        ``slice_`` is ``*`` (the whole deployment) or a slice of :meth:`item_slices`.
+        """
+        ...
+
+    def item_slices(self, stream: str, version: str) -> list[str]:
+        """Slices (not ``*``) with closed windows of item exposures, sorted."""
+        ...
+
+    def untracked_slices(self) -> int:
+        """Slices whose item exposures were refused beyond the popularity guard's cap."""
         ...
 
     def state(self, guard: str) -> dict[Any, Any]:

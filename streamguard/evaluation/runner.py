@@ -143,7 +143,7 @@ def run(
     """Run scenario ``name`` with ``seed`` through streamguard and the reference judges.
 
     The engine's stage 1 is flushed every ``flush_every_s`` seconds of event time (the worker
-    flushes every second of wall clock). Commands do not depend on it, their issue times do:
+    flushes every 0.5 s of wall clock). Commands do not depend on it, their issue times do:
     up to ``flush_every_s - 1`` seconds later than the worker's, which only counts against
     streamguard. Flushing less often makes the evaluation faster.
     """

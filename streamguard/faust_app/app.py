@@ -3,7 +3,7 @@
 Three agents, one per stage (their work is in :class:`~streamguard.faust_app.runtime.Runtime`):
 
 1. ``stage1`` reads the predictions topic (keyed by request id): decodes, dead-letters bad
-   events, pairs, measures per slice. A timer flushes partials every second to the partials
+   events, pairs, measures per slice. A timer flushes partials every 0.5 s to the partials
    topic (keyed by deployment), then a watermark heartbeat to every partials partition.
 2. ``stage2`` reads partials: merges them (dropping already-applied offset ranges), closes
    event-time windows and runs the guards; verdicts go to the verdicts topic.
@@ -31,6 +31,7 @@ from streamguard.faust_app.probe import BrokerProbe
 from streamguard.faust_app.runtime import Runtime, Topics
 from streamguard.faust_app.state import StateStore
 from streamguard.faust_app.status_feed import StatusFeed
+from streamguard.faust_app.transport import App
 from streamguard.faust_app.web import register_pages
 from streamguard.policy import Policy
 from streamguard.security import load_publisher
@@ -63,7 +64,7 @@ def create_app(
     if settings.broker is None:
         raise ValueError("create_app needs a broker URL; the CLI starts the embedded one")
     specs = specs or load_topic_specs()
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=faust_broker_url(settings.broker),
         autodiscover=False,
@@ -87,6 +88,7 @@ def create_app(
         web_bind=settings.web_host,
         web_host=settings.web_host,
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     metrics = Metrics()
     engine = Engine.create(policy, specs["predictions"].partitions, settings.idle_source_timeout_s)
     topics = Topics(

@@ -7,6 +7,7 @@ message the broker can never take (too large) is dropped, and counted.
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -14,7 +15,7 @@ from faust.exceptions import ProducerSendError
 
 from streamguard.faust_app.metrics import Metrics
 
-__all__ = ["send_reliably"]
+__all__ = ["send_all_reliably", "send_reliably"]
 
 log = logging.getLogger("streamguard.worker")
 
@@ -63,3 +64,29 @@ async def send_reliably(
         else:
             metrics.broker_ok.set(1)
             return True
+
+
+async def send_all_reliably(
+    metrics: Metrics, topic: Any, messages: Sequence[tuple[bytes | None, bytes, int | None]]
+) -> None:
+    """Send ``(key, value, partition)`` messages in order; return once the broker has them all.
+
+    All are queued at once and acknowledged together (one round trip instead of one per
+    message; the producer keeps a partition's messages in order). If any send fails, the
+    messages from the first failure on are sent again one by one with :func:`send_reliably`:
+    receivers of these topics drop what they already applied, so a repeat is harmless.
+    """
+    pending: list[Any] = []
+    try:
+        for key, value, partition in messages:
+            pending.append(await topic.send(key=key, value=value, partition=partition))
+    except (ProducerSendError, KafkaError, OSError):
+        pass  # what was not queued is sent below, one by one
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    failed = next((i for i, r in enumerate(results) if isinstance(r, BaseException)), len(pending))
+    if failed == len(messages):
+        if messages:
+            metrics.broker_ok.set(1)
+        return
+    for key, value, partition in messages[failed:]:
+        await send_reliably(metrics, topic, value, key=key, partition=partition, wait=True)

@@ -39,7 +39,7 @@ from streamguard.core import PartialError
 from streamguard.core.partials import dumps
 from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
-from streamguard.faust_app.outbox import send_reliably
+from streamguard.faust_app.outbox import send_all_reliably, send_reliably
 from streamguard.faust_app.state import StateStore
 from streamguard.security import Publisher
 from streamguard.settings import Settings
@@ -228,21 +228,16 @@ class Runtime:
                     await self.store.save(
                         "stage1-progress", partition, progress["offset"], progress
                     )
-            for _, _, partials, _, _ in work:
-                for deployment, value in partials:
-                    await send_reliably(
-                        self.metrics,
-                        self.topics.partials,
-                        value,
-                        key=deployment.encode(),
-                        wait=True,
-                    )
-            # The heartbeat follows the partials on every channel: stage 2 never sees a
-            # watermark before the data it covers.
-            for channel in range(n_channels):
-                await send_reliably(
-                    self.metrics, self.topics.partials, heartbeat, partition=channel, wait=True
-                )
+            sends = [
+                (deployment.encode(), value, None)
+                for _, _, partials, _, _ in work
+                for deployment, value in partials
+            ]
+            await send_all_reliably(self.metrics, self.topics.partials, sends)
+            # The heartbeat follows the acknowledged partials on every channel: stage 2 never
+            # sees a watermark before the data it covers.
+            beats = [(None, heartbeat, channel) for channel in range(n_channels)]
+            await send_all_reliably(self.metrics, self.topics.partials, beats)
             for partition, state, _, _, snapshot in work:
                 if snapshot is not None:
                     await self.store.save("stage1", partition, snapshot["offset"], snapshot)
@@ -452,17 +447,14 @@ class Runtime:
 
     async def _publish_verdicts(self, now: float) -> None:
         stage2 = self.engine.stage2
+        batch: list[tuple[bytes | None, bytes, int | None]] = []
         for verdict in stage2.advance(now=now):
             self.metrics.verdicts.labels(verdict.guard).inc()
             message = verdict.to_dict()
             self.metrics.slices.observe(message)
-            await send_reliably(
-                self.metrics,
-                self.topics.verdicts,
-                dumps(message),
-                key=verdict.deployment.encode(),
-                wait=True,
-            )
+            batch.append((verdict.deployment.encode(), dumps(message), None))
+        # One round trip for a window close's verdicts, not one per verdict.
+        await send_all_reliably(self.metrics, self.topics.verdicts, batch)
         high = max(stage2.source_watermarks(), default=-math.inf)
         for deployment in stage2.deployments():
             end = stage2.last_closed_end(deployment)

@@ -14,7 +14,11 @@ measures of its item exposures (:mod:`streamguard.stats.concentration`):
 Items beyond the sketch's head (untracked) enter as one block sharing the untracked
 exposures evenly over the estimated untracked distinct items.
 
-Amplification is judged for the whole deployment (not per slice):
+Amplification is judged for the whole deployment and for each slice of 1 to ``slice_level``
+dimensions with exposures in both arms (stage 1 counts them per slice; stage 2 keeps at most
+``max_slices``), slices at ``z`` Bonferroni-corrected over the slices judged. One verdict
+carries at most one pause: the whole deployment's, else the slice amplifying most (largest
+z of the Gini slope gap), with the other breaching scopes in ``also_breaching``:
 
 - the Gini *trend*, the least-squares slope per window over the windows in which both arms
   have at least ``min_exposures``; the guard pauses when the canary's slope exceeds the
@@ -31,17 +35,20 @@ The guard is stateless between windows: everything is recomputed from stage 2's 
 """
 
 import math
+from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.items import ItemWindow, item_stream
+from streamguard.core.slices import ROOT
 from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
 from streamguard.guards.base import StatelessGuard
 from streamguard.guards.stratification import BASELINE_STREAM, CANARY_STREAM, split_version
 from streamguard.policy import DeploymentPolicy, PopularityPolicy
 from streamguard.stats import concentration
-from streamguard.stats.heavy_hitters import DistinctCounter
+from streamguard.stats.heavy_hitters import DistinctCounter, hash64
 
 __all__ = ["PopularityGuard", "slope", "weighted_gini", "window_measures"]
 
@@ -153,6 +160,111 @@ def _thinned(window: ItemWindow, total: float, seed: int) -> dict[str, float]:
     return {name: float(c) / total for name, c in zip(names, kept.tolist(), strict=True) if c}
 
 
+@dataclass(slots=True)
+class _Scope:
+    """What one scope (the whole deployment or a slice) looks like over the trend windows."""
+
+    label: str
+    arms: dict[str, dict[int, ItemWindow]]
+    measures: dict[str, dict[int, dict[str, float]]]
+    judged: list[int]
+    trend: dict[str, dict[str, float | None]]
+    fitted: dict[str, tuple[float, float]]
+    elasticities: dict[str, tuple[float, float]]  # arm -> (mean, standard error)
+
+    @property
+    def exposures(self) -> int:
+        return int(sum(self.measures["canary"][i]["exposures"] for i in self.judged))
+
+
+def _catalogue(arms: dict[str, dict[int, ItemWindow]], settings: PopularityPolicy) -> float:
+    """The catalogue size, or the distinct items either arm exposed over the horizon."""
+    if settings.catalogue_size:
+        return float(settings.catalogue_size)
+    union = DistinctCounter(settings.hll_precision)
+    for windows in arms.values():
+        for w in windows.values():
+            np.maximum(union.registers, w.registers, out=union.registers)
+    return max(union.estimate(), 1.0)
+
+
+def _scope(
+    label: str, arms: dict[str, dict[int, ItemWindow]], settings: PopularityPolicy, first: int
+) -> _Scope:
+    """Measures, Gini trends and elasticities of both arms of one scope."""
+    catalogue = _catalogue(arms, settings)
+    measures = {
+        arm: {i: window_measures(w, settings, catalogue) for i, w in windows.items() if i >= first}
+        for arm, windows in arms.items()
+    }
+    judged = sorted(
+        i
+        for i in measures["canary"]
+        if i in measures["baseline"]
+        and min(measures["canary"][i]["exposures"], measures["baseline"][i]["exposures"])
+        >= settings.min_exposures
+    )
+    x = np.array(judged, dtype=np.float64)
+    trend: dict[str, dict[str, float | None]] = {}
+    fitted: dict[str, tuple[float, float]] = {}
+    elasticities: dict[str, tuple[float, float]] = {}
+    for arm in ("canary", "baseline"):
+        gini = np.array([measures[arm][i]["gini"] for i in judged], dtype=np.float64)
+        fitted[arm] = b, se = slope(x, gini)
+        # Seeds come from the window and the scope, so the worker and replay thin alike.
+        salt = 0 if label == ROOT else int(hash64([label])[0] % (1 << 31))
+        fits = [
+            concentration.elasticity(
+                _thinned(arms[arm][i - 1], _smaller(arms, i - 1), i - 1 + salt),
+                _thinned(arms[arm][i], _smaller(arms, i), i + salt),
+                settings.head_items,
+            ).slope
+            for i in judged
+            if i - 1 in arms[arm] and i - 1 >= first - 1
+        ]
+        fits = [f for f in fits if math.isfinite(f)]
+        # Standard error of the mean from the spread of the per-window fits: small arms give
+        # noisy fits (a healthy 10 % canary once reached 1.16 by noise alone).
+        mean, err = (
+            (float(np.mean(fits)), float(np.std(fits, ddof=1) / math.sqrt(len(fits))))
+            if len(fits) >= 2
+            else (math.nan, math.nan)
+        )
+        elasticities[arm] = (mean, err)
+        trend[arm] = {
+            "gini_slope": clean_float(b),
+            "gini_slope_se": clean_float(se),
+            "elasticity": clean_float(mean),
+            "elasticity_se": clean_float(err),
+            "elasticity_windows": len(fits),
+        }
+    return _Scope(label, arms, measures, judged, trend, fitted, elasticities)
+
+
+def _bonferroni(z: float, tests: int) -> float:
+    """The one-sided critical value of ``tests`` tests at the family level of ``z``."""
+    normal = NormalDist()
+    return normal.inv_cdf(1.0 - (1.0 - normal.cdf(z)) / max(tests, 1))
+
+
+def _one_finding(findings: list[Finding]) -> list[Finding]:
+    """One pause per verdict: the whole deployment's, else the slice amplifying most.
+
+    A canary that concentrates everywhere breaches in every slice too; one command naming the
+    widest scope, with the other breaching scopes listed, says the same with less noise.
+    """
+    if len(findings) <= 1:
+        return findings
+
+    def strength(f: Finding) -> tuple[bool, float]:
+        z = f.stats.get("gini_slope_gap_z")
+        return f.slice == ROOT, float(z) if z is not None else -math.inf
+
+    best = max(findings, key=strength)
+    best.extra["also_breaching"] = sorted(f.slice for f in findings if f is not best)
+    return [best]
+
+
 class PopularityGuard(StatelessGuard):
     """Judges canary against baseline item-exposure concentration; see the module docstring."""
 
@@ -168,104 +280,38 @@ class PopularityGuard(StatelessGuard):
             return None
         key, baseline = canaries[0], baselines[0]
         first = ctx.window - settings.trend_windows + 1
-        arms = {
-            "canary": dict(ctx.item_windows(item_stream("canary"), key)),
-            "baseline": dict(ctx.item_windows(item_stream("primary"), baseline)),
+        streams = {
+            "canary": (item_stream("canary"), key),
+            "baseline": (item_stream("primary"), baseline),
         }
-        if not arms["canary"] or not arms["baseline"]:
+        labels = [ROOT]
+        if settings.slice_level:
+            labels += sorted(
+                set(ctx.item_slices(*streams["canary"]))
+                & set(ctx.item_slices(*streams["baseline"]))
+            )
+        scopes: list[_Scope] = []
+        for label in labels:
+            arms = {arm: dict(ctx.item_windows(*where, label)) for arm, where in streams.items()}
+            if arms["canary"] and arms["baseline"]:
+                scopes.append(_scope(label, arms, settings, first))
+        if not scopes or scopes[0].label != ROOT:
             return None
-        catalogue = float(settings.catalogue_size)
-        if not catalogue:
-            union = DistinctCounter(settings.hll_precision)
-            for windows in arms.values():
-                for w in windows.values():
-                    np.maximum(union.registers, w.registers, out=union.registers)
-            catalogue = max(union.estimate(), 1.0)
-        measures = {
-            arm: {
-                i: window_measures(w, settings, catalogue) for i, w in windows.items() if i >= first
-            }
-            for arm, windows in arms.items()
-        }
-        judged = sorted(
-            i
-            for i in measures["canary"]
-            if i in measures["baseline"]
-            and min(measures["canary"][i]["exposures"], measures["baseline"][i]["exposures"])
-            >= settings.min_exposures
-        )
-        x = np.array(judged, dtype=np.float64)
-        trend: dict[str, dict[str, float | None]] = {}
-        fitted: dict[str, tuple[float, float]] = {}
-        elasticities: dict[str, float] = {}
-        elasticity_se: dict[str, float] = {}
-        for arm in ("canary", "baseline"):
-            gini = np.array([measures[arm][i]["gini"] for i in judged], dtype=np.float64)
-            b, se = slope(x, gini)
-            fitted[arm] = (b, se)
-            fits = [
-                concentration.elasticity(
-                    _thinned(arms[arm][i - 1], _smaller(arms, i - 1), i - 1),
-                    _thinned(arms[arm][i], _smaller(arms, i), i),
-                    settings.head_items,
-                ).slope
-                for i in judged
-                if i - 1 in arms[arm] and i - 1 >= first - 1
-            ]
-            fits = [f for f in fits if math.isfinite(f)]
-            elasticities[arm] = float(np.mean(fits)) if len(fits) >= 2 else math.nan
-            # Standard error of that mean from the spread of the per-window fits: small arms
-            # give noisy fits (a healthy 10 % canary once reached 1.16 by noise alone).
-            elasticity_se[arm] = (
-                float(np.std(fits, ddof=1) / math.sqrt(len(fits))) if len(fits) >= 2 else math.nan
-            )
-            trend[arm] = {
-                "gini_slope": clean_float(b),
-                "gini_slope_se": clean_float(se),
-                "elasticity": clean_float(elasticities[arm]),
-                "elasticity_se": clean_float(elasticity_se[arm]),
-                "elasticity_windows": len(fits),
-            }
-        latest = judged[-1] if judged else None
-        stats = self._stats(measures, latest, trend)
+        # Each slice is one more test at every look: hold the family to the deployment's z.
+        sliced = sum(len(sc.judged) >= settings.min_windows for sc in scopes[1:])
+        results: list[SliceResult] = []
         findings: list[Finding] = []
-        state = "insufficient"
-        gap = math.nan
-        if len(judged) >= settings.min_windows and latest is not None:
-            state = "ok"
-            (b_c, se_c), (b_b, se_b) = fitted["canary"], fitted["baseline"]
-            gap = b_c - b_b
-            se_gap = math.hypot(se_c, se_b)
-            stats["gini_slope_gap"] = clean_float(gap)
-            stats["gini_slope_gap_z"] = clean_float(gap / se_gap) if se_gap > 0 else None
-            more_concentrated = (
-                measures["canary"][latest]["gini"] > measures["baseline"][latest]["gini"]
-            )
-            trending = (
-                gap > settings.gini_slope_margin and gap > settings.z * se_gap and more_concentrated
-            )
-            limit = 1.0 + settings.elasticity_margin
-            e_c, e_b = elasticities["canary"], elasticities["baseline"]
-            reference = e_b if math.isfinite(e_b) else 1.0
-            se_e = math.hypot(
-                elasticity_se["canary"], elasticity_se["baseline"] if math.isfinite(e_b) else 0.0
-            )
-            amplifying = (
-                math.isfinite(e_c)
-                and e_c > limit
-                and not e_b > limit
-                and e_c - reference > settings.z * se_e
-            )
-            if trending or amplifying:
-                state = "pause"
-                findings.append(
-                    self._finding(
-                        ctx, settings, arms, measures, judged, trend, stats, trending, gap
-                    )
-                )
+        for sc in scopes:
+            z = settings.z if sc.label == ROOT else _bonferroni(settings.z, sliced)
+            result, finding = self._judge(ctx, settings, sc, z)
+            if sc.label == ROOT or result.state != "insufficient":
+                results.append(result)
+            if finding is not None:
+                findings.append(finding)
+        findings = _one_finding(findings)
+        root = scopes[0]
         version, _ = split_version(key)
         start = float(ctx.window * ctx.window_s)
-        n = int(sum(measures["canary"][i]["exposures"] for i in judged))
         return Verdict(
             deployment=ctx.deployment,
             guard=NAME,
@@ -274,10 +320,46 @@ class PopularityGuard(StatelessGuard):
             window_start=start,
             window_end=start + ctx.window_s,
             horizon_start=float(first * ctx.window_s),
-            slices=[SliceResult("*", n, state, stats)],
+            slices=results,
             findings=findings,
-            extra={"popularity": {"windows": len(judged), "trend": trend}},
+            extra={
+                "popularity": {
+                    "windows": len(root.judged),
+                    "trend": root.trend,
+                    "slices_judged": sliced,
+                    "untracked_slices": ctx.untracked_slices(),
+                }
+            },
         )
+
+    def _judge(
+        self, ctx: GuardContext, settings: PopularityPolicy, sc: _Scope, z: float
+    ) -> tuple[SliceResult, Finding | None]:
+        """The scope's state and, when the canary amplifies, its finding."""
+        latest = sc.judged[-1] if sc.judged else None
+        stats = self._stats(sc.measures, latest, sc.trend)
+        if len(sc.judged) < settings.min_windows or latest is None:
+            return SliceResult(sc.label, sc.exposures, "insufficient", stats), None
+        (b_c, se_c), (b_b, se_b) = sc.fitted["canary"], sc.fitted["baseline"]
+        gap = b_c - b_b
+        se_gap = math.hypot(se_c, se_b)
+        stats["gini_slope_gap"] = clean_float(gap)
+        stats["gini_slope_gap_z"] = clean_float(gap / se_gap) if se_gap > 0 else None
+        more_concentrated = (
+            sc.measures["canary"][latest]["gini"] > sc.measures["baseline"][latest]["gini"]
+        )
+        trending = gap > settings.gini_slope_margin and gap > z * se_gap and more_concentrated
+        limit = 1.0 + settings.elasticity_margin
+        (e_c, err_c), (e_b, err_b) = sc.elasticities["canary"], sc.elasticities["baseline"]
+        reference = e_b if math.isfinite(e_b) else 1.0
+        se_e = math.hypot(err_c, err_b if math.isfinite(e_b) else 0.0)
+        amplifying = (
+            math.isfinite(e_c) and e_c > limit and not e_b > limit and e_c - reference > z * se_e
+        )
+        if not (trending or amplifying):
+            return SliceResult(sc.label, sc.exposures, "ok", stats), None
+        finding = self._finding(ctx, settings, sc, stats, trending, gap)
+        return SliceResult(sc.label, sc.exposures, "pause", stats), finding
 
     @staticmethod
     def _stats(
@@ -298,14 +380,12 @@ class PopularityGuard(StatelessGuard):
     def _finding(  # noqa: PLR0917 - private helper, one call site
         ctx: GuardContext,
         settings: PopularityPolicy,
-        arms: dict[str, dict[int, ItemWindow]],
-        measures: dict[str, dict[int, dict[str, float]]],
-        judged: list[int],
-        trend: dict[str, dict[str, float | None]],
+        sc: _Scope,
         stats: dict[str, float | None],
         trending: bool,
         gap: float,
     ) -> Finding:
+        arms, measures, judged, trend = sc.arms, sc.measures, sc.judged, sc.trend
         before, now = arms["canary"][judged[0]], arms["canary"][judged[-1]]
         old, new = _shares(before), _shares(now)
         gains = sorted(
@@ -341,7 +421,7 @@ class PopularityGuard(StatelessGuard):
             for arm in ("canary", "baseline")
         }
         return Finding(
-            slice="*",
+            slice=sc.label,
             action="pause",
             statistic=statistic,
             value=clean_float(value),
@@ -357,6 +437,6 @@ class PopularityGuard(StatelessGuard):
                 "trend": trend,
                 "measures": per_window,
                 "gainers": gainers,
-                "scope": "deployment (not per slice)",
+                "scope": "whole deployment" if sc.label == ROOT else f"slice {sc.label}",
             },
         )

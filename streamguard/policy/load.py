@@ -249,6 +249,10 @@ def _popularity(path: str, raw: Any, base: PopularityPolicy) -> PopularityPolicy
                 raise ConfigError(f"{where} must be between 4 and 18, got {value!r}")
         elif name in ("gini_slope_margin", "z", "elasticity_margin"):
             values[name] = float(_number(where, value))
+        elif name == "slice_level":
+            values[name] = _number(where, value, integer=True, positive=False)
+            if value < 0:
+                raise ConfigError(f"{where} must be 0 (no slices) or more, got {value!r}")
         else:
             values[name] = _number(where, value, integer=True)
     policy = replace(base, **values)

@@ -137,8 +137,14 @@ class StratificationPolicy:
 class PopularityPolicy:
     """Popularity-feedback amplification: does the canary concentrate exposure faster?
 
-    Judged for the whole deployment (not per slice), canary against baseline (primary), on
-    the item exposures (``items`` of prediction events) of the last ``trend_windows`` windows.
+    Judged canary against baseline (primary) on the item exposures (``items`` of prediction
+    events) of the last ``trend_windows`` windows: for the whole deployment, and for every
+    slice of 1 to ``slice_level`` dimensions that has ``min_exposures`` in both arms.
+
+    Memory per arm, version and window: ``sketch_capacity`` (whole deployment) or
+    ``slice_sketch_capacity`` (slice) SpaceSaving counters plus ``2^hll_precision`` bytes,
+    kept for ``trend_windows + 1`` windows, for at most ``max_slices`` slices per deployment,
+    whatever the catalogue size or the number of windows seen.
     """
 
     enabled: bool = True
@@ -160,6 +166,13 @@ class PopularityPolicy:
     elasticity_margin: float = 0.15  # canary elasticity above 1 + margin, baseline's not
     head_items: int = 100  # items in the elasticity fit (largest in the earlier window)
     gainers: int = 10  # items gaining most share listed in the evidence
+    #: Slices of 1 to this many dimensions are judged too (0 = the whole deployment only).
+    slice_level: int = 1
+    slice_flush_top_k: int = 128  # stage 1's per-partial cut for one slice
+    slice_sketch_capacity: int = 256  # SpaceSaving counters per slice, arm and window
+    #: Slices with item exposures kept per deployment; exposures of further slices are
+    #: counted in the evidence (``untracked_slices``) but not judged.
+    max_slices: int = 32
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ shadow-deviation        the shadow's scores shifted by +0.15 for Android free-ti
 contaminated-canary     a 10 % canary routed only to iOS / North America requests
 slice-regression        a 25 % canary whose click rate drops 40 % on the web platform only
 popularity-loop         a 50 % canary whose item choice sharpens from Zipf 1.0 to 2.0
+popularity-slice        the same loop on Android requests only (the other platforms' items
+                        stay at Zipf 1.0)
 schema-rollback         a canary whose requests moved to feature schema "2" (the primary only
                         ever got "1") and whose error rate then jumps tenfold: its rollback
                         would land on a model that never read schema "2"
@@ -142,11 +144,19 @@ def _slice_regression(rate: float, duration: float, seed: int, start: float) -> 
     )
 
 
-def _popularity(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
-    items = Items(canary_exponent=2.0, after_s=duration / 3, ramp_s=duration / 3)
-    return TrafficGenerator(
-        rate=rate, seed=seed, start_ts=start, shadow=False, canary=Canary(share=0.5), items=items
-    )
+def _popularity(slice_: str | None) -> Callable[..., TrafficGenerator]:
+    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+        items = Items(canary_exponent=2.0, after_s=duration / 3, ramp_s=duration / 3, slice=slice_)
+        return TrafficGenerator(
+            rate=rate,
+            seed=seed,
+            start_ts=start,
+            shadow=False,
+            canary=Canary(share=0.5),
+            items=items,
+        )
+
+    return make
 
 
 def _schema_rollback(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
@@ -237,9 +247,16 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "popularity-loop",
             "canary concentrates exposure on popular items",
-            _popularity,
+            _popularity(None),
             guard="popularity",
             slice="*",
+        ),
+        Scenario(
+            "popularity-slice",
+            "canary concentrates exposure on popular items for Android users only",
+            _popularity("platform=android"),
+            guard="popularity",
+            slice="platform=android",
         ),
         Scenario(
             "schema-rollback",

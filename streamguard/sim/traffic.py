@@ -114,8 +114,10 @@ class Items:
 
     Items are drawn without replacement with Zipf weights ``(rank + 1)^-exponent``. The canary
     draws with ``canary_exponent`` (default: the same), reached linearly from ``exponent``
-    between ``after_s`` and ``after_s + ramp_s`` seconds into the run. Items come from a random
-    stream of their own, so turning them on leaves the rest of the traffic unchanged.
+    between ``after_s`` and ``after_s + ramp_s`` seconds into the run, on the requests of
+    ``slice`` only (a pattern such as ``"platform=android"``; None: every request). Items come
+    from a random stream of their own, so turning them on leaves the rest of the traffic
+    unchanged.
     """
 
     catalogue: int = 400
@@ -124,6 +126,7 @@ class Items:
     canary_exponent: float | None = None
     after_s: float = 0.0
     ramp_s: float = 0.0
+    slice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +326,7 @@ class TrafficGenerator:
             errors = rng.random(n) < chance
         if self.outcomes:
             self._schedule_outcomes(second, ts, which, canary, regressed)
-        ranked = self._items(second, canary) if self.items is not None else None
+        ranked = self._items(second, canary, which) if self.items is not None else None
         schemas = self._schemas(n, canary) if self.feature_schemas is not None else None
         replica = self._replica_fields(second, n) if self.replicas is not None else None
         if replica is not None:
@@ -463,7 +466,7 @@ class TrafficGenerator:
         failed = hit & ~missing & (draw < outage.timeout_share + outage.error_share)
         return missing.tolist(), failed.tolist()
 
-    def _items(self, second: int, canary: np.ndarray) -> list[list[str]]:
+    def _items(self, second: int, canary: np.ndarray, which: np.ndarray) -> list[list[str]]:
         """Ranked items of each request of this second (Gumbel top-k: Zipf, no repeats)."""
         spec = self.items
         assert spec is not None
@@ -474,7 +477,8 @@ class TrafficGenerator:
         canary_exponent = spec.exponent + (end - spec.exponent) * progress
         ranks = np.log(np.arange(1, spec.catalogue + 1, dtype=np.float64))
         n = len(canary)
-        exponent = np.where(canary, canary_exponent, spec.exponent)
+        sharpens = canary & self._mask(spec.slice)[which]
+        exponent = np.where(sharpens, canary_exponent, spec.exponent)
         keys = -exponent[:, None] * ranks[None, :] + self._item_rng.gumbel(size=(n, spec.catalogue))
         k = min(spec.per_request, spec.catalogue)
         top = np.argpartition(-keys, k - 1, axis=1)[:, :k]

@@ -39,6 +39,7 @@ def simulate(tmp_path: Path, scenario: str, rate: int, duration: int) -> Path:
         "shadow-deviation",
         "contaminated-canary",
         "popularity-loop",
+        "popularity-slice",
         "schema-rollback",
         "cold-start",
         "training-leakage",

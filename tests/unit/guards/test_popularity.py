@@ -33,23 +33,42 @@ def item_window(ids: list[str], parts: int = 3) -> ItemWindow:
 
 
 class Context:
-    """A GuardContext over prepared item windows of one canary and one baseline."""
+    """A GuardContext over prepared item windows of one canary and one baseline.
+
+    ``slices`` maps a slice label to its (canary, baseline) windows.
+    """
 
     deployment = "home-ranker"
     window_s = 10
     horizon_windows = 30
 
-    def __init__(self, canary: dict[int, ItemWindow], baseline: dict[int, ItemWindow]) -> None:
+    def __init__(
+        self,
+        canary: dict[int, ItemWindow],
+        baseline: dict[int, ItemWindow],
+        slices: dict[str, tuple[dict[int, ItemWindow], dict[int, ItemWindow]]] | None = None,
+    ) -> None:
         self.window = max(canary)
-        self._items = {("items:canary", "v2"): canary, ("items:primary", "v1"): baseline}
+        self._items = {("items:canary", "v2", "*"): canary, ("items:primary", "v1", "*"): baseline}
+        for label, (c, b) in (slices or {}).items():
+            self._items[("items:canary", "v2", label)] = c
+            self._items[("items:primary", "v1", label)] = b
         self._state: dict[str, dict[Any, Any]] = {}
 
     def versions(self, stream: str) -> list[str]:
         return {"arm:canary": ["v2"], "arm:primary": ["v1"]}.get(stream, [])
 
-    def item_windows(self, stream: str, version: str) -> list[tuple[int, ItemWindow]]:
-        windows = self._items.get((stream, version), {})
+    def item_windows(
+        self, stream: str, version: str, slice_: str = "*"
+    ) -> list[tuple[int, ItemWindow]]:
+        windows = self._items.get((stream, version, slice_), {})
         return sorted((i, w) for i, w in windows.items() if i <= self.window)
+
+    def item_slices(self, stream: str, version: str) -> list[str]:
+        return sorted(k[2] for k in self._items if k[:2] == (stream, version) and k[2] != "*")
+
+    def untracked_slices(self) -> int:
+        return 0
 
     def state(self, guard: str) -> dict[Any, Any]:
         return self._state.setdefault(guard, {})
@@ -98,6 +117,82 @@ def test_a_canary_sharpening_from_zipf_1_to_2_is_paused(seed: int) -> None:
     assert gainers[0]["item"] in {f"item-{j}" for j in range(5)}
     assert set(finding.extra["trend"]) == {"canary", "baseline"}
     assert len(finding.extra["measures"]["canary"]) >= 6
+
+
+def run_sliced(exponents: dict[str, list[float]], seed: int, share: dict[str, float]) -> list[Any]:
+    """Verdicts at each window close over slices with their own canary exponents.
+
+    ``share[label]`` is the slice's share of the requests; the whole deployment's windows
+    merge all slices' exposures, as stage 2's would.
+    """
+    rng = np.random.default_rng(seed)
+    guard = PopularityGuard(lambda _: DeploymentPolicy())
+    canary: dict[int, ItemWindow] = {}
+    baseline: dict[int, ItemWindow] = {}
+    slices: dict[str, tuple[dict[int, ItemWindow], dict[int, ItemWindow]]] = {
+        label: ({}, {}) for label in exponents
+    }
+    verdicts = []
+    for i in range(len(next(iter(exponents.values())))):
+        all_c: list[str] = []
+        all_b: list[str] = []
+        for label, series in exponents.items():
+            c = exposures(rng, series[i], int(4 * PER_WINDOW * share[label]))
+            b = exposures(rng, 1.0, int(4 * PER_WINDOW * share[label]))
+            slices[label][0][i], slices[label][1][i] = item_window(c), item_window(b)
+            all_c += c
+            all_b += b
+        canary[i], baseline[i] = item_window(all_c), item_window(all_b)
+        verdicts.append(guard.evaluate(Context(canary, baseline, slices)))
+    return verdicts
+
+
+SHARES = {"platform=android": 0.3, "platform=ios": 0.3, "platform=web": 0.4}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_canary_sharpening_in_one_slice_is_paused_for_that_slice(seed: int) -> None:
+    ramp = [1.0] * 4 + list(np.linspace(1.0, 2.0, 12))
+    flat = [1.0] * len(ramp)
+    verdicts = run_sliced(
+        {"platform=android": ramp, "platform=ios": flat, "platform=web": flat}, seed, SHARES
+    )
+    findings = [f for v in verdicts if v is not None for f in v.findings]
+    assert all(len(v.findings) <= 1 for v in verdicts if v is not None)  # one pause per verdict
+    named = {f.slice for f in findings} | {
+        s for f in findings for s in f.extra.get("also_breaching", [])
+    }
+    assert "platform=android" in named
+    assert named <= {"platform=android", "*"}  # the healthy platforms never breach
+    sliced = [v.slices for v in verdicts if v is not None and len(v.slices) == 1 + len(SHARES)]
+    android = [r for rows in sliced for r in rows if r.slice == "platform=android"]
+    assert any(r.state == "pause" for r in android)
+    paused = next(r for r in android if r.state == "pause")
+    assert paused.stats["gini.canary"] is not None
+    assert paused.stats["gini.baseline"] is not None
+    assert paused.stats["gini.canary"] > paused.stats["gini.baseline"]
+    judged = verdicts[-1]
+    assert judged is not None
+    assert {r.slice for r in judged.slices} == {"*", *SHARES}
+    assert judged.extra["popularity"]["slices_judged"] == 3
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_healthy_slices_are_not_paused(seed: int) -> None:
+    flat = [1.0] * 20
+    verdicts = run_sliced(dict.fromkeys(SHARES, flat), 100 + seed, SHARES)
+    judged = [v for v in verdicts if v is not None and len(v.slices) == 1 + len(SHARES)]
+    assert judged
+    assert all(not v.findings for v in verdicts if v is not None)
+
+
+def test_bonferroni_holds_the_family_level() -> None:
+    from scipy.stats import norm
+
+    from streamguard.guards.popularity import _bonferroni
+
+    assert _bonferroni(3.0, 1) == pytest.approx(3.0)
+    assert _bonferroni(3.0, 10) == pytest.approx(norm.isf(norm.sf(3.0) / 10))
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -1,0 +1,46 @@
+"""Faust's aiokafka transport with a fetch wait the worker chooses.
+
+Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it. On
+Apache Kafka a fetch returns as soon as data arrives, so the wait only bounds idle polls; the
+embedded Tansu broker answers a fetch of an empty partition only when the wait expires, so
+each hop between stages (predictions -> partials -> verdicts -> control) took up to 1.5 s
+(0.48 s on average, measured with aiokafka against the embedded broker; 0.01 s with a 100 ms
+wait). A short wait costs idle fetch requests (10 per second per broker at 100 ms) and cuts
+the window-close-to-command latency on both brokers' worst case.
+"""
+
+from typing import Any
+
+import aiokafka
+import faust
+from faust.transport.drivers import aiokafka as driver
+
+__all__ = ["App"]
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads it when the consumer starts (its fetcher is built in start()).
+        app = self.app
+        if isinstance(app, App):
+            consumer._fetch_max_wait_ms = app.fetch_max_wait_ms  # private: no public knob
+        return consumer
+
+
+class _Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(driver.Transport):
+    Consumer = _Consumer
+
+
+class App(faust.App):
+    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+
+    fetch_max_wait_ms: int = 1500
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
