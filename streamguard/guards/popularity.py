@@ -17,8 +17,9 @@ exposures evenly over the estimated untracked distinct items.
 Amplification is judged for the whole deployment and for each slice of 1 to ``slice_level``
 dimensions with exposures in both arms (stage 1 counts them per slice; stage 2 keeps at most
 ``max_slices``), slices at ``z`` Bonferroni-corrected over the slices judged. One verdict
-carries at most one pause: the whole deployment's, else the slice amplifying most (largest
-z of the Gini slope gap), with the other breaching scopes in ``also_breaching``:
+carries at most one pause: the whole deployment's when every judged slice breaches too, else
+the breaching slice with the largest z of the Gini slope gap; the other breaching scopes go in
+``also_breaching``:
 
 - the Gini *trend*, the least-squares slope per window over the windows in which both arms
   have at least ``min_exposures``; the guard pauses when the canary's slope exceeds the
@@ -247,20 +248,28 @@ def _bonferroni(z: float, tests: int) -> float:
     return normal.inv_cdf(1.0 - (1.0 - normal.cdf(z)) / max(tests, 1))
 
 
-def _one_finding(findings: list[Finding]) -> list[Finding]:
-    """One pause per verdict: the whole deployment's, else the slice amplifying most.
+def _one_finding(findings: list[Finding], sliced: int) -> list[Finding]:
+    """One pause per verdict, naming the narrowest scope that explains the breach.
 
-    A canary that concentrates everywhere breaches in every slice too; one command naming the
-    widest scope, with the other breaching scopes listed, says the same with less noise.
+    The whole deployment when every judged slice breaches too (or none was judged), else the
+    breaching slice with the largest Gini-gap z: a loop on Android only also moves the whole
+    deployment, and the command should say Android. The other breaching scopes are listed in
+    ``also_breaching``.
     """
     if len(findings) <= 1:
         return findings
+    slices = [f for f in findings if f.slice != ROOT]
 
-    def strength(f: Finding) -> tuple[bool, float]:
+    def strength(f: Finding) -> float:
         z = f.stats.get("gini_slope_gap_z")
-        return f.slice == ROOT, float(z) if z is not None else -math.inf
+        return float(z) if z is not None else -math.inf
 
-    best = max(findings, key=strength)
+    everywhere = len(slices) >= sliced
+    best = (
+        next(f for f in findings if f.slice == ROOT)
+        if everywhere and len(slices) < len(findings)
+        else max(slices, key=strength)
+    )
     best.extra["also_breaching"] = sorted(f.slice for f in findings if f is not best)
     return [best]
 
@@ -308,7 +317,7 @@ class PopularityGuard(StatelessGuard):
                 results.append(result)
             if finding is not None:
                 findings.append(finding)
-        findings = _one_finding(findings)
+        findings = _one_finding(findings, sliced)
         root = scopes[0]
         version, _ = split_version(key)
         start = float(ctx.window * ctx.window_s)
