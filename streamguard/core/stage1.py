@@ -286,6 +286,7 @@ class Stage1:
         versions, version_names = _factorize(arm_versions)
         errors = batch.errors()
         keys = (windows * len(version_names) + versions) * len(ROLES) + batch.role
+        item_positions = item_levels(state.coder.levels, policy.popularity.slice_level)
         for key in np.unique(keys[on_time]).tolist():
             idx = np.flatnonzero((keys == key) & on_time)
             role = key % len(ROLES)
@@ -304,9 +305,8 @@ class Stage1:
                 if ids:
                     items_key = (deployment, stream, version, window, ROOT)
                     source.items.setdefault(items_key, []).extend(ids)
-                    positions = item_levels(state.coder.levels, policy.popularity.slice_level)
                     for label, slice_ids in exposures_by_slice(
-                        exposed, rows.index, rows.labels, positions
+                        exposed, rows.index, rows.labels, item_positions
                     ):
                         items_key = (deployment, stream, version, window, label)
                         source.items.setdefault(items_key, []).extend(slice_ids)

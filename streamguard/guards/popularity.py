@@ -37,7 +37,6 @@ The guard is stateless between windows: everything is recomputed from stage 2's 
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +48,7 @@ from streamguard.guards.base import StatelessGuard
 from streamguard.guards.stratification import BASELINE_STREAM, CANARY_STREAM, split_version
 from streamguard.policy import DeploymentPolicy, PopularityPolicy
 from streamguard.stats import concentration
+from streamguard.stats.equivalence import normal_quantile
 from streamguard.stats.heavy_hitters import DistinctCounter, hash64
 
 __all__ = ["PopularityGuard", "slope", "weighted_gini", "window_measures"]
@@ -209,11 +209,11 @@ def _scope(
     trend: dict[str, dict[str, float | None]] = {}
     fitted: dict[str, tuple[float, float]] = {}
     elasticities: dict[str, tuple[float, float]] = {}
+    # Seeds come from the window and the scope, so the worker and replay thin alike.
+    salt = 0 if label == ROOT else int(hash64([label])[0] % (1 << 31))
     for arm in ("canary", "baseline"):
         gini = np.array([measures[arm][i]["gini"] for i in judged], dtype=np.float64)
         fitted[arm] = b, se = slope(x, gini)
-        # Seeds come from the window and the scope, so the worker and replay thin alike.
-        salt = 0 if label == ROOT else int(hash64([label])[0] % (1 << 31))
         fits = [
             concentration.elasticity(
                 _thinned(arms[arm][i - 1], _smaller(arms, i - 1), i - 1 + salt),
@@ -244,8 +244,8 @@ def _scope(
 
 def _bonferroni(z: float, tests: int) -> float:
     """The one-sided critical value of ``tests`` tests at the family level of ``z``."""
-    normal = NormalDist()
-    return normal.inv_cdf(1.0 - (1.0 - normal.cdf(z)) / max(tests, 1))
+    tail = 0.5 * math.erfc(z / math.sqrt(2.0))  # P(Z > z)
+    return normal_quantile(1.0 - tail / max(tests, 1))
 
 
 def _one_finding(findings: list[Finding], sliced: int) -> list[Finding]:
