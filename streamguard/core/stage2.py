@@ -36,9 +36,9 @@ from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.core.summary import (
     Array,
     Field,
+    FrozenTable,
     Registry,
     Table,
-    add_fields,
     sum_rows,
     zeros,
 )
@@ -78,7 +78,7 @@ class _Stream:
     fields: tuple[Field, ...]
     registry: Registry = field(default_factory=Registry)
     open: dict[int, Table] = field(default_factory=dict)
-    closed: deque[tuple[int, Table]] = field(default_factory=deque)
+    closed: deque[tuple[int, FrozenTable]] = field(default_factory=deque)
     baseline_version: str = ""
 
 
@@ -159,7 +159,7 @@ class _Context:
         first = self._first()
         for index, table in s.closed:
             if index >= first:
-                add_fields(s.fields, total, table.view(rows))
+                table.add_into(total)
         self._cache[key] = (s.registry.labels, total)
         return self._cache[key]
 
@@ -434,7 +434,7 @@ class Stage2:
             for s in d.streams.values():
                 table = s.open.pop(window, None)
                 if table is not None:
-                    s.closed.append((window, table))
+                    s.closed.append((window, table.freeze(len(s.registry))))
                 while s.closed and s.closed[0][0] <= window - horizon:
                     s.closed.popleft()
             # The popularity guard reads trend_windows + 1 windows of items: keep no more.
@@ -532,8 +532,9 @@ class Stage2:
                 stream = _Stream(fields, baseline_version=str(st["baseline_version"]))
                 stream.registry.rows_for(list(st["labels"]))
                 stream.open = {int(i): _table(fields, arrays) for i, arrays in st["open"]}
+                rows = len(stream.registry)
                 stream.closed = deque(
-                    (int(i), _table(fields, arrays)) for i, arrays in st["closed"]
+                    (int(i), _table(fields, arrays).freeze(rows)) for i, arrays in st["closed"]
                 )
                 d.streams[(str(st["stream"]), str(st["version"]))] = stream
             d.untracked_slices = int(saved.get("untracked_slices", 0))
@@ -645,7 +646,7 @@ def _compact(s: _Stream, oldest: int) -> None:
     while s.closed and s.closed[0][0] < oldest:
         s.closed.popleft()
     n = len(s.registry)
-    tables = [*s.open.values(), *(t for _, t in s.closed)]
+    tables: list[Table | FrozenTable] = [*s.open.values(), *(t for _, t in s.closed)]
     live = np.zeros(n, dtype=bool)
     for table in tables:
         live |= table.view(n)["events"] > 0
@@ -659,12 +660,12 @@ def _compact(s: _Stream, oldest: int) -> None:
     registry = Registry()
     registry.rows_for([s.registry.labels[i] for i in keep.tolist()])
 
-    def shrink(table: Table) -> Table:
+    def shrink(table: Table | FrozenTable) -> Table:
         arrays = table.view(n)
         return _table(s.fields, {k: v[keep] for k, v in arrays.items()})
 
     s.open = {i: shrink(t) for i, t in s.open.items()}
-    s.closed = deque((i, shrink(t)) for i, t in s.closed)
+    s.closed = deque((i, shrink(t).freeze(len(keep))) for i, t in s.closed)
     s.registry = registry
 
 

@@ -26,7 +26,16 @@ import numpy.typing as npt
 
 from streamguard.stats import merge_moments, subtract_moments
 
-__all__ = ["Field", "Registry", "Table", "add_fields", "subtract_fields", "sum_rows", "zeros"]
+__all__ = [
+    "Field",
+    "FrozenTable",
+    "Registry",
+    "Table",
+    "add_fields",
+    "subtract_fields",
+    "sum_rows",
+    "zeros",
+]
 
 Array = npt.NDArray[np.float64] | npt.NDArray[np.int64]
 
@@ -164,3 +173,72 @@ class Table:
         for name, array in self.arrays.items():
             out[name][: self.rows] = array
         return out
+
+    def freeze(self, rows: int) -> "FrozenTable":
+        """A compact, read-only copy of the first ``rows`` rows (see :class:`FrozenTable`)."""
+        return FrozenTable(self.fields, self.view(rows), rows)
+
+
+class FrozenTable:
+    """A closed window's table, stored compactly: what stage 2 keeps for a whole horizon.
+
+    Count fields keep only their non-zero cells (flat index and value): a window's histogram
+    and sketch rows are mostly zeros (a slice with a few events touches a few of its 100 bins
+    and 232 sketch buckets), and dense storage of 30 windows was most of a worker's memory at
+    1,000 slices. Moments stay dense (three numbers per row).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fields = (Field("n", "count"), Field("hist", "count", 4))
+    >>> t = Table(fields)
+    >>> hist = np.array([[1, 0, 0, 0], [0, 0, 2, 0]])
+    >>> t.add(np.array([0, 2]), {"n": np.array([1, 2]), "hist": hist})
+    >>> frozen = t.freeze(3)
+    >>> frozen.view(4)["hist"].tolist()
+    [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]]
+    >>> total = zeros(fields, 3)
+    >>> frozen.add_into(total)
+    >>> frozen.add_into(total)
+    >>> total["n"].tolist()
+    [2, 0, 4]
+    """
+
+    __slots__ = ("cells", "dense", "fields", "rows")
+
+    def __init__(self, fields: tuple[Field, ...], arrays: dict[str, Array], rows: int) -> None:
+        self.fields = fields
+        self.rows = rows
+        self.dense: dict[str, Array] = {}
+        self.cells: dict[str, tuple[npt.NDArray[np.int64], Array]] = {}
+        for f in fields:
+            array = arrays[f.name][:rows]
+            if f.kind == "moments":
+                self.dense[f.name] = array.copy()
+            else:
+                flat = array.reshape(-1)
+                where = np.flatnonzero(flat)
+                self.cells[f.name] = (where, flat[where])
+
+    def view(self, rows: int) -> dict[str, Array]:
+        """Dense arrays of the first ``rows`` rows (zeros beyond the rows it was frozen with)."""
+        out = zeros(self.fields, rows)
+        self.add_into(out)
+        return out
+
+    def add_into(self, total: dict[str, Array]) -> None:
+        """``total += self`` field by field, in place; ``total`` may have more rows."""
+        for f in self.fields:
+            target = total[f.name]
+            if f.kind == "moments":
+                rows = min(self.rows, len(target))
+                target[:rows] = merge_moments(target[:rows], self.dense[f.name][:rows])
+            else:
+                if not target.flags.c_contiguous:  # reshape would copy and drop the sum
+                    raise ValueError(f"{f.name}: add_into needs contiguous arrays")
+                where, values = self.cells[f.name]
+                flat = target.reshape(-1)
+                if len(where) and where[-1] >= flat.size:  # fewer rows than frozen with
+                    keep = where < flat.size
+                    where, values = where[keep], values[keep]
+                flat[where] += values  # indices are distinct: no np.add.at needed

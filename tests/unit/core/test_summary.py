@@ -6,7 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamguard.core.slices import SliceCoder
-from streamguard.core.summary import Field, Registry, Table, add_fields, subtract_fields, zeros
+from streamguard.core.summary import (
+    Field,
+    FrozenTable,
+    Registry,
+    Table,
+    add_fields,
+    subtract_fields,
+    zeros,
+)
 from tests.unit.core._pairs import MEASURES, SLICES, pair_batches
 
 
@@ -128,3 +136,42 @@ def test_table_add_merges_moments_like_numpy() -> None:
     np.testing.assert_allclose(got[0], [5, both.mean(), both.var() * 5], rtol=1e-12)
     np.testing.assert_allclose(got[3], [2, 15.0, 50.0], rtol=1e-12)
     assert got[1].tolist() == got[2].tolist() == [0.0, 0.0, 0.0]
+
+
+@settings(max_examples=60)
+@given(st.lists(pair_batches(), min_size=1, max_size=4), st.integers(0, 5))
+def test_frozen_windows_sum_like_dense_tables(windows, extra_rows) -> None:
+    """A horizon summed from frozen (sparse) windows equals the sum of the dense tables."""
+    coder = SliceCoder(SLICES)
+    registry = Registry()
+    tables = []
+    for slices, primary, shadow in windows:
+        table = Table(MEASURES.fields)
+        if slices:
+            rows = coder.rows(coder.encode(slices))
+            contribution = MEASURES.contributions(rows.index, len(rows.labels), primary, shadow)
+            table.add(registry.rows_for(rows.labels), contribution)
+        # Freeze with the rows known then: later windows may add rows to the registry.
+        tables.append((table, table.freeze(len(registry))))
+    rows = len(registry) + extra_rows
+    dense, sparse = zeros(MEASURES.fields, rows), zeros(MEASURES.fields, rows)
+    for table, frozen in tables:
+        add_fields(MEASURES.fields, dense, table.view(rows))
+        frozen.add_into(sparse)
+        for name, array in frozen.view(rows).items():
+            np.testing.assert_array_equal(array, table.view(rows)[name], err_msg=name)
+    for name in dense:
+        np.testing.assert_allclose(sparse[name], dense[name], rtol=1e-12, atol=1e-12, err_msg=name)
+        assert sparse[name].dtype == dense[name].dtype
+
+
+def test_frozen_table_keeps_only_non_zero_cells_and_refuses_copies() -> None:
+    fields = (Field("h", "count", 100),)
+    table = Table(fields, capacity=64)
+    table.add(np.array([3]), {"h": np.eye(100, dtype=np.int64)[[7]]})
+    frozen = table.freeze(4)
+    assert [len(part) for part in frozen.cells["h"]] == [1, 1]  # one cell, not 64 x 100
+    assert isinstance(frozen, FrozenTable)
+    assert frozen.view(2)["h"].sum() == 0  # the cell is in row 3, cut off at 2 rows
+    with pytest.raises(ValueError, match="contiguous"):
+        frozen.add_into({"h": np.zeros((8, 200), dtype=np.int64)[:, ::2]})
