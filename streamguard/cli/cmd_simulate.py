@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     start = args.start_ts
     if start is None:  # whole seconds, ending now: windows line up and nothing is in the future
         start = float(int(time.time()) - (0 if args.realtime else int(duration)))
-    gen = scenario.make(args.rate, duration, args.seed, start)
+    gen = scenario.source(args.rate, duration, args.seed, start)
     seconds = int(duration)
     onset = scenario.onset_s(duration)
     truth = f"{scenario.guard} in {scenario.slice} from +{onset:.0f} s" if onset is not None else ""

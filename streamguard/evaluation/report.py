@@ -168,7 +168,8 @@ def to_markdown(summary: Summary, command: str) -> str:
         f"Reproduce: `{command}`",
         "",
         f"Seeds {seeds}; {summary.rate:g} requests/s; {summary.duration_s:.0f} s of event time "
-        "per run, failure from a third of it (contaminated canary: from the start); default "
+        "per run, failure from a third of it plus 0-59 s drawn per run, so that no judge's "
+        "analysis interval lines up with the onset (contaminated canary: from the start); default "
         "policy. Cells: runs detected / runs, median delay from the onset to the command "
         "[min-max] in event time, runs whose command named the failure's slice, action.",
         "",

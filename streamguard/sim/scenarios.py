@@ -7,7 +7,9 @@ them to a broker or a file; tests and the evaluation replay them.
 
 Parameters common to all scenarios: ``rate`` (requests per second of event time; a request
 is one primary prediction plus, with a shadow, its shadow prediction), ``duration`` (seconds
-of event time), ``seed``. The failure starts at a third of the duration.
+of event time), ``seed``. The failure starts at a third of the duration, plus ``phase_s``
+(0 by default; the evaluation draws it per seed so that no judge's analysis interval or window
+grid lines up with the onset by construction).
 
 ======================  =====================================================================
 scenario                what it simulates
@@ -73,7 +75,7 @@ class Scenario:
 
     name: str
     summary: str
-    make: Callable[[float, float, int, float], Source]  # rate, duration, seed, start
+    make: Callable[[float, float, int, float, float], Source]  # rate, duration, seed, start, onset
     guard: str | None = None  # None: healthy, nothing should be found
     #: The slice a guard should name: "*" for the whole deployment; a trailing "*" after a
     #: key (``replica=*``) accepts any value of that key.
@@ -88,9 +90,23 @@ class Scenario:
             return label.startswith(self.slice[:-1]) and "," not in label
         return label == self.slice
 
-    def onset_s(self, duration: float) -> float | None:
-        """Seconds from the start at which the failure begins (None when healthy)."""
-        return None if self.guard is None else math.floor(duration * self.onset_fraction)
+    def onset_s(self, duration: float, phase_s: float = 0.0) -> float | None:
+        """Seconds from the start at which the failure begins (None when healthy).
+
+        ``phase_s`` delays a later onset; a failure present from the start stays at 0.
+        """
+        return None if self.guard is None else self._change_at(duration, phase_s)
+
+    def _change_at(self, duration: float, phase_s: float) -> float:
+        # Healthy scenarios change too (healthy-scale-out scales out), with nothing to find.
+        at = math.floor(duration * self.onset_fraction)
+        return at + phase_s if at > 0 else 0.0
+
+    def source(
+        self, rate: float, duration: float, seed: int, start: float, *, phase_s: float = 0.0
+    ) -> Source:
+        """The scenario's traffic, its failure (or change) starting at :meth:`onset_s`."""
+        return self.make(rate, duration, seed, start, self._change_at(duration, phase_s))
 
 
 def many_slices() -> dict[str, dict[str, float]]:
@@ -102,7 +118,9 @@ def many_slices() -> dict[str, dict[str, float]]:
 
 
 def _healthy(shares: dict[str, dict[str, float]]) -> Callable[..., TrafficGenerator]:
-    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+    def make(
+        rate: float, duration: float, seed: int, start: float, onset: float
+    ) -> TrafficGenerator:
         return TrafficGenerator(
             rate=rate,
             seed=seed,
@@ -117,22 +135,26 @@ def _healthy(shares: dict[str, dict[str, float]]) -> Callable[..., TrafficGenera
     return make
 
 
-def _shadow_deviation(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
-    deviation = ShadowDeviation(
-        {"platform": "android", "tier": "free"}, after_s=duration / 3, shift=0.15
-    )
+def _shadow_deviation(
+    rate: float, duration: float, seed: int, start: float, onset: float
+) -> TrafficGenerator:
+    deviation = ShadowDeviation({"platform": "android", "tier": "free"}, after_s=onset, shift=0.15)
     return TrafficGenerator(rate=rate, seed=seed, start_ts=start, deviation=deviation)
 
 
-def _contaminated(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+def _contaminated(
+    rate: float, duration: float, seed: int, start: float, onset: float
+) -> TrafficGenerator:
     canary = Canary(share=0.1, only={"platform": "ios", "region": "na"})
     return TrafficGenerator(
         rate=rate, seed=seed, start_ts=start, shadow=False, outcomes=True, canary=canary
     )
 
 
-def _slice_regression(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
-    canary = Canary(share=0.25, ctr={"platform=web": 0.6}, after_s=duration / 3)
+def _slice_regression(
+    rate: float, duration: float, seed: int, start: float, onset: float
+) -> TrafficGenerator:
+    canary = Canary(share=0.25, ctr={"platform=web": 0.6}, after_s=onset)
     return TrafficGenerator(
         rate=rate,
         seed=seed,
@@ -145,8 +167,10 @@ def _slice_regression(rate: float, duration: float, seed: int, start: float) -> 
 
 
 def _popularity(slice_: str | None) -> Callable[..., TrafficGenerator]:
-    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
-        items = Items(canary_exponent=2.0, after_s=duration / 3, ramp_s=duration / 3, slice=slice_)
+    def make(
+        rate: float, duration: float, seed: int, start: float, onset: float
+    ) -> TrafficGenerator:
+        items = Items(canary_exponent=2.0, after_s=onset, ramp_s=duration / 3, slice=slice_)
         return TrafficGenerator(
             rate=rate,
             seed=seed,
@@ -159,7 +183,9 @@ def _popularity(slice_: str | None) -> Callable[..., TrafficGenerator]:
     return make
 
 
-def _schema_rollback(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+def _schema_rollback(
+    rate: float, duration: float, seed: int, start: float, onset: float
+) -> TrafficGenerator:
     return TrafficGenerator(
         rate=rate,
         seed=seed,
@@ -167,14 +193,16 @@ def _schema_rollback(rate: float, duration: float, seed: int, start: float) -> T
         shadow=False,
         outcomes=True,
         error_rate=0.01,
-        canary=Canary(share=0.25, error={"*": 10.0}, after_s=duration / 3),
+        canary=Canary(share=0.25, error={"*": 10.0}, after_s=onset),
         feature_schemas=FeatureSchemas(),
     )
 
 
 def _scale_out(route_unready: bool) -> Callable[..., TrafficGenerator]:
-    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
-        replicas = Replicas(scale_at_s=math.floor(duration / 3), route_unready=route_unready)
+    def make(
+        rate: float, duration: float, seed: int, start: float, onset: float
+    ) -> TrafficGenerator:
+        replicas = Replicas(scale_at_s=onset, route_unready=route_unready)
         return TrafficGenerator(
             rate=rate, seed=seed, start_ts=start, shadow=False, replicas=replicas
         )
@@ -187,12 +215,14 @@ V100, A100 = "gpu=v100;numpy=1.23", "gpu=a100;numpy=1.24"
 
 
 def _environments(offset: float, skewed: bool) -> Callable[..., TrafficGenerator]:
-    def make(rate: float, duration: float, seed: int, start: float) -> TrafficGenerator:
+    def make(
+        rate: float, duration: float, seed: int, start: float, onset: float
+    ) -> TrafficGenerator:
         environments = Environments(
             fingerprints=(V100, A100),
             offsets=(0.0, offset),
             shadow_fingerprint=A100,
-            after_s=duration / 3,
+            after_s=onset,
             slice_shares={"platform=ios": (0.2, 0.8), "platform=android": (0.9, 0.1)}
             if skewed
             else {},
@@ -211,10 +241,10 @@ def _environments(offset: float, skewed: bool) -> Callable[..., TrafficGenerator
     return make
 
 
-def _leakage(rate: float, duration: float, seed: int, start: float) -> WithTraining:
+def _leakage(rate: float, duration: float, seed: int, start: float, onset: float) -> WithTraining:
     traffic = TrafficGenerator(rate=rate, seed=seed, start_ts=start)
     backfill = Backfill(("engagement_7d",), until_s=5 * 86400.0, share=0.2)
-    return WithTraining(traffic, backfill, after_s=math.floor(duration / 3), seed=seed)
+    return WithTraining(traffic, backfill, after_s=onset, seed=seed)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -296,12 +326,14 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def build(name: str, rate: float, duration: float, seed: int, start: float) -> Source:
-    """The generator of scenario ``name``.
+def build(
+    name: str, rate: float, duration: float, seed: int, start: float, *, phase_s: float = 0.0
+) -> Source:
+    """The generator of scenario ``name`` (see :meth:`Scenario.source`).
 
     Raises
     ------
     KeyError
         For an unknown scenario.
     """
-    return SCENARIOS[name].make(rate, duration, seed, start)
+    return SCENARIOS[name].source(rate, duration, seed, start, phase_s=phase_s)

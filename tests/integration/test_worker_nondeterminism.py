@@ -21,7 +21,7 @@ START = float(int(time.time()) // 10 * 10 - 3600)
 
 
 def traffic(scenario: str, seed: int) -> Messages:
-    gen = SCENARIOS[scenario].make(100, SECONDS, seed, START)
+    gen = SCENARIOS[scenario].source(100, SECONDS, seed, START)
     messages: Messages = []
     for events in gen.seconds(SECONDS):
         messages.extend(envelopes(events, PARTITIONS))

@@ -70,7 +70,7 @@ def test_healthy_scenarios_get_no_command(tmp_path: Path, name: str) -> None:
     path = simulate(tmp_path, name, 200, 300)
     assert replay(path) == []
     if name == "healthy-many-slices":
-        defined = SCENARIOS[name].make(200, 300, 1, START).slices
+        defined = SCENARIOS[name].source(200, 300, 1, START).slices
         assert len(defined) == 1000
         seen = {
             tuple(sorted(e["slice"].items()))

@@ -1,9 +1,12 @@
 """Evaluation runs: scenarios through streamguard and the judges, and the report's arithmetic."""
 
+import math
+
 import pytest
 
 from streamguard.evaluation import JudgeRun, RunResult, run
 from streamguard.evaluation.report import summarise, to_json, to_markdown
+from streamguard.evaluation.runner import onset_phase
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +17,8 @@ def rollback_run() -> RunResult:
 def test_a_failure_is_caught_after_its_onset_by_streamguard_and_the_judges(
     rollback_run: RunResult,
 ) -> None:
-    assert rollback_run.onset_s == 80
+    onset = 80 + onset_phase("schema-rollback", 1)  # a third of 240 s, plus the run's phase
+    assert rollback_run.onset_s == onset
     mine = rollback_run.judges["streamguard"]
     assert mine.detected
     assert mine.finding == "canary"
@@ -28,9 +32,9 @@ def test_a_failure_is_caught_after_its_onset_by_streamguard_and_the_judges(
         theirs = rollback_run.judges[judge]
         assert theirs.detected, theirs
         assert theirs.finding == "errors"
-        # They judge once a minute: their first chance after the onset is at 120 s.
+        # They judge once a minute: their first chance is the first whole minute after the onset.
         assert theirs.delay_s is not None
-        assert theirs.delay_s >= 40
+        assert theirs.delay_s >= 60 * math.floor(onset / 60 + 1) - onset
 
 
 def test_the_leakage_block_is_timed_by_when_it_was_issued() -> None:

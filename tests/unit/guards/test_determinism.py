@@ -272,7 +272,7 @@ def run(gen: TrafficGenerator, seconds: int) -> tuple[Pipeline, list[Any]]:
 
 
 def test_the_incident_is_a_notice_naming_the_fingerprints_and_no_command() -> None:
-    gen = SCENARIOS["nondeterministic-env"].make(60, 90, 2, START)
+    gen = SCENARIOS["nondeterministic-env"].source(60, 90, 2, START)
     pipe, verdicts = run(gen, 90)
     assert pipe.commands == []
     (notice,) = pipe.notices
@@ -307,7 +307,7 @@ def test_unpaired_traffic_without_a_shadow_is_caught_on_the_same_slices() -> Non
 
 
 def test_identical_environments_with_a_mix_that_differs_by_slice_produce_nothing() -> None:
-    gen = SCENARIOS["healthy-envs"].make(60, 90, 3, START)
+    gen = SCENARIOS["healthy-envs"].source(60, 90, 3, START)
     pipe, verdicts = run(gen, 90)
     assert (pipe.commands, pipe.notices) == ([], [])
     final = verdicts[-1]
