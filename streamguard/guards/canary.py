@@ -6,8 +6,12 @@ the baseline's (primary's) metrics are compared:
 - ``outcome_rate``: mean outcome value per served request, from outcome events joined by
   request id within the join window (click-through or conversion rate);
 - ``error_rate``: share of requests that failed;
-- ``log_latency``: mean of ln(latency_ms); the p99 of each arm, from the latency sketch, is
-  reported alongside.
+- ``log_latency``: mean of ln(latency_ms). The p99 of each arm is reported alongside (slice
+  stats ``latency_p99_ms.canary``/``.baseline``, findings' ``latency_p99_ms``) wherever
+  latency is judged, read from the arm's relative-error latency sketch merged since the
+  canary started, like the counts the tests use (DDSketch, Masson, Rim & Lee, VLDB 2019:
+  within ``latency_alpha`` of the raw quantile); it informs, the test stays on the mean log
+  latency.
 
 Each comparison is an always-valid mixture SPRT (Johari, Pekelis & Walsh, "Always Valid
 Inference", 2022) whose mixing scale τ is the metric's smallest effect worth catching; its
@@ -20,6 +24,13 @@ Sekhon & Yu 2013) so that a skewed canary cannot look healthy through Simpson's 
 difference counts only when it is significant, harmful, and at least ``practical_fraction`` of
 the smallest effect. A regression issues ``rollback`` naming the smallest slice that explains
 it, with the effect, its always-valid confidence bounds, both arms' n and the test used.
+
+A verdict is ``trusted`` only once the stratification guard (which judges first at each window
+close) has seen enough canary events to judge the traffic mix and found it stratified like the
+baseline's: before that, and on a contaminated allocation, ``status`` is ``untrusted`` (never
+"no regression detected"), and ``stratification`` says why. Findings are issued either way: a
+proven regression is one whatever the mix. With the stratification guard disabled by policy,
+the mix is ``not checked`` and verdicts are trusted.
 """
 
 import math
@@ -35,7 +46,12 @@ from streamguard.core.summary import Array, subtract_fields, sum_rows
 from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
 from streamguard.guards.cumulative import Cumulative
 from streamguard.guards.explain import Rest, explain
-from streamguard.guards.stratification import BASELINE_STREAM, CANARY_STREAM, split_version
+from streamguard.guards.stratification import (
+    BASELINE_STREAM,
+    CANARY_STREAM,
+    allocation_status,
+    split_version,
+)
 from streamguard.policy import CANARY_METRICS, CanaryPolicy, DeploymentPolicy
 from streamguard.stats import (
     benjamini_hochberg,
@@ -50,6 +66,9 @@ __all__ = ["CanaryGuard", "metric_moments"]
 
 NAME = "canary"
 F64 = npt.NDArray[np.float64]
+ARMS = ("canary", "baseline")
+LATENCY_Q = 0.99
+TRUSTED_MIX = ("stratified", "not checked")
 
 
 def metric_moments(arrays: dict[str, Array]) -> dict[str, F64]:
@@ -90,6 +109,7 @@ class _Tested:
     upper: dict[str, F64]
     judged: dict[str, npt.NDArray[np.bool_]]
     regressed: dict[str, npt.NDArray[np.bool_]]  # significant (after BH), harmful, practical
+    p99: dict[str, F64] = field(default_factory=dict)  # arm -> latency p99 (ms) per label
 
 
 class CanaryGuard:
@@ -109,7 +129,8 @@ class CanaryGuard:
         if not settings.enabled or not canaries or not baselines:
             return None
         key = canaries[0]
-        fields = ArmMeasures.from_policy(settings).fields
+        measures = ArmMeasures.from_policy(settings)
+        fields = measures.fields
         states: dict[str, _State] = ctx.state(NAME).setdefault("versions", {})
         state = states.setdefault(key, _State(Cumulative(fields), Cumulative(fields)))
         canary_window = ctx.closed_window(CANARY_STREAM, key)
@@ -122,10 +143,15 @@ class CanaryGuard:
         labels = sorted(state.canary.labels)
         if not labels:
             return None
-        tested = self._test(state, labels, settings)
+        tested = self._test(state, labels, settings, measures)
         findings = self._findings(state, tested, settings)
         adjusted = self._adjusted(state, policy, settings)
-        contaminated = ctx.state("stratification").get("contaminated", {}).get(key, False)
+        mix = (
+            (allocation_status(ctx.state("stratification"), key) or "unknown")
+            if policy.stratification.enabled
+            else "not checked"
+        )
+        trusted = mix in TRUSTED_MIX
         version, allocation = split_version(key)
         start = float(ctx.window * ctx.window_s)
         return Verdict(
@@ -140,8 +166,9 @@ class CanaryGuard:
             findings=findings,
             extra={
                 "allocation": allocation,
-                "status": self._status(tested, findings, contaminated),
-                "trusted": not contaminated,
+                "status": self._status(tested, findings, trusted),
+                "trusted": trusted,
+                "stratification": mix,
                 "global": self._row_summary(tested, labels.index(ROOT)) if ROOT in labels else {},
                 "global_adjusted": adjusted,
             },
@@ -180,9 +207,11 @@ class CanaryGuard:
     # -- tests ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _test(state: _State, labels: list[str], settings: CanaryPolicy) -> _Tested:
-        canary = metric_moments(state.canary.take(labels))
-        baseline = metric_moments(state.baseline.take(labels))
+    def _test(
+        state: _State, labels: list[str], settings: CanaryPolicy, measures: ArmMeasures
+    ) -> _Tested:
+        rows = {"canary": state.canary.take(labels), "baseline": state.baseline.take(labels)}
+        canary, baseline = metric_moments(rows["canary"]), metric_moments(rows["baseline"])
         out = _Tested(labels, canary, baseline, {}, {}, {}, {}, {}, {}, {})
         for metric in CANARY_METRICS:
             spec = settings.metrics[metric]
@@ -226,6 +255,10 @@ class CanaryGuard:
             practical = np.abs(delta) >= settings.practical_fraction * out.tau[metric]
             significant = np.where(root, out.p[metric] <= global_level, rejected[k])
             out.regressed[metric] = out.judged[metric] & significant & harmful & practical
+        # Reported where latency is judged: below min_samples a p99 is about the maximum.
+        for arm in ARMS:
+            p99 = measures.latency.quantile(rows[arm]["latency_sketch"], LATENCY_Q)
+            out.p99[arm] = np.where(out.judged["log_latency"], p99, np.nan)
         return out
 
     def _findings(self, state: _State, tested: _Tested, settings: CanaryPolicy) -> list[Finding]:
@@ -305,6 +338,7 @@ class CanaryGuard:
                 "baseline_mean": clean_float(baseline_mean),
                 "n_canary": int(tested.canary[metric][i, 0]),
                 "n_baseline": int(tested.baseline[metric][i, 0]),
+                "latency_p99_ms": CanaryGuard._p99(tested, i),
                 "test": (
                     f"always-valid mSPRT (normal mixture, tau={float(tested.tau[metric][i]):.4g}); "
                     f"Benjamini-Hochberg across slices at {_levels(settings)[1]:.4g}, "
@@ -368,11 +402,17 @@ class CanaryGuard:
             stats[f"{metric}.baseline"] = clean_float(float(tested.baseline[metric][i, 1]))
             stats[f"{metric}.delta"] = clean_float(float(tested.delta[metric][i]))
             stats[f"{metric}.p_value"] = clean_float(float(tested.p[metric][i]), 9)
+        for arm, p99 in CanaryGuard._p99(tested, i).items():
+            stats[f"latency_p99_ms.{arm}"] = p99
         return stats
 
     @staticmethod
+    def _p99(tested: _Tested, i: int) -> dict[str, float | None]:
+        return {arm: clean_float(float(tested.p99[arm][i])) for arm in ARMS}
+
+    @staticmethod
     def _row_summary(tested: _Tested, i: int) -> dict[str, Any]:
-        return {
+        summary: dict[str, dict[str, Any]] = {
             metric: {
                 "delta": clean_float(float(tested.delta[metric][i])),
                 "p_value": clean_float(float(tested.p[metric][i]), 9),
@@ -386,6 +426,8 @@ class CanaryGuard:
             }
             for metric in CANARY_METRICS
         }
+        summary["log_latency"]["p99_ms"] = CanaryGuard._p99(tested, i)
+        return summary
 
     @staticmethod
     def _slices(tested: _Tested) -> list[SliceResult]:
@@ -399,9 +441,9 @@ class CanaryGuard:
         return out
 
     @staticmethod
-    def _status(tested: _Tested, findings: list[Finding], contaminated: bool) -> str:
-        if contaminated:
-            return "untrusted"  # never judged healthy on a contaminated allocation
+    def _status(tested: _Tested, findings: list[Finding], trusted: bool) -> str:
+        if not trusted:
+            return "untrusted"  # never judged healthy on a mix that is contaminated or unjudged
         if findings:
             return "regression"
         root = tested.labels.index(ROOT) if ROOT in tested.labels else None

@@ -16,8 +16,11 @@ for every slice dimension and for the full combination:
 - coverage: the population share of slices where the canary has (almost) no traffic, named;
 - Pearson residuals ``(O - E)/sqrt(E)`` that say which slices are over- or under-represented.
 
-A contaminated canary gets ``pause`` with the evidence; the canary guard marks its own verdicts
-untrusted until the allocation changes.
+A contaminated canary gets ``pause`` with the evidence. At every window close the guard also
+records its judgement of the allocation (:func:`allocation_status`): ``insufficient`` below
+``min_canary_events``, then ``contaminated`` or ``stratified``. The canary guard, which judges
+after it at the same close, marks its own verdicts untrusted unless the allocation is
+``stratified``, so a canary is never called healthy before its mix could be checked.
 """
 
 from typing import Any
@@ -31,7 +34,13 @@ from streamguard.guards.cumulative import Cumulative
 from streamguard.policy import DeploymentPolicy
 from streamguard.stats import pearson_residuals, running_p, srm_p_value, total_variation
 
-__all__ = ["BASELINE_STREAM", "CANARY_STREAM", "StratificationGuard", "split_version"]
+__all__ = [
+    "BASELINE_STREAM",
+    "CANARY_STREAM",
+    "StratificationGuard",
+    "allocation_status",
+    "split_version",
+]
 
 NAME = "stratification"
 CANARY_STREAM = "arm:canary"
@@ -45,6 +54,26 @@ def split_version(key: str) -> tuple[str, str]:
     return version, allocation
 
 
+def allocation_status(state: dict[Any, Any], key: str) -> str | None:
+    """The stratification guard's judgement of a canary allocation at its latest window close.
+
+    Parameters
+    ----------
+    state : dict
+        The stratification guard's per-deployment state (``ctx.state("stratification")``).
+    key : str
+        Canary version and allocation, as :func:`split_version` takes it.
+
+    Returns
+    -------
+    str or None
+        ``"insufficient"`` (fewer than ``min_canary_events`` canary events: the mix cannot be
+        judged yet), ``"contaminated"`` or ``"stratified"``; None if ``key`` was never judged.
+    """
+    status: str | None = state.get("status", {}).get(key)
+    return status
+
+
 class _State:
     """Cumulative counts and running p-values of one canary version (and allocation)."""
 
@@ -53,6 +82,12 @@ class _State:
         self.baseline = Cumulative(_COUNTS)
         self.p: dict[str, float] = {}
         self.windows = 0
+
+
+def _p_value(result: dict[str, Any]) -> float:
+    # Not ``p or 1.0``: huge traffic drives the p-value to 0.0, the strongest evidence.
+    p = result["p_value"]
+    return 1.0 if p is None else float(p)
 
 
 def _level_labels(labels: set[str], dims: tuple[str, ...]) -> list[str]:
@@ -94,7 +129,12 @@ class StratificationGuard:
             slices.extend(result.pop("slices"))
         total = int(state.canary.take(["*"])["events"][0])
         contaminated, finding = self._decide(results, total, settings)
-        ctx.state(NAME).setdefault("contaminated", {})[key] = contaminated
+        status = (
+            "insufficient"
+            if total < settings.min_canary_events
+            else ("contaminated" if contaminated else "stratified")
+        )
+        ctx.state(NAME).setdefault("status", {})[key] = status
         version, allocation = split_version(key)
         start = float(ctx.window * ctx.window_s)
         return Verdict(
@@ -110,16 +150,14 @@ class StratificationGuard:
             extra={
                 "allocation": allocation,
                 "canary_events": total,
-                "status": "insufficient"
-                if total < settings.min_canary_events
-                else ("contaminated" if contaminated else "stratified"),
+                "status": status,
                 "tests": results,
             },
         )
 
     @staticmethod
     def snapshot_state(state: dict[Any, Any]) -> Any:
-        """Cumulative counts, running p-values and contamination per canary version."""
+        """Cumulative counts, running p-values and judgement per canary version."""
         return {
             "versions": {
                 key: {
@@ -130,7 +168,7 @@ class StratificationGuard:
                 }
                 for key, s in state.get("versions", {}).items()
             },
-            "contaminated": dict(state.get("contaminated", {})),
+            "status": dict(state.get("status", {})),
         }
 
     @staticmethod
@@ -144,7 +182,13 @@ class StratificationGuard:
             restored.p = {k: float(v) for k, v in saved["p"].items()}
             restored.windows = int(saved["windows"])
             versions[key] = restored
-        return {"versions": versions, "contaminated": dict(data["contaminated"])}
+        status = dict(data.get("status", {}))
+        # Older snapshots kept only contamination; a key not known contaminated stays unjudged
+        # (untrusted) until the next close rewrites it, which it does before the canary reads.
+        for key, contaminated in data.get("contaminated", {}).items():
+            if contaminated:
+                status.setdefault(key, "contaminated")
+        return {"versions": versions, "status": status}
 
     @staticmethod
     def _accumulate(ctx: GuardContext, state: _State, key: str, baseline: str) -> None:
@@ -215,7 +259,7 @@ class StratificationGuard:
         mismatched = [
             name
             for name, r in results.items()
-            if (r["p_value"] or 1.0) <= level and (r["total_variation"] or 0.0) >= settings.tv_floor
+            if _p_value(r) <= level and (r["total_variation"] or 0.0) >= settings.tv_floor
         ]
         joint = results.get("joint") or next(iter(results.values()))
         uncovered_weight = joint["uncovered_weight"] or 0.0
@@ -228,7 +272,7 @@ class StratificationGuard:
                 settings.max_uncovered_weight,
             )
         else:
-            worst = min(mismatched, key=lambda name: results[name]["p_value"] or 1.0)
+            worst = min(mismatched, key=lambda name: _p_value(results[name]))
             statistic, value, threshold = f"srm_p_value[{worst}]", results[worst]["p_value"], level
         return True, Finding(
             slice="*",
