@@ -1,9 +1,17 @@
 """``streamguard replay EVENTS.jsonl``: run the engine in event time over recorded messages.
 
 Each line is one Kafka message value (a single event or a batch envelope). Lines are routed to
-the partition Kafka would give their request id, so the result is the worker's. Every command
-is printed as one JSON line on stdout, byte for byte what the worker publishes on the control
-topic; progress and a summary go to stderr. The same input always prints the same output.
+the partition Kafka would give their request id, so the result is the worker's. Stdout has one
+JSON line per decision, in the order the engine made them:
+
+* every command, byte for byte what the worker publishes on the control topic (unsigned): it
+  has an ``action``;
+* every alert that comes with no command (a *notice*: non-determinism, shadow health), byte for
+  byte what the worker publishes on the alerts topic (unsigned): it has an ``alert_id`` and no
+  ``action``. The alerts that accompany commands are not printed; they repeat the command.
+
+Progress and a summary (counting commands, alerts and notices) go to stderr. The same input
+always prints the same output.
 """
 
 import argparse
@@ -20,7 +28,9 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     """Add the ``replay`` command."""
-    parser = sub.add_parser("replay", help="run the engine over recorded events; print commands")
+    parser = sub.add_parser(
+        "replay", help="run the engine over recorded events; print commands and notices"
+    )
     parser.add_argument("events", help="JSON-lines file of messages ('-' for stdin)")
     parser.add_argument("--policy", type=Path, default=None, help="policy TOML file")
     parser.add_argument(
@@ -39,17 +49,18 @@ class _Progress:
         self.enabled = enabled and sys.stderr.isatty()
         self._last = 0.0
 
-    def update(self, done: int, messages: int, commands: int) -> None:
+    def update(self, done: int, messages: int, commands: int, notices: int) -> None:
         now = time.monotonic()
         if not self.enabled or now - self._last < 0.1:
             return
         self._last = now
+        counts = f"{messages} messages, {commands} commands, {notices} notices"
         if self.total:
             share = min(1.0, done / self.total)
             bar = "#" * int(share * 30)
-            line = f"[{bar:<30}] {share:6.1%} {messages} messages, {commands} commands"
+            line = f"[{bar:<30}] {share:6.1%} {counts}"
         else:
-            line = f"{done / 1e6:.1f} MB, {messages} messages, {commands} commands"
+            line = f"{done / 1e6:.1f} MB, {counts}"
         sys.stderr.write("\r" + line)
         sys.stderr.flush()
 
@@ -69,7 +80,7 @@ def _open(path: str) -> tuple[IO[bytes], int | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Replay the file and print commands; exit 0 (commands or not)."""
+    """Replay the file and print commands and notices; exit 0 (decisions or not)."""
     import orjson
 
     from streamguard.contracts import load_topic_specs
@@ -88,22 +99,34 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             fail(f"cannot write {args.verdicts}: {exc.strerror}", EXIT_CONFIG)
 
+    printed = noticed = 0
+    out = sys.stdout.buffer
+
+    def emit() -> None:
+        """Print what the engine decided since the last call: commands, then notices.
+
+        Called before each verdict is decided too, so what one verdict calls for is printed in
+        the order the decider made it (its commands before its notices) and the order does not
+        depend on how many verdicts one flush closes.
+        """
+        nonlocal printed, noticed
+        if len(pipeline.commands) == printed and len(pipeline.notices) == noticed:
+            return
+        for command in pipeline.commands[printed:]:
+            out.write(command.to_json() + b"\n")
+        for notice in pipeline.notices[noticed:]:
+            out.write(notice.to_json() + b"\n")
+        printed, noticed = len(pipeline.commands), len(pipeline.notices)
+        out.flush()
+
     def on_verdict(verdict: Verdict) -> None:
+        emit()  # the previous verdict's decisions are complete
         if verdict_out is not None:
             verdict_out.write(orjson.dumps(verdict.to_dict()) + b"\n")
 
     pipeline = Pipeline(policy, partitions, on_verdict=on_verdict)
     handle, total = _open(args.events)
     progress = _Progress(total, not args.no_progress)
-    printed = 0
-    out = sys.stdout.buffer
-
-    def emit() -> None:
-        nonlocal printed
-        for command in pipeline.commands[printed:]:
-            out.write(command.to_json() + b"\n")
-        printed = len(pipeline.commands)
-        out.flush()
 
     done = 0
     try:
@@ -113,9 +136,8 @@ def run(args: argparse.Namespace) -> int:
             if not value:
                 continue
             pipeline.feed(value)
-            if len(pipeline.commands) > printed:
-                emit()
-            progress.update(done, pipeline.stats.messages, printed)
+            emit()
+            progress.update(done, pipeline.stats.messages, printed, noticed)
         pipeline.finish()
         emit()
     finally:
@@ -132,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.training_examples} training examples ({stats.leakage_violations} leaking "
         f"features); "
         f"dead letters: {rejected}; "
-        f"{stats.verdicts} verdicts, {printed} commands",
+        f"{stats.verdicts} verdicts, {printed} commands, {len(pipeline.alerts)} alerts "
+        f"({noticed} notices with no command)",
         file=sys.stderr,
     )
     return 0

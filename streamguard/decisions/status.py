@@ -1,11 +1,23 @@
 """What the worker's status API answers: the latest verdicts and the rollout decisions.
 
 Pure: it folds verdict messages and control messages into the current picture per deployment,
-and gives the one-word judgement that Argo Rollouts' web metric and Flagger's webhooks gate on:
+and gives the one-word judgement that Argo Rollouts' web metric and Flagger's webhooks gate on.
+For one model version:
 
-* ``rolled_back`` / ``paused``: streamguard (or a person) decided against the version;
-* ``healthy``: verdicts are arriving and nothing was decided against it;
-* ``pending``: no verdict for the deployment yet (Argo counts it inconclusive).
+* ``rolled_back`` / ``paused``: streamguard (or a person) decided against that version;
+* ``healthy``: nothing was decided against it, a guard that compares it with its baseline
+  (:data:`MODEL_GUARDS`) judged at least one of its slices, and none of its latest verdicts
+  says its evidence cannot be trusted (a contaminated canary allocation, shadow slices that
+  too few shadow predictions pair in);
+* ``pending``: anything else: no verdict of that version yet, too little traffic in every
+  slice, untrusted evidence, or a view that has not caught up on the topics yet. Argo counts
+  it inconclusive, Flagger does not promote on it, and neither fails the rollout for it.
+
+Without a version, the deployment is ``rolled_back`` or ``paused`` when any of its versions
+is, else the judgement of its *current* versions: those with a :data:`MODEL_GUARDS` verdict at
+the deployment's latest window close (``healthy`` only when each of them is). A gate that
+knows the canary's version should ask for it: the current version is what streamguard saw
+last, which may not yet be the canary that was just deployed.
 
 Examples
 --------
@@ -13,22 +25,33 @@ Examples
 >>> view.judgement("d")
 'pending'
 >>> view.on_verdict({"kind": "verdict", "deployment": "d", "guard": "shadow",
-...                  "model_version": "v2", "window_end": 100.0, "slices": [], "findings": []})
->>> view.judgement("d")
-'healthy'
+...                  "model_version": "v2", "window_end": 100.0,
+...                  "slices": [{"slice": "*", "n": 900, "state": "ok"}], "findings": []})
+>>> view.judgement("d"), view.judgement("d", version="v2"), view.judgement("d", version="v3")
+('healthy', 'healthy', 'pending')
 >>> view.on_control({"action": "pause", "deployment": "d", "model_version": "v2",
 ...                  "guard": "shadow", "slice": None, "command_id": "c", "ts": 100.0})
->>> view.judgement("d"), view.judgement("d", version="v3")
-('paused', 'healthy')
+>>> view.judgement("d"), view.judgement("d", version="v2"), view.judgement("d", version="v3")
+('paused', 'paused', 'pending')
 """
 
 from typing import Any
 
 from streamguard.decisions.rollouts import Rollout, RolloutView
 
-__all__ = ["JUDGEMENTS", "StatusView"]
+__all__ = ["JUDGED_STATES", "JUDGEMENTS", "MODEL_GUARDS", "StatusView"]
 
 JUDGEMENTS = ("healthy", "paused", "rolled_back", "pending")
+
+#: Guards whose verdicts judge a model version against its baseline. The others judge the
+#: traffic allocation, replicas, environments or schemas: their "ok" says nothing of the model.
+MODEL_GUARDS = frozenset({"shadow", "canary", "popularity"})
+
+#: Slice states of a slice that was judged ("insufficient" and "untrusted" ones were not).
+JUDGED_STATES = frozenset({"ok", "pause", "rollback"})
+
+# A verdict's ``status`` that says its evidence cannot be trusted (canary, stratification).
+_UNTRUSTED_STATUS = frozenset({"untrusted", "contaminated"})
 
 
 def _rollout(r: Rollout) -> dict[str, Any]:
@@ -44,24 +67,71 @@ def _rollout(r: Rollout) -> dict[str, Any]:
     }
 
 
-class StatusView:
-    """Latest verdict per (deployment, guard) and rollout states from the control topic."""
+def _judged(verdict: dict[str, Any]) -> bool:
+    """Did a model guard's verdict judge at least one slice of its version?"""
+    if verdict.get("guard") not in MODEL_GUARDS:
+        return False
+    slices = verdict.get("slices")
+    return isinstance(slices, list) and any(
+        isinstance(s, dict) and s.get("state") in JUDGED_STATES for s in slices
+    )
 
-    def __init__(self) -> None:
+
+def _untrusted(verdict: dict[str, Any]) -> bool:
+    """Does the verdict say the version's evidence cannot be trusted?"""
+    if verdict.get("trusted") is False or verdict.get("status") in _UNTRUSTED_STATUS:
+        return True
+    health = verdict.get("health")  # the shadow guard's slices with too few pairs
+    return isinstance(health, dict) and bool(health.get("untrusted"))
+
+
+def _shown(verdict: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model_version": verdict.get("model_version"),
+        "baseline_version": verdict.get("baseline_version"),
+        "window_start": verdict.get("window_start"),
+        "window_end": verdict.get("window_end"),
+        "slices": verdict.get("slices", []),
+        "findings": verdict.get("findings", []),
+    }
+
+
+class StatusView:
+    """Latest verdicts per (deployment, model version, guard) and rollout states.
+
+    Parameters
+    ----------
+    caught_up
+        Whether the verdicts and control messages folded in so far are all there is. While
+        False, every judgement is ``pending``: a pause or a rollback may not have been read
+        yet, nor the approval that followed one. The status feed sets it once it has read up
+        to the end offsets it found at start.
+    """
+
+    def __init__(self, *, caught_up: bool = True) -> None:
+        self.caught_up = caught_up
+        # Latest verdict per (deployment, guard) over all versions, what /status/{d} shows.
         self._verdicts: dict[tuple[str, str], dict[str, Any]] = {}
+        # Latest verdict per (deployment, model version, guard): what a version is judged on.
+        self._by_version: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.rollouts = RolloutView()
 
     def on_verdict(self, verdict: dict[str, Any]) -> None:
-        """Keep a verdict if it is the latest of its deployment and guard."""
+        """Keep a verdict if it is the latest of its deployment, guard (and version)."""
         deployment, guard = verdict.get("deployment"), verdict.get("guard")
         if not isinstance(deployment, str) or not isinstance(guard, str):
             return
-        known = self._verdicts.get((deployment, guard))
         end = verdict.get("window_end")
         if not isinstance(end, int | float):
             return
+        known = self._verdicts.get((deployment, guard))
         if known is None or end >= known["window_end"]:
             self._verdicts[(deployment, guard)] = verdict
+        version = verdict.get("model_version")
+        if isinstance(version, str):
+            known = self._by_version.get((deployment, version, guard))
+            if known is None or end >= known["window_end"]:
+                self._by_version[(deployment, version, guard)] = verdict
 
     def on_control(self, message: dict[str, Any]) -> None:
         """Fold a control message (a command or a person's decision) in."""
@@ -72,8 +142,29 @@ class StatusView:
         names = {d for d, _ in self._verdicts} | {r.deployment for r in self.rollouts.rollouts()}
         return sorted(names)
 
+    def current_versions(self, deployment: str) -> list[str]:
+        """Versions with a :data:`MODEL_GUARDS` verdict at the deployment's latest window."""
+        latest: dict[str, float] = {}
+        for (d, version, guard), verdict in self._by_version.items():
+            if d == deployment and guard in MODEL_GUARDS:
+                latest[version] = max(latest.get(version, -float("inf")), verdict["window_end"])
+        if not latest:
+            return []
+        newest = max(latest.values())
+        return sorted(v for v, end in latest.items() if end == newest)
+
+    def _version_judgement(self, deployment: str, version: str) -> str:
+        verdicts = [
+            v for (d, ver, _), v in self._by_version.items() if d == deployment and ver == version
+        ]
+        if any(_untrusted(v) for v in verdicts) or not any(_judged(v) for v in verdicts):
+            return "pending"
+        return "healthy"
+
     def judgement(self, deployment: str, version: str | None = None) -> str:
         """One of :data:`JUDGEMENTS` for the deployment (or one of its versions)."""
+        if not self.caught_up:
+            return "pending"
         states = {
             r.state
             for r in self.rollouts.rollouts()
@@ -83,29 +174,39 @@ class StatusView:
             return "rolled_back"
         if "paused" in states:
             return "paused"
-        if any(d == deployment for d, _ in self._verdicts):
+        versions = [version] if version is not None else self.current_versions(deployment)
+        if versions and all(self._version_judgement(deployment, v) == "healthy" for v in versions):
             return "healthy"
         return "pending"
 
     def deployment(self, deployment: str, version: str | None = None) -> dict[str, Any]:
-        """Everything known about a deployment: judgement, decisions, latest verdicts."""
-        verdicts = {
-            guard: {
-                "model_version": v.get("model_version"),
-                "baseline_version": v.get("baseline_version"),
-                "window_start": v.get("window_start"),
-                "window_end": v.get("window_end"),
-                "slices": v.get("slices", []),
-                "findings": v.get("findings", []),
+        """Everything known about a deployment: judgement, decisions, latest verdicts.
+
+        With a ``version``, the verdicts, rollouts and pending approvals are that version's
+        only; ``schemas`` stays the deployment's whole table (it compares versions).
+        """
+        if version is None:
+            verdicts = {
+                guard: _shown(v)
+                for (d, guard), v in sorted(self._verdicts.items())
+                if d == deployment
             }
-            for (d, guard), v in sorted(self._verdicts.items())
-            if d == deployment
-        }
-        rollouts = [r for r in self.rollouts.rollouts() if r.deployment == deployment]
+        else:
+            verdicts = {
+                guard: _shown(v)
+                for (d, ver, guard), v in sorted(self._by_version.items())
+                if d == deployment and ver == version
+            }
+        rollouts = [
+            r
+            for r in self.rollouts.rollouts()
+            if r.deployment == deployment and version in (None, r.model_version)
+        ]
         return {
             "deployment": deployment,
             "version": version,
             "judgement": self.judgement(deployment, version),
+            "current_versions": self.current_versions(deployment),
             "rollouts": [_rollout(r) for r in rollouts],
             "pending_approvals": [_rollout(r) for r in rollouts if r.state == "paused"],
             # Request schemas each model version accepts (the compatibility guard's table).

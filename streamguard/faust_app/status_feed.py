@@ -5,6 +5,8 @@ every deployment on every worker (a load balancer picks any). So each worker als
 verdicts and control topics entirely, outside its consumer group: the control topic from the
 beginning (it is small, and decisions must not be forgotten), the verdicts topic from the last
 ``verdict_tail`` messages of each partition (the latest verdict per deployment is near the end).
+Until it has read up to the end offsets it found at start, the view is not *caught up* and
+every judgement is ``pending``: a gate must not pass a version on half the decisions.
 """
 
 import asyncio
@@ -32,8 +34,12 @@ class StatusFeed:
         self.verdicts = verdicts
         self.control = control
         self.verdict_tail = verdict_tail
-        self.view = StatusView()
-        self.caught_up = False  # the status API says so until the first catch-up
+        self.view = StatusView(caught_up=False)
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the first read up to the end offsets found at start is done."""
+        return self.view.caught_up
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
@@ -66,9 +72,9 @@ class StatusFeed:
                             apply(message)
                         else:
                             self.view.on_verdict(message)
-                if not self.caught_up:
+                if not self.view.caught_up:
                     positions = [await consumer.position(tp) for tp in tps]
-                    self.caught_up = all(
+                    self.view.caught_up = all(
                         pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)
                     )
         finally:

@@ -4,12 +4,17 @@
 * ``GET /metrics``: Prometheus text.
 * ``GET /status``: every deployment's judgement and the pending approvals.
 * ``GET /status/{deployment}/[?version=V]``: judgement, decisions, latest verdict per guard
-  with per-slice statistics and findings (the evidence).
+  with per-slice statistics and findings (the evidence); with ``version``, only that version's
+  verdicts, decisions and pending approvals.
 * ``GET /judgement/{deployment}/[?version=V]``: ``{"judgement": healthy|paused|rolled_back|
-  pending}`` for Argo Rollouts' web metric (``deploy/argo/``).
+  pending}`` for Argo Rollouts' web metric (``deploy/argo/``). ``healthy`` only for a version
+  a model guard judged on trusted evidence, and only once the status feed has caught up
+  (:mod:`streamguard.decisions.status`); anything unknown is ``pending``.
 * ``POST /flagger/confirm-promotion/``: 200 when the canary may be promoted, 403 otherwise;
   ``POST /flagger/rollback/``: 200 when streamguard says roll back (Flagger then fails the
-  canary), 409 otherwise. The deployment is the Canary's ``metadata.deployment`` or its name.
+  canary), 409 otherwise. The deployment is the Canary's ``metadata.deployment`` or its name;
+  ``metadata.model_version``, when given, is the version judged (else the deployment's
+  current versions).
 """
 
 from collections.abc import Callable
@@ -24,15 +29,22 @@ from streamguard.faust_app.status_feed import StatusFeed
 __all__ = ["register_pages"]
 
 
-def _deployment_of(payload: Any) -> str | None:
-    """Flagger's webhook payload: ``{"name", "namespace", "phase", "metadata": {...}}``."""
+def _deployment_of(payload: Any) -> tuple[str | None, str | None]:
+    """Deployment and model version of Flagger's webhook payload.
+
+    The payload is ``{"name", "namespace", "phase", "metadata": {...}}``; the version is
+    ``metadata.model_version`` (Flagger itself knows no model versions), None when absent.
+    """
     if not isinstance(payload, dict):
-        return None
-    metadata = payload.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("deployment"), str):
-        return str(metadata["deployment"])
+        return None, None
+    raw = payload.get("metadata")
+    metadata: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    version = metadata.get("model_version")
+    version = version if isinstance(version, str) and version else None
+    if isinstance(metadata.get("deployment"), str):
+        return str(metadata["deployment"]), version
     name = payload.get("name")
-    return name if isinstance(name, str) and name else None
+    return (name if isinstance(name, str) and name else None), version
 
 
 def register_pages(
@@ -80,29 +92,33 @@ def register_pages(
     class FlaggerGate(View):
         """Base of the two Flagger webhooks: read the payload, judge the deployment."""
 
-        async def judge(self, request: Request) -> tuple[str | None, str]:
+        async def judge(self, request: Request) -> dict[str, Any]:
             try:
                 payload = await request.json()
             except ValueError:
-                return None, "pending"
-            deployment = _deployment_of(payload)
-            return deployment, feed.view.judgement(deployment) if deployment else "pending"
+                payload = None
+            deployment, version = _deployment_of(payload)
+            judgement = feed.view.judgement(deployment, version) if deployment else "pending"
+            return {
+                "deployment": deployment,
+                "version": version,
+                "judgement": judgement,
+                "caught_up": feed.caught_up,
+            }
 
     @app.page("/flagger/confirm-promotion/")
     class ConfirmPromotion(FlaggerGate):
         async def post(self, request: Request) -> Response:
-            deployment, judgement = await self.judge(request)
-            ok = judgement == "healthy"
-            body = {"deployment": deployment, "judgement": judgement, "promote": ok}
-            return self.json(body, status=200 if ok else 403)
+            body = await self.judge(request)
+            ok = body["judgement"] == "healthy"
+            return self.json({**body, "promote": ok}, status=200 if ok else 403)
 
     @app.page("/flagger/rollback/")
     class Rollback(FlaggerGate):
         async def post(self, request: Request) -> Response:
-            deployment, judgement = await self.judge(request)
-            roll_back = judgement in {"paused", "rolled_back"}
-            body = {"deployment": deployment, "judgement": judgement, "rollback": roll_back}
-            return self.json(body, status=200 if roll_back else 409)
+            body = await self.judge(request)
+            roll_back = body["judgement"] in {"paused", "rolled_back"}
+            return self.json({**body, "rollback": roll_back}, status=200 if roll_back else 409)
 
     # The decorators registered everything on the app; the names are not needed here.
     del metrics_page, health_page, status_page, deployment_page, judgement_page

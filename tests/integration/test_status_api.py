@@ -90,8 +90,12 @@ def test_status_judgement_and_webhooks_follow_the_decisions(
         judged = until(port, "/judgement/home-ranker/", lambda b: b["judgement"] == "paused")
         assert judged["judgement"] == "paused"  # what Argo's failureCondition matches
         assert not judged["healthy"]
-        other = call(port, f"/judgement/home-ranker/?version={pause['model_version']}x")[1]
-        assert other["judgement"] == "healthy"  # another version was not paused
+        assert judged["caught_up"]
+        paused = pause["model_version"]
+        assert call(port, f"/judgement/home-ranker/?version={paused}")[1]["judgement"] == "paused"
+        other = call(port, f"/judgement/home-ranker/?version={paused}x")[1]
+        assert other["judgement"] == "pending"  # never judged: inconclusive, not healthy
+        assert not other["healthy"]
 
         code, overview = call(port, "/status")
         assert code == 200
@@ -105,6 +109,13 @@ def test_status_judgement_and_webhooks_follow_the_decisions(
         assert detail["pending_approvals"][0]["slice"] == ",".join(
             f"{k}={TARGET[k]}" for k in sorted(TARGET)
         )
+        assert detail["current_versions"] == [paused]
+        own = call(port, f"/status/home-ranker/?version={paused}")[1]
+        assert own["verdicts"]["shadow"]["model_version"] == paused
+        assert [r["command_id"] for r in own["pending_approvals"]] == [pause["command_id"]]
+        unknown_version = call(port, f"/status/home-ranker/?version={paused}x")[1]
+        assert (unknown_version["verdicts"], unknown_version["rollouts"]) == ({}, [])
+        assert unknown_version["judgement"] == "pending"
 
         flagger = {"name": "home-ranker", "namespace": "prod", "phase": "Progressing"}
         code, body = call(port, "/flagger/rollback/", flagger)
@@ -119,6 +130,13 @@ def test_status_judgement_and_webhooks_follow_the_decisions(
         }
         assert call(port, "/flagger/confirm-promotion/", search)[0] == 200
         assert call(port, "/flagger/rollback/", search)[0] == 409
+        assert call(port, "/judgement/search/?version=s2")[1]["judgement"] == "healthy"
+        assert call(port, "/judgement/search/?version=s3")[1]["judgement"] == "pending"
+        for version, promote in (("s2", 200), ("s3", 403)):  # s3: deployed, never judged
+            versioned = {**search, "metadata": {"deployment": "search", "model_version": version}}
+            code, body = call(port, "/flagger/confirm-promotion/", versioned)
+            assert (code, body["version"]) == (promote, version)
+            assert call(port, "/flagger/rollback/", versioned)[0] == 409
         unknown = {"name": "never-seen", "namespace": "prod"}
         assert call(port, "/flagger/confirm-promotion/", unknown)[0] == 403  # pending: wait
         assert call(port, "/judgement/never-seen/")[1]["judgement"] == "pending"

@@ -1,0 +1,38 @@
+"""``streamguard replay``: alert-only findings are printed too, next to commands."""
+
+import re
+from pathlib import Path
+
+import jsonschema
+import orjson
+
+from streamguard.contracts import load_schema
+from streamguard.engine import Pipeline
+from streamguard.policy import Policy
+from tests.unit.cli.test_errors import streamguard
+from tests.unit.cli.test_simulate import simulate
+
+
+def test_replay_prints_the_determinism_notice_of_a_nondeterministic_env(tmp_path: Path) -> None:
+    recording = simulate(tmp_path, "nondeterministic-env", 100, 90)
+    result = streamguard("replay", str(recording), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    printed = [orjson.loads(line) for line in lines]
+    assert printed, "a notice-only finding printed nothing"
+    assert not [p for p in printed if "action" in p]  # no command: determinism only alerts
+    (notice,) = [p for p in printed if p["guard"] == "determinism"]
+    jsonschema.validate(notice, load_schema("alert"))  # what the alerts topic carries
+    assert notice["deployment"] == "home-ranker"
+    assert notice["evidence"]["action"] == "notice"
+    assert "environment" in notice["summary"]
+    # Byte for byte what the engine decided, in the same order.
+    pipe = Pipeline(Policy(), 8)
+    for line in recording.read_bytes().splitlines():
+        pipe.feed(line)
+    pipe.finish()
+    assert lines == [n.to_json().decode() for n in pipe.notices]
+    summary = result.stderr.strip().splitlines()[-1]
+    counts = re.search(r"(\d+) commands, (\d+) alerts \((\d+) notices with no command\)", summary)
+    assert counts is not None, summary
+    assert counts.groups() == ("0", str(len(pipe.alerts)), str(len(printed)))
