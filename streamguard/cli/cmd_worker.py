@@ -105,22 +105,41 @@ def run_worker(
             f"streamguard: started embedded broker at {embedded.url}", file=sys.stderr, flush=True
         )
     try:
-        if create_topics:
-            try:
-                with quiet_kafka_logs():
-                    reports = asyncio.run(apply_topics(bootstrap_servers(settings.broker)))
-            except BrokerError as exc:
-                fail(str(exc), EXIT_RUNTIME)
-            for report in reports:
-                if report.status == "mismatch":
-                    print(
-                        f"streamguard: warning: topic {report.name} {report.detail}",
-                        file=sys.stderr,
-                    )
+        bootstrap = bootstrap_servers(settings.broker)
+        try:
+            with quiet_kafka_logs():
+                if create_topics:
+                    reports = asyncio.run(apply_topics(bootstrap))
+                else:  # Faust meets an unreachable broker with tracebacks, not one line
+                    asyncio.run(_check_reachable(bootstrap))
+                    reports = []
+        except BrokerError as exc:
+            fail(str(exc), EXIT_RUNTIME)
+        for report in reports:
+            if report.status == "mismatch":
+                print(f"streamguard: warning: topic {report.name} {report.detail}", file=sys.stderr)
         return _run_faust(settings, policy, verbose)
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+async def _check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Raise BrokerError unless the broker answers; creates and describes no topic."""
+    from aiokafka import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+
+    from streamguard.broker import BrokerError
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        raise BrokerError(
+            f"cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}"
+        ) from exc
+    finally:
+        await client.close()
 
 
 def _run_faust(settings: Any, policy: Any, verbose: bool) -> int:

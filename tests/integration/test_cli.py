@@ -13,6 +13,7 @@ import pytest
 
 from streamguard.broker import EmbeddedBroker
 from streamguard.contracts import load_topic_specs
+from streamguard.security import INSECURE_BANNER
 from streamguard.sim import ShadowDeviation, TrafficGenerator
 from streamguard.testing import WorkerProcess, envelopes, read_topic
 from tests.integration.conftest import produce
@@ -95,6 +96,18 @@ def test_replay_gives_the_commands_the_worker_publishes(
         assert got["slice"] == want["slice"]
         assert got["evidence"]["n"] == want["evidence"]["n"]
         assert got["evidence"]["stats"] == pytest.approx(want["evidence"]["stats"], rel=1e-6)
+
+
+def test_an_insecure_worker_says_so_on_every_start_and_in_health(
+    broker_with_topics: EmbeddedBroker, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"  # both runs append to it
+    for starts in (1, 2):
+        # Without a signing key WorkerProcess runs ``streamguard worker --insecure``.
+        with WorkerProcess(broker_with_topics.url, log) as worker:
+            worker.wait_ready()
+            assert (worker.health() or {})["signing"] == {"mode": "insecure"}
+            assert log.read_text().count(INSECURE_BANNER) == starts
 
 
 def test_replay_is_deterministic(tmp_path: Path) -> None:

@@ -111,3 +111,9 @@ def test_worker_with_an_unreadable_signing_key(tmp_path: Path) -> None:
     key.write_text("{not json")
     result = streamguard("worker", "--broker", "kafka://127.0.0.1:1", "--signing-key", str(key))
     assert_one_error_line(result, 3, str(key))
+
+
+def test_unreachable_broker_when_not_creating_topics() -> None:
+    """Without topic creation nothing else talks to the broker before Faust starts."""
+    result = streamguard("worker", "--broker", "127.0.0.1:1", "--insecure", "--no-create-topics")
+    assert_one_error_line(result, 4, "cannot reach Kafka")
