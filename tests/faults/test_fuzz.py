@@ -3,6 +3,8 @@
 import base64
 import json
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -446,3 +448,30 @@ def test_the_worker_dead_letters_every_bad_event_and_processes_the_good_ones(
         assert worker.health() is not None
     finally:
         worker.stop()
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_atheris_fuzzes_the_decoder_100k_times(tmp_path: Path) -> None:
+    """Coverage-guided fuzzing (atheris/libFuzzer) from a corpus of valid messages.
+
+    100,000 inputs mutated by libFuzzer toward new decoder branches; ``atheris_decode.py``
+    fails the run if the decoder raises or its bookkeeping does not add up.
+    """
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    events = valid_events(60)
+    for i, (_, _, value) in enumerate(envelopes(events, 2)):
+        (corpus / f"envelope-{i}").write_bytes(value)
+    for i, event in enumerate(events[:10]):
+        (corpus / f"event-{i}").write_bytes(orjson.dumps(event))
+    harness = Path(__file__).with_name("atheris_decode.py")
+    done = subprocess.run(
+        [sys.executable, str(harness), "-runs=100000", "-seed=1", "-max_len=20000", str(corpus)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Done 100000 runs" in done.stderr
