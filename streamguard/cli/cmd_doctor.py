@@ -17,9 +17,61 @@ from typing import Any
 
 from streamguard.cli.errors import EXIT_USAGE, fail, quiet_kafka_logs
 
-__all__ = ["register"]
+__all__ = ["broker_skew", "register", "skew_verdict"]
 
 _CLOCK_TOPIC = "streamguard.doctor"
+
+
+def broker_skew(sent_s: float, received_s: float, append_time_ms: int) -> float:
+    """Seconds the broker's clock is ahead of this host's (negative: behind).
+
+    Parameters
+    ----------
+    sent_s, received_s
+        This host's wall clock just before the send and once the broker acknowledged it.
+    append_time_ms
+        The broker's append time of the message, in milliseconds since the epoch.
+
+    Returns
+    -------
+    float
+        The append time minus the middle of the round trip, the best estimate of when the
+        broker appended without knowing how the round trip splits.
+    """
+    return append_time_ms / 1000.0 - (sent_s + received_s) / 2
+
+
+def skew_verdict(skew_s: float | None, max_skew_s: float) -> tuple[str, str]:
+    """The doctor's line about clock skew: ``(level, text)``, level ``ok``, ``warn`` or ``fail``.
+
+    Parameters
+    ----------
+    skew_s
+        Measured skew (:func:`broker_skew`), or None when the broker does not stamp append
+        times, which leaves it unknown.
+    max_skew_s
+        Largest tolerated skew, either way; exactly this much is still ``ok``.
+
+    Returns
+    -------
+    tuple[str, str]
+        The level and the sentence printed after it.
+
+    Examples
+    --------
+    >>> skew_verdict(-1.5, 30.0)
+    ('ok', 'clock skew with the broker -1.50 s (tolerated 30 s)')
+    >>> skew_verdict(31.0, 30.0)[0]
+    'fail'
+    """
+    if skew_s is None:
+        return (
+            "warn",
+            "clock skew unknown: the broker does not stamp append times (the embedded broker "
+            "never does); keep hosts on NTP, commands tolerate the subscribers' skew setting",
+        )
+    level = "ok" if abs(skew_s) <= max_skew_s else "fail"
+    return (level, f"clock skew with the broker {skew_s:+.2f} s (tolerated {max_skew_s:.0f} s)")
 
 
 def register(sub: Any) -> None:
@@ -100,15 +152,9 @@ async def _clock_check(bootstrap: str, max_skew_s: float) -> tuple[str, str]:
     finally:
         await producer.stop()
         await admin.close()
-    if meta.timestamp_type != 1:
-        return (
-            "warn",
-            "clock skew unknown: the broker does not stamp append times (the embedded broker "
-            "never does); keep hosts on NTP, commands tolerate the subscribers' skew setting",
-        )
-    skew = meta.timestamp / 1000.0 - (sent + received) / 2
-    level = "ok" if abs(skew) <= max_skew_s else "fail"
-    return (level, f"clock skew with the broker {skew:+.2f} s (tolerated {max_skew_s:.0f} s)")
+    # Type 1 is LogAppendTime: otherwise the timestamp is the producer's own clock.
+    skew = broker_skew(sent, received, meta.timestamp) if meta.timestamp_type == 1 else None
+    return skew_verdict(skew, max_skew_s)
 
 
 def _key_checks(args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -14,6 +14,10 @@ A fourth agent, ``leakage``, reads the training examples topic (keyed by pipelin
 features computed after their label, exactly per partition, and publishes one ``block`` per
 leaking pipeline to the control topic.
 
+Besides the pages of :mod:`streamguard.faust_app.web`, two probes for Kubernetes: ``/live``
+(200 while the event loop runs) and ``/ready`` (200 once the assigned partitions' state is
+restored and stage 1 has caught up, see :meth:`~streamguard.faust_app.runtime.Runtime.readiness`).
+
 Every stream is acknowledged manually, once a state snapshot covers the message (see
 :mod:`streamguard.faust_app.runtime`), so a crash or a rebalance never loses or double counts.
 No app or agent exists at import time; every worker builds its own with ``create_app``.
@@ -197,6 +201,10 @@ def create_app(
         # mode's signals call receivers with (sender, *args, signal=...): args[0] is the set.
         await runtime.on_revoked(set(args[0]) if args else set(kwargs.get("revoked", ())))
 
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        runtime.on_assigned(set(args[0]) if args else set(kwargs.get("assigned", ())))
+
     @app.on_before_shutdown.connect
     async def checkpoint(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # A graceful stop stores every stage's state so the next start replays nothing.
@@ -209,12 +217,21 @@ def create_app(
     async def status_feed() -> None:
         await feed.run()
 
-    register_pages(
-        app,
-        metrics,
-        feed,
-        lambda: runtime.health(owned_sources(), probe.topic_problems),
-    )
+    def health() -> tuple[int, dict[str, Any]]:
+        return runtime.health(owned_sources(), probe.topic_problems)
+
+    register_pages(app, metrics, feed, health)
+
+    # Kubernetes' probes. Liveness only asks whether the event loop runs: a worker that is
+    # restoring state or catching up must not be restarted for it, only kept out of the Service.
+    @app.page("/live")
+    async def live_page(web: Any, request: Any) -> Any:
+        return web.json({"status": "alive"})
+
+    @app.page("/ready")
+    async def ready_page(web: Any, request: Any) -> Any:
+        status, document = runtime.readiness(health()[1])
+        return web.json(document, status=status)
 
     # The decorators registered everything on the app; the names are not needed here.
     del (
@@ -227,7 +244,8 @@ def create_app(
         snapshots,
         probe_broker,
         revoked,
+        assigned,
         checkpoint,
     )
-    del status_feed
+    del status_feed, live_page, ready_page
     return Worker(app=app, engine=engine, metrics=metrics, specs=specs, runtime=runtime)

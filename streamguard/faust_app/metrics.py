@@ -20,6 +20,10 @@ from streamguard.faust_app.slice_metrics import SliceMetrics
 
 __all__ = ["Metrics"]
 
+# Wall-clock latency of a window's outputs: guards run in milliseconds, a command crosses the
+# verdicts topic to stage 3 (a fetch or two), a worker catching up can take minutes.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
 
 @dataclass
 class Metrics:
@@ -86,6 +90,20 @@ class Metrics:
             "streamguard_window_lag_seconds",
             "Event time between the newest watermark and the end of the last closed window.",
             ["deployment"],
+            registry=r,
+        )
+        self.close_to_verdict = Histogram(
+            "streamguard_window_close_to_verdict_seconds",
+            "Wall-clock seconds from a window's close (stage 2 sees every source's watermark past "
+            "its end plus the allowed lateness) to its verdict acknowledged by the broker.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.close_to_command = Histogram(
+            "streamguard_window_close_to_command_seconds",
+            "Wall-clock seconds from a window's close to a command its verdict caused "
+            "acknowledged by the broker (two workers' clocks when stage 3 runs elsewhere).",
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.watermark = Gauge(

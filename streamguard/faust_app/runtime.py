@@ -13,6 +13,10 @@ Exactness rests on three rules, the same for every stage:
    that says they were. What a crash can repeat is then only output with the same content and
    identity: partials with the same offset stamps (stage 2 drops them), verdicts for windows
    already judged (the decider drops them), commands with the same ids (subscribers drop them).
+
+Snapshots are restored as soon as partitions are assigned (and, should that not have happened
+yet, on a partition's first message). The worker is *ready* (``/ready``) once every assigned
+partition's state is restored and stage 1 has read each predictions partition to its end once.
 """
 
 import asyncio
@@ -20,7 +24,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +75,29 @@ class _Input:
     snapshot_at: float = 0.0
     dirty: bool = False
     highwater: int | None = None  # end of the partition at the last fetch (stage 1)
+    caught_up_once: bool = False  # read to the partition's end since the restore (stage 1)
+
+
+class _Stamped:
+    """A topic whose sends carry ``timestamp`` (seconds) as the Kafka message timestamp.
+
+    Verdicts carry their window's close time this way, out of band: stage 3, maybe on another
+    worker, measures close-to-command latency from it, and the verdict messages stay equal to
+    replay's.
+    """
+
+    def __init__(self, topic: Any, timestamp: float) -> None:
+        self.topic = topic
+        self.timestamp = timestamp
+
+    def get_topic_name(self) -> str:
+        name: str = self.topic.get_topic_name()
+        return name
+
+    async def send(self, *, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        return await self.topic.send(
+            key=key, value=value, partition=partition, timestamp=self.timestamp
+        )
 
 
 def _release(held: list[Any], upto: int) -> list[Any]:
@@ -120,15 +147,30 @@ class Runtime:
         self.lock_leakage = asyncio.Lock()
         self.evicted_recently: dict[str, float] = {}
         self.crashed: dict[str, tuple[float, str]] = {}  # agent -> (when, why)
+        # One restore at a time per stage: the eager one after an assignment and an agent's
+        # on a first message must not both rebuild a partition (the second would reset it).
+        self.restoring = {
+            stage: asyncio.Lock() for stage in ("stage1", "stage2", "stage3", "leakage")
+        }
+        # (topic, partition) assigned now; None while joining the group or rebalancing.
+        self.assignment: set[tuple[str, int]] | None = None
+        self._recovery: asyncio.Task[None] | None = None
 
     # -- stage 1 -------------------------------------------------------------------------------
 
-    def _to_restore(self, role: str, partition: int, loaded: dict[int, _Input]) -> list[int]:
-        owned = set(self.owned(self.specs[role].name)) | {partition}
+    def _to_restore(self, role: str, wanted: Iterable[int], loaded: dict[int, _Input]) -> list[int]:
+        owned = set(self.owned(self.specs[role].name)) | set(wanted)
         return sorted(p for p in owned if p not in loaded)
 
     async def _restore1(self, partition: int) -> _Input:
-        partitions = self._to_restore("predictions", partition, self.stage1)
+        async with self.restoring["stage1"]:
+            await self._restore1_locked([partition])
+        return self.stage1[partition]
+
+    async def _restore1_locked(self, wanted: Iterable[int]) -> None:
+        partitions = self._to_restore("predictions", wanted, self.stage1)
+        if not partitions:
+            return
         keys = [f"{kind}/{p}" for p in partitions for kind in ("stage1", "stage1-progress")]
         found = await self.store.load(keys)
         for p in partitions:
@@ -141,7 +183,6 @@ class Runtime:
                 self.metrics.restores.labels("stage1").inc()
                 log.warning("stage 1 partition %d restored; resuming at offset %d", p, resume)
             self.stage1[p] = _Input(resume=resume, snapshot_at=time.monotonic())
-        return self.stage1[partition]
 
     async def on_prediction(self, event: Any) -> None:
         """One message of the predictions topic."""
@@ -189,6 +230,7 @@ class Runtime:
         """Flush and snapshot every stage now (graceful shutdown); bounded in time."""
 
         async def everything() -> None:
+            await self.stop_recovery()
             await self.flush(owned, n_channels, force_snapshot=True)
             for state in self.stage2.values():
                 state.dirty = True
@@ -276,6 +318,8 @@ class Runtime:
             state.highwater = highwater
             lag = max(0, highwater - max(state.last_offset + 1, state.resume))
             self.metrics.consumer_lag.labels(str(partition)).set(lag)
+            # Latched: readiness waits for the backlog found at the restore, not for lag 0.
+            state.caught_up_once = state.caught_up_once or lag == 0
         return True
 
     async def forget_everything(self, reason: str) -> None:
@@ -285,6 +329,7 @@ class Runtime:
         for ones already applied. The state topic went with the logs, so a fresh start is the
         only state consistent with the broker; windows in flight are lost, and that is said.
         """
+        await self.stop_recovery()  # it would install state read before the reset
         async with self.lock1, self.lock2, self.lock3, self.lock_leakage:
             log.error("broker lost its logs (%s): all stage state is reset", reason)
             self.metrics.internal_errors.labels("log_lost").inc()
@@ -302,6 +347,9 @@ class Runtime:
             for partition in list(self.leakage):
                 self.engine.leakage.drop(partition)
             self.leakage.clear()
+        # Idle partitions would otherwise wait for a message to be restored (and stay not ready).
+        if self.assignment is not None:
+            self._start_recovery(self.assignment)
 
     def caught_up(self, partition: int) -> bool:
         """Whether the worker has read everything the partition held at its last fetch."""
@@ -313,7 +361,14 @@ class Runtime:
     # -- training examples (leakage guard) ------------------------------------------------------
 
     async def _restore_leakage(self, partition: int) -> _Input:
-        partitions = self._to_restore("training_examples", partition, self.leakage)
+        async with self.restoring["leakage"]:
+            await self._restore_leakage_locked([partition])
+        return self.leakage[partition]
+
+    async def _restore_leakage_locked(self, wanted: Iterable[int]) -> None:
+        partitions = self._to_restore("training_examples", wanted, self.leakage)
+        if not partitions:
+            return
         found = await self.store.load([f"leakage/{p}" for p in partitions])
         for p in partitions:
             snapshot = found.get(f"leakage/{p}")
@@ -322,7 +377,6 @@ class Runtime:
                 self.metrics.restores.labels("leakage").inc()
                 log.warning("leakage partition %d restored; resuming at offset %d", p, resume)
             self.leakage[p] = _Input(resume=resume, snapshot_at=time.monotonic())
-        return self.leakage[partition]
 
     async def on_training_example(self, event: Any) -> None:
         """One message of the training examples topic (keyed by pipeline).
@@ -373,8 +427,13 @@ class Runtime:
                 state.held = _release(state.held, offset)
                 state.dirty = False
 
-    async def _publish(self, command: Command, alert: Alert | None) -> None:
-        """A command on the control topic, then its alert (both acknowledged by the broker)."""
+    async def _publish(
+        self, command: Command, alert: Alert | None, closed_at: float | None = None
+    ) -> None:
+        """A command on the control topic, then its alert (both acknowledged by the broker).
+
+        ``closed_at`` is the wall-clock close of the window whose verdict caused the command.
+        """
         key = command.deployment.encode()
         now = time.time()
         await send_reliably(
@@ -385,6 +444,9 @@ class Runtime:
             wait=True,
         )
         self.metrics.commands.labels(command.action, command.guard).inc()
+        if closed_at is not None:
+            # Clamped: stage 2 may have run on a worker whose clock is ahead of this one.
+            self.metrics.close_to_command.observe(max(0.0, time.time() - closed_at))
         if alert is None:  # a notice (``schemas``): nothing for on-call
             return
         await send_reliably(
@@ -399,7 +461,14 @@ class Runtime:
     # -- stage 2 -------------------------------------------------------------------------------
 
     async def _restore2(self, channel: int) -> _Input:
-        channels = self._to_restore("partials", channel, self.stage2)
+        async with self.restoring["stage2"]:
+            await self._restore2_locked([channel])
+        return self.stage2[channel]
+
+    async def _restore2_locked(self, wanted: Iterable[int]) -> None:
+        channels = self._to_restore("partials", wanted, self.stage2)
+        if not channels:
+            return
         found = await self.store.load([f"stage2/{c}" for c in channels])
         for c in channels:
             snapshot = found.get(f"stage2/{c}")
@@ -410,7 +479,6 @@ class Runtime:
                 self.metrics.restores.labels("stage2").inc()
                 log.warning("stage 2 channel %d restored; resuming at offset %d", c, resume)
             self.stage2[c] = _Input(resume=resume, snapshot_at=time.monotonic())
-        return self.stage2[channel]
 
     async def on_partial(self, event: Any) -> None:
         """One message of the partials topic (a partial or a heartbeat)."""
@@ -447,6 +515,7 @@ class Runtime:
 
     async def _publish_verdicts(self, now: float) -> None:
         stage2 = self.engine.stage2
+        closed_at = time.time()  # windows close as advance() starts; the guards run after
         batch: list[tuple[bytes | None, bytes, int | None]] = []
         for verdict in stage2.advance(now=now):
             self.metrics.verdicts.labels(verdict.guard).inc()
@@ -454,7 +523,11 @@ class Runtime:
             self.metrics.slices.observe(message)
             batch.append((verdict.deployment.encode(), dumps(message), None))
         # One round trip for a window close's verdicts, not one per verdict.
-        await send_all_reliably(self.metrics, self.topics.verdicts, batch)
+        await send_all_reliably(self.metrics, _Stamped(self.topics.verdicts, closed_at), batch)
+        if batch:
+            latency = time.time() - closed_at
+            for _ in batch:
+                self.metrics.close_to_verdict.observe(latency)
         high = max(stage2.source_watermarks(), default=-math.inf)
         for deployment in stage2.deployments():
             end = stage2.last_closed_end(deployment)
@@ -477,7 +550,14 @@ class Runtime:
     # -- stage 3 -------------------------------------------------------------------------------
 
     async def _restore3(self, partition: int) -> _Input:
-        partitions = self._to_restore("verdicts", partition, self.stage3)
+        async with self.restoring["stage3"]:
+            await self._restore3_locked([partition])
+        return self.stage3[partition]
+
+    async def _restore3_locked(self, wanted: Iterable[int]) -> None:
+        partitions = self._to_restore("verdicts", wanted, self.stage3)
+        if not partitions:
+            return
         found = await self.store.load([f"stage3/{p}" for p in partitions])
         for p in partitions:
             snapshot = found.get(f"stage3/{p}")
@@ -490,7 +570,6 @@ class Runtime:
                 state.resume = int(saved["verdicts_offset"]) + 1
                 self.control_offsets[p] = int(saved["control_offset"])
                 self.metrics.restores.labels("stage3").inc()
-        return self.stage3[partition]
 
     async def on_decision_input(self, event: Any, control_topic: str) -> None:
         """A verdict, or a command on the control topic (approvals resume a pause)."""
@@ -515,8 +594,10 @@ class Runtime:
             elif isinstance(payload, dict):
                 self.stage3_deployments[partition].add(str(payload.get("deployment")))
                 decisions = self.engine.decider.decide(payload)
+                # Stage 2 stamps a verdict with its window's close time (see _Stamped).
+                closed_at = message.timestamp if message.timestamp else None
                 for command, alert in decisions.commands:
-                    await self._publish(command, alert)
+                    await self._publish(command, alert, closed_at)
                 for notice in decisions.notices:  # an alert with no command (shadow health)
                     await send_reliably(
                         self.metrics,
@@ -578,6 +659,8 @@ class Runtime:
         Waiting for the locks matters: the partition's next owner reads the progress record,
         so the last one this worker writes must be stored before it lets go.
         """
+        self.assignment = None
+        await self.stop_recovery()
         names = {role: spec.name for role, spec in self.specs.items()}
         async with self.lock1, self.lock2, self.lock3, self.lock_leakage:
             for tp in revoked:
@@ -594,6 +677,103 @@ class Runtime:
                     self.engine.decider.drop(self.stage3_deployments.pop(tp.partition, set()))
                     self.stage3.pop(tp.partition, None)
                     self.control_offsets.pop(tp.partition, None)
+
+    def on_assigned(self, assigned: set[Any]) -> None:
+        """Partitions were assigned: restore their state now, in the background.
+
+        Restoring here rather than on each partition's first message lets ``/ready`` say when
+        the worker has recovered, idle partitions included. The rebalance itself must not wait
+        for it (reading snapshots retries while the broker is away).
+        """
+        self.assignment = {(tp.topic, tp.partition) for tp in assigned}
+        self._start_recovery(self.assignment)
+
+    def _start_recovery(self, assignment: set[tuple[str, int]]) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+        self._recovery = asyncio.create_task(self._recover(assignment))
+
+    async def stop_recovery(self) -> None:
+        """Cancel a restore in progress and wait until it has let go of its locks."""
+        task, self._recovery = self._recovery, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])  # wait() does not re-raise the task's cancellation
+
+    async def _recover(self, assignment: set[tuple[str, int]]) -> None:
+        steps = (
+            ("predictions", "stage1", self._restore1_locked),
+            ("partials", "stage2", self._restore2_locked),
+            ("verdicts", "stage3", self._restore3_locked),
+            ("training_examples", "leakage", self._restore_leakage_locked),
+        )
+        try:
+            for role, stage, restore in steps:
+                wanted = [p for topic, p in assignment if topic == self.specs[role].name]
+                if wanted:
+                    async with self.restoring[stage]:
+                        await restore(wanted)
+        except Exception as exc:  # the agents retry on their first message; /health says so
+            self.agent_crashed("recovery", exc)
+
+    def _recovery_progress(self) -> dict[str, dict[str, int]]:
+        """Per stage: partitions assigned, restored, and (stage 1) read to their end once."""
+        assignment = self.assignment or set()
+        progress = {}
+        for role, stage, loaded in (
+            ("predictions", "stage1", self.stage1),
+            ("partials", "stage2", self.stage2),
+            ("verdicts", "stage3", self.stage3),
+            ("training_examples", "leakage", self.leakage),
+        ):
+            mine = [p for topic, p in assignment if topic == self.specs[role].name]
+            counts = {"assigned": len(mine), "restored": sum(p in loaded for p in mine)}
+            if stage == "stage1":
+                counts["caught_up"] = sum(p in loaded and loaded[p].caught_up_once for p in mine)
+            progress[stage] = counts
+        return progress
+
+    def readiness(self, health: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """HTTP status and document of /ready, given the /health document.
+
+        200 ``ready`` once every assigned partition's state is restored and stage 1 has read
+        each predictions partition to the end it had then; 503 ``recovering`` before (also
+        while joining the group or rebalancing), 503 ``unhealthy`` whenever /health is. A
+        worker with no partitions (more replicas than partitions) is ready.
+        """
+        progress = self._recovery_progress()
+        if health.get("status") == "unhealthy":
+            status = "unhealthy"
+            reasons = [
+                *(["broker unreachable"] if health.get("broker") == "unreachable" else []),
+                *health.get("topic_problems", []),
+                *(f"agent {agent} crashed" for agent in health.get("crashed", {})),
+            ]
+        elif self.assignment is None:
+            status, reasons = "recovering", ["waiting for partitions (joining the group)"]
+        else:
+            status = "recovering"
+            reasons = [
+                f"restoring {stage} state: {counts['restored']} of {counts['assigned']} "
+                "partitions done"
+                for stage, counts in progress.items()
+                if counts["restored"] < counts["assigned"]
+            ]
+            behind = progress["stage1"]["assigned"] - progress["stage1"]["caught_up"]
+            if behind:
+                reasons.append(
+                    f"catching up: {behind} of {progress['stage1']['assigned']} predictions "
+                    "partitions not yet read to the end they had"
+                )
+            if not reasons:
+                status = "ready"
+        document = {
+            "status": status,
+            "ready": status == "ready",
+            "reason": "; ".join(reasons),
+            "partitions": progress,
+        }
+        return (200 if status == "ready" else 503), document
 
     def agent_crashed(self, agent: str, exc: BaseException) -> None:
         """An agent raised: Faust restarts it, but the worker is unhealthy until it holds."""

@@ -1,6 +1,9 @@
 """The worker's HTTP API (Faust's web server): health, metrics, status, Argo and Flagger.
 
-* ``GET /health``: 200 ``ok``/``degraded`` or 503 ``unhealthy`` (readiness).
+* ``GET /health``: 200 ``ok``/``degraded`` or 503 ``unhealthy``.
+* ``GET /ready``: 200 once the assigned partitions' state is restored and their backlog read,
+  503 ``recovering`` or ``unhealthy`` before (Kubernetes' readiness probe); ``GET /live``: 200
+  while the event loop runs (liveness). Both are registered by :mod:`streamguard.faust_app.app`.
 * ``GET /metrics``: Prometheus text.
 * ``GET /status``: every deployment's judgement and the pending approvals.
 * ``GET /status/{deployment}/[?version=V]``: judgement, decisions, latest verdict per guard

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from streamguard.faust_app.metrics import Metrics
-from streamguard.policy import parse_policy
+from streamguard.policy import Policy, parse_policy
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
@@ -38,7 +38,7 @@ def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
     assert listed == present - {"secret.example.yaml"}
 
 
-def test_the_deployment_probes_health_mounts_the_key_and_the_policy() -> None:
+def test_the_deployment_probes_readiness_and_liveness_mounts_the_key_and_the_policy() -> None:
     kinds = by_kind()
     deployment, configmap = kinds["Deployment"], kinds["ConfigMap"]
     pod = deployment["spec"]["template"]["spec"]
@@ -46,8 +46,12 @@ def test_the_deployment_probes_health_mounts_the_key_and_the_policy() -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= (
         deployment["spec"]["template"]["metadata"]["labels"].items()
     )
-    assert container["readinessProbe"]["httpGet"]["path"] == "/health"  # 503 when broker down
-    assert container["livenessProbe"]["httpGet"]["path"] == "/metrics"  # not restarted for it
+    # 503 while recovering or the broker is down; alive meanwhile, so not restarted for it.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/live"
+    assert container["startupProbe"]["httpGet"]["path"] == "/live"
+    probes = ("readinessProbe", "livenessProbe", "startupProbe")
+    assert {container[p]["httpGet"]["port"] for p in probes} == {container["ports"][0]["name"]}
     port = container["ports"][0]["containerPort"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STREAMGUARD_WEB_PORT"] == str(port)
@@ -64,6 +68,18 @@ def test_the_deployment_probes_health_mounts_the_key_and_the_policy() -> None:
     parse_policy(configmap["data"]["policy.toml"])  # the shipped policy is valid
     assert "--insecure" not in container["args"]
     assert container["resources"]["requests"]["memory"]
+
+
+def test_the_probed_paths_are_routes_the_worker_serves() -> None:
+    from streamguard.faust_app.app import create_app
+    from streamguard.settings import Settings
+
+    # Building the app connects to nothing; the routes are registered on its web server.
+    worker = create_app(Settings(broker="kafka://127.0.0.1:9", insecure=True), Policy())
+    routes = set(worker.app.web.views)
+    container = by_kind()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] in routes, probe
 
 
 def test_service_and_podmonitor_select_the_worker_pods() -> None:
