@@ -39,10 +39,15 @@ class TopicSpec:
     cleanup_policy: str
     retention_ms: int
     internal: bool
+    #: Largest message the topic takes (Kafka's ``max.message.bytes``); None: the broker's.
+    max_message_bytes: int | None = None
 
     def broker_config(self) -> dict[str, str]:
         """Topic-level configuration as the Kafka CreateTopics request takes it."""
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        config = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        if self.max_message_bytes is not None:
+            config["max.message.bytes"] = str(self.max_message_bytes)
+        return config
 
 
 def _parse(path: Path) -> TopicSpec:
@@ -61,11 +66,16 @@ def _parse(path: Path) -> TopicSpec:
             cleanup_policy=str(raw["cleanup_policy"]),
             retention_ms=int(raw["retention_ms"]),
             internal=bool(raw["internal"]),
+            max_message_bytes=(
+                None if "max_message_bytes" not in raw else int(raw["max_message_bytes"])
+            ),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ContractError(f"topic spec {path.name} is missing or mistypes {exc}") from exc
     if spec.partitions < 1 or spec.replication_factor < 1:
         raise ContractError(f"topic spec {path.name}: partitions and replication must be >= 1")
+    if spec.max_message_bytes is not None and spec.max_message_bytes < 1 << 20:
+        raise ContractError(f"topic spec {path.name}: max_message_bytes must be >= 1 MiB")
     if spec.cleanup_policy not in _CLEANUP_POLICIES:
         raise ContractError(f"topic spec {path.name}: unknown cleanup_policy {spec.cleanup_policy}")
     return spec

@@ -136,7 +136,7 @@ class _Context:
         self.window = window
         self.window_s = deployment.policy.window_s
         self.horizon_windows = deployment.policy.horizon_windows
-        self._cache: dict[tuple[str, str], tuple[list[str], dict[str, Array]]] = {}
+        self._cache: dict[tuple[str, str, int], tuple[list[str], dict[str, Array]]] = {}
 
     def _first(self) -> int:
         return self.window - self.horizon_windows + 1
@@ -149,14 +149,18 @@ class _Context:
         return [version for _, version in sorted(recent, reverse=True)]
 
     def horizon(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]]:
-        key = (stream, version)
+        return self.recent(stream, version, self.horizon_windows)
+
+    def recent(self, stream: str, version: str, windows: int) -> tuple[list[str], dict[str, Array]]:
+        windows = max(1, min(windows, self.horizon_windows))
+        key = (stream, version, windows)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        s = self._d.streams[key]
+        s = self._d.streams[(stream, version)]
         rows = len(s.registry)
         total = zeros(s.fields, rows)
-        first = self._first()
+        first = self.window - windows + 1
         for index, table in s.closed:
             if index >= first:
                 table.add_into(total)
@@ -487,7 +491,7 @@ class Stage2:
                     "baseline_version": s.baseline_version,
                     "labels": list(s.registry.labels),
                     "open": [[i, t.view(rows)] for i, t in sorted(s.open.items())],
-                    "closed": [[i, t.view(rows)] for i, t in s.closed],
+                    "closed": [[i, t.to_dict()] for i, t in s.closed],
                 }
             )
         return {
@@ -532,9 +536,9 @@ class Stage2:
                 stream = _Stream(fields, baseline_version=str(st["baseline_version"]))
                 stream.registry.rows_for(list(st["labels"]))
                 stream.open = {int(i): _table(fields, arrays) for i, arrays in st["open"]}
-                rows = len(stream.registry)
                 stream.closed = deque(
-                    (int(i), _table(fields, arrays).freeze(rows)) for i, arrays in st["closed"]
+                    (int(i), _frozen(fields, saved_table, len(stream.registry)))
+                    for i, saved_table in st["closed"]
                 )
                 d.streams[(str(st["stream"]), str(st["version"]))] = stream
             d.untracked_slices = int(saved.get("untracked_slices", 0))
@@ -667,6 +671,13 @@ def _compact(s: _Stream, oldest: int) -> None:
     s.open = {i: shrink(t) for i, t in s.open.items()}
     s.closed = deque((i, shrink(t).freeze(len(keep))) for i, t in s.closed)
     s.registry = registry
+
+
+def _frozen(fields: tuple[Field, ...], saved: dict[str, Any], rows: int) -> FrozenTable:
+    """A closed window from a snapshot: compact, or dense arrays (older snapshots)."""
+    if "cells" in saved and "rows" in saved:
+        return FrozenTable.from_dict(fields, saved)
+    return _table(fields, saved).freeze(rows)
 
 
 def _table(fields: tuple[Field, ...], arrays: dict[str, Array]) -> Table:

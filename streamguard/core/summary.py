@@ -19,7 +19,7 @@ Examples
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -219,6 +219,39 @@ class FrozenTable:
                 flat = array.reshape(-1)
                 where = np.flatnonzero(flat)
                 self.cells[f.name] = (where, flat[where])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Snapshot form, as compact as the table (numpy arrays, for orjson's numpy option)."""
+        return {
+            "rows": self.rows,
+            "cells": {name: [where, values] for name, (where, values) in self.cells.items()},
+            "dense": dict(self.dense),
+        }
+
+    @classmethod
+    def from_dict(cls, fields: tuple[Field, ...], data: dict[str, Any]) -> "FrozenTable":
+        """The table :meth:`to_dict` saved (arrays may come back as JSON lists).
+
+        Raises
+        ------
+        ValueError
+            When a field is missing or its cells do not fit ``rows``.
+        """
+        rows = int(data["rows"])
+        table = cls(fields, zeros(fields, 0), 0)
+        table.rows = rows
+        for f in fields:
+            if f.kind == "moments":
+                dense = np.asarray(data["dense"][f.name], dtype=np.float64).reshape(f.shape(rows))
+                table.dense[f.name] = dense
+            else:
+                where, values = data["cells"][f.name]
+                where = np.asarray(where, dtype=np.int64)
+                size = rows * max(f.width, 1)
+                if len(where) and not (where.min() >= 0 and where.max() < size):
+                    raise ValueError(f"{f.name}: cells beyond {rows} rows")
+                table.cells[f.name] = (where, np.asarray(values, dtype=np.int64))
+        return table
 
     def view(self, rows: int) -> dict[str, Array]:
         """Dense arrays of the first ``rows`` rows (zeros beyond the rows it was frozen with)."""

@@ -133,6 +133,10 @@ class GuardContext(Protocol):
         """Slice labels and summed arrays of ``stream``/``version`` over the horizon."""
         ...
 
+    def recent(self, stream: str, version: str, windows: int) -> tuple[list[str], dict[str, Array]]:
+        """Like :meth:`horizon`, over the last ``windows`` windows only (at most the horizon)."""
+        ...
+
     def closed_window(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]] | None:
         """Slice labels and arrays of the window that just closed (None if it had no data)."""
         ...

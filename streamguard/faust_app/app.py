@@ -91,6 +91,8 @@ def create_app(
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
+        # Snapshots may be several MB (the state topic takes them: topics/state.toml).
+        producer_max_request_size=max(1 << 20, specs["state"].max_message_bytes or 0),
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     metrics = Metrics()

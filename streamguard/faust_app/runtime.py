@@ -281,8 +281,10 @@ class Runtime:
             beats = [(None, heartbeat, channel) for channel in range(n_channels)]
             await send_all_reliably(self.metrics, self.topics.partials, beats)
             for partition, state, _, _, snapshot in work:
-                if snapshot is not None:
-                    await self.store.save("stage1", partition, snapshot["offset"], snapshot)
+                # A snapshot the broker refused covers nothing: its messages stay uncommitted.
+                if snapshot is not None and await self.store.save(
+                    "stage1", partition, snapshot["offset"], snapshot
+                ):
                     state.held = _release(state.held, snapshot["offset"])
                     state.snapshot_at = now
             self._gauges(owned)
@@ -421,11 +423,11 @@ class Runtime:
                 if not state.dirty:
                     continue
                 offset = state.last_offset
-                await self.store.save(
+                if await self.store.save(
                     "leakage", partition, offset, self.engine.leakage.snapshot(partition)
-                )
-                state.held = _release(state.held, offset)
-                state.dirty = False
+                ):
+                    state.held = _release(state.held, offset)
+                    state.dirty = False
 
     async def _publish(
         self, command: Command, alert: Alert | None, closed_at: float | None = None
@@ -541,11 +543,11 @@ class Runtime:
                 if not state.dirty:
                     continue
                 offset = state.last_offset
-                await self.store.save(
+                if await self.store.save(
                     "stage2", channel, offset, self.engine.stage2.snapshot(channel)
-                )
-                state.held = _release(state.held, offset)
-                state.dirty = False
+                ):
+                    state.held = _release(state.held, offset)
+                    state.dirty = False
 
     # -- stage 3 -------------------------------------------------------------------------------
 
@@ -637,7 +639,8 @@ class Runtime:
                     "verdicts_offset": verdicts,
                     "control_offset": control,
                 }
-                await self.store.save("stage3", partition, verdicts, saved)
+                if not await self.store.save("stage3", partition, verdicts, saved):
+                    continue  # refused: what it would cover stays uncommitted, and dirty
                 # Verdict and control messages share partition numbers but not offsets.
                 keep = []
                 for event in state.held:

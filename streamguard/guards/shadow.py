@@ -24,6 +24,13 @@ a slice with at least ``health_min_primaries`` primaries and a pairing rate belo
 ``health`` lists the smallest untrusted slices that explain the gap (same descent as for
 deviations), which stage 3 turns into an alert, never a pause or rollback.
 
+Two looks at the same statistics: the horizon, and the last ``recent_windows`` windows (3,
+30 s) alone. A sudden shift is diluted in the horizon by the windows before it and would wait
+for the horizon to fill; the recent look sees it whole within a window or two. It may only
+pause (a rollback needs the horizon), it judges the same thresholds and ``min_pairs``, and it
+names only slices it can tell from their parts (:meth:`_Look.resolved`): with few pairs per
+child, the explanation would otherwise stop at a broad slice.
+
 A slice with fewer than ``min_pairs`` pairs is *insufficient*, never judged. A statistic at or
 above its ``pause`` threshold calls for a pause, at or above ``rollback`` for a rollback; the
 slice takes the most severe. Findings name the smallest slices that explain the breach
@@ -39,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.measures import PairMeasures
+from streamguard.core.slices import ROOT
 from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.core.summary import Array, subtract_fields, sum_rows
 from streamguard.guards.base import (
@@ -193,6 +201,127 @@ def _judge(stats: dict[str, F64], bands: F64, enough: npt.NDArray[np.bool_]) -> 
     )
 
 
+#: Children with fewer pairs than this share of ``min_pairs`` say nothing about a slice's split.
+RESOLVE_FRACTION = 0.2
+_MAD = SHADOW_STATISTICS.index("mean_abs_dev")
+_FLIP = SHADOW_STATISTICS.index("flip_rate")
+
+
+@dataclass(slots=True)
+class _Look:
+    """The guard's statistics over some windows: the whole horizon, or only the last ones."""
+
+    name: str  # "horizon" or "recent"
+    windows: int
+    labels: list[str]
+    arrays: dict[str, Array]
+    n: Array
+    enough: npt.NDArray[np.bool_]
+    bands: F64
+    judged: _Judged
+    index: dict[str, int]
+    policy: DeploymentPolicy
+    measures: PairMeasures
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        windows: int,
+        summed: tuple[list[str], dict[str, Array]],
+        policy: DeploymentPolicy,
+        measures: PairMeasures,
+    ) -> "_Look | None":
+        """The look at ``summed`` (labels, arrays), or None when no slice has a pair."""
+        labels, arrays = summed
+        present = np.flatnonzero(arrays["pairs"] > 0)
+        if not len(present):
+            return None
+        # Rows are in first-seen order, which depends on flush timing; labels are not.
+        present = present[np.argsort([labels[i] for i in present.tolist()], kind="stable")]
+        labels = [labels[i] for i in present.tolist()]
+        arrays = {k: v[present] for k, v in arrays.items()}
+        n = arrays["pairs"]
+        enough = n >= policy.shadow.min_pairs
+        bands = _bands(policy, labels)
+        stats = shadow_statistics(arrays, measures, policy.shadow.psi_groups)
+        judged = _judge(stats, bands, enough)
+        if name == "recent":  # a short look pauses; only the whole horizon rolls back
+            judged.severity = np.minimum(judged.severity, 1)
+        index = {label: i for i, label in enumerate(labels)}
+        return cls(name, windows, labels, arrays, n, enough, bands, judged, index, policy, measures)
+
+    def severity_of(self, labels: list[str]) -> int:
+        """The highest severity among ``labels`` (0 for none)."""
+        return max((int(self.judged.severity[self.index[label]]) for label in labels), default=0)
+
+    def explain(self) -> list[str]:
+        """The smallest slices that explain this look's breaches."""
+        judged, labels = self.judged, self.labels
+        firing_rows = np.flatnonzero(judged.severity > 0).tolist()
+        if not firing_rows:
+            return []
+        firing = {labels[i] for i in firing_rows}
+        strength = {labels[i]: judged.ratio[i] for i in firing_rows}
+        return explain(labels, firing, self._rest, strength)
+
+    def resolved(self, label: str) -> bool:
+        """Whether this look can tell that all of ``label`` deviates, not only a part of it.
+
+        A short look has too few pairs in most children to judge them, so the descent of
+        :func:`~streamguard.guards.explain.explain` stops early and would name a broad slice
+        (``*``) for a deviation in one of its children (Android). So a slice counts as
+        resolved only when, along every further dimension, each child with at least
+        ``RESOLVE_FRACTION`` of ``min_pairs`` pairs is itself not clean: its mean absolute
+        deviation or flip rate at ``CLEAN_FRACTION`` of their pause thresholds or above. Those
+        two are means, nearly unbiased at a hundred pairs (PSI, JS and the p95 are not, and
+        are left out). Otherwise the horizon names the slice as it fills.
+        """
+        own = frozenset() if label == ROOT else frozenset(label.split(","))
+        own_dims = {item.split("=", 1)[0] for item in own}
+        floor = self._resolve_floor()
+        level = np.fmax(
+            self.judged.stats["mean_abs_dev"] / self.bands[:, _MAD, 0],
+            self.judged.stats["flip_rate"] / self.bands[:, _FLIP, 0],
+        )
+        for child, i in self.index.items():
+            items = frozenset() if child == ROOT else frozenset(child.split(","))
+            if len(items) != len(own) + 1 or not own < items or self.n[i] < floor:
+                continue
+            (extra,) = items - own
+            if extra.split("=", 1)[0] not in own_dims and not level[i] >= CLEAN_FRACTION:
+                return False  # a clean part: the deviation is narrower than ``label``
+        return True
+
+    def _resolve_floor(self) -> int:
+        return max(1, int(RESOLVE_FRACTION * self.policy.shadow.min_pairs))
+
+    def _rest(self, parent: str, children: list[str]) -> Rest:
+        p, shadow = self.index[parent], self.policy.shadow
+        remainder = subtract_fields(
+            self.measures.fields,
+            {k: v[p : p + 1] for k, v in self.arrays.items()},
+            sum_rows(self.measures.fields, self.arrays, [self.index[c] for c in children]),
+        )
+        pairs = int(remainder["pairs"][0])
+        stats = shadow_statistics(remainder, self.measures, shadow.psi_groups)
+        if pairs < shadow.min_pairs:
+            # The short look judges a small rest on its two unbiased means (see ``resolved``);
+            # the horizon waits until the rest is large enough for every statistic.
+            if self.name != "recent" or pairs < self._resolve_floor():
+                return "unknown"  # too little left to tell whether the rest is healthy
+            level = max(
+                float(stats["mean_abs_dev"][0]) / self.bands[p, _MAD, 0],
+                float(stats["flip_rate"][0]) / self.bands[p, _FLIP, 0],
+            )
+            return "clean" if level < CLEAN_FRACTION else "elevated"
+        ratios = [
+            float(stats[name][0]) / self.bands[p, j, 0] for j, name in enumerate(SHADOW_STATISTICS)
+        ]
+        worst = max((r for r in ratios if math.isfinite(r)), default=0.0)
+        return "clean" if worst < CLEAN_FRACTION else "elevated"
+
+
 class ShadowDeviationGuard:
     """Judges the pair stream of each deployment; see the module docstring."""
 
@@ -211,61 +340,45 @@ class ShadowDeviationGuard:
             return None
         version = versions[0]
         measures = PairMeasures.from_policy(policy.shadow)
-        labels, arrays = ctx.horizon(PAIR_STREAM, version)
-        present = np.flatnonzero(arrays["pairs"] > 0)
-        if not len(present):
-            return None
-        # Rows are in first-seen order, which depends on flush timing; labels are not.
-        present = present[np.argsort([labels[i] for i in present.tolist()], kind="stable")]
-        labels = [labels[i] for i in present.tolist()]
-        arrays = {k: v[present] for k, v in arrays.items()}
-        n = arrays["pairs"]
-        enough = n >= policy.shadow.min_pairs
-        bands = _bands(policy, labels)
-        judged = _judge(
-            shadow_statistics(arrays, measures, policy.shadow.psi_groups), bands, enough
+        horizon = _Look.of(
+            "horizon", ctx.horizon_windows, ctx.horizon(PAIR_STREAM, version), policy, measures
         )
+        if horizon is None:
+            return None
         self._track_onsets(ctx, policy, measures, version)
-        index = {label: i for i, label in enumerate(labels)}
-        firing = {labels[i] for i in np.flatnonzero(judged.severity > 0).tolist()}
-
-        def rest(parent: str, children: list[str]) -> Rest:
-            p = index[parent]
-            remainder = subtract_fields(
-                measures.fields,
-                {k: v[p : p + 1] for k, v in arrays.items()},
-                sum_rows(measures.fields, arrays, [index[c] for c in children]),
-            )
-            if int(remainder["pairs"][0]) < policy.shadow.min_pairs:
-                return "unknown"  # too little left to tell whether the rest is healthy
-            stats = shadow_statistics(remainder, measures, policy.shadow.psi_groups)
-            ratios = [
-                float(stats[name][0]) / bands[p, j, 0] for j, name in enumerate(SHADOW_STATISTICS)
-            ]
-            worst = max((r for r in ratios if math.isfinite(r)), default=0.0)
-            return "clean" if worst < CLEAN_FRACTION else "elevated"
-
-        strength = {
-            labels[i]: judged.ratio[i] for i in np.flatnonzero(judged.severity > 0).tolist()
-        }
-        explanations = explain(labels, firing, rest, strength) if firing else []
+        chosen, explanations = horizon, horizon.explain()
+        k = policy.shadow.recent_windows
+        recent = None
+        if 0 < k < ctx.horizon_windows:
+            recent = _Look.of("recent", k, ctx.recent(PAIR_STREAM, version, k), policy, measures)
+        if recent is not None:
+            # Only slices the short look can tell apart from their children (see _Look.resolved);
+            # it wins only when more severe than what the horizon finds.
+            quick = [label for label in recent.explain() if recent.resolved(label)]
+            if recent.severity_of(quick) > horizon.severity_of(explanations):
+                chosen, explanations = recent, quick
         window_start = float(ctx.window * ctx.window_s)
         state = ctx.state(NAME)
         findings = [
-            self._finding(label, index[label], judged, bands, n, state.get((version, label)))
-            for label in explanations
+            self._finding(label, chosen, state.get((version, label))) for label in explanations
         ]
         slices = [
             SliceResult(
                 slice=label,
-                n=int(n[i]),
-                state=SEVERITY_ACTION.get(int(judged.severity[i]), "ok")
-                if enough[i]
+                n=int(horizon.n[i]),
+                state=SEVERITY_ACTION.get(int(horizon.judged.severity[i]), "ok")
+                if horizon.enough[i]
                 else "insufficient",
-                stats={k: clean_float(float(v[i])) for k, v in judged.stats.items()},
+                stats={k: clean_float(float(v[i])) for k, v in horizon.judged.stats.items()},
             )
-            for i, label in enumerate(labels)
+            for i, label in enumerate(horizon.labels)
         ]
+        for finding in findings:  # a slice the recent look found is not "ok" in the list
+            result = (
+                slices[horizon.index[finding.slice]] if finding.slice in horizon.index else None
+            )
+            if result is not None and result.state in ("ok", "pause"):
+                result.state = finding.action
         health = self._health(ctx, policy, version, slices)
         return Verdict(
             deployment=ctx.deployment,
@@ -353,9 +466,8 @@ class ShadowDeviationGuard:
         return {(version, label): OnsetTracker.restore(saved) for version, label, saved in data}
 
     @staticmethod
-    def _finding(  # noqa: PLR0917 - private helper, called once
-        label: str, i: int, judged: _Judged, bands: F64, n: Array, tracker: OnsetTracker | None
-    ) -> Finding:
+    def _finding(label: str, look: "_Look", tracker: OnsetTracker | None) -> Finding:
+        i, judged, bands = look.index[label], look.judged, look.bands
         severity = int(judged.severity[i])
         statistic = judged.worst[i]
         j = SHADOW_STATISTICS.index(statistic)
@@ -365,7 +477,7 @@ class ShadowDeviationGuard:
             statistic=statistic,
             value=clean_float(float(judged.stats[statistic][i])),
             threshold=float(bands[i, j, severity - 1]),
-            n=int(n[i]),
+            n=int(look.n[i]),
             stats={k: clean_float(float(v[i])) for k, v in judged.stats.items()},
             thresholds={
                 name: {"pause": float(bands[i, k, 0]), "rollback": float(bands[i, k, 1])}
@@ -373,6 +485,8 @@ class ShadowDeviationGuard:
             },
             onset=tracker.onset() if tracker else None,
             change_detected_at=tracker.detected_at if tracker else None,
+            # Which look found it: the whole horizon, or only the last windows (a sudden shift).
+            extra={"look": look.name, "look_windows": look.windows},
         )
 
     @staticmethod

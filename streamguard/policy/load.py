@@ -141,6 +141,10 @@ def _shadow(path: str, raw: dict[str, Any], base: ShadowPolicy) -> ShadowPolicy:
             values[name] = value
         elif name in ("min_pairs", "score_bins", "psi_groups", "health_min_primaries"):
             values[name] = _number(where, value, integer=True)
+        elif name == "recent_windows":  # 0 turns the recent look off
+            values[name] = _number(where, value, integer=True, positive=False)
+            if values[name] < 0:
+                raise ConfigError(f"{where} must be 0 or more, got {value!r}")
         elif name == "score_range":
             if not (isinstance(value, list) and len(value) == 2):
                 raise ConfigError(f"{where} must be [low, high]")

@@ -55,6 +55,10 @@ class ShadowPolicy:
 
     enabled: bool = True
     min_pairs: int = 500
+    #: Also judge the last ``recent_windows`` windows alone (0: off), with the same thresholds
+    #: and ``min_pairs``: a sudden shift is diluted in a 5-minute horizon by the windows before
+    #: it. The horizon still catches slow, small shifts. See the guard's module docstring.
+    recent_windows: int = 3
     decision_threshold: float = 0.5
     score_range: tuple[float, float] = (0.0, 1.0)
     score_bins: int = 100

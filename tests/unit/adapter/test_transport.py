@@ -14,3 +14,22 @@ def test_the_worker_consumer_takes_the_apps_fetch_wait() -> None:
         return int(consumer._fetch_max_wait_ms)
 
     assert asyncio.run(build()) == 80
+
+
+def test_snapshots_up_to_the_state_topics_limit_can_be_sent() -> None:
+    """The 1 MB defaults refused a busy deployment's stage-2 snapshot (counted, never stored)."""
+    from streamguard.contracts import load_topic_specs
+    from streamguard.faust_app.app import create_app
+    from streamguard.policy import Policy
+    from streamguard.settings import Settings
+
+    spec = load_topic_specs()["state"]
+    assert spec.max_message_bytes is not None
+    assert spec.max_message_bytes >= 32 << 20
+    assert spec.broker_config()["max.message.bytes"] == str(spec.max_message_bytes)
+
+    async def build() -> int:
+        worker = create_app(Settings(broker="kafka://127.0.0.1:1", insecure=True), Policy())
+        return int(worker.app.conf.producer_max_request_size)
+
+    assert asyncio.run(build()) == spec.max_message_bytes

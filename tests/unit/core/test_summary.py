@@ -175,3 +175,26 @@ def test_frozen_table_keeps_only_non_zero_cells_and_refuses_copies() -> None:
     assert frozen.view(2)["h"].sum() == 0  # the cell is in row 3, cut off at 2 rows
     with pytest.raises(ValueError, match="contiguous"):
         frozen.add_into({"h": np.zeros((8, 200), dtype=np.int64)[:, ::2]})
+
+
+def test_frozen_table_round_trips_through_its_snapshot_json() -> None:
+    import orjson
+
+    fields = (Field("n", "count"), Field("h", "count", 5), Field("m", "moments"))
+    table = Table(fields)
+    table.add(
+        np.array([0, 3]),
+        {
+            "n": np.array([2, 7]),
+            "h": np.array([[0, 2, 0, 0, 0], [1, 0, 0, 5, 1]]),
+            "m": np.array([[2.0, 0.5, 0.1], [7.0, 0.25, 0.3]]),
+        },
+    )
+    frozen = table.freeze(4)
+    saved = orjson.loads(orjson.dumps(frozen.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
+    back = FrozenTable.from_dict(fields, saved)
+    for name, array in table.view(6).items():
+        np.testing.assert_array_equal(back.view(6)[name], array, err_msg=name)
+    saved["cells"]["h"][0] = [99]  # a cell beyond the 4 x 5 table
+    with pytest.raises(ValueError, match="beyond"):
+        FrozenTable.from_dict(fields, saved)

@@ -344,6 +344,8 @@ def test_default_bands_cover_every_statistic() -> None:
         ("[defaults.guards.leakage]\nenabled = 1", "defaults.guards.leakage.enabled"),
         ("[defaults.guards.shadow]\npairing_floor = 1.5", "defaults.guards.shadow.pairing_floor"),
         ("[defaults.guards.shadow]\nhealth_min_primaries = 0", "shadow.health_min_primaries"),
+        ("[defaults.guards.shadow]\nrecent_windows = -1", "shadow.recent_windows"),
+        ("[defaults.guards.shadow]\nrecent_windows = 1.5", "shadow.recent_windows"),
     ],
 )
 def test_leakage_and_shadow_health_values_are_checked(text: str, named: str) -> None:
@@ -362,3 +364,13 @@ def test_leakage_and_shadow_health_settings_apply_per_deployment() -> None:
     assert policy.for_deployment("trainer").leakage.max_example_ids == 5
     assert policy.for_deployment("ranker").shadow.pairing_floor == 0.5
     assert policy.for_deployment("other").shadow.pairing_floor == 0.9
+
+
+def test_the_shadow_recent_look_can_be_set_or_turned_off() -> None:
+    policy = parse_policy(
+        "[defaults.guards.shadow]\nrecent_windows = 0\n"
+        "[deployments.ranker.guards.shadow]\nrecent_windows = 6\n"
+    )
+    assert policy.for_deployment("other").shadow.recent_windows == 0
+    assert policy.for_deployment("ranker").shadow.recent_windows == 6
+    assert parse_policy("").for_deployment("x").shadow.recent_windows == 3
