@@ -5,8 +5,10 @@
 Measured on a real ``streamguard worker`` process (stages 1–3, default policy, unsigned) on
 the embedded broker: its ``VmRSS`` (resident memory now) and ``VmHWM`` (peak resident memory
 since it started) from ``/proc/PID/status``, read once the worker has processed every event
-produced (``streamguard_events_total``) and 3 s more have passed for its flushes and window
-closes.
+produced (``streamguard_events_total``) and ``SETTLE_S`` (12) s more have passed for its
+flushes, window closes and snapshots, and for one heap trim (the worker returns freed heap to
+the OS at most every 10 s, ``streamguard/faust_app/heap.py``): ``rss_mb`` is what the worker
+keeps, ``peak_rss_mb`` what processing the burst of events took.
 
 * **Slices.** For each count, a fresh broker and worker get ``SECONDS`` (330) seconds of event
   time: long enough to fill the guards' 5-minute horizon (30 windows of 10 s) plus the allowed
@@ -43,9 +45,10 @@ from benchmarks.common import (
 from streamguard.sim import TrafficGenerator
 from streamguard.testing import WorkerProcess, produce, rss_bytes
 
-__all__ = ["SECONDS", "main", "measure", "shares"]
+__all__ = ["SECONDS", "SETTLE_S", "main", "measure", "shares"]
 
 SECONDS = 330  # the 300 s horizon, the 5 s lateness, and a few windows more
+SETTLE_S = 12.0  # after the last event: flushes, snapshots, and one heap trim (every 10 s)
 _MB = 2**20
 _SHAPES = {10: (2, 5, 1), 100: (4, 5, 5), 1000: (4, 25, 10)}
 
@@ -99,7 +102,7 @@ def _memory(worker: WorkerProcess) -> dict[str, float]:
 
 def _settled(worker: WorkerProcess, events: int, timeout_s: float) -> dict[str, float]:
     poll_until(lambda: worker_events([worker]), events, timeout_s, interval_s=0.5)
-    time.sleep(3.0)
+    time.sleep(SETTLE_S)
     return _memory(worker)
 
 

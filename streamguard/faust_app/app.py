@@ -30,6 +30,7 @@ import faust
 
 from streamguard.contracts import TopicSpec, load_topic_specs
 from streamguard.engine import Engine
+from streamguard.faust_app.heap import HeapTrimmer
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.probe import BrokerProbe
 from streamguard.faust_app.runtime import Runtime, Topics
@@ -188,11 +189,14 @@ def create_app(
         # Windows also close when sources fall idle, without any partial arriving.
         await runtime.close_idle()
 
+    heap = HeapTrimmer()
+
     @app.timer(interval=settings.stage_snapshot_interval_s, name="snapshots")
     async def snapshots() -> None:
         await runtime.snapshot_stage2()
         await runtime.snapshot_stage3()
         await runtime.snapshot_leakage()
+        heap.maybe_trim()  # after the snapshots, the largest transient allocations
 
     @app.timer(interval=settings.broker_probe_interval_s, name="broker-probe")
     async def probe_broker() -> None:
