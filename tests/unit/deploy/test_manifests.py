@@ -1,10 +1,12 @@
 """The deployment files hold together: compose, Kubernetes manifests, Prometheus rules."""
 
+import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -15,6 +17,8 @@ from streamguard.policy import Policy, parse_policy
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 PROMETHEUS = ROOT / "deploy" / "prometheus"
+GRAFANA = ROOT / "deploy" / "grafana"
+COMPOSE = ROOT / "docker-compose.yml"
 
 
 def load(path: Path) -> Any:
@@ -25,6 +29,49 @@ def by_kind() -> dict[str, dict[str, Any]]:
     kustomization = load(K8S / "kustomization.yaml")
     docs = [load(K8S / name) for name in kustomization["resources"]]
     return {doc["kind"]: doc for doc in docs}
+
+
+def compose_services() -> dict[str, dict[str, Any]]:
+    return load(COMPOSE)["services"]
+
+
+def published(service: dict[str, Any]) -> dict[int, int]:
+    """A compose service's published ports: host port -> container port."""
+    ports = {}
+    for mapping in service.get("ports", []):
+        *_, host, container = str(mapping).split(":")
+        ports[int(host)] = int(container)
+    return ports
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, tuple[Path, bool]]:
+    """A compose service's bind mounts: container path -> (repository path, read-only)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target, *mode = volume.split(":")
+        if source.startswith((".", "/")):  # not a named volume
+            mounts[target] = ((ROOT / source).resolve(), mode == ["ro"])
+    return mounts
+
+
+def listeners(spec: str) -> dict[str, tuple[str, int]]:
+    """Kafka's ``NAME://host:port,...`` listener list: name -> (host, port)."""
+    parsed = {}
+    for listener in spec.split(","):
+        name, address = listener.split("://")
+        host, port = address.rsplit(":", 1)
+        parsed[name] = (host, int(port))
+    return parsed
+
+
+def worker_web_port(worker: dict[str, Any]) -> int:
+    """The port a compose worker serves /metrics on inside its container."""
+    from streamguard.settings import Settings
+
+    command = worker["command"]
+    if "--web-port" in command:
+        return int(command[command.index("--web-port") + 1])
+    return int(worker.get("environment", {}).get("STREAMGUARD_WEB_PORT", Settings().web_port))
 
 
 def exported_metric_names() -> set[str]:
@@ -197,15 +244,130 @@ def test_the_flagger_canary_uses_both_webhooks() -> None:
     assert all(h["metadata"]["deployment"] for h in hooks.values())
 
 
-def test_compose_prometheus_scrapes_both_workers_with_the_rules() -> None:
-    compose = load(ROOT / "docker-compose.yml")
-    config = load(PROMETHEUS / "prometheus.yml")
-    targets = {
-        t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+def test_compose_kafka_advertises_its_service_name_inside_and_localhost_outside() -> None:
+    services = compose_services()
+    kafka = services["kafka"]
+    env = kafka["environment"]
+    bound = listeners(env["KAFKA_LISTENERS"])
+    advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(bound) <= set(protocols)
+    for name, (_, port) in advertised.items():  # advertised where the broker listens
+        assert bound[name][1] == port, name
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert controller not in advertised
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == (
+        f"{env['KAFKA_NODE_ID']}@{kafka['hostname']}:{bound[controller][1]}"
+    )
+    # Containers: the inter-broker listener, under the service's name, on 19092.
+    inside_name = env["KAFKA_INTER_BROKER_LISTENER_NAME"]
+    inside = advertised[inside_name]
+    assert inside == (kafka["hostname"], 19092)
+    assert kafka["hostname"] == "kafka"
+    assert "kafka" in services
+    brokers = {
+        s["command"][s["command"].index("--broker") + 1]
+        for s in services.values()
+        if "--broker" in s.get("command", [])
     }
-    workers = {name for name in compose["services"] if name.startswith("worker-")}
-    assert {t.split(":")[0] for t in targets} == workers
-    assert all(t.endswith(":6066") for t in targets)  # the port the workers listen on inside
-    mounts = compose["services"]["prometheus"]["volumes"]
-    assert any(m.startswith("./deploy/prometheus/streamguard-rules.yml:") for m in mounts)
+    assert brokers == {"kafka:19092"}  # topics, both workers and the simulator
+    # The host: the other listener, localhost on 9092, published on the same port.
+    (outside_name,) = set(advertised) - {inside_name}
+    assert advertised[outside_name] == ("localhost", 9092)
+    assert published(kafka) == {9092: bound[outside_name][1]}
+    assert "localhost:9092" in " ".join(kafka["healthcheck"]["test"])
+
+
+def test_compose_prometheus_scrapes_each_worker_on_its_metrics_port_with_the_rules() -> None:
+    services = compose_services()
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:v")
+    assert published(prometheus) == {9090: 9090}
+    mounts = bind_mounts(prometheus)
+    assert mounts["/etc/prometheus/prometheus.yml"] == (PROMETHEUS / "prometheus.yml", True)
+    config = load(PROMETHEUS / "prometheus.yml")
+    for rule_file in config["rule_files"]:  # loaded from where compose mounts them
+        assert mounts[rule_file] == (PROMETHEUS / Path(rule_file).name, True)
     assert [Path(f).name for f in config["rule_files"]] == ["streamguard-rules.yml"]
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    targets = [t for c in job["static_configs"] for t in c["targets"]]
+    workers = {name: services[name] for name in services if name.startswith("worker-")}
+    assert sorted(targets) == sorted(f"{name}:{worker_web_port(w)}" for name, w in workers.items())
+    assert all(worker_web_port(w) == 6066 for w in workers.values())
+    host_ports = set()
+    for worker in workers.values():  # each worker's /metrics also on its own host port
+        assert list(published(worker).values()) == [worker_web_port(worker)]
+        host_ports.update(published(worker))
+    assert host_ports == {6066, 6067}
+    assert set(prometheus["depends_on"]) == set(workers)
+
+
+def test_compose_grafana_shows_the_dashboard_on_the_compose_prometheus() -> None:
+    services = compose_services()
+    grafana = services["grafana"]
+    image, tag = grafana["image"].split(":")
+    assert image == "grafana/grafana"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", tag)  # pinned, not latest
+    assert published(grafana) == {3000: 3000}
+    assert "prometheus" in grafana["depends_on"]
+    mounts = bind_mounts(grafana)
+    for target, (source, read_only) in mounts.items():
+        assert source.exists(), source
+        assert read_only, target
+
+    # The data source: the compose Prometheus, by service name and its container port.
+    (datasource,) = [
+        d
+        for f in sorted(mounts["/etc/grafana/provisioning/datasources"][0].glob("*.yml"))
+        for d in load(f)["datasources"]
+    ]
+    assert datasource["type"] == "prometheus"
+    assert datasource["access"] == "proxy"  # Grafana's server reaches it, not the browser
+    url = urlsplit(datasource["url"])
+    assert url.hostname == "prometheus"
+    assert url.hostname in services
+    assert url.port in published(services["prometheus"]).values()
+
+    # The dashboard provider loads the mounted deploy/grafana/streamguard.json, and only it.
+    (provider,) = [
+        p
+        for f in sorted(mounts["/etc/grafana/provisioning/dashboards"][0].glob("*.yml"))
+        for p in load(f)["providers"]
+    ]
+    assert provider["type"] == "file"
+    folder = PurePosixPath(provider["options"]["path"])
+    dashboards = {t: s for t, (s, _) in mounts.items() if PurePosixPath(t).parent == folder}
+    assert dashboards == {str(folder / "streamguard.json"): GRAFANA / "streamguard.json"}
+    env = grafana["environment"]
+    assert env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] in dashboards
+    if str(env.get("GF_AUTH_ANONYMOUS_ENABLED")).lower() == "true":
+        assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"  # anonymous visitors only look
+
+    # Every panel resolves to that data source without a manual import.
+    dashboard = json.loads((GRAFANA / "streamguard.json").read_text())
+    assert "__inputs" not in dashboard  # an export's ${DS_...} inputs are not provisionable
+    variables = {v["name"]: v for v in dashboard["templating"]["list"] if v["type"] == "datasource"}
+    for panel in dashboard["panels"]:
+        ref = panel["datasource"]
+        assert ref["type"] == datasource["type"], panel["title"]
+        if match := re.fullmatch(r"\$\{(\w+)\}", ref["uid"]):
+            variable = variables[match.group(1)]
+            assert variable["query"] == datasource["type"], panel["title"]
+            current = variable.get("current", {}).get("value")
+            if current:
+                assert current in (datasource["uid"], datasource["name"]), panel["title"]
+            else:  # a variable without a value takes the default data source of its type
+                assert datasource["isDefault"] is True
+        else:
+            assert ref["uid"] == datasource["uid"], panel["title"]
+
+
+def test_the_operate_section_names_the_ports_compose_publishes() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Operate it\n", 1)[1].split("\n## ", 1)[0]
+    services = compose_services()
+    host_ports = {port for service in services.values() for port in published(service)}
+    named = {int(port) for port in re.findall(r"localhost:(\d+)", section)}
+    assert named <= host_ports
+    assert set(published(services["grafana"])) <= named  # the walk-through reaches Grafana
