@@ -44,11 +44,35 @@ from streamguard.contracts.events import OutcomeBatch, PredictionBatch, Training
 from streamguard.contracts.exceptions import DecodeError
 from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for, string_rule
 
-__all__ = ["MAX_MESSAGE_BYTES", "Decoded", "Rejected", "decode_message", "validate_event"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "REASONS",
+    "Decoded",
+    "Rejected",
+    "decode_message",
+    "validate_event",
+]
 
 #: Messages larger than this are rejected whole (Kafka's default max message size is 1 MiB;
 #: envelopes may be configured larger, so the bound is generous but finite).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: Every reason a message or event is rejected with: the dead letter's ``reason`` and the
+#: ``reason`` label of ``streamguard_decode_failures_total`` (a bounded set, by design).
+REASONS = frozenset(
+    {
+        "invalid_json",
+        "not_an_object",
+        "unknown_kind",
+        "missing_field",
+        "wrong_type",
+        "bad_value",
+        "unsupported_version",
+        "ts_in_future",
+        "empty_message",
+        "oversized",
+    }
+)
 
 _NUMBER = (int, float)
 

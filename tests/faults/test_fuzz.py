@@ -18,24 +18,12 @@ from hypothesis import strategies as st
 
 from streamguard.broker import EmbeddedBroker
 from streamguard.contracts import dead_letter, decode_message, load_schema
-from streamguard.contracts.decode import MAX_MESSAGE_BYTES, Decoded
+from streamguard.contracts.decode import MAX_MESSAGE_BYTES, REASONS, Decoded
 from streamguard.sim import TrafficGenerator, TrainingPipeline
 from streamguard.testing import WorkerProcess, envelopes
 from tests.faults.helpers import PARTITIONS, SPECS, read
 from tests.integration.conftest import produce
 
-REASONS = {
-    "invalid_json",
-    "not_an_object",
-    "unknown_kind",
-    "missing_field",
-    "wrong_type",
-    "bad_value",
-    "unsupported_version",
-    "ts_in_future",
-    "empty_message",
-    "oversized",
-}
 GARBAGE: list[Any] = [
     None,
     True,

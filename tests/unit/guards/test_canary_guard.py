@@ -1,18 +1,14 @@
 """The canary guard's evidence and trust, against numpy oracles over the raw events."""
 
 import math
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 from streamguard.core.slices import ROOT
-from streamguard.engine import Pipeline
-from streamguard.guards import Verdict
-from streamguard.policy import CANARY_METRICS, Policy
-from streamguard.sim import Canary, TrafficGenerator
-from streamguard.testing import envelopes
+from streamguard.policy import CANARY_METRICS
+from streamguard.sim import Canary
 from tests.unit.guards.canary_context import (
     POLICY,
     STRATA,
@@ -21,6 +17,7 @@ from tests.unit.guards.canary_context import (
     draw,
     events_window,
 )
+from tests.unit.guards.test_canary_scenarios import run
 
 SETTINGS = POLICY.canary
 SMALL = ("web", "premium")  # a stratum the canary barely serves
@@ -159,27 +156,7 @@ def test_mix_adjusted_global_equals_a_numpy_post_stratified_oracle() -> None:
 
 
 def _replay(canary: Canary, seconds: int) -> list[dict[str, Any]]:
-    start = float(int(time.time()) // 10 * 10 - 7200)
-    gen = TrafficGenerator(
-        rate=100,
-        seed=1,
-        start_ts=start,
-        shadow=False,
-        outcomes=True,
-        error_rate=0.01,
-        canary=canary,
-    )
-    verdicts: list[dict[str, Any]] = []
-
-    def keep(verdict: Verdict) -> None:
-        verdicts.append(verdict.to_dict())
-
-    pipeline = Pipeline(Policy(), partitions=4, on_verdict=keep)
-    for events in gen.seconds(seconds):
-        for _, _, value in envelopes(events, 4):
-            pipeline.feed(value)
-    pipeline.finish()
-    return verdicts
+    return run(canary, seconds, rate=100)[1]
 
 
 def _by_window(verdicts: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
