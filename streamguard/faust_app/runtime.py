@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,16 +156,36 @@ class Runtime:
         self.assignment: set[tuple[str, int]] | None = None
         self._recovery: asyncio.Task[None] | None = None
 
+    def _stages(
+        self,
+    ) -> tuple[tuple[str, str, dict[int, _Input], Callable[[Iterable[int]], Awaitable[None]]], ...]:
+        """(input topic role, stage, its partitions' state, its restore) for every stage."""
+        return (
+            ("predictions", "stage1", self.stage1, self._restore1_locked),
+            ("partials", "stage2", self.stage2, self._restore2_locked),
+            ("verdicts", "stage3", self.stage3, self._restore3_locked),
+            ("training_examples", "leakage", self.leakage, self._restore_leakage_locked),
+        )
+
+    async def _restored(self, stage: str, partition: int) -> _Input:
+        """A partition's state, restored from its snapshot first when it is new here.
+
+        Restores of one stage take turns (``restoring``), so an agent's first message waits
+        for an eager restore in progress instead of running a second one.
+        """
+        _, _, inputs, restore = next(s for s in self._stages() if s[1] == stage)
+        state = inputs.get(partition)
+        if state is None:
+            async with self.restoring[stage]:
+                await restore([partition])
+            state = inputs[partition]
+        return state
+
     # -- stage 1 -------------------------------------------------------------------------------
 
     def _to_restore(self, role: str, wanted: Iterable[int], loaded: dict[int, _Input]) -> list[int]:
         owned = set(self.owned(self.specs[role].name)) | set(wanted)
         return sorted(p for p in owned if p not in loaded)
-
-    async def _restore1(self, partition: int) -> _Input:
-        async with self.restoring["stage1"]:
-            await self._restore1_locked([partition])
-        return self.stage1[partition]
 
     async def _restore1_locked(self, wanted: Iterable[int]) -> None:
         partitions = self._to_restore("predictions", wanted, self.stage1)
@@ -188,7 +208,7 @@ class Runtime:
         """One message of the predictions topic."""
         message = event.message
         partition, offset = message.partition, message.offset
-        state = self.stage1.get(partition) or await self._restore1(partition)
+        state = await self._restored("stage1", partition)
         if offset < state.resume:
             event.ack()  # already in the restored snapshot
             return
@@ -362,11 +382,6 @@ class Runtime:
 
     # -- training examples (leakage guard) ------------------------------------------------------
 
-    async def _restore_leakage(self, partition: int) -> _Input:
-        async with self.restoring["leakage"]:
-            await self._restore_leakage_locked([partition])
-        return self.leakage[partition]
-
     async def _restore_leakage_locked(self, wanted: Iterable[int]) -> None:
         partitions = self._to_restore("training_examples", wanted, self.leakage)
         if not partitions:
@@ -390,7 +405,7 @@ class Runtime:
         """
         message = event.message
         partition, offset = message.partition, message.offset
-        state = self.leakage.get(partition) or await self._restore_leakage(partition)
+        state = await self._restored("leakage", partition)
         if offset < state.resume:
             event.ack()
             return
@@ -462,11 +477,6 @@ class Runtime:
 
     # -- stage 2 -------------------------------------------------------------------------------
 
-    async def _restore2(self, channel: int) -> _Input:
-        async with self.restoring["stage2"]:
-            await self._restore2_locked([channel])
-        return self.stage2[channel]
-
     async def _restore2_locked(self, wanted: Iterable[int]) -> None:
         channels = self._to_restore("partials", wanted, self.stage2)
         if not channels:
@@ -485,7 +495,7 @@ class Runtime:
     async def on_partial(self, event: Any) -> None:
         """One message of the partials topic (a partial or a heartbeat)."""
         channel, offset = event.message.partition, event.message.offset
-        state = self.stage2.get(channel) or await self._restore2(channel)
+        state = await self._restored("stage2", channel)
         if offset < state.resume:
             event.ack()
             return
@@ -551,11 +561,6 @@ class Runtime:
 
     # -- stage 3 -------------------------------------------------------------------------------
 
-    async def _restore3(self, partition: int) -> _Input:
-        async with self.restoring["stage3"]:
-            await self._restore3_locked([partition])
-        return self.stage3[partition]
-
     async def _restore3_locked(self, wanted: Iterable[int]) -> None:
         partitions = self._to_restore("verdicts", wanted, self.stage3)
         if not partitions:
@@ -577,7 +582,7 @@ class Runtime:
         """A verdict, or a command on the control topic (approvals resume a pause)."""
         message = event.message
         partition, offset = message.partition, message.offset
-        state = self.stage3.get(partition) or await self._restore3(partition)
+        state = await self._restored("stage3", partition)
         is_control = message.topic == control_topic
         done = self.control_offsets[partition] if is_control else state.resume - 1
         if offset <= done:
@@ -704,14 +709,8 @@ class Runtime:
             await asyncio.wait([task])  # wait() does not re-raise the task's cancellation
 
     async def _recover(self, assignment: set[tuple[str, int]]) -> None:
-        steps = (
-            ("predictions", "stage1", self._restore1_locked),
-            ("partials", "stage2", self._restore2_locked),
-            ("verdicts", "stage3", self._restore3_locked),
-            ("training_examples", "leakage", self._restore_leakage_locked),
-        )
         try:
-            for role, stage, restore in steps:
+            for role, stage, _, restore in self._stages():
                 wanted = [p for topic, p in assignment if topic == self.specs[role].name]
                 if wanted:
                     async with self.restoring[stage]:
@@ -723,12 +722,7 @@ class Runtime:
         """Per stage: partitions assigned, restored, and (stage 1) read to their end once."""
         assignment = self.assignment or set()
         progress = {}
-        for role, stage, loaded in (
-            ("predictions", "stage1", self.stage1),
-            ("partials", "stage2", self.stage2),
-            ("verdicts", "stage3", self.stage3),
-            ("training_examples", "leakage", self.leakage),
-        ):
+        for role, stage, loaded, _ in self._stages():
             mine = [p for topic, p in assignment if topic == self.specs[role].name]
             counts = {"assigned": len(mine), "restored": sum(p in loaded for p in mine)}
             if stage == "stage1":

@@ -101,7 +101,7 @@ def test_a_first_message_during_the_restore_does_not_restore_twice() -> None:
         rt, assigned = runtime(store)
         rt.on_assigned(assigned)
         await settle()
-        lazy = asyncio.create_task(rt._restore1(3))  # the stage 1 agent's first message
+        lazy = asyncio.create_task(rt._restored("stage1", 3))  # the stage 1 agent's first message
         await settle()
         store.release.set()
         state = await lazy
