@@ -10,6 +10,9 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
 - a finding that calls for ``pause`` issues a pause command once per (guard, slice) while the
   version is not rolled back; a paused rollout resumes only by an explicit ``resume`` command
   (an approval), never by itself;
+- a command (or notice) is not issued for a slice inside one the same guard has already issued
+  the same action for (``platform=android,tier=free`` after ``platform=android``): serving
+  already acts on all of it, and a second alert would only repeat the first;
 - a new model version starts healthy with a clean slate;
 - a rollback from version V to its baseline B carries ``compat`` in its evidence when events
   carry ``feature_schema``: V's live request schemas that B never served without errors make
@@ -156,16 +159,18 @@ class Decider:
         # A verdict of this guard without a slice breaks that slice's streak.
         version.streaks = {k: v for k, v in version.streaks.items() if k[0] != guard} | streaks
         out: list[tuple[Command, Alert | None]] = []
-        # Rollbacks first: once latched, the pauses of the same verdict are moot.
+        # Rollbacks first: once latched, the pauses of the same verdict are moot. Then the
+        # broadest slices, which cover the narrower ones of the same action.
         findings = sorted(
-            verdict["findings"], key=lambda f: (f["action"] != "rollback", f["slice"])
+            verdict["findings"],
+            key=lambda f: (f["action"] != "rollback", len(label_dims(f["slice"])), f["slice"]),
         )
         for finding in findings:
             if streaks[(guard, finding["slice"])] < confirm:
                 continue
             action = finding["action"]
             key = (verdict["guard"], finding["slice"], action)
-            if version.state is RolloutState.ROLLED_BACK or key in version.issued:
+            if version.state is RolloutState.ROLLED_BACK or _covered(version.issued, key):
                 continue
             version.issued.add(key)
             evidence = _evidence(verdict, finding)
@@ -345,6 +350,15 @@ class Decider:
                 live=[str(x) for x in value.get("live", [])],
                 noticed={(g, sl) for g, sl in value.get("noticed", [])},
             )
+
+
+def _covered(issued: set[tuple[str, str, str]], key: tuple[str, str, str]) -> bool:
+    """Whether (guard, slice, action) ``key`` was issued for this slice or a slice containing it."""
+    if key in issued:
+        return True
+    guard, label, action = key
+    items = label_dims(label).items()
+    return any(g == guard and a == action and label_dims(s).items() <= items for g, s, a in issued)
 
 
 def _notice(verdict: dict[str, Any], finding: dict[str, Any], evidence: dict[str, Any]) -> Alert:

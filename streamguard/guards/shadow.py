@@ -29,7 +29,10 @@ Two looks at the same statistics: the horizon, and the last ``recent_windows`` w
 for the horizon to fill; the recent look sees it whole within a window or two. It may only
 pause (a rollback needs the horizon), it judges the same thresholds and ``min_pairs``, and it
 names only slices it can tell from their parts (:meth:`_Look.resolved`): with few pairs per
-child, the explanation would otherwise stop at a broad slice.
+child, the explanation would otherwise stop at a broad slice. Nor does it widen what the guard
+has already named for the version: after ``platform=android,region=eu,tier=free``, a short look
+that cannot judge the paid part would name ``platform=android,region=eu`` and pause paid users
+on no evidence about them. Widening takes the horizon.
 
 A slice with fewer than ``min_pairs`` pairs is *insufficient*, never judged. A statistic at or
 above its ``pause`` threshold calls for a pause, at or above ``rollback`` for a rollback; the
@@ -46,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.measures import PairMeasures
-from streamguard.core.slices import ROOT
+from streamguard.core.slices import ROOT, label_dims
 from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.core.summary import Array, subtract_fields, sum_rows
 from streamguard.guards.base import (
@@ -74,6 +77,8 @@ NAME = "shadow"
 #: A complement counts as healthy only when every statistic stays below this fraction of its
 #: pause threshold; a child that narrowly missed its own threshold must not pass as healthy.
 CLEAN_FRACTION = 0.5
+#: Key of the guard's state holding, per shadow version, the slices its findings have named.
+_NAMED = "named"
 
 
 def shadow_statistics(
@@ -322,6 +327,14 @@ class _Look:
         return "clean" if worst < CLEAN_FRACTION else "elevated"
 
 
+def _widens(label: str, named: set[str]) -> bool:
+    """Whether ``label`` is not in ``named`` and strictly contains a slice that is."""
+    if label in named:
+        return False
+    items = label_dims(label).items()
+    return any(items < label_dims(other).items() for other in named)
+
+
 class ShadowDeviationGuard:
     """Judges the pair stream of each deployment; see the module docstring."""
 
@@ -345,20 +358,28 @@ class ShadowDeviationGuard:
         )
         if horizon is None:
             return None
+        state = ctx.state(NAME)
+        self._forget_old_versions(state, versions)
         self._track_onsets(ctx, policy, measures, version)
+        named: set[str] = state.setdefault(_NAMED, {}).setdefault(version, set())
         chosen, explanations = horizon, horizon.explain()
         k = policy.shadow.recent_windows
         recent = None
         if 0 < k < ctx.horizon_windows:
             recent = _Look.of("recent", k, ctx.recent(PAIR_STREAM, version, k), policy, measures)
         if recent is not None:
-            # Only slices the short look can tell apart from their children (see _Look.resolved);
-            # it wins only when more severe than what the horizon finds.
-            quick = [label for label in recent.explain() if recent.resolved(label)]
+            # Only slices the short look can tell apart from their children (see _Look.resolved)
+            # and that do not widen an earlier finding; it wins only when more severe than what
+            # the horizon finds.
+            quick = [
+                label
+                for label in recent.explain()
+                if recent.resolved(label) and not _widens(label, named)
+            ]
             if recent.severity_of(quick) > horizon.severity_of(explanations):
                 chosen, explanations = recent, quick
+        named.update(explanations)
         window_start = float(ctx.window * ctx.window_s)
-        state = ctx.state(NAME)
         findings = [
             self._finding(label, chosen, state.get((version, label))) for label in explanations
         ]
@@ -457,13 +478,36 @@ class ShadowDeviationGuard:
 
     @staticmethod
     def snapshot_state(state: dict[Any, Any]) -> Any:
-        """Onset trackers per (shadow version, slice)."""
-        return [[version, label, tracker.snapshot()] for (version, label), tracker in state.items()]
+        """Onset trackers per (shadow version, slice), and the slices named per version."""
+        return {
+            "onsets": [
+                [key[0], key[1], tracker.snapshot()]
+                for key, tracker in state.items()
+                if key != _NAMED
+            ],
+            "named": {version: sorted(labels) for version, labels in state.get(_NAMED, {}).items()},
+        }
 
     @staticmethod
     def restore_state(data: Any) -> dict[Any, Any]:
-        """Trackers saved by :meth:`snapshot_state`."""
-        return {(version, label): OnsetTracker.restore(saved) for version, label, saved in data}
+        """State saved by :meth:`snapshot_state` (or a list of trackers, as saved before)."""
+        saved = data if isinstance(data, dict) else {"onsets": data, "named": {}}
+        state: dict[Any, Any] = {
+            (version, label): OnsetTracker.restore(tracker)
+            for version, label, tracker in saved["onsets"]
+        }
+        state[_NAMED] = {version: set(labels) for version, labels in saved["named"].items()}
+        return state
+
+    @staticmethod
+    def _forget_old_versions(state: dict[Any, Any], versions: list[str]) -> None:
+        """Drop the state of shadow versions with no pairs left in the horizon."""
+        live = set(versions)
+        for key in [k for k in state if k != _NAMED and k[0] not in live]:
+            del state[key]
+        named = state.get(_NAMED, {})
+        for version in [v for v in named if v not in live]:
+            del named[version]
 
     @staticmethod
     def _finding(label: str, look: "_Look", tracker: OnsetTracker | None) -> Finding:

@@ -77,12 +77,38 @@ def actions(out: list) -> list[tuple[str, str]]:
 
 def test_one_command_per_guard_slice_and_action() -> None:
     decider = Decider()
-    first = decider.on_verdict(verdict([finding("platform=ios", "pause"), finding("*", "pause")]))
-    assert sorted(actions(first)) == [("pause", "*"), ("pause", "platform=ios")]
+    first = decider.on_verdict(verdict([finding("platform=ios", "pause")]))
+    assert actions(first) == [("pause", "platform=ios")]
     assert decider.on_verdict(verdict([finding("platform=ios", "pause")], end=110.0)) == []
     again = decider.on_verdict(verdict([finding("tier=free", "pause")], end=120.0))
     assert actions(again) == [("pause", "tier=free")]
     assert decider.state("d", "v2") is RolloutState.PAUSED
+
+
+def test_no_command_for_a_slice_inside_one_already_acted_on() -> None:
+    decider = Decider()
+    assert actions(decider.on_verdict(verdict([finding("platform=ios", "pause")]))) == [
+        ("pause", "platform=ios")
+    ]
+    inside = verdict([finding("platform=ios,tier=free", "pause")], end=110.0)
+    assert decider.on_verdict(inside) == []  # serving already holds all of iOS back
+    # Wider is new: the whole deployment, after which every slice is inside.
+    wider = decider.on_verdict(verdict([finding("*", "pause")], end=120.0))
+    assert actions(wider) == [("pause", "*")]
+    assert decider.on_verdict(verdict([finding("platform=web", "pause")], end=130.0)) == []
+    # Another action, or another guard's finding, is news.
+    out = decider.on_verdict(verdict([finding("platform=ios,tier=free", "rollback")], end=140.0))
+    assert actions(out) == [("rollback", "platform=ios,tier=free")]
+    other = Decider()
+    other.on_verdict(verdict([finding("platform=ios", "pause")]))
+    canary = {**verdict([finding("platform=ios,tier=free", "pause")], end=110.0)}
+    canary["guard"] = "canary"
+    assert actions(other.on_verdict(canary)) == [("pause", "platform=ios,tier=free")]
+    # One verdict with a slice and its parent: the parent alone.
+    both = Decider().on_verdict(verdict([finding("platform=ios", "pause"), finding("*", "pause")]))
+    assert actions(both) == [("pause", "*")]
+    pair = [finding("a=1,b=2", "pause"), finding("b=2", "pause")]  # the child sorts first
+    assert actions(Decider().on_verdict(verdict(pair))) == [("pause", "b=2")]
 
 
 def test_command_content() -> None:
@@ -222,6 +248,7 @@ def play(decider: Decider, script: list, start: int = 0) -> list[bytes]:
 def test_never_thrashes(script: list) -> None:
     decider = Decider()
     issued: set[tuple[str, str, str]] = set()
+    acted: list[tuple[str, tuple[tuple[str, str], ...], str]] = []
     rolled_back: set[str] = set()
     for i, (kind, version, found) in enumerate(script):
         if kind == "resume":
@@ -236,7 +263,16 @@ def test_never_thrashes(script: list) -> None:
         for command, _ in commands:
             key = (command.model_version, str(command.slice), command.action)
             assert key not in issued
+            scope = (command.slice or {}).items()
+            # Never a command for a slice inside one already acted on the same way.
+            assert not any(
+                v == command.model_version and a == command.action and dict(s).items() <= scope
+                for v, s, a in acted
+            )
             issued.add(key)
+            acted.append(
+                (command.model_version, tuple((command.slice or {}).items()), command.action)
+            )
             if command.action == "rollback":
                 rolled_back.add(command.model_version)
         assert len([c for c, _ in commands if c.action == "rollback"]) <= 1

@@ -7,10 +7,13 @@ import pytest
 
 from streamguard.contracts import Command
 from streamguard.contracts.partitioning import routed
+from streamguard.core.slices import label_dims
 from streamguard.engine import Pipeline
 from streamguard.guards import Verdict
+from streamguard.guards.shadow import ShadowDeviationGuard
 from streamguard.policy import Policy
 from streamguard.sim import ShadowDeviation, TrafficGenerator
+from streamguard.stats import OnsetTracker
 
 START = 1_790_000_000.0
 ONSET = 337.0  # once the 300 s horizon is full; not on a window boundary
@@ -18,14 +21,14 @@ TARGET = {"platform": "android", "tier": "free"}
 
 
 def run(
-    recent_windows: int, deviation: ShadowDeviation, seconds: int = 400
+    recent_windows: int, deviation: ShadowDeviation, seconds: int = 400, seed: int = 5
 ) -> tuple[list[Command], list[Verdict]]:
     policy = Policy()
     shadow = replace(policy.defaults.shadow, recent_windows=recent_windows)
     policy = replace(policy, defaults=replace(policy.defaults, shadow=shadow))
     verdicts: list[Verdict] = []
     pipe = Pipeline(policy, 8, on_verdict=verdicts.append, max_future_s=math.inf)
-    gen = TrafficGenerator(rate=300, seed=5, start_ts=START, deviation=deviation)
+    gen = TrafficGenerator(rate=300, seed=seed, start_ts=START, deviation=deviation)
     for events in gen.seconds(seconds):
         for _, _, value in routed(events, 8, 8):
             pipe.feed(value)
@@ -76,3 +79,34 @@ def test_before_the_shift_there_is_nothing_and_small_slices_are_never_named() ->
             assert finding.n >= 500
     for command in commands:
         assert command.evidence["n"] >= 500
+
+
+def test_a_short_look_never_widens_what_was_named() -> None:
+    # A mild shift in one full slice whose paid sibling is too sparse for the recent look:
+    # it named platform=android,region=eu and the full slice by turns (two pauses in CI).
+    full = {"platform": "android", "region": "eu", "tier": "free"}
+    commands, verdicts = run(3, ShadowDeviation(full, after_s=150, shift=0.08), 430, seed=7)
+    assert len(commands) == 1
+    assert commands[0].action == "pause"
+    assert commands[0].slice is not None
+    assert commands[0].slice.items() <= full.items()
+    named: set[str] = set()
+    for verdict in verdicts:
+        for finding in verdict.findings:
+            items = label_dims(finding.slice).items()
+            widens = any(items < label_dims(other).items() for other in named)
+            if finding.extra.get("look") == "recent" and finding.slice not in named:
+                assert not widens, (verdict.window_end - START, finding.slice, named)
+        named.update(f.slice for f in verdict.findings)
+
+
+def test_state_snapshot_keeps_named_slices_and_reads_the_older_form() -> None:
+    tracker = OnsetTracker()
+    tracker.update(0.0, 1.5)
+    state = {("v2", "*"): tracker, "named": {"v2": {"platform=ios", "*"}}}
+    restored = ShadowDeviationGuard.restore_state(ShadowDeviationGuard.snapshot_state(state))
+    assert restored["named"] == {"v2": {"platform=ios", "*"}}
+    assert restored[("v2", "*")].snapshot() == tracker.snapshot()
+    older = ShadowDeviationGuard.restore_state([["v2", "*", tracker.snapshot()]])
+    assert older["named"] == {}
+    assert older[("v2", "*")].snapshot() == tracker.snapshot()
