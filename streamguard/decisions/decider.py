@@ -4,7 +4,11 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
 
 - a finding counts once the same (guard, slice) has explained a breach at ``confirm_windows``
   consecutive window closes (policy, default 2), so a slice that crosses its threshold by noise
-  one window before the slice that really deviates does not become a command;
+  one window before the slice that really deviates does not become a command. A finding marked
+  ``always_valid`` (the canary guard's mSPRT) counts at once: its p-value keeps its error
+  guarantee at any stopping time, including the first window it crosses alpha (Johari, Pekelis
+  & Walsh, "Always Valid Inference", 2022), and a second window would add ten seconds, not
+  safety;
 - a finding that calls for ``rollback`` issues one rollback command and latches: nothing more is
   issued for that version;
 - a finding that calls for ``pause`` issues a pause command once per (guard, slice) while the
@@ -166,7 +170,8 @@ class Decider:
             key=lambda f: (f["action"] != "rollback", len(label_dims(f["slice"])), f["slice"]),
         )
         for finding in findings:
-            if streaks[(guard, finding["slice"])] < confirm:
+            needed = 1 if finding.get("always_valid") is True else confirm
+            if streaks[(guard, finding["slice"])] < needed:
                 continue
             action = finding["action"]
             key = (verdict["guard"], finding["slice"], action)

@@ -334,6 +334,8 @@ class CanaryGuard:
                     clean_float(float(tested.upper[metric][i])),
                 ],
                 "p_value": clean_float(float(tested.p[metric][i]), 9),
+                # Valid at any stopping time: the decider need not wait for a second window.
+                "always_valid": True,
                 "canary_mean": clean_float(float(tested.canary[metric][i, 1])),
                 "baseline_mean": clean_float(baseline_mean),
                 "n_canary": int(tested.canary[metric][i, 0]),

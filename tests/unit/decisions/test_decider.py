@@ -305,6 +305,18 @@ def test_a_finding_becomes_a_command_after_confirm_windows_consecutive_closes() 
     assert command.slice == {"platform": "ios"}
 
 
+def test_an_always_valid_finding_needs_no_second_window() -> None:
+    decider = _Decider(Policy(defaults=DeploymentPolicy(confirm_windows=3)))
+    proven = {**finding("platform=ios", "rollback"), "always_valid": True}
+    ((command, _),) = decider.on_verdict(verdict([proven], end=10.0))
+    assert command.action == "rollback"
+    assert command.ts == 10.0
+    # A threshold crossing of the same guard still waits for its streak.
+    other = _Decider(Policy(defaults=DeploymentPolicy(confirm_windows=3)))
+    crossing = {**finding("platform=ios", "rollback"), "always_valid": "yes"}  # not True
+    assert other.on_verdict(verdict([crossing], end=10.0)) == []
+
+
 def test_a_gap_resets_the_streak() -> None:
     decider = _Decider()  # default: confirm_windows = 2
     seen = [finding("platform=ios", "pause")]
