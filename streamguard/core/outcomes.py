@@ -10,41 +10,79 @@ requests are counted as unmatched, never dropped silently.
 Like pairing, maturation depends only on the partition's own order of events, so replay and
 any number of workers see the same matured exposures.
 
+Exposures are held in columns, one chunk per :meth:`OutcomeJoin.expose` call, with a dict from
+request id to sequence number for the outcomes' lookups: at thousands of served predictions per
+message, an object and a heap entry per exposure cost more than the rest of stage 1.
+
 Examples
 --------
 >>> join = OutcomeJoin(window_s=60.0, max_pending=100)
 >>> join.expose(["r1", "r2"], [0, 2], ["v1", "v2"], [0, 0], [10.0, 11.0])
 >>> join.outcome(["r1", "r1", "r9"], [1.0, 1.0, 1.0])
 1
->>> [(e.request_id, e.value) for e in join.mature(watermark=100.0)]
+>>> matured = join.mature(watermark=100.0)
+>>> list(zip(matured.request_id, matured.value.tolist()))
 [('r1', 2.0), ('r2', 0.0)]
 """
 
-import heapq
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
-from itertools import compress, repeat
+from itertools import compress
 from operator import not_
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["Exposure", "OutcomeJoin"]
+__all__ = ["Matured", "OutcomeJoin"]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
+Bool = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)
-class Exposure:
-    """A served prediction waiting for its outcomes."""
+class Matured:
+    """Exposures whose join window closed, in (time, arrival) order, as columns."""
 
-    request_id: str
-    role: int
-    version: str  # the arm's version key (model version, with @allocation for canaries)
-    combo: int  # slice combination id
-    ts: float
-    value: float
-    seq: int
+    request_id: list[str]
+    role: I8
+    version: list[str]  # the arm's version key (model version, with @allocation for canaries)
+    combo: I64  # slice combination ids
+    ts: F64
+    value: F64  # summed outcome values (0 when none came)
+
+    def __len__(self) -> int:
+        return len(self.request_id)
+
+    def groups(self) -> Iterator[tuple[int, str, I64]]:
+        """``(role, version, positions)`` per arm, sorted by role and version."""
+        keys = sorted({(int(r), v) for r, v in zip(self.role.tolist(), self.version, strict=True)})
+        versions = np.array(self.version, dtype=object)
+        for role, version in keys:
+            yield role, version, np.flatnonzero((self.role == role) & (versions == version))
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """The exposures one call opened; rows die as they mature."""
+
+    first_seq: int  # sequence number of row 0; rows are consecutive
+    request_id: list[str]
+    role: I8
+    version: npt.NDArray[np.int32]  # codes into OutcomeJoin._version_names
+    combo: I64
+    ts: F64
+    value: F64
+    alive: Bool
+    n_alive: int
+    min_ts: float  # of the rows alive: a chunk with nothing old enough is skipped whole
+
+    def refresh(self) -> None:
+        self.n_alive = int(self.alive.sum())
+        self.min_ts = float(self.ts[self.alive].min()) if self.n_alive else np.inf
 
 
 class OutcomeJoin:
@@ -53,106 +91,193 @@ class OutcomeJoin:
     def __init__(self, window_s: float, max_pending: int) -> None:
         self.window_s = window_s
         self.max_pending = max_pending
-        self._open: dict[str, Exposure] = {}
-        self._by_time: list[tuple[float, int, str]] = []
+        self._index: dict[str, int] = {}  # request id -> sequence number of its exposure
+        self._chunks: list[_Chunk] = []  # by first_seq
+        self._firsts: list[int] = []  # first_seq of each chunk, for bisection
+        self._version_names: list[str] = []
+        self._version_codes: dict[str, int] = {}
         self._seq = 0
         self.evicted = 0  # removed because the buffer was full, not because time ran out
 
     def __len__(self) -> int:
-        return len(self._open)
+        return len(self._index)
 
     def expose(
         self,
         request_ids: list[str],
-        roles: list[int],
-        versions: list[str],
-        combos: list[int],
-        ts: list[float],
+        roles: Sequence[int] | I8,
+        versions: Sequence[str],
+        combos: Sequence[int] | I64,
+        ts: Sequence[float] | F64,
     ) -> None:
         """Open an exposure per served prediction; a request already open keeps its first."""
-        opened = self._open
-        if len(set(request_ids)) != len(request_ids):  # a request twice: the first one counts
-            for columns in zip(request_ids, roles, versions, combos, ts, strict=True):
-                if columns[0] not in opened:
-                    self._open_each([columns])
+        n = len(request_ids)
+        if not n:
             return
-        keep = list(map(not_, map(opened.__contains__, request_ids)))
-        self._open_each(
-            zip(
-                *(compress(c, keep) for c in (request_ids, roles, versions, combos, ts)),
-                strict=True,
-            )
+        index = self._index
+        keep = np.fromiter(map(not_, map(index.__contains__, request_ids)), np.bool_, n)
+        if len(set(request_ids)) != n:  # a request twice in the batch: the first one counts
+            first: dict[str, int] = {}
+            for i, request_id in enumerate(request_ids):
+                first.setdefault(request_id, i)
+            keep &= np.isin(np.arange(n), np.fromiter(first.values(), np.int64, len(first)))
+        rows = np.flatnonzero(keep)
+        if not len(rows):
+            return
+        ids = request_ids if len(rows) == n else list(compress(request_ids, keep.tolist()))
+        names = set(versions)
+        if len(names) == 1:
+            codes = np.full(len(rows), self._code(next(iter(names))), dtype=np.int32)
+        else:
+            lookup = {name: self._code(name) for name in sorted(names)}
+            codes = np.fromiter(map(lookup.__getitem__, versions), np.int32, n)[rows]
+        k = len(rows)
+        chunk = _Chunk(
+            first_seq=self._seq + 1,
+            request_id=ids,
+            role=np.asarray(roles, dtype=np.int8)[rows],
+            version=codes,
+            combo=np.asarray(combos, dtype=np.int64)[rows],
+            ts=np.asarray(ts, dtype=np.float64)[rows],
+            value=np.zeros(k, dtype=np.float64),
+            alive=np.ones(k, dtype=np.bool_),
+            n_alive=k,
+            min_ts=0.0,
         )
+        chunk.min_ts = float(chunk.ts.min())
+        index.update(zip(ids, range(chunk.first_seq, chunk.first_seq + k), strict=True))
+        self._seq += k
+        self._chunks.append(chunk)
+        self._firsts.append(chunk.first_seq)
 
-    def _open_each(self, rows: Iterable[tuple[str, int, str, int, float]]) -> None:
-        """Open exposures for new requests ``(request_id, role, version, combo, ts)``."""
-        rows = list(rows)
-        if not rows:
-            return
-        ids, roles, versions, combos, times = zip(*rows, strict=True)
-        seqs = range(self._seq + 1, self._seq + 1 + len(ids))
-        self._seq += len(ids)
-        exposures = map(Exposure, ids, roles, versions, combos, times, repeat(0.0), seqs)
-        self._open.update(zip(ids, exposures, strict=True))
-        heap = self._by_time
-        deque(map(partial(heapq.heappush, heap), zip(times, seqs, ids, strict=True)), maxlen=0)
+    def _code(self, version: str) -> int:
+        code = self._version_codes.get(version)
+        if code is None:
+            code = self._version_codes[version] = len(self._version_names)
+            self._version_names.append(version)
+        return code
 
-    def outcome(self, request_ids: list[str], values: list[float]) -> int:
+    def outcome(self, request_ids: list[str], values: Sequence[float]) -> int:
         """Add outcome values to their open exposures; return how many matched none."""
-        unmatched = 0
-        opened = self._open
-        for request_id, value in zip(request_ids, values, strict=True):
-            exposure = opened.get(request_id)
-            if exposure is None:
-                unmatched += 1
-            else:
-                exposure.value += value
-        return unmatched
+        seqs = np.fromiter(
+            (-1 if s is None else s for s in map(self._index.get, request_ids)),
+            np.int64,
+            len(request_ids),
+        )
+        matched = seqs >= 0
+        if not matched.any():
+            return len(request_ids)
+        seqs, added = seqs[matched], np.asarray(values, dtype=np.float64)[matched]
+        where = np.searchsorted(np.asarray(self._firsts), seqs, side="right") - 1
+        for c in np.unique(where).tolist():
+            chunk, pick = self._chunks[c], where == c
+            # In arrival order, one by one: the same sums, to the bit, on every replay.
+            np.add.at(chunk.value, seqs[pick] - chunk.first_seq, added[pick])
+        return int((~matched).sum())
+
+    def mature(self, watermark: float) -> Matured:
+        """Remove and return exposures older than ``watermark - window`` and any beyond capacity."""
+        limit = watermark - self.window_s
+        taken: list[tuple[_Chunk, I64]] = []
+        for chunk in self._chunks:
+            if chunk.min_ts < limit:
+                taken.append((chunk, np.flatnonzero(chunk.alive & (chunk.ts < limit))))
+        for chunk, rows in taken:
+            chunk.alive[rows] = False
+        excess = len(self._index) - sum(len(rows) for _, rows in taken) - self.max_pending
+        if excess > 0:  # the oldest of the rest, by (time, arrival)
+            rest = [(c, np.flatnonzero(c.alive)) for c in self._chunks if c.n_alive]
+            ts = np.concatenate([c.ts[r] for c, r in rest])
+            seq = np.concatenate([c.first_seq + r for c, r in rest])
+            cut = np.sort(np.lexsort((seq, ts))[:excess])
+            owner = np.repeat(np.arange(len(rest)), [len(r) for _, r in rest])[cut]
+            offsets = np.cumsum([0] + [len(r) for _, r in rest])
+            for i in np.unique(owner).tolist():
+                chunk, rows = rest[i]
+                evicted = rows[cut[owner == i] - offsets[i]]
+                chunk.alive[evicted] = False
+                taken.append((chunk, evicted))
+            self.evicted += excess
+        return self._remove(taken)
+
+    def _remove(self, taken: list[tuple[_Chunk, I64]]) -> Matured:
+        taken = [(c, r) for c, r in taken if len(r)]
+        if not taken:
+            return _EMPTY
+        ts = np.concatenate([c.ts[r] for c, r in taken])
+        seq = np.concatenate([c.first_seq + r for c, r in taken])
+        order = np.lexsort((seq, ts))
+        request_id = [c.request_id[i] for c, r in taken for i in r.tolist()]
+        request_id = [request_id[i] for i in order.tolist()]
+        codes = np.concatenate([c.version[r] for c, r in taken])[order]
+        matured = Matured(
+            request_id=request_id,
+            role=np.concatenate([c.role[r] for c, r in taken])[order],
+            version=[self._version_names[i] for i in codes.tolist()],
+            combo=np.concatenate([c.combo[r] for c, r in taken])[order],
+            ts=ts[order],
+            value=np.concatenate([c.value[r] for c, r in taken])[order],
+        )
+        deque(map(self._index.__delitem__, request_id), maxlen=0)
+        for chunk in {id(c): c for c, _ in taken}.values():
+            chunk.refresh()
+        kept = [c for c in self._chunks if c.n_alive]
+        if len(kept) != len(self._chunks):
+            self._chunks, self._firsts = kept, [c.first_seq for c in kept]
+        return matured
 
     def snapshot(self) -> dict[str, Any]:
         """Open exposures (columns, in arrival order) and the sequence counter."""
-        opened = list(self._open.values())
+        live = [(c, np.flatnonzero(c.alive)) for c in self._chunks]
+
+        def column(name: str, dtype: type) -> npt.NDArray[Any]:
+            parts = [getattr(c, name)[r] for c, r in live]
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        codes = column("version", np.int32)
         return {
             "seq": self._seq,
-            "request_id": [e.request_id for e in opened],
-            "role": np.array([e.role for e in opened], dtype=np.int8),
-            "version": [e.version for e in opened],
-            "combo": np.array([e.combo for e in opened], dtype=np.int64),
-            "ts": np.array([e.ts for e in opened], dtype=np.float64),
-            "value": np.array([e.value for e in opened], dtype=np.float64),
-            "exposure_seq": np.array([e.seq for e in opened], dtype=np.int64),
+            "request_id": [c.request_id[i] for c, r in live for i in r.tolist()],
+            "role": column("role", np.int8),
+            "version": [self._version_names[i] for i in codes.tolist()],
+            "combo": column("combo", np.int64),
+            "ts": column("ts", np.float64),
+            "value": column("value", np.float64),
+            "exposure_seq": np.concatenate([c.first_seq + r for c, r in live]).astype(np.int64)
+            if live
+            else np.zeros(0, np.int64),
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Take the exposures of :meth:`snapshot`; maturation order is as before."""
         self._seq = int(snapshot["seq"])
-        self._open = {}
-        columns = zip(
-            snapshot["request_id"],
-            snapshot["role"].tolist(),
-            snapshot["version"],
-            snapshot["combo"].tolist(),
-            snapshot["ts"].tolist(),
-            snapshot["value"].tolist(),
-            snapshot["exposure_seq"].tolist(),
-            strict=True,
-        )
-        for request_id, role, version, combo, ts, value, seq in columns:
-            self._open[request_id] = Exposure(request_id, role, version, combo, ts, value, seq)
-        self._by_time = [(e.ts, e.seq, r) for r, e in self._open.items()]
-        heapq.heapify(self._by_time)
+        self._index, self._chunks, self._firsts = {}, [], []
+        seqs = np.asarray(snapshot["exposure_seq"], dtype=np.int64)
+        if not len(seqs):
+            return
+        lookup = {name: self._code(name) for name in sorted(set(snapshot["version"]))}
+        codes = np.fromiter(map(lookup.__getitem__, snapshot["version"]), np.int32, len(seqs))
+        # Sequence numbers have gaps where exposures matured: one chunk per consecutive run.
+        breaks = np.flatnonzero(np.diff(seqs) != 1) + 1
+        for part in np.split(np.arange(len(seqs)), breaks):
+            lo, hi = int(part[0]), int(part[-1]) + 1
+            chunk = _Chunk(
+                first_seq=int(seqs[lo]),
+                request_id=list(snapshot["request_id"][lo:hi]),
+                role=np.asarray(snapshot["role"][lo:hi], dtype=np.int8),
+                version=codes[lo:hi],
+                combo=np.asarray(snapshot["combo"][lo:hi], dtype=np.int64),
+                ts=np.asarray(snapshot["ts"][lo:hi], dtype=np.float64),
+                value=np.asarray(snapshot["value"][lo:hi], dtype=np.float64).copy(),
+                alive=np.ones(hi - lo, dtype=np.bool_),
+                n_alive=hi - lo,
+                min_ts=0.0,
+            )
+            chunk.refresh()
+            self._chunks.append(chunk)
+            self._firsts.append(chunk.first_seq)
+            seq_range = range(chunk.first_seq, chunk.first_seq + (hi - lo))
+            self._index.update(zip(chunk.request_id, seq_range, strict=True))
 
-    def mature(self, watermark: float) -> list[Exposure]:
-        """Remove and return exposures older than ``watermark - window`` and any beyond capacity."""
-        out: list[Exposure] = []
-        heap, opened = self._by_time, self._open
-        limit = watermark - self.window_s
-        while heap and (heap[0][0] < limit or len(opened) > self.max_pending):
-            _, seq, request_id = heapq.heappop(heap)
-            exposure = opened.get(request_id)
-            if exposure is not None and exposure.seq == seq:
-                if exposure.ts >= limit:
-                    self.evicted += 1
-                del opened[request_id]
-                out.append(exposure)
-        return out
+
+_EMPTY = Matured([], np.zeros(0, np.int8), [], np.zeros(0, np.int64), np.zeros(0), np.zeros(0))

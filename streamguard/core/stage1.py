@@ -27,7 +27,7 @@ from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAM, EnvMeasur
 from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM, schema_counts
 from streamguard.core.items import count_items, exposures_by_slice, item_levels, item_stream
 from streamguard.core.measures import ArmMeasures, PairMeasures
-from streamguard.core.outcomes import Exposure, OutcomeJoin
+from streamguard.core.outcomes import Matured, OutcomeJoin
 from streamguard.core.pairing import Half, PairingBuffer, Pairs
 from streamguard.core.partials import (
     HEADER_RESERVE,
@@ -319,14 +319,16 @@ class Stage1:
         if batch.env_fingerprint and policy.determinism.enabled:
             self._environments(source, state, batch, windows, on_time & ~errors, combos=combos)
         # Served predictions (primary and canary, late or not) open outcome exposures.
-        served = np.flatnonzero(batch.role != ROLE_SHADOW).tolist()
-        if served:
+        served = np.flatnonzero(batch.role != ROLE_SHADOW)
+        if len(served):
+            everyone = len(served) == len(batch)
+            picked = served.tolist()
             state.join.expose(
-                [batch.request_id[i] for i in served],
-                batch.role[served].tolist(),
-                [arm_versions[i] for i in served],
-                combos[served].tolist(),
-                batch.ts[served].tolist(),
+                batch.request_id if everyone else [batch.request_id[i] for i in picked],
+                batch.role[served],
+                arm_versions if everyone else [arm_versions[i] for i in picked],
+                combos[served],
+                batch.ts[served],
             )
         # Pairs: every primary and shadow prediction, late or not, may complete a pair, except
         # a shadow that failed (error: true): its score is a fallback, not the candidate's
@@ -501,20 +503,16 @@ class Stage1:
             contribution = state.arms.unpaired(rows.index, len(rows.labels))
             self._merge(group, rows.labels, contribution, state)
 
-    def _matured(self, source: _Source, state: _Deployment, exposures: list[Exposure]) -> None:
+    def _matured(self, source: _Source, state: _Deployment, matured: Matured) -> None:
         # Counted in the window in which their join window closed, which is never late.
         window = math.floor(source.watermark / state.policy.window_s)
         deployment = state.name
-        by_key: dict[tuple[int, str], list[Exposure]] = defaultdict(list)
-        for exposure in exposures:
-            by_key[(exposure.role, exposure.version)].append(exposure)
-        for (role, version), group_exposures in sorted(by_key.items()):
-            n = len(group_exposures)
-            combos = np.fromiter((e.combo for e in group_exposures), np.int64, n)
-            values = np.fromiter((e.value for e in group_exposures), np.float64, n)
-            rows = state.coder.rows(combos)
+        for role, version, positions in matured.groups():
+            rows = state.coder.rows(matured.combo[positions])
             group = self._group(source, state, (deployment, arm_stream(role), version, window))
-            contribution = state.arms.outcomes(rows.index, len(rows.labels), values)
+            contribution = state.arms.outcomes(
+                rows.index, len(rows.labels), matured.value[positions]
+            )
             self._merge(group, rows.labels, contribution, state)
 
     def _group(self, source: _Source, state: _Deployment, key: tuple[str, str, str, int]) -> _Group:
