@@ -206,11 +206,13 @@ class SliceCoder:
         return self._ids(keys if self.dimensions else [()] * n)
 
     def _ids(self, keys: list[tuple[str | None, ...]]) -> I64:
-        ids = list(map(self._raw.get, keys))
+        raw = self._raw
+        ids = list(map(raw.get, keys))
         if None in ids:  # a value tuple not seen (or not cached) yet
             for i, combo in enumerate(ids):
-                if combo is None:
-                    ids[i] = self._new(keys[i])
+                if combo is None:  # cached by an earlier event of this batch, or new
+                    cached = raw.get(keys[i])
+                    ids[i] = cached if cached is not None else self._new(keys[i])
         return np.fromiter(ids, np.int64, len(ids))
 
     def rows(self, combos: I64) -> SliceRows:
