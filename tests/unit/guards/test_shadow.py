@@ -86,10 +86,9 @@ def test_a_short_look_never_widens_what_was_named() -> None:
     # it named platform=android,region=eu and the full slice by turns (two pauses in CI).
     full = {"platform": "android", "region": "eu", "tier": "free"}
     commands, verdicts = run(3, ShadowDeviation(full, after_s=150, shift=0.08), 430, seed=7)
-    assert len(commands) == 1
-    assert commands[0].action == "pause"
-    assert commands[0].slice is not None
-    assert commands[0].slice.items() <= full.items()
+    # The paid part's noise (half the thresholds at ~390 pairs) no longer widens the first
+    # finding to platform=android,region=eu either: one pause, naming the slice that shifted.
+    assert [(c.action, c.slice) for c in commands] == [("pause", full)]
     named: set[str] = set()
     for verdict in verdicts:
         for finding in verdict.findings:
