@@ -120,7 +120,9 @@ class OutcomeJoin:
             first: dict[str, int] = {}
             for i, request_id in enumerate(request_ids):
                 first.setdefault(request_id, i)
-            keep &= np.isin(np.arange(n), np.fromiter(first.values(), np.int64, len(first)))
+            firsts = np.zeros(n, dtype=np.bool_)
+            firsts[list(first.values())] = True
+            keep &= firsts
         rows = np.flatnonzero(keep)
         if not len(rows):
             return

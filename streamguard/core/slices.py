@@ -31,7 +31,16 @@ import numpy.typing as npt
 
 from streamguard.policy import SlicePolicy
 
-__all__ = ["MISSING", "OTHER", "ROOT", "SliceCoder", "SliceRows", "label_dims", "levels_of"]
+__all__ = [
+    "MISSING",
+    "OTHER",
+    "ROOT",
+    "SliceCoder",
+    "SliceRows",
+    "label_dims",
+    "label_within",
+    "levels_of",
+]
 
 ROOT = "*"
 MISSING = "__missing__"
@@ -60,6 +69,15 @@ def label_dims(label: str) -> dict[str, str]:
         key, _, value = part.partition("=")
         out[key] = value
     return out
+
+
+def label_within(label: str, outer: str) -> bool:
+    """Whether slice ``label`` lies within ``outer`` (itself included).
+
+    >>> label_within("platform=ios,tier=free", "platform=ios"), label_within("*", "tier=free")
+    (True, False)
+    """
+    return label_dims(outer).items() <= label_dims(label).items()
 
 
 @dataclass(slots=True)

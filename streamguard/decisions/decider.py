@@ -61,7 +61,7 @@ from typing import Any
 
 from streamguard.contracts import Alert, Command, alert_for, notice_for
 from streamguard.contracts.commands import MODEL_ACTIONS, NOTICE
-from streamguard.core.slices import label_dims
+from streamguard.core.slices import label_dims, label_within
 from streamguard.policy import Policy
 
 __all__ = ["COMPAT_GUARD", "Decider", "Decisions", "RolloutState"]
@@ -362,8 +362,7 @@ def _covered(issued: set[tuple[str, str, str]], key: tuple[str, str, str]) -> bo
     if key in issued:
         return True
     guard, label, action = key
-    items = label_dims(label).items()
-    return any(g == guard and a == action and label_dims(s).items() <= items for g, s, a in issued)
+    return any(g == guard and a == action and label_within(label, s) for g, s, a in issued)
 
 
 def _notice(verdict: dict[str, Any], finding: dict[str, Any], evidence: dict[str, Any]) -> Alert:

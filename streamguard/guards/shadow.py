@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.measures import PairMeasures
-from streamguard.core.slices import ROOT, label_dims
+from streamguard.core.slices import ROOT, label_within
 from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.core.summary import Array, subtract_fields, sum_rows
 from streamguard.guards.base import (
@@ -335,10 +335,7 @@ class _Look:
 
 def _widens(label: str, named: set[str]) -> bool:
     """Whether ``label`` is not in ``named`` and strictly contains a slice that is."""
-    if label in named:
-        return False
-    items = label_dims(label).items()
-    return any(items < label_dims(other).items() for other in named)
+    return label not in named and any(label_within(other, label) for other in named)
 
 
 class ShadowDeviationGuard:
