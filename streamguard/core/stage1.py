@@ -687,9 +687,13 @@ class Stage1:
         )
 
     def progress(self, partition: int) -> dict[str, Any]:
-        """The flush boundaries since the last snapshot; store it before sending the partials."""
+        """The flush boundaries since the last snapshot; store it before sending the partials.
+
+        A restored partition still replaying lists the recorded boundaries it has not reached
+        yet too: a second restart before it reaches them must still flush there.
+        """
         source = self._sources.get(partition)
-        boundaries = list(source.boundaries) if source else []
+        boundaries = list(source.boundaries) + list(source.replay) if source else []
         return {
             "partition": partition,
             "offset": boundaries[-1] if boundaries else -1,

@@ -210,3 +210,36 @@ def test_heartbeat_reports_what_was_flushed() -> None:
     assert stage1.heartbeat([1], caught_up={1: False})["sources"] == after["sources"][1:]
     stage1.drop(1)
     assert stage1.partitions() == []
+
+
+def test_a_second_restart_during_a_replay_still_flushes_at_every_recorded_boundary() -> None:
+    """Progress written while replaying keeps the boundaries not reached yet.
+
+    Before, it listed only those reproduced so far: a worker restarted twice flushed
+    (1, 3] as (1, 5], a partial stage 2 had not seen, counting offsets 2 and 3 twice.
+    """
+    messages = [decoded(pair(f"r{i}", 100.0 + i)) for i in range(6)]
+    first = Stage1(POLICY)
+    sent: dict[int, list[bytes]] = {}
+    for offset, message in enumerate(messages):
+        first.process(0, offset, message)
+        if offset in (1, 3):
+            sent[offset] = [raw for _, raw in first.flush(0)]
+    progress = first.progress(0)
+    assert progress["boundaries"] == [1, 3]
+
+    restarted = Stage1(POLICY)
+    resume = restarted.restore(0, None, progress)
+    for offset in range(resume, 2):  # dies again after reproducing the first boundary only
+        restarted.process(0, offset, messages[offset])
+    assert [raw for _, raw in restarted.flush(0)] == sent[1]
+    progress = restarted.progress(0)
+    assert progress["boundaries"] == [1, 3]
+
+    again = Stage1(POLICY)
+    again.restore(0, None, progress)
+    for offset in range(6):  # the restarted worker's own flush comes only at the end
+        again.process(0, offset, messages[offset])
+    out = [raw for _, raw in again.flush(0)]
+    assert out[: len(sent[1]) + len(sent[3])] == sent[1] + sent[3]
+    assert [orjson.loads(raw)["source"]["offset_lo"] for raw in out] == [-1, 1, 3]
