@@ -1,6 +1,7 @@
 """Engine throughput in-process, against orjson decoding the same bytes.
 
     python -m benchmarks.engine [--seconds 300] [--rate 2000] [--repeat 3] [--json FILE]
+    python -m benchmarks.engine --singles [--seconds 30] [--rate 2000] [--repeat 3]
 
 Generates simulated traffic (primary + shadow per request, 18 slices, one message per second
 and partition, as the emitter sends them), in two encodings of the same events: row envelopes
@@ -11,6 +12,11 @@ For each it times, in the same process and run:
 2. :func:`streamguard.contracts.decode_message` (parsing + validation + columns),
 3. the whole engine (:class:`streamguard.engine.Pipeline`: decode, pair, slice, window,
    guards, decisions).
+
+With ``--singles`` it times the same traffic as one event per message instead: orjson alone,
+the engine accounting runs of one-event messages (what the worker does), and the engine
+decoding and accounting each message alone (``Pipeline(runs=False)``); the two engine runs
+must give the same pairs and commands.
 
 Times are CPU seconds of this process (``time.process_time``), best of ``--repeat``, so other
 load on a shared machine disturbs them less than wall time. Ratios within one run are what to
@@ -127,6 +133,48 @@ def measure(seconds: int = 300, rate: float = 2000.0, repeat: int = 3) -> dict[s
     }
 
 
+def measure_singles(seconds: int = 30, rate: float = 2000.0, repeat: int = 3) -> dict[str, Any]:
+    """One event per message: runs against one message at a time, in the same run."""
+    rows, _ = _messages(seconds, rate)
+    singles = [orjson.dumps(e) for m in rows for e in orjson.loads(m)["events"]]
+    outcome: dict[bool, tuple[int, int]] = {}
+
+    def parse() -> None:
+        for m in singles:
+            orjson.loads(m)
+
+    def engine(runs: bool) -> Callable[[], None]:
+        def run() -> None:
+            pipeline = Pipeline(Policy(), partitions=PARTITIONS, runs=runs)
+            for m in singles:
+                pipeline.feed(m)
+            commands = len(pipeline.finish())  # first: it processes the runs still open
+            outcome[runs] = (pipeline.stats.pairs, commands)
+
+        return run
+
+    t_parse = _best(parse, repeat)
+    t_runs = _best(engine(True), repeat)
+    t_alone = _best(engine(False), repeat)
+    if outcome[True] != outcome[False]:  # pragma: no cover - the property tests forbid it
+        raise RuntimeError(f"runs and one at a time differ: {outcome}")
+    n = len(singles)
+    return {
+        "seconds": seconds,
+        "rate": rate,
+        "repeat": repeat,
+        "messages": n,
+        "clock": "process_time",
+        "orjson_messages_per_s": round(n / t_parse),
+        "runs_messages_per_s": round(n / t_runs),
+        "alone_messages_per_s": round(n / t_alone),
+        "runs_vs_alone": round(t_alone / t_runs, 2),
+        "runs_vs_orjson": round(t_parse / t_runs, 3),
+        "pairs": outcome[True][0],
+        "commands": outcome[True][1],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: print the result (and write it with ``--json FILE``)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -134,8 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--repeat", type=int, default=3, help="best of N for each measurement")
     parser.add_argument("--json", type=Path, help="also write the result to this file")
+    parser.add_argument(
+        "--singles", action="store_true", help="one event per message: runs vs one at a time"
+    )
     args = parser.parse_args(argv)
-    result = measure(args.seconds, args.rate, args.repeat)
+    if args.singles:
+        result = measure_singles(args.seconds, args.rate, args.repeat)
+    else:
+        result = measure(args.seconds, args.rate, args.repeat)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json is not None:

@@ -9,7 +9,13 @@ from streamguard.contracts.commands import (
     slice_label,
 )
 from streamguard.contracts.deadletter import dead_letter
-from streamguard.contracts.decode import Decoded, Rejected, decode_message, validate_event
+from streamguard.contracts.decode import (
+    Decoded,
+    Rejected,
+    decode_message,
+    parse_message,
+    validate_event,
+)
 from streamguard.contracts.events import (
     ROLE_CANARY,
     ROLE_PRIMARY,
@@ -47,6 +53,7 @@ __all__ = [
     "load_topic_specs",
     "murmur2",
     "notice_for",
+    "parse_message",
     "partition_for",
     "slice_label",
     "validate_event",

@@ -150,6 +150,17 @@ class OutcomeBatch:
         """A batch with no events."""
         return cls([], [], np.empty(0), [], np.empty(0))
 
+    def take(self, index: npt.NDArray[np.intp]) -> "OutcomeBatch":
+        """Return the events at ``index`` (in that order) as a new batch."""
+        pick = index.tolist()
+        return OutcomeBatch(
+            event_id=[self.event_id[i] for i in pick],
+            request_id=[self.request_id[i] for i in pick],
+            ts=self.ts[index],
+            deployment=[self.deployment[i] for i in pick],
+            value=self.value[index],
+        )
+
 
 @dataclass(slots=True)
 class TrainingBatch:

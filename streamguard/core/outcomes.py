@@ -159,6 +159,22 @@ class OutcomeJoin:
             self._version_names.append(version)
         return code
 
+    def opened_at(self, request_ids: list[str]) -> F64:
+        """Event time of each request's open exposure (NaN for requests with none)."""
+        seqs = np.fromiter(
+            (-1 if s is None else s for s in map(self._index.get, request_ids)),
+            np.int64,
+            len(request_ids),
+        )
+        out = np.full(len(request_ids), np.nan)
+        open_ = np.flatnonzero(seqs >= 0)
+        if len(open_):
+            where = np.searchsorted(np.asarray(self._firsts), seqs[open_], side="right") - 1
+            for c in np.unique(where).tolist():
+                chunk, pick = self._chunks[c], where == c
+                out[open_[pick]] = chunk.ts[seqs[open_[pick]] - chunk.first_seq]
+        return out
+
     def outcome(self, request_ids: list[str], values: Sequence[float]) -> int:
         """Add outcome values to their open exposures; return how many matched none."""
         seqs = np.fromiter(

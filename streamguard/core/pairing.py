@@ -73,9 +73,21 @@ class Pairs:
     duplicates: int = 0  # halves whose role was already waiting for the same request
     primary_env: list[str] = field(default_factory=list)
     shadow_env: list[str] = field(default_factory=list)
+    #: Position in the matched batch of the half that completed each pair (the later one).
+    at: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
     def __len__(self) -> int:
         return len(self.deployment)
+
+
+class _Plan(NamedTuple):
+    """How a batch pairs (see :meth:`PairingBuffer._plan`)."""
+
+    first_of: npt.NDArray[np.intp]  # position of the first half of each pair within the batch
+    second: npt.NDArray[np.intp]  # position of its second half
+    single: npt.NDArray[np.bool_]  # events left to wait in the buffer
+    halves: list[Half]  # waiting halves completed by the batch
+    at: list[int]  # position of the event completing each of them
 
 
 class PairingBuffer:
@@ -132,16 +144,21 @@ class PairingBuffer:
         )
         return self._assemble(batch, combos, positions, with_waiting, duplicates)
 
-    def _match_columns(self, batch: PredictionBatch, combos: npt.NDArray[np.int64]) -> Pairs | None:
-        """The same pairing with dict and numpy operations over whole columns.
+    def _plan(
+        self,
+        request_ids: list[str],
+        roles: npt.NDArray[np.int8],
+        deadlines: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
+    ) -> "_Plan | None":
+        """How the usual batch pairs, worked out over whole columns without changing anything.
 
-        It handles the usual batch: every request at most twice, as a primary and a shadow,
-        and a request waiting in the buffer at most once, as its other role. Anything else
-        (duplicates) returns None, for the event-by-event loop to handle.
+        The usual batch has every request at most twice, as a primary and a shadow, and a
+        request waiting in the buffer at most once, as its other role. Anything else
+        (duplicates) gives None. With ``deadlines`` (per event: its time, and the watermark before
+        its message minus the TTL), a pair whose first half would have expired before the
+        second arrived gives None too.
         """
-        request_ids = batch.request_id
         n = len(request_ids)
-        roles = batch.role
         index = np.arange(n)
         last = dict(zip(request_ids, range(n), strict=True))
         if len(last) == n:
@@ -160,7 +177,8 @@ class PairingBuffer:
             single = first_at == last_at
         pending = self._pending
         waiting_ids = list(filter(pending.__contains__, last))
-        with_waiting: list[tuple[Half, int]] = []
+        at: list[int] = []
+        halves: list[Half] = []
         if waiting_ids:
             at = sorted(map(last.__getitem__, waiting_ids))
             if not single[at].all():
@@ -169,15 +187,51 @@ class PairingBuffer:
             waiting_roles = np.fromiter(map(attrgetter("role"), halves), np.int8, len(at))
             if (waiting_roles == roles[at]).any():
                 return None  # the same role again
-            deque(map(pending.__delitem__, map(attrgetter("request_id"), halves)), maxlen=0)
-            with_waiting = list(zip(halves, at, strict=True))
             single[at] = False
-        primary_first = roles[first_of] == ROLE_PRIMARY
+        if deadlines is not None:
+            ts, limits = deadlines
+            if len(second) and (ts[first_of] < limits[second]).any():
+                return None
+            if halves:
+                waiting_ts = np.fromiter(map(attrgetter("ts"), halves), np.float64, len(at))
+                if (waiting_ts < limits[at]).any():
+                    return None
+        return _Plan(first_of, second, single, halves, at)
+
+    def in_order(
+        self,
+        request_ids: list[str],
+        roles: npt.NDArray[np.int8],
+        ts: npt.NDArray[np.float64],
+        before: npt.NDArray[np.float64],
+    ) -> bool:
+        """True when matching these events at once pairs them as one message each would.
+
+        The events are one per message, in order, and ``before`` holds the watermark before
+        each one's message. One message at a time, a half expires (watermark minus TTL past its
+        time) before a later partner arrives; at once it would not. Events that pair otherwise
+        than in :meth:`match`'s usual batch answer False too, as does a batch that could fill
+        the buffer (one message at a time evicts as soon as it is full).
+        """
+        if len(self._pending) + len(request_ids) > self.max_pending:
+            return False
+        return self._plan(request_ids, roles, (ts, before - self.ttl_s)) is not None
+
+    def _match_columns(self, batch: PredictionBatch, combos: npt.NDArray[np.int64]) -> Pairs | None:
+        """The same pairing with dict and numpy operations over whole columns (see _plan)."""
+        plan = self._plan(batch.request_id, batch.role)
+        if plan is None:
+            return None
+        pending = self._pending
+        deque(map(pending.__delitem__, map(attrgetter("request_id"), plan.halves)), maxlen=0)
+        roles = batch.role
+        primary_first = roles[plan.first_of] == ROLE_PRIMARY
         in_batch = (
-            np.where(primary_first, first_of, second),
-            np.where(primary_first, second, first_of),
+            np.where(primary_first, plan.first_of, plan.second),
+            np.where(primary_first, plan.second, plan.first_of),
         )
-        self._add(batch, combos, np.flatnonzero(single))
+        self._add(batch, combos, np.flatnonzero(plan.single))
+        with_waiting = list(zip(plan.halves, plan.at, strict=True))
         return self._assemble(batch, combos, in_batch, with_waiting, 0)
 
     def _add(
@@ -256,6 +310,9 @@ class PairingBuffer:
                 combo[k] = combos[i]
             deployment.append(half.deployment)
         pairs = Pairs(ts, deployment, version, baseline, combo, primary, shadow, duplicates)
+        pairs.at = np.concatenate(
+            [np.maximum(ip, js), np.array([i for _, i in with_waiting], dtype=np.intp)]
+        ).astype(np.intp, copy=False)
         envs = batch.env_fingerprint
         if envs or any(half.env for half, _ in with_waiting):
             every = envs or [""] * len(batch)

@@ -1,7 +1,8 @@
 """Serving replicas: per-replica latency of young and warm replicas, and not-ready traffic.
 
 Prediction events may carry ``replica_id``, ``replica_age_s`` and ``replica_ready``. Stage 1
-counts served predictions (primary and canary) that carry them in the ``replica`` stream,
+counts served predictions (primary and canary) that carry them (a replica id, an age, or
+``replica_ready: false``; ``replica_ready: true`` alone says nothing) in the ``replica`` stream,
 one group per (deployment, model version, window), with one row per replica
 (``replica=<id>``), a row ``*`` for all of them, and a row ``~overflow`` for the replicas
 beyond ``max_replicas`` (never a replica id: those rows always start with ``replica=``).

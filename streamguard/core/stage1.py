@@ -14,6 +14,7 @@ partition's watermark. Every decision depends only on the partition's own order 
 so the same input gives the same partials however the work is spread over workers.
 """
 
+import itertools
 import math
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -22,7 +23,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamguard.contracts import ROLE_CANARY, ROLE_SHADOW, ROLES, Decoded, PredictionBatch
+from streamguard.contracts import (
+    ROLE_CANARY,
+    ROLE_SHADOW,
+    ROLES,
+    Decoded,
+    OutcomeBatch,
+    PredictionBatch,
+    Rejected,
+)
+from streamguard.contracts.runs import DecodedRun, Run, decode_run
 from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAM, EnvMeasures
 from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM, schema_counts
 from streamguard.core.items import count_items, exposures_by_slice, item_levels, item_stream
@@ -37,11 +47,28 @@ from streamguard.core.partials import (
     pack,
 )
 from streamguard.core.replicas import REPLICA_STREAM, ReplicaMeasures, replica_rows
+from streamguard.core.run_order import (
+    add_report,
+    in_order,
+    last_advance,
+    pairable,
+    pieces,
+    single,
+    watermarks,
+)
 from streamguard.core.slices import ROOT, SliceCoder
 from streamguard.core.summary import Array, Registry, Table
 from streamguard.policy import DeploymentPolicy, Policy
 
-__all__ = ["MAX_PARTIAL_BYTES", "PAIR_STREAM", "Stage1", "Stage1Report", "arm_stream", "dumps"]
+__all__ = [
+    "MAX_PARTIAL_BYTES",
+    "PAIR_STREAM",
+    "Stage1",
+    "Stage1Report",
+    "Unit",
+    "arm_stream",
+    "dumps",
+]
 
 PAIR_STREAM = "pair"
 
@@ -69,6 +96,25 @@ class Stage1Report:
     evicted_exposures: int = 0  # exposures matured early because the join buffer was full
     unmatched_outcomes: int = 0  # outcomes for no open exposure
     skipped_offsets: int = 0  # messages at or below an offset already processed
+    one_by_one: int = 0  # messages of runs accounted one at a time (see core.run_order)
+
+
+@dataclass(slots=True)
+class Unit:
+    """One unit stage 1 processed: a message decoded alone, or a run of one-event messages.
+
+    ``rejected_at`` holds the offset of the message of each of ``decoded.rejected``.
+    """
+
+    first: int
+    last: int
+    decoded: Decoded
+    report: Stage1Report
+    rejected_at: list[int]
+
+    def letters(self) -> list[tuple[int, Rejected]]:
+        """``(offset, rejection)`` for the dead-letter topic."""
+        return list(zip(self.rejected_at, self.decoded.rejected, strict=True))
 
 
 @dataclass(slots=True)
@@ -112,6 +158,7 @@ class _Source:
     boundaries: list[int] = field(default_factory=list)
     replay: deque[int] = field(default_factory=deque)  # boundaries still to reproduce
     outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials
+    run: Run = field(default_factory=Run)  # one-event messages read and not yet processed
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     groups: dict[tuple[str, str, str, int], _Group] = field(default_factory=dict)
     # (deployment, items:<role>, version, window, slice) -> item ids exposed since the last flush
@@ -205,6 +252,48 @@ class Stage1:
             )
         return state
 
+    def feed(
+        self, partition: int, offset: int, value: bytes | None, parsed: Any, max_ts: float
+    ) -> list[Unit]:
+        """Take the message at ``offset``; return the units this processed (maybe none).
+
+        ``parsed`` is :func:`streamguard.contracts.parse_message` of ``value``. A one-event
+        prediction or outcome joins the partition's run (:mod:`streamguard.contracts.runs`),
+        which is processed as one unit when it is full, when it reaches a flush boundary a
+        restored partition must reproduce, before any other message, and at :meth:`cut`
+        (every flush). The cuts are thus a function of the log and of the recorded
+        boundaries only, and a replay after a restore cuts its runs where the first pass did.
+        """
+        source = self._source(partition)
+        if isinstance(parsed, Decoded):
+            units = self._run(source, max_ts)
+            report = self.process(partition, offset, parsed)
+            units.append(Unit(offset, offset, parsed, report, [offset] * len(parsed.rejected)))
+            return units
+        source.run.add(offset, value or b"", parsed)
+        boundary = source.replay[0] if source.replay else None
+        if source.run.full() or (boundary is not None and offset >= boundary):
+            return self._run(source, max_ts)
+        return []
+
+    def cut(self, partition: int, max_ts: float) -> list[Unit]:
+        """Process the partition's run now (before a flush), unless it is being replayed.
+
+        A run replaying toward a recorded boundary is cut there and nowhere else.
+        """
+        source = self._sources.get(partition)
+        if source is None or source.replay:
+            return []
+        return self._run(source, max_ts)
+
+    def _run(self, source: _Source, max_ts: float) -> list[Unit]:
+        run, source.run = source.run, Run()
+        if not len(run):
+            return []
+        decoded = decode_run(run, max_ts)
+        report = self._process_run(source, run.offsets, decoded)
+        return [Unit(run.offsets[0], run.offsets[-1], decoded.decoded, report, decoded.rejected_at)]
+
     def process(self, partition: int, offset: int, decoded: Decoded) -> Stage1Report:
         """Account one message of ``partition`` at ``offset``."""
         report = Stage1Report()
@@ -212,23 +301,111 @@ class Stage1:
         if offset <= source.offset_hi:
             report.skipped_offsets = 1
             return report
-        if source.offset_hi < 0:  # the first message: offset_lo may legitimately be -1
-            source.offset_lo = offset - 1
-        source.offset_hi = offset
+        self._cover(source, offset, offset)
         watermark = source.watermark
-        predictions = decoded.predictions
-        report.predictions = len(predictions)
-        report.outcomes = len(decoded.outcomes)
+        self._account(
+            source,
+            decoded.predictions,
+            decoded.outcomes,
+            watermark,
+            max(watermark, decoded.max_ts),
+            report=report,
+        )
+        self._reproduce(source, offset)
+        return report
+
+    def _process_run(self, source: _Source, offsets: list[int], run: DecodedRun) -> Stage1Report:
+        """Account a run of one-event messages as one message at a time would (see run_order)."""
+        if offsets[0] <= source.offset_hi:  # replayed after a restore: skip as one by one would
+            report = Stage1Report()
+            for k, offset in enumerate(offsets):
+                add_report(report, self.process(source.partition, offset, single(run, k)))
+            return report
+        report = Stage1Report()
+        predictions, outcomes = run.decoded.predictions, run.decoded.outcomes
+        ts = np.full(len(offsets), -np.inf)
+        ts[run.prediction_at] = predictions.ts
+        ts[run.outcome_at] = outcomes.ts
+        before, after = watermarks(ts, source.watermark)
+        for name in sorted(set(predictions.deployment) | set(outcomes.deployment)):
+            self._deployment(source, name)
+        sizes = {state.policy.window_s for state in source.deployments.values()}
+        bounds = pieces(after, sizes)
+        whole = len(bounds) == 2
+        for lo, hi in itertools.pairwise(bounds):
+            p_lo, p_hi = np.searchsorted(run.prediction_at, [lo, hi]).tolist()
+            o_lo, o_hi = np.searchsorted(run.outcome_at, [lo, hi]).tolist()
+            piece_predictions = (
+                predictions if whole else predictions.take(np.arange(p_lo, p_hi, dtype=np.intp))
+            )
+            piece_outcomes = (
+                outcomes if whole else outcomes.take(np.arange(o_lo, o_hi, dtype=np.intp))
+            )
+            prediction_at = run.prediction_at[p_lo:p_hi]
+            outcome_at = run.outcome_at[o_lo:o_hi]
+            settled = last_advance(before, after, lo, hi)
+            if in_order(
+                source.deployments,
+                piece_predictions,
+                piece_outcomes,
+                at=(prediction_at, outcome_at),
+                before=before,
+                end=(float(after[hi - 1]), settled),
+            ):
+                self._cover(source, offsets[lo], offsets[hi - 1])
+                self._account(
+                    source,
+                    piece_predictions,
+                    piece_outcomes,
+                    before[prediction_at],
+                    float(after[hi - 1]),
+                    report=report,
+                )
+            else:
+                report.one_by_one += hi - lo
+                for k in range(lo, hi):
+                    add_report(report, self.process(source.partition, offsets[k], single(run, k)))
+        self._reproduce(source, offsets[-1])
+        return report
+
+    @staticmethod
+    def _cover(source: _Source, first: int, last: int) -> None:
+        """Extend the partition's unflushed range to the messages ``first`` to ``last``."""
+        if source.offset_hi < 0:  # the first message: offset_lo may legitimately be -1
+            source.offset_lo = first - 1
+        source.offset_hi = last
+
+    def _reproduce(self, source: _Source, offset: int) -> None:
+        """Flush at recorded boundaries up to ``offset`` (a restored partition replaying)."""
+        while source.replay and source.replay[0] <= offset:
+            source.replay.popleft()
+            source.outbox.extend(self._flush(source))
+
+    def _account(
+        self,
+        source: _Source,
+        predictions: PredictionBatch,
+        outcomes: OutcomeBatch,
+        before: float | npt.NDArray[np.float64],
+        watermark: float,
+        *,
+        report: Stage1Report,
+    ) -> None:
+        """Account events, then expire and mature what the new ``watermark`` passes.
+
+        ``before`` is the watermark before the message: one value for the events of one
+        message, or one per prediction for a piece of a run (each judged by its own message's).
+        """
+        previous = source.watermark
+        report.predictions += len(predictions)
+        report.outcomes += len(outcomes)
         if len(predictions):
             codes, names = _factorize(predictions.deployment)
             for code, name in enumerate(names):
-                batch = (
-                    predictions
-                    if len(names) == 1
-                    else predictions.take(np.flatnonzero(codes == code))
-                )
-                self._predictions(source, self._deployment(source, name), batch, watermark, report)
-        outcomes = decoded.outcomes
+                idx = None if len(names) == 1 else np.flatnonzero(codes == code)
+                batch = predictions if idx is None else predictions.take(idx)
+                own = before if idx is None or isinstance(before, float) else before[idx]
+                self._predictions(source, self._deployment(source, name), batch, own, report)
         if len(outcomes):
             for name in sorted(set(outcomes.deployment)):
                 pick = [i for i, d in enumerate(outcomes.deployment) if d == name]
@@ -236,8 +413,8 @@ class Stage1:
                 report.unmatched_outcomes += join.outcome(
                     [outcomes.request_id[i] for i in pick], outcomes.value[pick].tolist()
                 )
-        source.watermark = max(watermark, decoded.max_ts)
-        advanced = source.watermark > watermark
+        source.watermark = watermark
+        advanced = watermark > previous
         for state in source.deployments.values():
             full = (
                 len(state.pairing) > state.pairing.max_pending
@@ -246,27 +423,23 @@ class Stage1:
             if not (advanced or full):
                 continue
             evicted = (state.pairing.evicted, state.join.evicted)
-            expired = state.pairing.expire(source.watermark)
+            expired = state.pairing.expire(watermark)
             if expired:
                 report.unpaired += len(expired)
                 self._unpaired(source, state, expired)
-            matured = state.join.mature(source.watermark)
+            matured = state.join.mature(watermark)
             if matured:
                 report.matured += len(matured)
                 self._matured(source, state, matured)
             report.evicted_halves += state.pairing.evicted - evicted[0]
             report.evicted_exposures += state.join.evicted - evicted[1]
-        while source.replay and source.replay[0] <= offset:
-            source.replay.popleft()
-            source.outbox.extend(self._flush(source))
-        return report
 
     def _predictions(
         self,
         source: _Source,
         state: _Deployment,
         batch: PredictionBatch,
-        watermark: float,
+        watermark: float | npt.NDArray[np.float64],
         report: Stage1Report,
     ) -> None:
         policy = state.policy
@@ -333,12 +506,9 @@ class Stage1:
         # Pairs: every primary and shadow prediction, late or not, may complete a pair, except
         # a shadow that failed (error: true): its score is a fallback, not the candidate's
         # answer, so its primary stays unpaired and counts against the slice's pairing rate.
-        is_shadow = batch.role == ROLE_SHADOW
-        if not state.shadowed:
-            state.shadowed = bool(is_shadow.any())
-        paired = np.flatnonzero(
-            (batch.role != ROLE_CANARY) & ~(is_shadow & errors) & state.shadowed
-        )
+        per_event = isinstance(watermark, np.ndarray)
+        paired = np.flatnonzero(pairable(state, batch, per_event, errors))
+        state.shadowed = state.shadowed or bool((batch.role == ROLE_SHADOW).any())
         if len(paired):
             everything = len(paired) == len(batch)
             pairs = state.pairing.match(
@@ -347,7 +517,11 @@ class Stage1:
             )
             report.duplicates += pairs.duplicates
             if len(pairs):
-                report.late_pairs += self._pairs(source, state, pairs, watermark, report)
+                # A pair is judged by the watermark before the message that completed it.
+                completed: float | npt.NDArray[np.float64] = watermark
+                if isinstance(watermark, np.ndarray):
+                    completed = (watermark if everything else watermark[paired])[pairs.at]
+                report.late_pairs += self._pairs(source, state, pairs, completed, report)
         state.late += n_late
         report.late += n_late
 
@@ -359,7 +533,11 @@ class Stage1:
         windows: I64,
         on_time: npt.NDArray[np.bool_],
     ) -> None:
-        """Count each model version's predictions and errors per request schema."""
+        """Count each model version's predictions and errors per request schema.
+
+        Only events that name their schema count (in a batch, the others hold "").
+        """
+        on_time = on_time & (np.asarray(batch.feature_schema, dtype=object) != "")
         errors = batch.errors()
         codes, names = _factorize(batch.feature_schema)
         versions, version_names = _factorize(batch.model_version)
@@ -380,15 +558,20 @@ class Stage1:
         windows: I64,
         on_time: npt.NDArray[np.bool_],
     ) -> None:
-        """Served predictions into the ``replica`` stream, per (version, window)."""
-        served = on_time & (batch.role != ROLE_SHADOW)
+        """Served predictions into the ``replica`` stream, per (version, window).
+
+        An event counts when it names its replica, gives its age, or says it was not ready:
+        judged per event, so a batch counts what its events would count one by one.
+        """
+        ids = np.asarray(batch.replica_id or [""] * len(batch), dtype=str)
+        ages, not_ready = batch.ages(), batch.not_ready()
+        informed = (ids != "") | np.isfinite(ages) | not_ready
+        served = on_time & (batch.role != ROLE_SHADOW) & informed
         if not served.any():
             return
         limit = state.policy.cold_start.max_replicas
         versions, version_names = _factorize(batch.model_version)
         keys = windows * len(version_names) + versions
-        ids = np.asarray(batch.replica_id or [""] * len(batch), dtype=str)
-        ages, not_ready = batch.ages(), batch.not_ready()
         for key in np.unique(keys[served]).tolist():
             idx = np.flatnonzero((keys == key) & served)
             version = version_names[key % len(version_names)]
@@ -465,7 +648,7 @@ class Stage1:
         source: _Source,
         state: _Deployment,
         pairs: Pairs,
-        watermark: float,
+        watermark: float | npt.NDArray[np.float64],
         report: Stage1Report,
     ) -> int:
         policy = state.policy
@@ -479,7 +662,9 @@ class Stage1:
             window = int(windows[idx[0]])
             rows = state.coder.rows(pairs.combo[idx])
             group = self._group(source, state, (pairs.deployment[0], PAIR_STREAM, version, window))
-            group.baseline_version = pairs.baseline_version[idx[-1]]
+            # The baseline of the pair completed last (in a run, pairs with waiting halves
+            # come after those within it, whatever their messages' order).
+            group.baseline_version = pairs.baseline_version[int(idx[np.argmax(pairs.at[idx])])]
             contribution = state.measures.contributions(
                 rows.index, len(rows.labels), pairs.primary[idx], pairs.shadow[idx]
             )
@@ -631,8 +816,9 @@ class Stage1:
         source.offset_lo = source.offset_hi
         source.flushed_watermark = source.watermark
         source.flushed_offset = source.offset_hi
-        if out:
-            source.boundaries.append(source.offset_hi)
+        # Recorded even when nothing went out: the units processed up to here end here, and a
+        # replay must cut its runs of one-event messages at the same offsets.
+        source.boundaries.append(source.offset_hi)
         return out
 
     # -- snapshots ------------------------------------------------------------------------------
@@ -654,6 +840,7 @@ class Stage1:
             or source.offset_hi > source.offset_lo
             or source.replay
             or source.outbox
+            or len(source.run)
         ):
             raise ValueError(f"partition {partition} has unflushed measurements")
         # Boundaries up to here are covered by this snapshot; progress records list later ones.
@@ -684,13 +871,14 @@ class Stage1:
             or source.offset_hi > source.offset_lo
             or source.replay
             or source.outbox
+            or len(source.run)
         )
 
     def progress(self, partition: int) -> dict[str, Any]:
         """The flush boundaries since the last snapshot; store it before sending the partials.
 
         A restored partition still replaying lists the recorded boundaries it has not reached
-        yet too: a second restart before it reaches them must still flush there.
+        yet too: a second restart before it reaches them must still flush and cut there.
         """
         source = self._sources.get(partition)
         boundaries = list(source.boundaries) + list(source.replay) if source else []

@@ -28,9 +28,11 @@ from streamguard.contracts import (
     Decoded,
     decode_message,
     load_topic_specs,
+    parse_message,
     partition_for,
 )
 from streamguard.core.partials import dumps
+from streamguard.core.stage1 import Unit
 from streamguard.engine.build import Engine
 from streamguard.guards import Verdict
 from streamguard.policy import Policy
@@ -84,6 +86,10 @@ class Pipeline:
     training_partitions
         Partitions of the training examples topic to emulate (its topic spec by default):
         training examples go to the leakage guard by the partition of their pipeline.
+    runs
+        Account consecutive one-event messages in runs, as the worker does (the default).
+        False decodes and accounts each message alone: the same results, slower (benchmarks
+        and tests compare the two).
     """
 
     def __init__(
@@ -95,7 +101,9 @@ class Pipeline:
         max_future_s: float = 300.0,
         *,
         training_partitions: int | None = None,
+        runs: bool = True,
     ) -> None:
+        self.runs = runs
         self.partitions = partitions
         self.engine = Engine.create(policy, partitions)
         self.stage1 = self.engine.stage1
@@ -121,25 +129,39 @@ class Pipeline:
         return self.stats.rejected
 
     def feed(self, value: bytes) -> None:
-        """Process one message (one line of a recording)."""
-        decoded = decode_message(value, max_ts=time.time() + self.max_future_s)
+        """Process one message (one line of a recording).
+
+        One-event predictions and outcomes are processed in runs, as the worker does
+        (:meth:`streamguard.core.Stage1.feed`).
+        """
+        max_ts = time.time() + self.max_future_s
+        parsed = parse_message(value, max_ts) if self.runs else decode_message(value, max_ts)
         self.stats.messages += 1
-        self.stats.events += decoded.n_events
-        for rejected in decoded.rejected:
-            self.stats.rejected[rejected.reason] += 1
-        partition = route(decoded, self.partitions)
+        if isinstance(parsed, Decoded):
+            partition = route(parsed, self.partitions)
+        else:
+            request_id = parsed.get("request_id")
+            key = request_id.encode() if type(request_id) is str else b""
+            partition = partition_for(key, self.partitions) if key else 0
         self._offsets[partition] += 1
-        report = self.stage1.process(partition, self._offsets[partition], decoded)
-        self.stats.pairs += report.pairs
-        self.stats.unpaired += report.unpaired
-        self.stats.late += report.late
-        self.stats.late_pairs += report.late_pairs
-        self.stats.duplicates += report.duplicates
-        if len(decoded.training):
-            self._training(decoded)
+        self._count(self.stage1.feed(partition, self._offsets[partition], value, parsed, max_ts))
+        if isinstance(parsed, Decoded) and len(parsed.training):
+            self._training(parsed)
         self._since_flush += 1
         if self._since_flush >= self.flush_every:
             self.flush()
+
+    def _count(self, units: list[Unit]) -> None:
+        for unit in units:
+            self.stats.events += unit.decoded.n_events
+            for rejected in unit.decoded.rejected:
+                self.stats.rejected[rejected.reason] += 1
+            report = unit.report
+            self.stats.pairs += report.pairs
+            self.stats.unpaired += report.unpaired
+            self.stats.late += report.late
+            self.stats.late_pairs += report.late_pairs
+            self.stats.duplicates += report.duplicates
 
     def _training(self, decoded: Decoded) -> None:
         """Training examples: to the leakage guard, by their pipeline's partition.
@@ -160,7 +182,9 @@ class Pipeline:
     def flush(self, final: bool = False) -> list[Command]:
         """Move stage 1's partials through stage 2 and the decider; return new commands."""
         self._since_flush = 0
+        max_ts = time.time() + self.max_future_s
         for partition in range(self.partitions):
+            self._count(self.stage1.cut(partition, max_ts))
             for _, partial in self.stage1.flush(partition):
                 self.stage2.apply(orjson.loads(partial))
         self.stage2.apply(orjson.loads(dumps(self.stage1.heartbeat(list(range(self.partitions))))))

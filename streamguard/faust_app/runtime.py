@@ -33,14 +33,15 @@ import orjson
 from streamguard.contracts import (
     Alert,
     Command,
-    Decoded,
     Rejected,
     TopicSpec,
     dead_letter,
     decode_message,
+    parse_message,
 )
 from streamguard.core import PartialError
 from streamguard.core.partials import dumps
+from streamguard.core.stage1 import Stage1Report, Unit
 from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_all_reliably, send_reliably
@@ -205,26 +206,51 @@ class Runtime:
             self.stage1[p] = _Input(resume=resume, snapshot_at=time.monotonic())
 
     async def on_prediction(self, event: Any) -> None:
-        """One message of the predictions topic."""
+        """One message of the predictions topic (one-event messages are processed in runs:
+        :meth:`streamguard.core.Stage1.feed`)."""
         message = event.message
         partition, offset = message.partition, message.offset
         state = await self._restored("stage1", partition)
         if offset < state.resume:
             event.ack()  # already in the restored snapshot
             return
-        decoded = decode_message(event.value, max_ts=time.time() + self.settings.max_future_s)
         self.metrics.messages.inc()
-        if len(decoded.training):
-            decoded.rejected.append(
-                Rejected(
-                    "wrong_topic",
-                    f"{len(decoded.training)} training examples on the predictions topic "
-                    "(they belong on the training examples topic); not counted",
-                    event.value,
+        max_ts = time.time() + self.settings.max_future_s
+        value = event.value
+        parsed = parse_message(value, max_ts)
+        units = self.engine.stage1.feed(partition, offset, value, parsed, max_ts)
+        # The payload is parsed; keeping it until the snapshot would only cost memory.
+        message.value = None
+        state.held.append(event)
+        state.last_offset = offset
+        await self._dead_letters(self._units(units, value), message.topic, partition)
+
+    def _units(self, units: list[Unit], value: bytes | None = None) -> list[tuple[int, Rejected]]:
+        """Count what the units did; return their rejections with their messages' offsets.
+
+        ``value`` is the message just read: the only unit that can hold training examples
+        is that message decoded alone.
+        """
+        letters = []
+        for unit in units:
+            self._count(unit.report)
+            letters += unit.letters()
+            training = unit.decoded.training
+            if len(training):  # only a message decoded alone can hold training examples
+                letters.append(
+                    (
+                        unit.last,
+                        Rejected(
+                            "wrong_topic",
+                            f"{len(training)} training examples on the predictions topic "
+                            "(they belong on the training examples topic); not counted",
+                            value or b"",
+                        ),
+                    )
                 )
-            )
-        await self._dead_letters(decoded, message.topic, partition, offset)
-        report = self.engine.stage1.process(partition, offset, decoded)
+        return letters
+
+    def _count(self, report: Stage1Report) -> None:
         m = self.metrics
         m.events.labels("prediction").inc(report.predictions)
         m.events.labels("outcome").inc(report.outcomes)
@@ -241,10 +267,6 @@ class Runtime:
             if count:
                 m.evicted.labels(buffer).inc(count)
                 self.evicted_recently[buffer] = time.monotonic()
-        # The payload is decoded; keeping it until the snapshot would only cost memory.
-        message.value = None
-        state.held.append(event)
-        state.last_offset = offset
 
     async def checkpoint(self, owned: list[int], n_channels: int, timeout_s: float = 10.0) -> None:
         """Flush and snapshot every stage now (graceful shutdown); bounded in time."""
@@ -273,16 +295,21 @@ class Runtime:
             stage1 = self.engine.stage1
             now = time.monotonic()
             work = []
+            letters: list[tuple[int, list[tuple[int, Rejected]]]] = []
+            max_ts = time.time() + self.settings.max_future_s
             for partition in owned:
                 state = self.stage1.get(partition)
                 if state is None:
                     continue
+                letters.append((partition, self._units(stage1.cut(partition, max_ts))))
                 partials = stage1.flush(partition)
                 # Taken right after the flush, before any await lets new messages in.
                 progress = stage1.progress(partition)
                 due = force_snapshot or now - state.snapshot_at >= self.settings.snapshot_interval_s
                 snapshot = stage1.snapshot(partition) if due and stage1.settled(partition) else None
                 work.append((partition, state, partials, progress, snapshot))
+            for partition, some in letters:
+                await self._dead_letters(some, self.specs["predictions"].name, partition)
             caught_up = {p: self.caught_up(p) for p, *_ in work}
             heartbeat = dumps(stage1.heartbeat([p for p, *_ in work], caught_up))
             for partition, _, partials, progress, _ in work:
@@ -310,9 +337,10 @@ class Runtime:
             self._gauges(owned)
 
     async def _dead_letters(
-        self, decoded: Decoded, topic: str, partition: int, offset: int
+        self, letters: list[tuple[int, Rejected]], topic: str, partition: int
     ) -> None:
-        for rejected in decoded.rejected:
+        """Send each rejection, with the offset of its message, to the dead-letter topic."""
+        for offset, rejected in letters:
             self.metrics.decode_failures.labels(rejected.reason).inc()
             record = dead_letter(rejected, topic, partition, offset, time.time())
             await send_reliably(
@@ -421,7 +449,8 @@ class Runtime:
                         event.value,
                     )
                 )
-            await self._dead_letters(decoded, message.topic, partition, offset)
+            letters = [(offset, rejected) for rejected in decoded.rejected]
+            await self._dead_letters(letters, message.topic, partition)
             report = self.engine.leakage.process(partition, offset, decoded.training)
             self.metrics.events.labels("training_example").inc(report.examples)
             self.metrics.leakage_violations.inc(report.violations)
