@@ -161,34 +161,37 @@ class OutcomeJoin:
 
     def opened_at(self, request_ids: list[str]) -> F64:
         """Event time of each request's open exposure (NaN for requests with none)."""
-        seqs = np.fromiter(
+        seqs = self._seqs(request_ids)
+        out = np.full(len(request_ids), np.nan)
+        open_ = np.flatnonzero(seqs >= 0)
+        for chunk, pick in self._owners(seqs[open_]):
+            out[open_[pick]] = chunk.ts[seqs[open_[pick]] - chunk.first_seq]
+        return out
+
+    def _seqs(self, request_ids: list[str]) -> I64:
+        """Sequence number of each request's open exposure (-1 for requests with none)."""
+        return np.fromiter(
             (-1 if s is None else s for s in map(self._index.get, request_ids)),
             np.int64,
             len(request_ids),
         )
-        out = np.full(len(request_ids), np.nan)
-        open_ = np.flatnonzero(seqs >= 0)
-        if len(open_):
-            where = np.searchsorted(np.asarray(self._firsts), seqs[open_], side="right") - 1
-            for c in np.unique(where).tolist():
-                chunk, pick = self._chunks[c], where == c
-                out[open_[pick]] = chunk.ts[seqs[open_[pick]] - chunk.first_seq]
-        return out
+
+    def _owners(self, seqs: I64) -> Iterator[tuple["_Chunk", npt.NDArray[np.bool_]]]:
+        """``(chunk, mask of seqs in it)`` for each chunk holding some of ``seqs``."""
+        if not len(seqs):
+            return
+        where = np.searchsorted(np.asarray(self._firsts), seqs, side="right") - 1
+        for c in np.unique(where).tolist():
+            yield self._chunks[c], where == c
 
     def outcome(self, request_ids: list[str], values: Sequence[float]) -> int:
         """Add outcome values to their open exposures; return how many matched none."""
-        seqs = np.fromiter(
-            (-1 if s is None else s for s in map(self._index.get, request_ids)),
-            np.int64,
-            len(request_ids),
-        )
+        seqs = self._seqs(request_ids)
         matched = seqs >= 0
         if not matched.any():
             return len(request_ids)
         seqs, added = seqs[matched], np.asarray(values, dtype=np.float64)[matched]
-        where = np.searchsorted(np.asarray(self._firsts), seqs, side="right") - 1
-        for c in np.unique(where).tolist():
-            chunk, pick = self._chunks[c], where == c
+        for chunk, pick in self._owners(seqs):
             # In arrival order, one by one: the same sums, to the bit, on every replay.
             np.add.at(chunk.value, seqs[pick] - chunk.first_seq, added[pick])
         return int((~matched).sum())
