@@ -138,9 +138,12 @@ class Samples:
     points: list[tuple[float, float]]
 
     def rate(self) -> float | None:
-        """Counts per second between the first and the last interior poll, or None."""
+        """Counts per second between the first and the last interior poll, or None (fewer
+        than two interior polls, or no count between them)."""
         inner = [(t, c) for t, c in self.points if 0 < c < self.target]
-        if len(inner) < 2 or inner[-1][0] <= inner[0][0]:
+        # Two polls of the same count measure nothing: stage 1 counts a run of one-event
+        # messages when it is accounted (at a flush), so a short run may move in one step.
+        if len(inner) < 2 or inner[-1][0] <= inner[0][0] or inner[-1][1] <= inner[0][1]:
             return None
         (t0, c0), (t1, c1) = inner[0], inner[-1]
         return (c1 - c0) / (t1 - t0)

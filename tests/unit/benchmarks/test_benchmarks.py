@@ -23,6 +23,13 @@ def test_samples_rate_uses_only_the_polls_between_zero_and_the_target() -> None:
         Samples(100, [(0.0, 100)]).rate_or_bound()
 
 
+def test_two_polls_of_the_same_count_give_no_rate_but_a_bound() -> None:
+    """A counter that moved in steps (runs counted at a flush) must not read as 0 events/s."""
+    steps = Samples(100, [(0.0, 0), (1.0, 50), (2.0, 50), (3.0, 100)])
+    assert steps.rate() is None
+    assert steps.rate_or_bound() == pytest.approx(100 / 3)
+
+
 def test_percentiles_are_nearest_rank() -> None:
     values = [float(i) for i in range(1, 101)]
     p = latency.percentiles(values)
