@@ -156,6 +156,8 @@ class Runtime:
         # (topic, partition) assigned now; None while joining the group or rebalancing.
         self.assignment: set[tuple[str, int]] | None = None
         self._recovery: asyncio.Task[None] | None = None
+        # Looked up on every message: built once.
+        self._stage_of = {stage[1]: stage for stage in self._stages()}
 
     def _stages(
         self,
@@ -174,7 +176,7 @@ class Runtime:
         Restores of one stage take turns (``restoring``), so an agent's first message waits
         for an eager restore in progress instead of running a second one.
         """
-        _, _, inputs, restore = next(s for s in self._stages() if s[1] == stage)
+        _, _, inputs, restore = self._stage_of[stage]
         state = inputs.get(partition)
         if state is None:
             async with self.restoring[stage]:
@@ -223,7 +225,8 @@ class Runtime:
         message.value = None
         state.held.append(event)
         state.last_offset = offset
-        await self._dead_letters(self._units(units, value), message.topic, partition)
+        if units:  # most one-event messages only join their partition's run
+            await self._dead_letters(self._units(units, value), message.topic, partition)
 
     def _units(self, units: list[Unit], value: bytes | None = None) -> list[tuple[int, Rejected]]:
         """Count what the units did; return their rejections with their messages' offsets.
