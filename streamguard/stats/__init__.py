@@ -1,4 +1,4 @@
-"""Mergeable statistics on numpy arrays (pure: numpy, math and river only).
+"""Mergeable statistics on numpy arrays (pure: numpy and the standard library only).
 
 Arrays put bins (or the three moment components ``(n, mean, m2)``) on the LAST axis; any
 leading axes are independent rows (slices, windows), and results are arrays over those
@@ -8,6 +8,7 @@ leading axes.
 - :mod:`~streamguard.stats.histogram` -- quantiles and reference-quantile regrouping.
 - :mod:`~streamguard.stats.divergence` -- PSI, Jensen-Shannon, KS, Wasserstein-1, TV.
 - :mod:`~streamguard.stats.moments` -- mergeable ``(n, mean, m2)`` moments.
+- :mod:`~streamguard.stats.page_hinkley` -- :class:`PageHinkley` (upward Page-Hinkley test).
 - :mod:`~streamguard.stats.onset` -- :class:`OnsetTracker` (Page-Hinkley + change point).
 - :mod:`~streamguard.stats.equivalence` -- tests against a minimum effect, Holm's step-down.
 
@@ -62,6 +63,7 @@ from streamguard.stats.multiple import (
     post_stratified_difference,
 )
 from streamguard.stats.onset import OnsetTracker
+from streamguard.stats.page_hinkley import PageHinkley
 from streamguard.stats.sequential import (
     Msprt,
     confidence_sequence,
@@ -86,6 +88,7 @@ __all__ = [
     "Moments",
     "Msprt",
     "OnsetTracker",
+    "PageHinkley",
     "PostStratified",
     "SpaceSaving",
     "benjamini_hochberg",

@@ -21,7 +21,8 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from river import drift
+
+from streamguard.stats.page_hinkley import PageHinkley
 
 __all__ = ["OnsetTracker"]
 
@@ -37,13 +38,15 @@ _SNAPSHOT_VERSION = 1
 class OnsetTracker:
     """Page-Hinkley alarm plus least-squares dating of an upward shift.
 
-    Each value is clipped to ``[0, 10]`` and fed to ``river.drift.PageHinkley(mode="up")``,
-    the one-sided CUSUM of Page ("Continuous inspection schemes", Biometrika 1954) on
-    deviations from the running mean: ``m_t = Σ (x_i − mean_i − delta)`` (with river's
-    forgetting factor 0.9999), alarm when ``m_t − min m > threshold`` after
-    ``min_instances`` values. After an alarm river restarts the test from scratch at the next
-    value. The clipped values are also kept, with their timestamps, in a bounded history
-    from which :meth:`onset` dates the shift.
+    Each value is clipped to ``[0, 10]`` and fed to
+    :class:`~streamguard.stats.page_hinkley.PageHinkley`, the project's one-sided CUSUM of Page
+    ("Continuous inspection schemes", Biometrika 1954) on deviations from the running mean:
+    ``m_t = Σ (x_i − mean_i − delta)`` (with forgetting factor 0.9999), alarm when
+    ``m_t − min m > threshold`` after ``min_instances`` values; after an alarm the test
+    restarts from scratch at the next value. Its results are bit-identical to river's
+    ``PageHinkley(mode="up")``, which the tests use as an oracle. The clipped values are also
+    kept, with their timestamps, in a bounded history from which :meth:`onset` dates the
+    shift.
 
     ADWIN is not used here: measured in this project, river's ``ADWIN(delta=0.002,
     clock=1)`` needed 20–38 windows to react to a step from 0.02 to 0.2 on window-level
@@ -105,12 +108,9 @@ class OnsetTracker:
         self._history: deque[tuple[float, float]] = deque(maxlen=self.max_history)
         self._ph = self._new_detector()
 
-    def _new_detector(self) -> Any:
-        return drift.PageHinkley(
-            min_instances=self.min_instances,
-            delta=self.delta,
-            threshold=self.threshold,
-            mode="up",
+    def _new_detector(self) -> PageHinkley:
+        return PageHinkley(
+            min_instances=self.min_instances, delta=self.delta, threshold=self.threshold
         )
 
     @property
@@ -156,8 +156,7 @@ class OnsetTracker:
             return False
         x = min(max(float(value), 0.0), _CLIP_HI)
         self._history.append((float(ts), x))
-        self._ph.update(x)
-        detected = bool(self._ph.drift_detected)
+        detected = self._ph.update(x)
         if detected:
             self.detected_at = float(ts)
         return detected
@@ -236,8 +235,6 @@ class OnsetTracker:
         >>> json.loads(json.dumps(t.snapshot()))["history"]
         [[0.0, 0.5]]
         """
-        ph = self._ph
-        min_increase = float(ph._min_increase)
         return {
             "version": _SNAPSHOT_VERSION,
             "threshold": self.threshold,
@@ -246,16 +243,7 @@ class OnsetTracker:
             "max_history": self.max_history,
             "detected_at": self.detected_at,
             "history": [[ts, x] for ts, x in self._history],
-            "page_hinkley": {
-                "n": float(ph._x_mean.n),
-                "mean": float(ph._x_mean.get()),
-                "sum_increase": float(ph._sum_increase),
-                "sum_decrease": float(ph._sum_decrease),
-                # +inf before the first value; JSON has no infinity, so None stands for it.
-                "min_increase": min_increase if math.isfinite(min_increase) else None,
-                "max_decrease": float(ph._max_decrease),
-                "drift_detected": bool(ph.drift_detected),
-            },
+            "page_hinkley": self._ph.snapshot(),
         }
 
     @classmethod
@@ -296,16 +284,12 @@ class OnsetTracker:
         at = snap["detected_at"]
         new.detected_at = None if at is None else float(at)
         new._history.extend((float(ts), float(x)) for ts, x in snap["history"])
-        state = snap["page_hinkley"]
-        ph = new._ph
-        # river exposes no public state API; these are PageHinkley's own fields (river 0.26).
-        ph._x_mean = type(ph._x_mean)._from_state(float(state["n"]), float(state["mean"]))
-        ph._sum_increase = float(state["sum_increase"])
-        ph._sum_decrease = float(state["sum_decrease"])
-        mi = state["min_increase"]
-        ph._min_increase = math.inf if mi is None else float(mi)
-        ph._max_decrease = float(state["max_decrease"])
-        ph._drift_detected = bool(state["drift_detected"])
+        new._ph = PageHinkley.restore(
+            snap["page_hinkley"],
+            min_instances=new.min_instances,
+            delta=new.delta,
+            threshold=new.threshold,
+        )
         return new
 
     def __repr__(self) -> str:
