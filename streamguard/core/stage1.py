@@ -17,36 +17,26 @@ so the same input gives the same partials however the work is spread over worker
 import itertools
 import math
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from streamguard.contracts import (
-    ROLE_CANARY,
     ROLE_SHADOW,
     ROLES,
     Decoded,
     OutcomeBatch,
     PredictionBatch,
-    Rejected,
 )
 from streamguard.contracts.runs import DecodedRun, Run, decode_run
-from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAM, EnvMeasures
-from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM, schema_counts
-from streamguard.core.items import count_items, exposures_by_slice, item_levels, item_stream
+from streamguard.core.environments import EnvMeasures
+from streamguard.core.items import exposures_by_slice, item_levels, item_stream
 from streamguard.core.measures import ArmMeasures, PairMeasures
 from streamguard.core.outcomes import Matured, OutcomeJoin
 from streamguard.core.pairing import Half, PairingBuffer, Pairs
-from streamguard.core.partials import (
-    HEADER_RESERVE,
-    MAX_PARTIAL_BYTES,
-    dumps,
-    encode_group,
-    pack,
-)
-from streamguard.core.replicas import REPLICA_STREAM, ReplicaMeasures, replica_rows
+from streamguard.core.partials import MAX_PARTIAL_BYTES, dumps
+from streamguard.core.replicas import ReplicaMeasures
 from streamguard.core.run_order import (
     add_report,
     in_order,
@@ -57,8 +47,27 @@ from streamguard.core.run_order import (
     watermarks,
 )
 from streamguard.core.slices import ROOT, SliceCoder
-from streamguard.core.summary import Array, Registry, Table
-from streamguard.policy import DeploymentPolicy, Policy
+from streamguard.core.stage1_flush import encode_partials
+from streamguard.core.stage1_state import (
+    PAIR_STREAM,
+    DeploymentState,
+    Source,
+    Stage1Report,
+    Unit,
+    arm_stream,
+    arm_versions,
+    factorize,
+    group_of,
+    merge,
+    window_of,
+)
+from streamguard.core.stage1_streams import (
+    count_env_pairs,
+    count_environments,
+    count_replicas,
+    count_schemas,
+)
+from streamguard.policy import Policy
 
 __all__ = [
     "MAX_PARTIAL_BYTES",
@@ -70,130 +79,6 @@ __all__ = [
     "dumps",
 ]
 
-PAIR_STREAM = "pair"
-
-I64 = npt.NDArray[np.int64]
-
-
-def arm_stream(role: int) -> str:
-    """Stream name of a role's single predictions, e.g. ``arm:canary``."""
-    return f"arm:{ROLES[role]}"
-
-
-@dataclass(slots=True)
-class Stage1Report:
-    """What one message did, for metrics."""
-
-    predictions: int = 0
-    outcomes: int = 0
-    pairs: int = 0
-    unpaired: int = 0
-    duplicates: int = 0
-    late: int = 0  # single predictions whose window had closed
-    late_pairs: int = 0  # completed pairs whose window had closed
-    matured: int = 0  # exposures whose outcome join window closed
-    evicted_halves: int = 0  # halves dropped because the pairing buffer was full
-    evicted_exposures: int = 0  # exposures matured early because the join buffer was full
-    unmatched_outcomes: int = 0  # outcomes for no open exposure
-    skipped_offsets: int = 0  # messages at or below an offset already processed
-    one_by_one: int = 0  # messages of runs accounted one at a time (see core.run_order)
-
-
-@dataclass(slots=True)
-class Unit:
-    """One unit stage 1 processed: a message decoded alone, or a run of one-event messages.
-
-    ``rejected_at`` holds the offset of the message of each of ``decoded.rejected``.
-    """
-
-    first: int
-    last: int
-    decoded: Decoded
-    report: Stage1Report
-    rejected_at: list[int]
-
-    def letters(self) -> list[tuple[int, Rejected]]:
-        """``(offset, rejection)`` for the dead-letter topic."""
-        return list(zip(self.rejected_at, self.decoded.rejected, strict=True))
-
-
-@dataclass(slots=True)
-class _Group:
-    registry: Registry
-    table: Table
-    baseline_version: str = ""
-
-
-@dataclass(slots=True)
-class _Deployment:
-    name: str
-    policy: DeploymentPolicy
-    coder: SliceCoder
-    pairing: PairingBuffer
-    measures: PairMeasures
-    arms: ArmMeasures
-    join: OutcomeJoin
-    replicas: ReplicaMeasures
-    envs: EnvMeasures
-    late: int = 0
-    touched: bool = False
-    # Pairing starts at the partition's first shadow prediction: a deployment without a
-    # shadow must not fill the buffer with primaries that can never pair.
-    shadowed: bool = False
-
-
-@dataclass(slots=True)
-class _Source:
-    partition: int
-    watermark: float = -math.inf
-    offset_lo: int = -1  # the partial covers (offset_lo, offset_hi]
-    offset_hi: int = -1
-    # What the last flush covered: heartbeats report these, never the live values, so a
-    # watermark never reaches stage 2 before the data it covers.
-    flushed_watermark: float = -math.inf
-    flushed_offset: int = -1
-    # Offsets at which partials were flushed since the last snapshot: recorded before they are
-    # sent, so that after a restore the same partials (same bytes, same stamps) are flushed
-    # again at the same offsets and stage 2 can drop those it already has.
-    boundaries: list[int] = field(default_factory=list)
-    replay: deque[int] = field(default_factory=deque)  # boundaries still to reproduce
-    outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials
-    run: Run = field(default_factory=Run)  # one-event messages read and not yet processed
-    deployments: dict[str, _Deployment] = field(default_factory=dict)
-    groups: dict[tuple[str, str, str, int], _Group] = field(default_factory=dict)
-    # (deployment, items:<role>, version, window, slice) -> item ids exposed since the last flush
-    items: dict[tuple[str, str, str, int, str], list[str]] = field(default_factory=dict)
-
-
-def _window(ts: npt.NDArray[np.float64], window_s: int) -> I64:
-    return np.floor(ts / window_s).astype(np.int64)
-
-
-def _arm_versions(batch: PredictionBatch) -> list[str]:
-    """Version key of each event's arm: a canary's includes its allocation, when given.
-
-    A new allocation (for example the fixed, stratified one) then starts a fresh canary arm,
-    so its statistics restart; the baseline's arm is keyed by model version only.
-    """
-    if not batch.allocation:
-        return batch.model_version
-    canary = (batch.role == ROLE_CANARY).tolist()
-    return [
-        f"{version}@{allocation}" if is_canary and allocation else version
-        for version, allocation, is_canary in zip(
-            batch.model_version, batch.allocation, canary, strict=True
-        )
-    ]
-
-
-def _factorize(values: list[str]) -> tuple[I64, list[str]]:
-    """Integer codes of strings with few distinct values (deployments, versions)."""
-    names = sorted(set(values))
-    if len(names) == 1:
-        return np.zeros(len(values), dtype=np.int64), names
-    codes = {name: i for i, name in enumerate(names)}
-    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), names
-
 
 class Stage1:
     """Pairing and partial summaries for the source partitions one worker owns."""
@@ -203,7 +88,7 @@ class Stage1:
         # One size for every flush, including those reproduced after a restore: the same data
         # must split into the same parts with the same stamps.
         self.max_partial_bytes = max_partial_bytes
-        self._sources: dict[int, _Source] = {}
+        self._sources: dict[int, Source] = {}
 
     # -- ownership -----------------------------------------------------------------------------
 
@@ -229,17 +114,17 @@ class Stage1:
 
     # -- processing ----------------------------------------------------------------------------
 
-    def _source(self, partition: int) -> _Source:
+    def _source(self, partition: int) -> Source:
         source = self._sources.get(partition)
         if source is None:
-            source = self._sources[partition] = _Source(partition)
+            source = self._sources[partition] = Source(partition)
         return source
 
-    def _deployment(self, source: _Source, name: str) -> _Deployment:
+    def _deployment(self, source: Source, name: str) -> DeploymentState:
         state = source.deployments.get(name)
         if state is None:
             policy = self.policy.for_deployment(name)
-            state = source.deployments[name] = _Deployment(
+            state = source.deployments[name] = DeploymentState(
                 name=name,
                 policy=policy,
                 coder=SliceCoder(policy.slices),
@@ -286,7 +171,7 @@ class Stage1:
             return []
         return self._run(source, max_ts)
 
-    def _run(self, source: _Source, max_ts: float) -> list[Unit]:
+    def _run(self, source: Source, max_ts: float) -> list[Unit]:
         run, source.run = source.run, Run()
         if not len(run):
             return []
@@ -314,7 +199,7 @@ class Stage1:
         self._reproduce(source, offset)
         return report
 
-    def _process_run(self, source: _Source, offsets: list[int], run: DecodedRun) -> Stage1Report:
+    def _process_run(self, source: Source, offsets: list[int], run: DecodedRun) -> Stage1Report:
         """Account a run of one-event messages as one message at a time would (see run_order)."""
         if offsets[0] <= source.offset_hi:  # replayed after a restore: skip as one by one would
             report = Stage1Report()
@@ -369,21 +254,21 @@ class Stage1:
         return report
 
     @staticmethod
-    def _cover(source: _Source, first: int, last: int) -> None:
+    def _cover(source: Source, first: int, last: int) -> None:
         """Extend the partition's unflushed range to the messages ``first`` to ``last``."""
         if source.offset_hi < 0:  # the first message: offset_lo may legitimately be -1
             source.offset_lo = first - 1
         source.offset_hi = last
 
-    def _reproduce(self, source: _Source, offset: int) -> None:
+    def _reproduce(self, source: Source, offset: int) -> None:
         """Flush at recorded boundaries up to ``offset`` (a restored partition replaying)."""
         while source.replay and source.replay[0] <= offset:
             source.replay.popleft()
-            source.outbox.extend(self._flush(source))
+            source.outbox.extend(encode_partials(source, self.max_partial_bytes))
 
     def _account(
         self,
-        source: _Source,
+        source: Source,
         predictions: PredictionBatch,
         outcomes: OutcomeBatch,
         before: float | npt.NDArray[np.float64],
@@ -400,7 +285,7 @@ class Stage1:
         report.predictions += len(predictions)
         report.outcomes += len(outcomes)
         if len(predictions):
-            codes, names = _factorize(predictions.deployment)
+            codes, names = factorize(predictions.deployment)
             for code, name in enumerate(names):
                 idx = None if len(names) == 1 else np.flatnonzero(codes == code)
                 batch = predictions if idx is None else predictions.take(idx)
@@ -436,8 +321,8 @@ class Stage1:
 
     def _predictions(
         self,
-        source: _Source,
-        state: _Deployment,
+        source: Source,
+        state: DeploymentState,
         batch: PredictionBatch,
         watermark: float | npt.NDArray[np.float64],
         report: Stage1Report,
@@ -445,7 +330,7 @@ class Stage1:
         policy = state.policy
         state.touched = True
         deployment = batch.deployment[0]
-        windows = _window(batch.ts, policy.window_s)
+        windows = window_of(batch.ts, policy.window_s)
         late = (windows + 1) * policy.window_s + policy.allowed_lateness_s <= watermark
         on_time = ~late
         n_late = int(late.sum())
@@ -455,8 +340,8 @@ class Stage1:
             if batch.slice_columns
             else state.coder.encode(batch.slice)
         )
-        arm_versions = _arm_versions(batch)
-        versions, version_names = _factorize(arm_versions)
+        arm_keys = arm_versions(batch)
+        versions, version_names = factorize(arm_keys)
         errors = batch.errors()
         keys = (windows * len(version_names) + versions) * len(ROLES) + batch.role
         item_positions = item_levels(state.coder.levels, policy.popularity.slice_level)
@@ -466,11 +351,11 @@ class Stage1:
             version = version_names[(key // len(ROLES)) % len(version_names)]
             window = int(windows[idx[0]])
             rows = state.coder.rows(combos[idx])
-            group = self._group(source, state, (deployment, arm_stream(role), version, window))
+            group = group_of(source, state, (deployment, arm_stream(role), version, window))
             contribution = state.arms.events(
                 rows.index, len(rows.labels), errors[idx], batch.latency_ms[idx]
             )
-            self._merge(group, rows.labels, contribution, state)
+            merge(group, rows.labels, contribution, state)
             if batch.items and policy.popularity.enabled:
                 exposed = [batch.items[i] for i in idx.tolist()]
                 stream = item_stream(ROLES[role])
@@ -484,13 +369,13 @@ class Stage1:
                         items_key = (deployment, stream, version, window, label)
                         source.items.setdefault(items_key, []).extend(slice_ids)
         if batch.feature_schema:
-            self._schemas(source, state, batch, windows, on_time)
+            count_schemas(source, state, batch, windows, on_time)
         if policy.cold_start.enabled and (
             batch.replica_id or len(batch.replica_age_s) or len(batch.replica_ready)
         ):
-            self._replicas(source, state, batch, windows, on_time)
+            count_replicas(source, state, batch, windows, on_time)
         if batch.env_fingerprint and policy.determinism.enabled:
-            self._environments(source, state, batch, windows, on_time & ~errors, combos=combos)
+            count_environments(source, state, batch, windows, on_time & ~errors, combos=combos)
         # Served predictions (primary and canary, late or not) open outcome exposures.
         served = np.flatnonzero(batch.role != ROLE_SHADOW)
         if len(served):
@@ -499,7 +384,7 @@ class Stage1:
             state.join.expose(
                 batch.request_id if everyone else [batch.request_id[i] for i in picked],
                 batch.role[served],
-                arm_versions if everyone else [arm_versions[i] for i in picked],
+                arm_keys if everyone else [arm_keys[i] for i in picked],
                 combos[served],
                 batch.ts[served],
             )
@@ -525,156 +410,38 @@ class Stage1:
         state.late += n_late
         report.late += n_late
 
-    def _schemas(
-        self,
-        source: _Source,
-        state: _Deployment,
-        batch: PredictionBatch,
-        windows: I64,
-        on_time: npt.NDArray[np.bool_],
-    ) -> None:
-        """Count each model version's predictions and errors per request schema.
-
-        Only events that name their schema count (in a batch, the others hold "").
-        """
-        on_time = on_time & (np.asarray(batch.feature_schema, dtype=object) != "")
-        errors = batch.errors()
-        codes, names = _factorize(batch.feature_schema)
-        versions, version_names = _factorize(batch.model_version)
-        keys = windows * len(version_names) + versions
-        for key in np.unique(keys[on_time]).tolist():
-            idx = np.flatnonzero((keys == key) & on_time)
-            labels, contribution = schema_counts(codes[idx], errors[idx], names)
-            if labels:
-                version = version_names[key % len(version_names)]
-                group_key = (state.name, SCHEMA_STREAM, version, int(windows[idx[0]]))
-                self._merge(self._group(source, state, group_key), labels, contribution, state)
-
-    def _replicas(
-        self,
-        source: _Source,
-        state: _Deployment,
-        batch: PredictionBatch,
-        windows: I64,
-        on_time: npt.NDArray[np.bool_],
-    ) -> None:
-        """Served predictions into the ``replica`` stream, per (version, window).
-
-        An event counts when it names its replica, gives its age, or says it was not ready:
-        judged per event, so a batch counts what its events would count one by one.
-        """
-        ids = np.asarray(batch.replica_id or [""] * len(batch), dtype=str)
-        ages, not_ready = batch.ages(), batch.not_ready()
-        informed = (ids != "") | np.isfinite(ages) | not_ready
-        served = on_time & (batch.role != ROLE_SHADOW) & informed
-        if not served.any():
-            return
-        limit = state.policy.cold_start.max_replicas
-        versions, version_names = _factorize(batch.model_version)
-        keys = windows * len(version_names) + versions
-        for key in np.unique(keys[served]).tolist():
-            idx = np.flatnonzero((keys == key) & served)
-            version = version_names[key % len(version_names)]
-            window = int(windows[idx[0]])
-            group = self._group(
-                source, state, (batch.deployment[0], REPLICA_STREAM, version, window)
-            )
-            rows, labels, _ = replica_rows(ids[idx].tolist(), limit)
-            # "*" and "~overflow" come first, so they always have rows 0 and 1; replicas
-            # beyond the cap of this flush's group are folded into "~overflow".
-            group_rows = group.registry.rows_for(labels, limit=limit + 2)
-            group_rows[group_rows < 0] = group_rows[1]
-            mapped = np.where(rows >= 0, group_rows[np.maximum(rows, 0)], -1)
-            n_rows = len(group.registry)
-            contribution = state.replicas.contributions(
-                mapped, n_rows, batch.latency_ms[idx], ages[idx], not_ready[idx]
-            )
-            group.table.add(np.arange(n_rows, dtype=np.int64), contribution)
-
-    def _environments(
-        self,
-        source: _Source,
-        state: _Deployment,
-        batch: PredictionBatch,
-        windows: I64,
-        chosen: npt.NDArray[np.bool_],
-        *,
-        combos: I64,
-    ) -> None:
-        """Scores with a fingerprint into the ``env`` stream, per (version, window).
-
-        Every role counts (a shadow of the primary's version in another environment too);
-        failed predictions do not: their score is a fallback.
-        """
-        chosen = chosen & (np.asarray(batch.env_fingerprint, dtype=str) != "")
-        versions, version_names = _factorize(batch.model_version)
-        keys = windows * len(version_names) + versions
-        for key in np.unique(keys[chosen]).tolist():
-            idx = np.flatnonzero((keys == key) & chosen)
-            version = version_names[key % len(version_names)]
-            slices = state.coder.rows(combos[idx])
-            finest = slices.index[:, -1]  # the full combination: the strata
-            rows, labels = state.envs.score_rows(
-                [batch.env_fingerprint[i] for i in idx.tolist()], finest, slices.labels
-            )
-            contribution = state.envs.score_contributions(rows, len(labels), batch.score[idx])
-            group_key = (state.name, ENV_STREAM, version, int(windows[idx[0]]))
-            self._merge(self._group(source, state, group_key), labels, contribution, state)
-
-    def _env_pairs(
-        self, source: _Source, state: _Deployment, pairs: Pairs, idx: I64, window: int
-    ) -> None:
-        """Pairs of the primary's own version whose halves ran in different environments."""
-        if not pairs.primary_env:
-            return
-        version = pairs.version[int(idx[0])]  # one shadow version per group
-        same = np.asarray(pairs.baseline_version, dtype=object)[idx] == version
-        p_env = np.asarray(pairs.primary_env, dtype=str)[idx]
-        s_env = np.asarray(pairs.shadow_env, dtype=str)[idx]
-        cross = np.flatnonzero(same & (p_env != s_env) & (p_env != "") & (s_env != ""))
-        if not len(cross):
-            return
-        contribution, labels = state.envs.pair_contributions(
-            p_env[cross].tolist(),
-            s_env[cross].tolist(),
-            pairs.primary[idx[cross]],
-            pairs.shadow[idx[cross]],
-        )
-        group_key = (state.name, ENV_PAIR_STREAM, version, window)
-        self._merge(self._group(source, state, group_key), labels, contribution, state)
-
     def _pairs(
         self,
-        source: _Source,
-        state: _Deployment,
+        source: Source,
+        state: DeploymentState,
         pairs: Pairs,
         watermark: float | npt.NDArray[np.float64],
         report: Stage1Report,
     ) -> int:
         policy = state.policy
-        windows = _window(pairs.ts, policy.window_s)
+        windows = window_of(pairs.ts, policy.window_s)
         on_time = (windows + 1) * policy.window_s + policy.allowed_lateness_s > watermark
-        versions, version_names = _factorize(pairs.version)
+        versions, version_names = factorize(pairs.version)
         keys = windows * len(version_names) + versions
         for key in np.unique(keys[on_time]).tolist():
             idx = np.flatnonzero((keys == key) & on_time)
             version = version_names[key % len(version_names)]
             window = int(windows[idx[0]])
             rows = state.coder.rows(pairs.combo[idx])
-            group = self._group(source, state, (pairs.deployment[0], PAIR_STREAM, version, window))
+            group = group_of(source, state, (pairs.deployment[0], PAIR_STREAM, version, window))
             # The baseline of the pair completed last (in a run, pairs with waiting halves
             # come after those within it, whatever their messages' order).
             group.baseline_version = pairs.baseline_version[int(idx[np.argmax(pairs.at[idx])])]
             contribution = state.measures.contributions(
                 rows.index, len(rows.labels), pairs.primary[idx], pairs.shadow[idx]
             )
-            self._merge(group, rows.labels, contribution, state)
+            merge(group, rows.labels, contribution, state)
             if policy.determinism.enabled:
-                self._env_pairs(source, state, pairs, idx, window)
+                count_env_pairs(source, state, pairs, idx, window)
         report.pairs += int(on_time.sum())
         return int((~on_time).sum())
 
-    def _unpaired(self, source: _Source, state: _Deployment, halves: list[Half]) -> None:
+    def _unpaired(self, source: Source, state: DeploymentState, halves: list[Half]) -> None:
         # Attributed to the window in which they expired (the watermark's), which is never late.
         window = math.floor(source.watermark / state.policy.window_s)
         by_key: dict[tuple[int, str], list[Half]] = defaultdict(list)
@@ -684,49 +451,21 @@ class Stage1:
             combos = np.fromiter((h.combo for h in group_halves), np.int64, len(group_halves))
             rows = state.coder.rows(combos)
             key = (group_halves[0].deployment, arm_stream(role), version, window)
-            group = self._group(source, state, key)
+            group = group_of(source, state, key)
             contribution = state.arms.unpaired(rows.index, len(rows.labels))
-            self._merge(group, rows.labels, contribution, state)
+            merge(group, rows.labels, contribution, state)
 
-    def _matured(self, source: _Source, state: _Deployment, matured: Matured) -> None:
+    def _matured(self, source: Source, state: DeploymentState, matured: Matured) -> None:
         # Counted in the window in which their join window closed, which is never late.
         window = math.floor(source.watermark / state.policy.window_s)
         deployment = state.name
         for role, version, positions in matured.groups():
             rows = state.coder.rows(matured.combo[positions])
-            group = self._group(source, state, (deployment, arm_stream(role), version, window))
+            group = group_of(source, state, (deployment, arm_stream(role), version, window))
             contribution = state.arms.outcomes(
                 rows.index, len(rows.labels), matured.value[positions]
             )
-            self._merge(group, rows.labels, contribution, state)
-
-    def _group(self, source: _Source, state: _Deployment, key: tuple[str, str, str, int]) -> _Group:
-        group = source.groups.get(key)
-        if group is None:
-            if key[1] == PAIR_STREAM:
-                fields = state.measures.fields
-            elif key[1] == SCHEMA_STREAM:
-                fields = SCHEMA_FIELDS
-            elif key[1] == REPLICA_STREAM:
-                fields = state.replicas.fields
-            elif key[1] in (ENV_STREAM, ENV_PAIR_STREAM):
-                fields = state.envs.fields_of(key[1])
-            else:
-                fields = state.arms.fields
-            group = source.groups[key] = _Group(Registry(), Table(fields))
-        return group
-
-    @staticmethod
-    def _merge(
-        group: _Group, labels: list[str], contribution: dict[str, Array], state: _Deployment
-    ) -> None:
-        """Add per-label contributions to a group, within the deployment's slice limit."""
-        rows = group.registry.rows_for(labels, limit=state.policy.slices.max_slices)
-        keep = rows >= 0
-        if not keep.all():
-            contribution = {k: v[keep] for k, v in contribution.items()}
-            rows = rows[keep]
-        group.table.add(rows, contribution)
+            merge(group, rows.labels, contribution, state)
 
     # -- flushing ------------------------------------------------------------------------------
 
@@ -743,82 +482,7 @@ class Stage1:
             return []
         out, source.outbox = source.outbox, []
         if not source.replay:
-            out.extend(self._flush(source))
-        return out
-
-    def _flush(self, source: _Source) -> list[tuple[str, bytes]]:
-        max_bytes = self.max_partial_bytes
-        partition = source.partition
-        if source.offset_hi <= source.offset_lo:
-            return []
-        by_deployment: dict[str, list[bytes]] = defaultdict(list)
-        for (deployment, stream, version, window), group in sorted(
-            source.groups.items(), key=lambda kv: kv[0]
-        ):
-            n = len(group.registry)
-            header = {
-                "window": window,
-                "stream": stream,
-                "version": version,
-                "baseline_version": group.baseline_version,
-            }
-            by_deployment[deployment].extend(
-                encode_group(
-                    header,
-                    group.registry.labels,
-                    {k: v[:n] for k, v in group.table.arrays.items()},
-                    max_bytes // 2,
-                )
-            )
-        for (deployment, stream, version, window, label), ids in sorted(source.items.items()):
-            settings = source.deployments[deployment].policy.popularity
-            top_k = settings.flush_top_k if label == ROOT else settings.slice_flush_top_k
-            record = count_items(ids, top_k, settings.hll_precision)
-            # An items group names the slice it counts; none means the whole deployment.
-            header = {
-                "window": window,
-                "stream": stream,
-                "version": version,
-                "baseline_version": "",
-                "slices": [] if label == ROOT else [label],
-                "fields": {},
-            }
-            by_deployment[deployment].append(dumps({**header, "items": record}))
-        out: list[tuple[str, bytes]] = []
-        watermark = None if source.watermark == -math.inf else source.watermark
-        for name, state in sorted(source.deployments.items()):
-            if not (state.touched or name in by_deployment):
-                continue
-            # Leave room for the message header around the groups.
-            parts = pack(by_deployment.get(name, []), max_bytes - HEADER_RESERVE)
-            for index, groups in enumerate(parts):
-                head = dumps(
-                    {
-                        "schema_version": 1,
-                        "kind": "partial",
-                        "deployment": name,
-                        "source": {
-                            "partition": partition,
-                            "offset_lo": source.offset_lo,
-                            "offset_hi": source.offset_hi,
-                            "part": index,
-                            "parts": len(parts),
-                        },
-                        "watermark": watermark,
-                        "late": state.late if index == 0 else 0,
-                    }
-                )
-                out.append((name, head[:-1] + b',"groups":[' + b",".join(groups) + b"]}"))
-            state.late = 0
-            state.touched = False
-        source.groups.clear()
-        source.items.clear()
-        source.offset_lo = source.offset_hi
-        source.flushed_watermark = source.watermark
-        source.flushed_offset = source.offset_hi
-        # Recorded even when nothing went out: the units processed up to here end here, and a
-        # replay must cut its runs of one-event messages at the same offsets.
-        source.boundaries.append(source.offset_hi)
+            out.extend(encode_partials(source, self.max_partial_bytes))
         return out
 
     # -- snapshots ------------------------------------------------------------------------------
@@ -906,7 +570,7 @@ class Stage1:
             offset = -1
         else:
             offset = int(snapshot["offset"])
-            source = self._sources[partition] = _Source(
+            source = self._sources[partition] = Source(
                 partition,
                 watermark=float(snapshot["watermark"]),
                 offset_lo=offset,

@@ -1,0 +1,195 @@
+"""Stage 1's state: per source partition, per deployment, per partial group; and its report.
+
+Kept apart from :mod:`streamguard.core.stage1` (which accounts messages into this state) so
+the side streams (:mod:`streamguard.core.stage1_streams`) and the partial encoder
+(:mod:`streamguard.core.stage1_flush`) can use it without the accounting.
+"""
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from streamguard.contracts import ROLE_CANARY, ROLES, Decoded, PredictionBatch, Rejected
+from streamguard.contracts.runs import Run
+from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAM, EnvMeasures
+from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
+from streamguard.core.measures import ArmMeasures, PairMeasures
+from streamguard.core.outcomes import OutcomeJoin
+from streamguard.core.pairing import PairingBuffer
+from streamguard.core.replicas import REPLICA_STREAM, ReplicaMeasures
+from streamguard.core.slices import SliceCoder
+from streamguard.core.summary import Array, Registry, Table
+from streamguard.policy import DeploymentPolicy
+
+__all__ = [
+    "I64",
+    "PAIR_STREAM",
+    "DeploymentState",
+    "Group",
+    "Source",
+    "Stage1Report",
+    "Unit",
+    "arm_stream",
+    "arm_versions",
+    "factorize",
+    "group_of",
+    "merge",
+    "window_of",
+]
+
+PAIR_STREAM = "pair"
+
+I64 = npt.NDArray[np.int64]
+
+
+def arm_stream(role: int) -> str:
+    """Stream name of a role's single predictions, e.g. ``arm:canary``."""
+    return f"arm:{ROLES[role]}"
+
+
+@dataclass(slots=True)
+class Stage1Report:
+    """What one message did, for metrics."""
+
+    predictions: int = 0
+    outcomes: int = 0
+    pairs: int = 0
+    unpaired: int = 0
+    duplicates: int = 0
+    late: int = 0  # single predictions whose window had closed
+    late_pairs: int = 0  # completed pairs whose window had closed
+    matured: int = 0  # exposures whose outcome join window closed
+    evicted_halves: int = 0  # halves dropped because the pairing buffer was full
+    evicted_exposures: int = 0  # exposures matured early because the join buffer was full
+    unmatched_outcomes: int = 0  # outcomes for no open exposure
+    skipped_offsets: int = 0  # messages at or below an offset already processed
+    one_by_one: int = 0  # messages of runs accounted one at a time (see core.run_order)
+
+
+@dataclass(slots=True)
+class Unit:
+    """One unit stage 1 processed: a message decoded alone, or a run of one-event messages.
+
+    ``rejected_at`` holds the offset of the message of each of ``decoded.rejected``.
+    """
+
+    first: int
+    last: int
+    decoded: Decoded
+    report: Stage1Report
+    rejected_at: list[int]
+
+    def letters(self) -> list[tuple[int, Rejected]]:
+        """``(offset, rejection)`` for the dead-letter topic."""
+        return list(zip(self.rejected_at, self.decoded.rejected, strict=True))
+
+
+@dataclass(slots=True)
+class Group:
+    registry: Registry
+    table: Table
+    baseline_version: str = ""
+
+
+@dataclass(slots=True)
+class DeploymentState:
+    name: str
+    policy: DeploymentPolicy
+    coder: SliceCoder
+    pairing: PairingBuffer
+    measures: PairMeasures
+    arms: ArmMeasures
+    join: OutcomeJoin
+    replicas: ReplicaMeasures
+    envs: EnvMeasures
+    late: int = 0
+    touched: bool = False
+    # Pairing starts at the partition's first shadow prediction: a deployment without a
+    # shadow must not fill the buffer with primaries that can never pair.
+    shadowed: bool = False
+
+
+@dataclass(slots=True)
+class Source:
+    partition: int
+    watermark: float = -math.inf
+    offset_lo: int = -1  # the partial covers (offset_lo, offset_hi]
+    offset_hi: int = -1
+    # What the last flush covered: heartbeats report these, never the live values, so a
+    # watermark never reaches stage 2 before the data it covers.
+    flushed_watermark: float = -math.inf
+    flushed_offset: int = -1
+    # Offsets at which partials were flushed since the last snapshot: recorded before they are
+    # sent, so that after a restore the same partials (same bytes, same stamps) are flushed
+    # again at the same offsets and stage 2 can drop those it already has.
+    boundaries: list[int] = field(default_factory=list)
+    replay: deque[int] = field(default_factory=deque)  # boundaries still to reproduce
+    outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials
+    run: Run = field(default_factory=Run)  # one-event messages read and not yet processed
+    deployments: dict[str, DeploymentState] = field(default_factory=dict)
+    groups: dict[tuple[str, str, str, int], Group] = field(default_factory=dict)
+    # (deployment, items:<role>, version, window, slice) -> item ids exposed since the last flush
+    items: dict[tuple[str, str, str, int, str], list[str]] = field(default_factory=dict)
+
+
+def window_of(ts: npt.NDArray[np.float64], window_s: int) -> I64:
+    return np.floor(ts / window_s).astype(np.int64)
+
+
+def arm_versions(batch: PredictionBatch) -> list[str]:
+    """Version key of each event's arm: a canary's includes its allocation, when given.
+
+    A new allocation (for example the fixed, stratified one) then starts a fresh canary arm,
+    so its statistics restart; the baseline's arm is keyed by model version only.
+    """
+    if not batch.allocation:
+        return batch.model_version
+    canary = (batch.role == ROLE_CANARY).tolist()
+    return [
+        f"{version}@{allocation}" if is_canary and allocation else version
+        for version, allocation, is_canary in zip(
+            batch.model_version, batch.allocation, canary, strict=True
+        )
+    ]
+
+
+def factorize(values: list[str]) -> tuple[I64, list[str]]:
+    """Integer codes of strings with few distinct values (deployments, versions)."""
+    names = sorted(set(values))
+    if len(names) == 1:
+        return np.zeros(len(values), dtype=np.int64), names
+    codes = {name: i for i, name in enumerate(names)}
+    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), names
+
+
+def group_of(source: Source, state: DeploymentState, key: tuple[str, str, str, int]) -> Group:
+    """The partial group of ``key`` (deployment, stream, version, window), made on first use."""
+    group = source.groups.get(key)
+    if group is None:
+        if key[1] == PAIR_STREAM:
+            fields = state.measures.fields
+        elif key[1] == SCHEMA_STREAM:
+            fields = SCHEMA_FIELDS
+        elif key[1] == REPLICA_STREAM:
+            fields = state.replicas.fields
+        elif key[1] in (ENV_STREAM, ENV_PAIR_STREAM):
+            fields = state.envs.fields_of(key[1])
+        else:
+            fields = state.arms.fields
+        group = source.groups[key] = Group(Registry(), Table(fields))
+    return group
+
+
+def merge(
+    group: Group, labels: list[str], contribution: dict[str, Array], state: DeploymentState
+) -> None:
+    """Add per-label contributions to a group, within the deployment's slice limit."""
+    rows = group.registry.rows_for(labels, limit=state.policy.slices.max_slices)
+    keep = rows >= 0
+    if not keep.all():
+        contribution = {k: v[keep] for k, v in contribution.items()}
+        rows = rows[keep]
+    group.table.add(rows, contribution)
