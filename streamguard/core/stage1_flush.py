@@ -12,6 +12,12 @@ __all__ = ["encode_partials"]
 
 
 def encode_partials(source: Source, max_bytes: int) -> list[tuple[str, bytes]]:
+    """The partial messages ``(deployment, value)`` of everything ``source`` accounted since
+    its last flush, each at most ``max_bytes``; clears its groups and records the boundary.
+
+    Groups are encoded in key order, so the same accounting always gives the same bytes (a
+    replay after a restore must reproduce them: stage 2 deduplicates by stamp).
+    """
     partition = source.partition
     if source.offset_hi <= source.offset_lo:
         return []
