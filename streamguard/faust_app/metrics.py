@@ -44,6 +44,12 @@ class Metrics:
         self.events = Counter(
             "streamguard_events", "Events decoded, by kind.", ["kind"], registry=r
         )
+        self.one_by_one = Counter(
+            "streamguard_one_by_one_messages",
+            "One-event messages of runs accounted one at a time, where accounting them "
+            "together could have changed the result (a cost, never an error).",
+            registry=r,
+        )
         self.decode_failures = Counter(
             "streamguard_decode_failures",
             "Messages or events sent to the dead-letter topic, by reason.",

@@ -259,6 +259,8 @@ class Runtime:
         m.events.labels("outcome").inc(report.outcomes)
         m.pairs.inc(report.pairs)
         m.unpaired.inc(report.unpaired)
+        if report.one_by_one:
+            m.one_by_one.inc(report.one_by_one)
         m.duplicate_halves.inc(report.duplicates)
         m.late.labels("source").inc(report.late)
         m.late.labels("source_pairs").inc(report.late_pairs)
