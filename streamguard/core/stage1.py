@@ -56,6 +56,7 @@ from streamguard.core.stage1_state import (
     Unit,
     arm_stream,
     arm_versions,
+    defer,
     factorize,
     group_of,
     merge,
@@ -350,17 +351,14 @@ class Stage1:
             role = key % len(ROLES)
             version = version_names[(key // len(ROLES)) % len(version_names)]
             window = int(windows[idx[0]])
-            rows = state.coder.rows(combos[idx])
             group = group_of(source, state, (deployment, arm_stream(role), version, window))
-            contribution = state.arms.events(
-                rows.index, len(rows.labels), errors[idx], batch.latency_ms[idx]
-            )
-            merge(group, rows.labels, contribution, state)
+            defer(group, state, combos[idx], errors[idx], batch.latency_ms[idx])
             if batch.items and policy.popularity.enabled:
                 exposed = [batch.items[i] for i in idx.tolist()]
                 stream = item_stream(ROLES[role])
                 ids = [item for ranked in exposed if ranked for item in ranked]
                 if ids:
+                    rows = state.coder.rows(combos[idx])
                     items_key = (deployment, stream, version, window, ROOT)
                     source.items.setdefault(items_key, []).extend(ids)
                     for label, slice_ids in exposures_by_slice(
@@ -427,15 +425,11 @@ class Stage1:
             idx = np.flatnonzero((keys == key) & on_time)
             version = version_names[key % len(version_names)]
             window = int(windows[idx[0]])
-            rows = state.coder.rows(pairs.combo[idx])
             group = group_of(source, state, (pairs.deployment[0], PAIR_STREAM, version, window))
             # The baseline of the pair completed last (in a run, pairs with waiting halves
             # come after those within it, whatever their messages' order).
             group.baseline_version = pairs.baseline_version[int(idx[np.argmax(pairs.at[idx])])]
-            contribution = state.measures.contributions(
-                rows.index, len(rows.labels), pairs.primary[idx], pairs.shadow[idx]
-            )
-            merge(group, rows.labels, contribution, state)
+            defer(group, state, pairs.combo[idx], pairs.primary[idx], pairs.shadow[idx])
             if policy.determinism.enabled:
                 count_env_pairs(source, state, pairs, idx, window)
         report.pairs += int(on_time.sum())

@@ -6,7 +6,7 @@ from collections import defaultdict
 from streamguard.core.items import count_items
 from streamguard.core.partials import HEADER_RESERVE, dumps, encode_group, pack
 from streamguard.core.slices import ROOT
-from streamguard.core.stage1_state import Source
+from streamguard.core.stage1_state import Source, settle
 
 __all__ = ["encode_partials"]
 
@@ -21,6 +21,8 @@ def encode_partials(source: Source, max_bytes: int) -> list[tuple[str, bytes]]:
     partition = source.partition
     if source.offset_hi <= source.offset_lo:
         return []
+    for (deployment, *_), group in source.groups.items():
+        settle(group, source.deployments[deployment])
     by_deployment: dict[str, list[bytes]] = defaultdict(list)
     for (deployment, stream, version, window), group in sorted(
         source.groups.items(), key=lambda kv: kv[0]

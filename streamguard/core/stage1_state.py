@@ -8,6 +8,7 @@ the side streams (:mod:`streamguard.core.stage1_streams`) and the partial encode
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,8 +26,10 @@ from streamguard.core.summary import Array, Registry, Table
 from streamguard.policy import DeploymentPolicy
 
 __all__ = [
+    "F64",
     "I64",
     "PAIR_STREAM",
+    "PENDING_MAX",
     "DeploymentState",
     "Group",
     "Source",
@@ -34,15 +37,22 @@ __all__ = [
     "Unit",
     "arm_stream",
     "arm_versions",
+    "defer",
     "factorize",
     "group_of",
     "merge",
+    "settle",
     "window_of",
 ]
 
 PAIR_STREAM = "pair"
 
+#: Events (or pairs) a group collects before it summarises them without waiting for a flush:
+#: bounds the memory of a replay that flushes rarely.
+PENDING_MAX = 1 << 16
+
 I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
 
 
 def arm_stream(role: int) -> str:
@@ -89,9 +99,21 @@ class Unit:
 
 @dataclass(slots=True)
 class Group:
+    """One partial group's summary, and the raw columns not yet summarised into it.
+
+    Events of an arm (slice combination, error flag, latency) and pairs (combination, primary
+    and shadow score) are only collected as they come: :func:`settle` summarises them
+    together at the flush, or once :data:`PENDING_MAX` are waiting. numpy costs a few
+    microseconds per call whatever the length, so summarising each message's few hundred
+    events at once cost more than the events themselves.
+    """
+
     registry: Registry
     table: Table
     baseline_version: str = ""
+    pairs: bool = False  # a pair group (else an arm's): which summary settle computes
+    pending: list[tuple[I64, npt.NDArray[Any], F64]] = field(default_factory=list)
+    pending_n: int = 0
 
 
 @dataclass(slots=True)
@@ -179,8 +201,42 @@ def group_of(source: Source, state: DeploymentState, key: tuple[str, str, str, i
             fields = state.envs.fields_of(key[1])
         else:
             fields = state.arms.fields
-        group = source.groups[key] = Group(Registry(), Table(fields))
+        group = source.groups[key] = Group(Registry(), Table(fields), pairs=key[1] == PAIR_STREAM)
     return group
+
+
+def defer(
+    group: Group, state: DeploymentState, combos: I64, first: npt.NDArray[Any], second: F64
+) -> None:
+    """Collect events (``combos``, errors, latencies) or pairs (``combos``, primary, shadow
+    scores) for :func:`settle`; settles at once when :data:`PENDING_MAX` are waiting."""
+    group.pending.append((combos, first, second))
+    group.pending_n += len(combos)
+    if group.pending_n >= PENDING_MAX:
+        settle(group, state)
+
+
+def settle(group: Group, state: DeploymentState) -> None:
+    """Summarise the group's collected events or pairs into its table, in arrival order.
+
+    Where the collection is cut (flushes, :data:`PENDING_MAX`) depends only on the sequence
+    of messages, so a replay after a restore settles, and rounds, exactly as the first pass.
+    """
+    if not group.pending:
+        return
+    if len(group.pending) == 1:
+        combos, first, second = group.pending[0]
+    else:
+        combos, first, second = (
+            np.concatenate(column) for column in zip(*group.pending, strict=True)
+        )
+    group.pending, group.pending_n = [], 0
+    rows = state.coder.rows(combos)
+    if group.pairs:
+        contribution = state.measures.contributions(rows.index, len(rows.labels), first, second)
+    else:
+        contribution = state.arms.events(rows.index, len(rows.labels), first, second)
+    merge(group, rows.labels, contribution, state)
 
 
 def merge(

@@ -294,3 +294,26 @@ def test_a_pair_is_judged_by_the_watermark_before_the_message_that_completed_it(
     assert totals(alone_reports)["pairs"] == 0
     assert totals(run_reports) == totals(alone_reports)
     assert_same(canonical(alone.flush(0)), canonical(runs.flush(0)))
+
+
+def test_settling_before_the_flush_gives_the_same_partials(monkeypatch: Any) -> None:
+    """Groups summarise collected events when PENDING_MAX wait, not only at the flush."""
+    rng = np.random.default_rng(3)
+    roles = ["primary", "shadow", "canary"]
+    script = [
+        prediction(f"r{rng.integers(40)}", roles[rng.integers(3)], 100.0 + k / 4)
+        for k in range(120)
+    ]
+
+    def partials() -> tuple[dict[Any, Any], dict[str, int]]:
+        stage1, reports = Stage1(POLICY), []
+        for offset, value in enumerate(script):
+            reports.append(stage1.process(0, offset, decode_message(value)))
+        return canonical(stage1.flush(0)), totals(reports)
+
+    at_flush, at_flush_totals = partials()
+    monkeypatch.setattr("streamguard.core.stage1_state.PENDING_MAX", 3)
+    early, early_totals = partials()
+    assert at_flush_totals == early_totals
+    assert at_flush_totals["pairs"] > 0
+    assert_same(at_flush, early)
