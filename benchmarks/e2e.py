@@ -1,6 +1,7 @@
 """End-to-end throughput through the broker: one worker against a bare Faust agent.
 
-    python -m benchmarks.e2e [--single-events 20000] [--batch-events 600000] [--repeat 1] [--json]
+    python -m benchmarks.e2e [--single-events 20000] [--batch-events 600000] [--repeat 1]
+                             [--no-columns] [--json]
 
 What is measured, per mode (``single``: one event per Kafka message; ``batch``: batch
 envelopes of one partition and one second of traffic each, about 500 events, as
@@ -24,7 +25,9 @@ on one-event messages, i.e. what Faust alone delivers per event when every event
 
 * ``single_vs_bare`` = worker events/s with one event per message / bare messages/s
   (issue 8's goal: ≥ 0.8);
-* ``batch_vs_bare`` = worker events/s with batch envelopes / bare messages/s (goal: ≥ 20).
+* ``batch_vs_bare`` = worker events/s with batch envelopes / bare messages/s (goal: ≥ 20);
+* ``columns_vs_bare``: the same batches sent as columnar batches (``prediction_columns``, what
+  ``Emitter(columnar=True)`` sends), a third mode unless ``--no-columns``.
 
 Each repetition starts from a fresh broker (the worker's state topic must be empty); with
 ``--repeat N`` the best of N is reported per figure, and every run is listed.
@@ -43,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from benchmarks.common import (
     PREDICTIONS,
     ROOT,
@@ -57,6 +62,7 @@ from benchmarks.common import (
     worker_events,
 )
 from streamguard.broker import EmbeddedBroker
+from streamguard.contracts.columns import encode_columns
 from streamguard.sim import TrafficGenerator
 from streamguard.testing import WorkerProcess, produce
 
@@ -75,7 +81,17 @@ def _messages(mode: str, events: int, seed: int) -> tuple[list[Message], int]:
     count = sum(len(s) for s in per_second)
     if mode == "single":
         return as_singles(per_second, PREDICTIONS.partitions), count
-    return as_envelopes(per_second, PREDICTIONS.partitions), count
+    batches = as_envelopes(per_second, PREDICTIONS.partitions)
+    if mode == "columns":  # what Emitter(columnar=True) sends: the same events as columns
+        batches = [(p, k, _columns(value)) for p, k, value in batches]
+    return batches, count
+
+
+def _columns(envelope: bytes) -> bytes:
+    columns = encode_columns(orjson.loads(envelope)["events"])
+    if columns is None:  # pragma: no cover - the simulator sends predictions only
+        raise RuntimeError("simulated traffic that columns cannot carry")
+    return columns
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -128,6 +144,7 @@ def measure(
     batch_events: int = 600_000,
     repeat: int = 1,
     timeout_s: float = 300.0,
+    columns: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docstring); returns figures, ratios and runs."""
     env = environment()
@@ -135,7 +152,9 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         workdir = Path(tmp)
         for r in range(repeat):
-            for mode, events in (("single", single_events), ("batch", batch_events)):
+            modes = (("single", single_events), ("batch", batch_events))
+            modes += (("columns", batch_events),) if columns else ()
+            for mode, events in modes:
                 messages, count = _messages(mode, events, seed=r + 1)
                 with running_broker(workdir / "broker.log") as broker:
                     produce(broker.bootstrap, messages, PREDICTIONS.name)
@@ -158,6 +177,7 @@ def measure(
     bare = best("single", "bare_messages_per_s")
     single = best("single", "worker_events_per_s")
     batch = best("batch", "worker_events_per_s")
+    by_columns = best("columns", "worker_events_per_s") if columns else math.nan
     return {
         "benchmark": "e2e",
         "environment": env,
@@ -172,7 +192,9 @@ def measure(
         "worker_batch_events_per_s": round(batch),
         "single_vs_bare": round(single / bare, 3),
         "batch_vs_bare": round(batch / bare, 2),
-        "goals": {"single_vs_bare": 0.8, "batch_vs_bare": 20.0},
+        "worker_columns_events_per_s": round(by_columns) if columns else None,
+        "columns_vs_bare": round(by_columns / bare, 2) if columns else None,
+        "goals": {"single_vs_bare": 0.8, "batch_vs_bare": 20.0, "columns_vs_bare": 20.0},
         "runs": runs,
     }
 
@@ -184,8 +206,13 @@ def main() -> None:
     parser.add_argument("--batch-events", type=int, default=600_000)
     parser.add_argument("--repeat", type=int, default=1, help="best of N fresh runs")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--no-columns", action="store_true", help="skip the columnar batches (a third mode)"
+    )
     args = parser.parse_args()
-    result = measure(args.single_events, args.batch_events, args.repeat)
+    result = measure(
+        args.single_events, args.batch_events, args.repeat, columns=not args.no_columns
+    )
     if args.json:
         print(json.dumps(result))
         return
@@ -198,6 +225,11 @@ def main() -> None:
         f"worker, batch envelopes: {result['worker_batch_events_per_s']:,} events/s "
         f"({result['batch_vs_bare']} x bare; goal >= 20)"
     )
+    if result["columns_vs_bare"] is not None:
+        print(
+            f"worker, columnar batches: {result['worker_columns_events_per_s']:,} events/s "
+            f"({result['columns_vs_bare']} x bare)"
+        )
     print(f"environment: {result['environment']}")
 
 

@@ -24,7 +24,9 @@ def test_e2e_measures_the_worker_and_the_bare_agent() -> None:
     assert result["worker_single_events_per_s"] > 0
     assert result["worker_batch_events_per_s"] > 0
     assert result["single_vs_bare"] > 0
-    assert [r["mode"] for r in result["runs"]] == ["single", "batch"]
+    assert result["worker_columns_events_per_s"] > 0
+    assert [r["mode"] for r in result["runs"]] == ["single", "batch", "columns"]
+    assert [r["events"] for r in result["runs"]][1] == result["runs"][2]["events"]
     renders("e2e", result)
 
 
