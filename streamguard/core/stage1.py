@@ -57,6 +57,7 @@ from streamguard.core.stage1_state import (
     arm_stream,
     arm_versions,
     defer,
+    defer_outcomes,
     factorize,
     group_of,
     merge,
@@ -454,12 +455,8 @@ class Stage1:
         window = math.floor(source.watermark / state.policy.window_s)
         deployment = state.name
         for role, version, positions in matured.groups():
-            rows = state.coder.rows(matured.combo[positions])
             group = group_of(source, state, (deployment, arm_stream(role), version, window))
-            contribution = state.arms.outcomes(
-                rows.index, len(rows.labels), matured.value[positions]
-            )
-            merge(group, rows.labels, contribution, state)
+            defer_outcomes(group, state, matured.combo[positions], matured.value[positions])
 
     # -- flushing ------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ __all__ = [
     "arm_stream",
     "arm_versions",
     "defer",
+    "defer_outcomes",
     "factorize",
     "group_of",
     "merge",
@@ -101,8 +102,9 @@ class Unit:
 class Group:
     """One partial group's summary, and the raw columns not yet summarised into it.
 
-    Events of an arm (slice combination, error flag, latency) and pairs (combination, primary
-    and shadow score) are only collected as they come: :func:`settle` summarises them
+    Events of an arm (slice combination, error flag, latency), the outcomes of its matured
+    exposures (combination, value) and pairs (combination, primary and shadow score) are only
+    collected as they come: :func:`settle` summarises them
     together at the flush, or once :data:`PENDING_MAX` are waiting. numpy costs a few
     microseconds per call whatever the length, so summarising each message's few hundred
     events at once cost more than the events themselves.
@@ -113,6 +115,7 @@ class Group:
     baseline_version: str = ""
     pairs: bool = False  # a pair group (else an arm's): which summary settle computes
     pending: list[tuple[I64, npt.NDArray[Any], F64]] = field(default_factory=list)
+    outcomes: list[tuple[I64, F64]] = field(default_factory=list)  # of matured exposures
     pending_n: int = 0
 
 
@@ -216,27 +219,43 @@ def defer(
         settle(group, state)
 
 
-def settle(group: Group, state: DeploymentState) -> None:
-    """Summarise the group's collected events or pairs into its table, in arrival order.
+def defer_outcomes(group: Group, state: DeploymentState, combos: I64, values: F64) -> None:
+    """Collect the outcome values of matured exposures (an arm group's) for :func:`settle`."""
+    group.outcomes.append((combos, values))
+    group.pending_n += len(combos)
+    if group.pending_n >= PENDING_MAX:
+        settle(group, state)
 
-    Where the collection is cut (flushes, :data:`PENDING_MAX`) depends only on the sequence
-    of messages, so a replay after a restore settles, and rounds, exactly as the first pass.
+
+def settle(group: Group, state: DeploymentState) -> None:
+    """Summarise the group's collected events, pairs and outcomes into its table.
+
+    Each kind is summarised in arrival order. Where the collection is cut (flushes,
+    :data:`PENDING_MAX`) depends only on the sequence of messages, so a replay after a
+    restore settles, and rounds, exactly as the first pass.
     """
-    if not group.pending:
-        return
-    if len(group.pending) == 1:
-        combos, first, second = group.pending[0]
-    else:
-        combos, first, second = (
-            np.concatenate(column) for column in zip(*group.pending, strict=True)
-        )
-    group.pending, group.pending_n = [], 0
-    rows = state.coder.rows(combos)
-    if group.pairs:
-        contribution = state.measures.contributions(rows.index, len(rows.labels), first, second)
-    else:
-        contribution = state.arms.events(rows.index, len(rows.labels), first, second)
-    merge(group, rows.labels, contribution, state)
+    group.pending_n = 0
+    if group.pending:
+        combos, first, second = _joined(group.pending)
+        group.pending = []
+        rows = state.coder.rows(combos)
+        if group.pairs:
+            contribution = state.measures.contributions(rows.index, len(rows.labels), first, second)
+        else:
+            contribution = state.arms.events(rows.index, len(rows.labels), first, second)
+        merge(group, rows.labels, contribution, state)
+    if group.outcomes:
+        combos, values = _joined(group.outcomes)
+        group.outcomes = []
+        rows = state.coder.rows(combos)
+        merge(group, rows.labels, state.arms.outcomes(rows.index, len(rows.labels), values), state)
+
+
+def _joined(chunks: list[Any]) -> tuple[Any, ...]:
+    """Columns of collected chunks (tuples of arrays), each concatenated."""
+    if len(chunks) == 1:
+        return tuple(chunks[0])
+    return tuple(np.concatenate(column) for column in zip(*chunks, strict=True))
 
 
 def merge(

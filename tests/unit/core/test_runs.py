@@ -304,6 +304,22 @@ def test_settling_before_the_flush_gives_the_same_partials(monkeypatch: Any) -> 
         prediction(f"r{rng.integers(40)}", roles[rng.integers(3)], 100.0 + k / 4)
         for k in range(120)
     ]
+    # Outcomes of served requests, and time moving on so that their exposures mature.
+    script += [
+        orjson.dumps(
+            {
+                "schema_version": 1,
+                "kind": "outcome",
+                "event_id": f"o-r{k}",
+                "request_id": f"r{k}",
+                "ts": 131.0,
+                "deployment": "a",
+                "value": float(k % 2),
+            }
+        )
+        for k in range(40)
+    ]
+    script += [prediction(f"late{k}", "canary", 140.0 + k) for k in range(4)]
 
     def partials() -> tuple[dict[Any, Any], dict[str, int]]:
         stage1, reports = Stage1(POLICY), []
@@ -316,4 +332,5 @@ def test_settling_before_the_flush_gives_the_same_partials(monkeypatch: Any) -> 
     early, early_totals = partials()
     assert at_flush_totals == early_totals
     assert at_flush_totals["pairs"] > 0
+    assert at_flush_totals["matured"] > 0
     assert_same(at_flush, early)
