@@ -159,6 +159,24 @@ def totals(reports: list[Stage1Report]) -> dict[str, int]:
     return {k: sum(getattr(r, k) for r in reports) for k in keys}
 
 
+def prediction(request: str, role: str, ts: float) -> bytes:
+    """A one-event message: a prediction of deployment ``a``."""
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "kind": "prediction",
+            "event_id": f"{request}-{role}",
+            "request_id": request,
+            "ts": ts,
+            "deployment": "a",
+            "model_version": "v3" if role == "shadow" else "v1",
+            "role": role,
+            "slice": {"platform": "ios", "region": "eu"},
+            "score": 0.5,
+        }
+    )
+
+
 # Shrinking a failing script of up to 80 messages took longer than the suite's 300 s timeout,
 # which then hid the assertion; the unshrunk script is reported instead. Set
 # STREAMGUARD_SHRINK=1 (and --timeout=0) to shrink a failure locally.
@@ -206,30 +224,15 @@ def test_runs_account_exactly_as_one_message_at_a_time(
 
 def test_a_run_is_split_where_the_watermark_enters_another_window() -> None:
     """Halves expiring in two windows within one run are counted in each one's window."""
-    policy = POLICY
-    events = []
     # Primaries at 100..103 never get a shadow (a shadow at 99 starts pairing); the watermark
     # then jumps to 115 (window 11) and to 125 (window 12).
-    for i, ts in enumerate([99.0, 100.0, 103.0, 115.0, 125.0]):
-        role = "shadow" if i == 0 else "primary"
-        events.append(
-            {
-                "schema_version": 1,
-                "kind": "prediction",
-                "event_id": f"e{i}",
-                "request_id": f"q{i}",
-                "ts": ts,
-                "deployment": "a",
-                "model_version": "v3" if role == "shadow" else "v1",
-                "role": role,
-                "slice": {"platform": "ios", "region": "eu"},
-                "score": 0.5,
-            }
-        )
-    stage1 = Stage1(policy)
+    times = [99.0, 100.0, 103.0, 115.0, 125.0]
+    script = [
+        prediction(f"q{i}", "shadow" if i == 0 else "primary", ts) for i, ts in enumerate(times)
+    ]
+    stage1 = Stage1(POLICY)
     units = []
-    for offset, sent in enumerate(events):
-        value = orjson.dumps(sent)
+    for offset, value in enumerate(script):
         units += stage1.feed(0, offset, value, parse_message(value), math.inf)
     units += stage1.cut(0, math.inf)
     assert len(units) == 1
@@ -246,24 +249,6 @@ def test_a_run_is_split_where_the_watermark_enters_another_window() -> None:
     # q3 (115) at 125, counted in window 12.
     assert unpaired == {("arm:shadow", 11): 1, ("arm:primary", 11): 2, ("arm:primary", 12): 1}
     assert np.isfinite(stage1.watermark(0))
-
-
-def prediction(request: str, role: str, ts: float) -> bytes:
-    """A one-event message: a prediction of deployment ``a``."""
-    return orjson.dumps(
-        {
-            "schema_version": 1,
-            "kind": "prediction",
-            "event_id": f"{request}-{role}",
-            "request_id": request,
-            "ts": ts,
-            "deployment": "a",
-            "model_version": "v3" if role == "shadow" else "v1",
-            "role": role,
-            "slice": {"platform": "ios", "region": "eu"},
-            "score": 0.5,
-        }
-    )
 
 
 def test_a_pair_is_judged_by_the_watermark_before_the_message_that_completed_it() -> None:
