@@ -4,11 +4,15 @@
 
 Measured on a real ``streamguard worker`` process (stages 1–3, default policy, unsigned) on
 the embedded broker: its ``VmRSS`` (resident memory now) and ``VmHWM`` (peak resident memory
-since it started) from ``/proc/PID/status``, read once the worker has processed every event
-produced (``streamguard_events_total``) and ``SETTLE_S`` (12) s more have passed for its
-flushes, window closes and snapshots, and for one heap trim (the worker returns freed heap to
-the OS at most every 10 s, ``streamguard/faust_app/heap.py``): ``rss_mb`` is what the worker
-keeps, ``peak_rss_mb`` what processing the burst of events took.
+since it started) from ``/proc/PID/status``, read once the worker's stage 1 has processed
+every event produced (``streamguard_events_total``), its stage 2 has applied every partial
+(``streamguard_partials_total`` still for ``QUIET_S``, 5 s; ``drain_s`` says how long that
+took after stage 1), and ``SETTLE_S`` (12) s more have passed for window closes and
+snapshots, and for one heap trim (the worker returns freed heap to the OS at most every 10 s,
+``streamguard/faust_app/heap.py``): ``rss_mb`` is what the worker keeps, ``peak_rss_mb`` what
+processing the burst of events took, ``rss_stage1_done_mb`` the RSS when stage 1 was done
+(with stage 2's backlog in memory: the partials stage 2 had not applied yet, and its open
+windows).
 
 * **Slices.** For each count, a fresh broker and worker get ``SECONDS`` (330) seconds of event
   time: long enough to fill the guards' 5-minute horizon (30 windows of 10 s) plus the allowed
@@ -26,6 +30,7 @@ Issue 8's goal: 1,000 slices under 300 MB of resident memory.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -43,12 +48,14 @@ from benchmarks.common import (
     worker_events,
 )
 from streamguard.sim import TrafficGenerator
-from streamguard.testing import WorkerProcess, produce, rss_bytes
+from streamguard.testing import WorkerProcess, metric, produce, rss_bytes
 
 __all__ = ["SECONDS", "SETTLE_S", "main", "measure", "shares"]
 
 SECONDS = 330  # the 300 s horizon, the 5 s lateness, and a few windows more
 SETTLE_S = 12.0  # after the last event: flushes, snapshots, and one heap trim (every 10 s)
+QUIET_S = 5.0  # stage 2 has drained when its count of applied partials is still this long
+_PARTIALS = "streamguard_partials_total"
 _MB = 2**20
 _SHAPES = {10: (2, 5, 1), 100: (4, 5, 5), 1000: (4, 25, 10)}
 
@@ -100,10 +107,33 @@ def _memory(worker: WorkerProcess) -> dict[str, float]:
     }
 
 
+def _drain(worker: WorkerProcess, timeout_s: float) -> float:
+    """Wait until stage 2 has applied every partial (its count still for ``QUIET_S``).
+
+    Stage 1 reads a burst faster than stage 2 applies its partials; until stage 2 catches up,
+    the worker holds the backlog (encoded partials, fetched partials, open windows), which is
+    not what it keeps. Returns the seconds waited after stage 1 had counted every event.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    last, still_since = -1.0, started
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            applied = metric(worker.metrics(), _PARTIALS)
+            if applied != last:
+                last, still_since = applied, time.monotonic()
+            elif time.monotonic() - still_since >= QUIET_S:
+                return round(still_since - started, 1)
+        time.sleep(0.5)
+    raise TimeoutError(f"stage 2 still applying partials after {timeout_s}s")
+
+
 def _settled(worker: WorkerProcess, events: int, timeout_s: float) -> dict[str, float]:
     poll_until(lambda: worker_events([worker]), events, timeout_s, interval_s=0.5)
+    at_stage1 = _memory(worker)
+    drain_s = _drain(worker, timeout_s)
     time.sleep(SETTLE_S)
-    return _memory(worker)
+    return {**_memory(worker), "rss_stage1_done_mb": at_stage1["rss_mb"], "drain_s": drain_s}
 
 
 def measure(

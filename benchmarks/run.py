@@ -237,6 +237,16 @@ def rows(name: str, result: dict[str, Any]) -> list[Row]:
                     met,
                 )
             )
+            if "rss_stage1_done_mb" in row:  # results written before the drain was measured
+                out.append(
+                    (
+                        f"… {row['slices']:,} slices: when stage 1 was done / peak (MB); "
+                        f"stage 2 drained {row['drain_s']} s later",
+                        f"{_n(row['rss_stage1_done_mb'], 1)} / {_n(row['peak_rss_mb'], 1)}",
+                        "",
+                        None,
+                    )
+                )
         ev = r["by_events"]
         out.append(
             (

@@ -44,6 +44,8 @@ def test_memory_reads_the_worker_rss() -> None:
     (row,) = result["by_slices"]
     assert row["slices"] == 10
     assert row["rss_mb"] > 10
+    assert row["rss_stage1_done_mb"] > 10
+    assert row["drain_s"] >= 0  # stage 2 applied every partial before the reading
     assert result["by_events"]["after_4n_events"] > result["by_events"]["n_events"]
     renders("memory", result)
 
