@@ -23,6 +23,7 @@ import orjson
 from streamguard.broker import EmbeddedBroker
 from streamguard.broker.admin import apply_topics
 from streamguard.contracts import load_topic_specs, partition_for
+from streamguard.contracts.columns import encode_columns
 from streamguard.sim import TrafficGenerator
 from streamguard.testing import WorkerProcess, envelopes, metric
 
@@ -90,6 +91,14 @@ def past_start(seconds: float, margin_s: float = 120.0) -> float:
 def as_envelopes(seconds: list[list[dict[str, Any]]], partitions: int) -> list[Message]:
     """One batch envelope per partition and second of traffic, as the emitter sends them."""
     return [m for events in seconds for m in envelopes(events, partitions)]
+
+
+def as_columns(envelope: bytes) -> bytes:
+    """A batch envelope's events as one columnar batch, as ``Emitter(columnar=True)`` sends."""
+    columns = encode_columns(orjson.loads(envelope)["events"])
+    if columns is None:  # pragma: no cover - the simulator sends predictions only
+        raise RuntimeError("simulated traffic that columns cannot carry")
+    return columns
 
 
 def as_singles(seconds: list[list[dict[str, Any]]], partitions: int) -> list[Message]:

@@ -46,12 +46,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from benchmarks.common import (
     PREDICTIONS,
     ROOT,
     Message,
+    as_columns,
     as_envelopes,
     as_singles,
     environment,
@@ -62,7 +61,6 @@ from benchmarks.common import (
     worker_events,
 )
 from streamguard.broker import EmbeddedBroker
-from streamguard.contracts.columns import encode_columns
 from streamguard.sim import TrafficGenerator
 from streamguard.testing import WorkerProcess, produce
 
@@ -83,15 +81,8 @@ def _messages(mode: str, events: int, seed: int) -> tuple[list[Message], int]:
         return as_singles(per_second, PREDICTIONS.partitions), count
     batches = as_envelopes(per_second, PREDICTIONS.partitions)
     if mode == "columns":  # what Emitter(columnar=True) sends: the same events as columns
-        batches = [(p, k, _columns(value)) for p, k, value in batches]
+        batches = [(p, k, as_columns(value)) for p, k, value in batches]
     return batches, count
-
-
-def _columns(envelope: bytes) -> bytes:
-    columns = encode_columns(orjson.loads(envelope)["events"])
-    if columns is None:  # pragma: no cover - the simulator sends predictions only
-        raise RuntimeError("simulated traffic that columns cannot carry")
-    return columns
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -152,7 +143,10 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         workdir = Path(tmp)
         for r in range(repeat):
-            modes = (("single", single_events), ("batch", batch_events))
+            modes: tuple[tuple[str, int], ...] = (
+                ("single", single_events),
+                ("batch", batch_events),
+            )
             modes += (("columns", batch_events),) if columns else ()
             for mode, events in modes:
                 messages, count = _messages(mode, events, seed=r + 1)

@@ -33,8 +33,8 @@ from typing import Any
 
 import orjson
 
+from benchmarks.common import as_columns
 from streamguard.contracts import decode_message
-from streamguard.contracts.columns import encode_columns
 from streamguard.engine import Pipeline
 from streamguard.policy import Policy
 from streamguard.sim import ShadowDeviation, TrafficGenerator
@@ -54,10 +54,7 @@ def _messages(seconds: int, rate: float) -> tuple[list[bytes], list[bytes]]:
         deviation=ShadowDeviation({"platform": "android"}, after_s=seconds / 2, shift=0.1),
     )
     rows = [v for events in gen.seconds(seconds) for _, _, v in envelopes(events, PARTITIONS)]
-    columns = [encode_columns(orjson.loads(m)["events"]) for m in rows]
-    if any(c is None for c in columns):  # pragma: no cover - the simulator sends predictions
-        raise RuntimeError("simulated traffic that columns cannot carry")
-    return rows, [c for c in columns if c is not None]
+    return rows, [as_columns(m) for m in rows]
 
 
 def _best(run: Callable[[], object], repeat: int) -> float:

@@ -56,6 +56,7 @@ from streamguard.core.stage1_state import (
     Unit,
     arm_stream,
     arm_versions,
+    by_version_window,
     defer,
     defer_outcomes,
     factorize,
@@ -420,12 +421,7 @@ class Stage1:
         policy = state.policy
         windows = window_of(pairs.ts, policy.window_s)
         on_time = (windows + 1) * policy.window_s + policy.allowed_lateness_s > watermark
-        versions, version_names = factorize(pairs.version)
-        keys = windows * len(version_names) + versions
-        for key in np.unique(keys[on_time]).tolist():
-            idx = np.flatnonzero((keys == key) & on_time)
-            version = version_names[key % len(version_names)]
-            window = int(windows[idx[0]])
+        for version, window, idx in by_version_window(windows, pairs.version, on_time):
             group = group_of(source, state, (pairs.deployment[0], PAIR_STREAM, version, window))
             # The baseline of the pair completed last (in a run, pairs with waiting halves
             # come after those within it, whatever their messages' order).

@@ -7,6 +7,7 @@ the side streams (:mod:`streamguard.core.stage1_streams`) and the partial encode
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "Unit",
     "arm_stream",
     "arm_versions",
+    "by_version_window",
     "defer",
     "defer_outcomes",
     "factorize",
@@ -104,10 +106,10 @@ class Group:
 
     Events of an arm (slice combination, error flag, latency), the outcomes of its matured
     exposures (combination, value) and pairs (combination, primary and shadow score) are only
-    collected as they come: :func:`settle` summarises them
-    together at the flush, or once :data:`PENDING_MAX` are waiting. numpy costs a few
-    microseconds per call whatever the length, so summarising each message's few hundred
-    events at once cost more than the events themselves.
+    collected as they come: :func:`settle` summarises them together at the flush, or once
+    :data:`PENDING_MAX` are waiting. numpy costs a few microseconds per call whatever the
+    length, so summarising each message's few hundred events at once cost more than the
+    events themselves.
     """
 
     registry: Registry
@@ -190,6 +192,17 @@ def factorize(values: list[str]) -> tuple[I64, list[str]]:
     return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), names
 
 
+def by_version_window(
+    windows: I64, versions: list[str], chosen: npt.NDArray[np.bool_]
+) -> Iterator[tuple[str, int, I64]]:
+    """``(version, window, positions)`` of the ``chosen`` events, per (version, window)."""
+    codes, names = factorize(versions)
+    keys = windows * len(names) + codes
+    for key in np.unique(keys[chosen]).tolist():
+        idx = np.flatnonzero((keys == key) & chosen)
+        yield names[key % len(names)], int(windows[idx[0]]), idx
+
+
 def group_of(source: Source, state: DeploymentState, key: tuple[str, str, str, int]) -> Group:
     """The partial group of ``key`` (deployment, stream, version, window), made on first use."""
     group = source.groups.get(key)
@@ -214,15 +227,17 @@ def defer(
     """Collect events (``combos``, errors, latencies) or pairs (``combos``, primary, shadow
     scores) for :func:`settle`; settles at once when :data:`PENDING_MAX` are waiting."""
     group.pending.append((combos, first, second))
-    group.pending_n += len(combos)
-    if group.pending_n >= PENDING_MAX:
-        settle(group, state)
+    _collected(group, state, len(combos))
 
 
 def defer_outcomes(group: Group, state: DeploymentState, combos: I64, values: F64) -> None:
     """Collect the outcome values of matured exposures (an arm group's) for :func:`settle`."""
     group.outcomes.append((combos, values))
-    group.pending_n += len(combos)
+    _collected(group, state, len(combos))
+
+
+def _collected(group: Group, state: DeploymentState, n: int) -> None:
+    group.pending_n += n
     if group.pending_n >= PENDING_MAX:
         settle(group, state)
 

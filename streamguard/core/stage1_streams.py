@@ -16,6 +16,7 @@ from streamguard.core.stage1_state import (
     I64,
     DeploymentState,
     Source,
+    by_version_window,
     factorize,
     group_of,
     merge,
@@ -38,14 +39,10 @@ def count_schemas(
     on_time = on_time & (np.asarray(batch.feature_schema, dtype=object) != "")
     errors = batch.errors()
     codes, names = factorize(batch.feature_schema)
-    versions, version_names = factorize(batch.model_version)
-    keys = windows * len(version_names) + versions
-    for key in np.unique(keys[on_time]).tolist():
-        idx = np.flatnonzero((keys == key) & on_time)
+    for version, window, idx in by_version_window(windows, batch.model_version, on_time):
         labels, contribution = schema_counts(codes[idx], errors[idx], names)
         if labels:
-            version = version_names[key % len(version_names)]
-            group_key = (state.name, SCHEMA_STREAM, version, int(windows[idx[0]]))
+            group_key = (state.name, SCHEMA_STREAM, version, window)
             merge(group_of(source, state, group_key), labels, contribution, state)
 
 
@@ -68,12 +65,7 @@ def count_replicas(
     if not served.any():
         return
     limit = state.policy.cold_start.max_replicas
-    versions, version_names = factorize(batch.model_version)
-    keys = windows * len(version_names) + versions
-    for key in np.unique(keys[served]).tolist():
-        idx = np.flatnonzero((keys == key) & served)
-        version = version_names[key % len(version_names)]
-        window = int(windows[idx[0]])
+    for version, window, idx in by_version_window(windows, batch.model_version, served):
         group = group_of(source, state, (batch.deployment[0], REPLICA_STREAM, version, window))
         rows, labels, _ = replica_rows(ids[idx].tolist(), limit)
         # "*" and "~overflow" come first, so they always have rows 0 and 1; replicas
@@ -103,18 +95,14 @@ def count_environments(
     failed predictions do not: their score is a fallback.
     """
     chosen = chosen & (np.asarray(batch.env_fingerprint, dtype=str) != "")
-    versions, version_names = factorize(batch.model_version)
-    keys = windows * len(version_names) + versions
-    for key in np.unique(keys[chosen]).tolist():
-        idx = np.flatnonzero((keys == key) & chosen)
-        version = version_names[key % len(version_names)]
+    for version, window, idx in by_version_window(windows, batch.model_version, chosen):
         slices = state.coder.rows(combos[idx])
         finest = slices.index[:, -1]  # the full combination: the strata
         rows, labels = state.envs.score_rows(
             [batch.env_fingerprint[i] for i in idx.tolist()], finest, slices.labels
         )
         contribution = state.envs.score_contributions(rows, len(labels), batch.score[idx])
-        group_key = (state.name, ENV_STREAM, version, int(windows[idx[0]]))
+        group_key = (state.name, ENV_STREAM, version, window)
         merge(group_of(source, state, group_key), labels, contribution, state)
 
 

@@ -212,9 +212,7 @@ class Runtime:
         :meth:`streamguard.core.Stage1.feed`)."""
         message = event.message
         partition, offset = message.partition, message.offset
-        state = self.stage1.get(partition)
-        if state is None:  # new here: restore first (known partitions skip the coroutine)
-            state = await self._restored("stage1", partition)
+        state = await self._restored("stage1", partition)
         if offset < state.resume:
             event.ack()  # already in the restored snapshot
             return
