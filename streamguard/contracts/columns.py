@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streamguard.contracts.checks import ROLE_CODE, numbers, prediction_core, strings_ok
+from streamguard.contracts.checks import ROLE_CODE, prediction_core, strings_ok
 from streamguard.contracts.events import PredictionBatch
 from streamguard.contracts.exceptions import DecodeError
 from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for
@@ -122,11 +122,19 @@ def _filled(values: list[Any], fill: object) -> list[Any]:
 
 def _optional_numbers(columns: dict[str, Any], name: str) -> np.ndarray | None:
     """Non-negative numbers, NaN where null; empty when the column is absent or all null."""
-    values = columns.get(name)
-    if values is None or set(map(type, values)) == {_NONE}:
+    values: list[Any] | None = columns.get(name)
+    if values is None:
         return np.zeros(0)
-    parsed = numbers(_filled(values, math.nan))
-    if parsed is None or bool((parsed < 0).any()):
+    types = set(map(type, values))
+    if types <= {_NONE}:
+        return np.zeros(0)
+    if not types <= {int, float, _NONE}:
+        return None
+    try:
+        parsed = np.asarray(_filled(values, math.nan), dtype=np.float64)
+    except OverflowError:  # an integer too large for a float64
+        return None
+    if bool((parsed < 0).any()):
         return None
     return parsed
 

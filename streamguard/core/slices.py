@@ -36,6 +36,7 @@ __all__ = [
     "OTHER",
     "ROOT",
     "SliceCoder",
+    "SliceParts",
     "SliceRows",
     "label_dims",
     "label_within",
@@ -90,6 +91,22 @@ class SliceRows:
 
     labels: list[str]
     index: I64
+
+
+@dataclass(slots=True)
+class SliceParts:
+    """Slices touched by a batch, by distinct combination: :class:`SliceRows` before the
+    per-event expansion.
+
+    ``part[i]`` is event ``i``'s combination among the batch's distinct ones, and
+    ``table[p]`` holds combination ``p``'s position in ``labels`` per level, so
+    ``table[part]`` is :attr:`SliceRows.index`. Summarising per combination and rolling the
+    sums up through ``table`` touches each event once instead of once per level.
+    """
+
+    labels: list[str]
+    part: I64
+    table: I64
 
 
 class SliceCoder:
@@ -235,6 +252,11 @@ class SliceCoder:
 
     def rows(self, combos: I64) -> SliceRows:
         """Slice rows of encoded events for every tracked level."""
+        parts = self.parts(combos)
+        return SliceRows(parts.labels, parts.table[parts.part])
+
+    def parts(self, combos: I64) -> SliceParts:
+        """Distinct combinations of encoded events and their slice rows for every level."""
         unique, inverse = np.unique(combos, return_inverse=True)
         key = unique.tobytes()
         cached = self._rows_cache.get(key)
@@ -243,7 +265,7 @@ class SliceCoder:
                 self._rows_cache.clear()
             cached = self._rows_cache[key] = self._local_rows(unique)
         labels, table = cached
-        return SliceRows(list(labels), table[inverse])
+        return SliceParts(list(labels), inverse.reshape(-1), table)
 
     def _local_rows(self, unique: I64) -> tuple[list[str], I64]:
         """Labels of the combinations ``unique`` and each one's local row per level.

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from streamguard.stats import merge_moments, subtract_moments
+from streamguard.stats import merge_moments, merge_moments_by_group, subtract_moments
 
 __all__ = [
     "Field",
@@ -32,6 +32,7 @@ __all__ = [
     "Registry",
     "Table",
     "add_fields",
+    "rollup",
     "subtract_fields",
     "sum_rows",
     "zeros",
@@ -83,6 +84,43 @@ def subtract_fields(
             out[f.name] = subtract_moments(a[f.name], b[f.name])
         else:
             out[f.name] = np.maximum(a[f.name] - b[f.name], 0)
+    return out
+
+
+def rollup(
+    fields: tuple[Field, ...],
+    by_part: dict[str, Array],
+    table: npt.NDArray[np.int64],
+    n_rows: int,
+) -> dict[str, Array]:
+    """Per-row sums from per-part sums, part ``p`` counting once in each row of ``table[p]``
+    (every row in ``[0, n_rows)`` must be in ``table``).
+
+    Counts are added exactly; moments are merged with
+    :func:`~streamguard.stats.merge_moments_by_group`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fields = (Field("n", "count"), Field("x", "moments"))
+    >>> by_part = {"n": np.array([2, 1]), "x": np.array([[2, 1.0, 0.5], [1, 4.0, 0.0]])}
+    >>> out = rollup(fields, by_part, np.array([[0, 1], [0, 2]]), 3)
+    >>> out["n"].tolist(), out["x"][0].tolist()
+    ([3, 2, 1], [3.0, 2.0, 6.5])
+    """
+    rows = table.ravel()
+    source = np.repeat(np.arange(len(table)), table.shape[1])
+    # Counts: (part, level) cells sorted by row and summed run by run (``reduceat`` is far
+    # quicker than ``add.at``); every row in [0, n_rows) holds at least one cell.
+    order = np.argsort(rows, kind="stable")
+    starts = np.searchsorted(rows[order], np.arange(n_rows))
+    by_row = source[order]
+    out: dict[str, Array] = {}
+    for f in fields:
+        if f.kind == "moments":
+            out[f.name] = merge_moments_by_group(by_part[f.name][source], rows, n_rows)
+        else:
+            out[f.name] = np.add.reduceat(by_part[f.name][by_row], starts, axis=0)
     return out
 
 

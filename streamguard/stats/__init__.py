@@ -51,6 +51,7 @@ from streamguard.stats.histogram import quantile_from_counts, quantile_groups, r
 from streamguard.stats.moments import (
     Moments,
     merge_moments,
+    merge_moments_by_group,
     moment_mean,
     moment_variance,
     moments_by_group,
@@ -109,6 +110,7 @@ __all__ = [
     "ks_statistic",
     "log_gamma",
     "merge_moments",
+    "merge_moments_by_group",
     "moment_mean",
     "moment_variance",
     "moments_by_group",

@@ -29,6 +29,7 @@ import numpy.typing as npt
 __all__ = [
     "Moments",
     "merge_moments",
+    "merge_moments_by_group",
     "moment_mean",
     "moment_variance",
     "moments_by_group",
@@ -130,6 +131,49 @@ def merge_moments(a: npt.ArrayLike, b: npt.ArrayLike) -> _Float:
     # Exact pass-through for an empty side, so merging with "nothing" never perturbs a sum.
     merged = np.where((nb <= 0)[..., None], ma, merged)
     return np.asarray(np.where((na <= 0)[..., None], mb, merged), dtype=np.float64)
+
+
+def merge_moments_by_group(moments: npt.ArrayLike, groups: npt.ArrayLike, n_groups: int) -> _Float:
+    """Moments of the union of disjoint parts, per group: many parts merged at once.
+
+    The closed form of repeated :func:`merge_moments` (Chan, Golub, LeVeque 1979): per group
+    ``n = Σ n_i``, ``mean = Σ n_i mean_i / n`` and ``m2 = Σ (m2_i + n_i (mean_i − mean)²)``
+    (the between-parts term is taken around the group's own mean, so it does not cancel).
+    Stage 1 summarises a batch once per distinct slice combination and rolls those parts up to
+    every slice level with it, instead of repeating each value once per level.
+
+    Parameters
+    ----------
+    moments : array_like
+        Parts, shape ``(parts, 3)``: ``(n, mean, m2)`` each; empty parts (``n = 0``) add nothing.
+    groups : array_like
+        Integer group of each part in ``[0, n_groups)``.
+    n_groups : int
+        Number of groups.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(n_groups, 3)``; groups without values are ``(0, 0, 0)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> parts = moments_by_group(np.array([1.0, 2.0, 3.0, 10.0]), np.array([0, 0, 0, 1]), 2)
+    >>> merge_moments_by_group(parts, np.array([0, 0]), 1)
+    array([[ 4.,  4., 50.]])
+    """
+    m = _as_moments(moments).reshape(-1, 3)
+    g = np.asarray(groups).ravel()
+    if g.size != len(m):
+        raise ValueError(f"one group per part: {g.size} groups for {len(m)} parts")
+    n_part, mean_part = m[:, 0], m[:, 1]
+    n = np.bincount(g, weights=n_part, minlength=n_groups)
+    sums = np.bincount(g, weights=n_part * mean_part, minlength=n_groups)
+    mean = np.divide(sums, n, out=np.zeros(n_groups), where=n > 0)
+    between = n_part * (mean_part - mean[g]) ** 2
+    m2 = np.bincount(g, weights=m[:, 2] + between, minlength=n_groups)
+    return np.stack([n, mean, m2], axis=-1)
 
 
 def subtract_moments(total: npt.ArrayLike, part: npt.ArrayLike) -> _Float:

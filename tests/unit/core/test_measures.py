@@ -8,6 +8,7 @@ from hypothesis import given, settings
 
 from streamguard.core.measures import ArmMeasures
 from streamguard.core.slices import MISSING, SliceCoder
+from streamguard.core.summary import Array, Field, rollup
 from streamguard.policy import CanaryPolicy
 from tests.unit.core._pairs import MEASURES, SLICES, pair_batches
 
@@ -61,6 +62,44 @@ def test_contributions_match_a_per_event_oracle(batch) -> None:
         np.testing.assert_array_equal(
             sketch, np.bincount(MEASURES.deviations.index(dev), minlength=len(sketch))
         )
+
+
+def assert_same_sums(
+    fields: tuple[Field, ...], got: dict[str, Array], want: dict[str, Array]
+) -> None:
+    """Counts equal; moments equal up to float rounding (they are summed in another order)."""
+    for f in fields:
+        if f.kind == "count":
+            np.testing.assert_array_equal(got[f.name], want[f.name])
+        else:
+            np.testing.assert_array_equal(got[f.name][:, 0], want[f.name][:, 0])
+            np.testing.assert_allclose(got[f.name], want[f.name], rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=60)
+@given(pair_batches(min_size=1))
+def test_sums_per_combination_rolled_up_equal_sums_per_level(batch) -> None:
+    # What stage 1's settle does: each event once, per distinct slice combination, then
+    # every combination's sums added to each of its levels' rows.
+    slices, primary, shadow = batch
+    coder = SliceCoder(SLICES)
+    combos = coder.encode(slices)
+    rows, parts = coder.rows(combos), coder.parts(combos)
+    assert parts.labels == rows.labels
+    np.testing.assert_array_equal(parts.table[parts.part], rows.index)
+    n_parts, n_rows = len(parts.table), len(parts.labels)
+    by_part = MEASURES.contributions(parts.part[:, None], n_parts, primary, shadow)
+    want = MEASURES.contributions(rows.index, n_rows, primary, shadow)
+    assert_same_sums(MEASURES.fields, rollup(MEASURES.fields, by_part, parts.table, n_rows), want)
+
+    arms = ArmMeasures.from_policy(CanaryPolicy())
+    errors, latency = primary > 0.5, np.where(shadow > 0.2, shadow * 100, np.nan)
+    by_part = arms.events(parts.part[:, None], n_parts, errors, latency)
+    want = arms.events(rows.index, n_rows, errors, latency)
+    assert_same_sums(arms.fields, rollup(arms.fields, by_part, parts.table, n_rows), want)
+    by_part = arms.outcomes(parts.part[:, None], n_parts, shadow)
+    want = arms.outcomes(rows.index, n_rows, shadow)
+    assert_same_sums(arms.fields, rollup(arms.fields, by_part, parts.table, n_rows), want)
 
 
 def test_hand_computed_pairs() -> None:

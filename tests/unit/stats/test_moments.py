@@ -12,6 +12,7 @@ from river import stats as river_stats
 from streamguard.stats.moments import (
     Moments,
     merge_moments,
+    merge_moments_by_group,
     moment_mean,
     moment_variance,
     moments_by_group,
@@ -61,6 +62,39 @@ def test_moments_by_group_matches_numpy(x: np.ndarray, k: int, data: st.DataObje
             np.testing.assert_array_equal(got[g], 0.0)
         else:
             assert_moments_close(got[g], oracle(sub), _scale(sub))
+
+
+@settings(max_examples=150)
+@given(values(), st.integers(1, 8), st.integers(1, 4), st.data())
+def test_merge_moments_by_group_equals_moments_of_each_union(
+    x: np.ndarray, k: int, n_groups: int, data: st.DataObject
+) -> None:
+    # Values fall in k parts; each part belongs to one group (some parts and groups empty).
+    part = data.draw(hnp.arrays(np.intp, x.shape, elements=st.integers(0, k - 1)))
+    group_of = data.draw(hnp.arrays(np.intp, k, elements=st.integers(0, n_groups - 1)))
+    got = merge_moments_by_group(moments_by_group(x, part, k), group_of, n_groups)
+    assert got.shape == (n_groups, 3)
+    for g in range(n_groups):
+        sub = x[np.isin(part, np.flatnonzero(group_of == g))]
+        if sub.size == 0:
+            np.testing.assert_array_equal(got[g], 0.0)
+        else:
+            assert_moments_close(got[g], oracle(sub), _scale(sub))
+
+
+def test_merge_moments_by_group_keeps_large_offsets_exact() -> None:
+    # Parts far from zero and close together: Σx² − n·mean² would lose every digit here.
+    x = 1e9 + np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    parts = moments_by_group(x, np.array([0, 0, 1, 1, 2, 2]), 3)
+    got = merge_moments_by_group(parts, np.array([0, 0, 0]), 1)[0]
+    assert got[0] == 6
+    assert got[1] == 1e9 + 2.5
+    assert got[2] == pytest.approx(17.5, rel=1e-12)
+
+
+def test_merge_moments_by_group_needs_one_group_per_part() -> None:
+    with pytest.raises(ValueError, match="one group per part"):
+        merge_moments_by_group(np.zeros((2, 3)), np.array([0]), 1)
 
 
 def test_moments_by_group_two_pass_is_exact_with_large_offset() -> None:
