@@ -3,15 +3,41 @@
 A deployment's partial from one flush may hold many windows and thousands of slices. It is
 split into parts of at most ``max_bytes``, a group with too many slices by rows; each group is
 serialised once (numpy arrays straight to JSON by orjson) and parts are assembled as bytes.
+
+Count fields with a trailing width (histograms and sketches) travel as their non-zero cells,
+``{"width": w, "cells": [flat indices], "counts": [values]}``: half a second of a slice's
+events touches a few of its 100 score bins and 232 sketch buckets, and dense rows were 87 %
+zeros, most of the bytes stage 1 encoded and stage 2 parsed (:func:`from_cells` reads them
+back; stage 2 still reads dense rows, as older workers sent them).
+
+Examples
+--------
+>>> import numpy as np
+>>> wire = cells(np.array([[0, 3, 0], [0, 0, 1]]))
+>>> wire
+{'width': 3, 'cells': [1, 5], 'counts': [3, 1]}
+>>> from_cells(wire, (2, 3)).tolist()
+[[0, 3, 0], [0, 0, 1]]
 """
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from streamguard.core.summary import Array
 
-__all__ = ["HEADER_RESERVE", "MAX_PARTIAL_BYTES", "dumps", "encode_group", "pack"]
+__all__ = [
+    "HEADER_RESERVE",
+    "MAX_PARTIAL_BYTES",
+    "cells",
+    "dumps",
+    "encode_group",
+    "from_cells",
+    "group_fields",
+    "pack",
+]
 
 #: Upper bound of one partial message (Kafka's default max message size is 1 MiB).
 MAX_PARTIAL_BYTES = 512 * 1024
@@ -24,11 +50,67 @@ def dumps(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def cells(counts: Array) -> dict[str, Any]:
+    """A 2-D count array's width and non-zero cells: flat indices (ascending) and counts."""
+    flat = counts.ravel()
+    where = np.flatnonzero(flat)
+    return {"width": counts.shape[1], "cells": where.tolist(), "counts": flat[where].tolist()}
+
+
+def from_cells(wire: dict[str, Any], shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    """The count array of ``shape`` that :func:`cells` gave ``wire`` for.
+
+    Raises
+    ------
+    ValueError
+        When ``wire`` is not such an object: other keys, another width (bins of another
+        policy), indices not strictly ascending or outside the shape, counts not non-negative
+        integers, or lengths that differ.
+    """
+    if type(wire) is not dict or wire.keys() != {"width", "cells", "counts"}:
+        raise ValueError("a sparse count field has exactly the keys width, cells and counts")
+    if wire["width"] != shape[-1]:
+        raise ValueError(f"width {wire['width']!r:.20}, this worker's policy expects {shape[-1]}")
+    where, values = wire["cells"], wire["counts"]
+    if type(where) is not list or type(values) is not list or len(where) != len(values):
+        raise ValueError("cells and counts must be arrays of the same length")
+    if not set(map(type, where)) | set(map(type, values)) <= {int}:
+        raise ValueError("cells and counts must be integers")
+    index = np.asarray(where, dtype=np.int64)
+    counts = np.asarray(values, dtype=np.int64)
+    size = int(np.prod(shape))
+    if len(index) and (index[0] < 0 or index[-1] >= size or (np.diff(index) <= 0).any()):
+        raise ValueError(f"cells must ascend strictly within [0, {size})")
+    if (counts < 0).any():
+        raise ValueError("negative counts")
+    out = np.zeros(size, dtype=np.int64)
+    out[index] = counts
+    return out.reshape(shape)
+
+
+def group_fields(group: dict[str, Any]) -> dict[str, Any]:
+    """A parsed partial group's fields with sparse counts made dense again (nested lists), as
+    they were before the wire: for tools and tests that read partials."""
+    rows = len(group["slices"])
+    return {
+        name: from_cells(value, (rows, value["width"])).tolist() if type(value) is dict else value
+        for name, value in group["fields"].items()
+    }
+
+
+def _wire(fields: dict[str, Array]) -> dict[str, Any]:
+    """Fields as sent: histograms and sketches (2-D counts) as their non-zero cells."""
+    return {
+        name: cells(array) if array.ndim == 2 and array.dtype.kind in "iu" else array
+        for name, array in fields.items()
+    }
+
+
 def encode_group(
     header: dict[str, Any], labels: list[str], fields: dict[str, Array], max_bytes: int
 ) -> list[bytes]:
     """One group as JSON, split by slice rows until each piece fits ``max_bytes``."""
-    encoded = dumps({**header, "slices": labels, "fields": fields})
+    encoded = dumps({**header, "slices": labels, "fields": _wire(fields)})
     if len(encoded) <= max_bytes or len(labels) <= 1:
         return [encoded]
     half = len(labels) // 2

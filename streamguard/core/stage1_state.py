@@ -31,6 +31,7 @@ __all__ = [
     "I64",
     "PAIR_STREAM",
     "PENDING_MAX",
+    "ROLLUP_MIN",
     "DeploymentState",
     "Group",
     "Source",
@@ -53,6 +54,8 @@ PAIR_STREAM = "pair"
 #: Events (or pairs) a group collects before it summarises them without waiting for a flush:
 #: bounds the memory of a replay that flushes rarely.
 PENDING_MAX = 1 << 16
+#: Collected events from which :func:`settle` summarises per slice combination and rolls up.
+ROLLUP_MIN = 2048
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -250,26 +253,36 @@ def settle(group: Group, state: DeploymentState) -> None:
     restore settles, and rounds, exactly as the first pass.
     """
     group.pending_n = 0
-    # Summarised once per distinct slice combination, then rolled up to every level: each
-    # event is touched once, not once per level (8 with three dimensions).
-    fields = group.table.fields
     if group.pending:
         combos, first, second = _joined(group.pending)
         group.pending = []
-        parts = state.coder.parts(combos)
-        index, n_parts = parts.part[:, None], len(parts.table)
-        if group.pairs:
-            by_part = state.measures.contributions(index, n_parts, first, second)
-        else:
-            by_part = state.arms.events(index, n_parts, first, second)
-        contribution = rollup(fields, by_part, parts.table, len(parts.labels))
-        merge(group, parts.labels, contribution, state)
+        measure = state.measures.contributions if group.pairs else state.arms.events
+        labels, contribution = _summarised(group, state, combos, measure, first, second)
+        merge(group, labels, contribution, state)
     if group.outcomes:
         combos, values = _joined(group.outcomes)
         group.outcomes = []
-        parts = state.coder.parts(combos)
-        by_part = state.arms.outcomes(parts.part[:, None], len(parts.table), values)
-        merge(group, parts.labels, rollup(fields, by_part, parts.table, len(parts.labels)), state)
+        labels, contribution = _summarised(group, state, combos, state.arms.outcomes, values)
+        merge(group, labels, contribution, state)
+
+
+def _summarised(
+    group: Group, state: DeploymentState, combos: I64, measure: Any, *columns: Any
+) -> tuple[list[str], dict[str, Array]]:
+    """Slice labels and per-label sums of ``measure`` over events with these ``combos``.
+
+    Small collections are summarised per slice level, each event repeated once per level.
+    From :data:`ROLLUP_MIN` events on, once per distinct combination and then rolled up to
+    the levels (8 with three dimensions), which touches each event once but costs a fixed
+    ~0.2 ms more (measured: equal at ~2,000 events, half the time at 4,000). The choice
+    depends only on the count, so a replay rounds as the first pass.
+    """
+    if len(combos) < ROLLUP_MIN:
+        rows = state.coder.rows(combos)
+        return rows.labels, measure(rows.index, len(rows.labels), *columns)
+    parts = state.coder.parts(combos)
+    by_part = measure(parts.part[:, None], len(parts.table), *columns)
+    return parts.labels, rollup(group.table.fields, by_part, parts.table, len(parts.labels))
 
 
 def _joined(chunks: list[Any]) -> tuple[Any, ...]:

@@ -30,6 +30,7 @@ from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAMS, EnvMeasu
 from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
 from streamguard.core.items import ITEMS_PREFIX, ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
+from streamguard.core.partials import from_cells
 from streamguard.core.replicas import ALL_ROW, OVERFLOW_ROW, REPLICA_STREAM, ReplicaMeasures
 from streamguard.core.slices import ROOT
 from streamguard.core.stage1 import PAIR_STREAM
@@ -693,7 +694,14 @@ def _arrays(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict[s
     for f in fields:
         if f.name not in raw:
             raise PartialError(f"partial lacks field {f.name!r}")
-        array = np.asarray(raw[f.name], dtype=f.dtype())
+        value = raw[f.name]
+        try:
+            if type(value) is dict and f.kind == "count" and f.width:
+                array = from_cells(value, f.shape(rows))
+            else:
+                array = np.asarray(value, dtype=f.dtype())
+        except (TypeError, ValueError) as exc:
+            raise PartialError(f"field {f.name!r}: {exc}") from None
         if rows == 0:
             array = np.zeros(f.shape(0), f.dtype())
         if array.shape != f.shape(rows):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from streamguard.contracts import decode_message, parse_message
 from streamguard.core import Stage1
+from streamguard.core.partials import group_fields
 from streamguard.core.stage1 import Stage1Report
 from streamguard.policy import parse_policy
 
@@ -120,7 +121,8 @@ def canonical(partials: list[tuple[str, bytes]]) -> dict[Any, Any]:
                 continue
             out[(*head, "baseline")] = group["baseline_version"]
             for row, label in enumerate(group["slices"]):
-                out[(*head, label)] = {f: values[row] for f, values in group["fields"].items()}
+                fields = group_fields(group).items()
+                out[(*head, label)] = {f: values[row] for f, values in fields}
     return out
 
 
@@ -319,3 +321,31 @@ def test_settling_before_the_flush_gives_the_same_partials(monkeypatch: Any) -> 
     assert at_flush_totals["pairs"] > 0
     assert at_flush_totals["matured"] > 0
     assert_same(at_flush, early)
+
+
+def test_summarising_per_combination_gives_the_same_partials(monkeypatch: Any) -> None:
+    """Settling per distinct slice combination and rolling up (ROLLUP_MIN and more collected
+    events) gives the partials of settling per slice level, up to float rounding."""
+    rng = np.random.default_rng(5)
+    roles = ["primary", "shadow", "canary"]
+    script = []
+    for k in range(300):  # several slice combinations, scores and latencies
+        event = orjson.loads(
+            prediction(f"r{rng.integers(80)}", roles[rng.integers(3)], 100.0 + k / 8)
+        )
+        event["slice"] = {
+            "platform": ["ios", "android", "web"][rng.integers(3)],
+            "region": ["eu", "na"][rng.integers(2)],
+        }
+        event["score"], event["latency_ms"] = float(rng.random()), float(rng.integers(1, 900))
+        script.append(orjson.dumps(event))
+
+    def partials() -> dict[Any, Any]:
+        stage1 = Stage1(POLICY)
+        for offset, value in enumerate(script):
+            stage1.process(0, offset, decode_message(value))
+        return canonical(stage1.flush(0))
+
+    per_level = partials()
+    monkeypatch.setattr("streamguard.core.stage1_state.ROLLUP_MIN", 1)
+    assert_same(per_level, partials())

@@ -1,13 +1,16 @@
 """Stage 2: exactly-once merging of partials, and windows that wait for every partition."""
 
+import copy
 import math
 import random
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
 from streamguard.core import PAIR_STREAM, PartialError, Stage1, Stage2
+from streamguard.core.partials import group_fields
 from streamguard.guards import Verdict, default_guards
 from streamguard.guards.base import GuardContext
 from streamguard.policy import Policy, parse_policy
@@ -275,3 +278,45 @@ def test_a_multi_part_flush_moves_the_watermark_only_with_its_last_part() -> Non
         late += stage2.apply(orjson.loads(value), now=None).late_at_merge
         stage2.advance()  # as the worker does after every message
     assert late == 0
+
+
+def test_sparse_counts_round_trip_and_malformed_cells_raise_partial_error() -> None:
+    stage1, stage2 = Stage1(POLICY), Stage2(POLICY, n_sources=1, guards=[])
+    stage1.process(0, 0, decoded(pair("z", 102.0)))
+    (raw,) = [r for _, r in stage1.flush(0)]
+    message = orjson.loads(raw)
+    group = next(g for g in message["groups"] if g["stream"] == PAIR_STREAM)
+    sketch = group["fields"]["primary_hist"]
+    assert sketch.keys() == {"width", "cells", "counts"}  # histograms travel as their cells
+    slices = len(group["slices"])
+    assert sum(sketch["counts"]) == slices  # the one pair, once per slice level
+    dense = np.asarray(group_fields(group)["primary_hist"])
+    assert dense.shape == (slices, sketch["width"])
+    assert (dense.sum(axis=1) == 1).all()
+    assert stage2.apply(copy.deepcopy(message)).applied == 1
+    # Dense rows, as workers before the sparse encoding sent them, are read the same.
+    dense_message = copy.deepcopy(message)
+    for g in dense_message["groups"]:
+        g["fields"] = group_fields(g)
+    older = Stage2(POLICY, n_sources=1, guards=[])
+    assert older.apply(dense_message).applied == 1
+    assert orjson.dumps(older.snapshot(0), option=orjson.OPT_SERIALIZE_NUMPY) == orjson.dumps(
+        stage2.snapshot(0), option=orjson.OPT_SERIALIZE_NUMPY
+    )
+    bad_cells = [
+        {"width": sketch["width"], "cells": [1, 1], "counts": [1, 1]},  # not ascending
+        {"width": sketch["width"], "cells": [10**6], "counts": [1]},  # outside the rows
+        {"width": sketch["width"], "cells": [0], "counts": [-1]},
+        {"width": sketch["width"], "cells": [0], "counts": [1.5]},
+        {"width": sketch["width"] + 1, "cells": [], "counts": []},  # another policy's bins
+        {"width": sketch["width"], "cells": [0, 1], "counts": [1]},
+        {"cells": [], "counts": []},
+    ]
+    for n, bad in enumerate(bad_cells):
+        broken = copy.deepcopy(message)
+        next(g for g in broken["groups"] if g["stream"] == PAIR_STREAM)["fields"][
+            "primary_hist"
+        ] = bad
+        broken["source"]["offset_hi"] = 10 + n  # not a redelivery
+        with pytest.raises(PartialError):
+            Stage2(POLICY, n_sources=1, guards=[]).apply(broken)
