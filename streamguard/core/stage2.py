@@ -468,7 +468,12 @@ class Stage2:
     # -- snapshots ------------------------------------------------------------------------------
 
     def snapshot(self, channel: int) -> dict[str, Any]:
-        """Everything stage 2 knows on ``channel``: source progress, windows, guard state."""
+        """Everything stage 2 knows on ``channel``: source progress, windows, guard state.
+
+        Closed windows come already encoded (:func:`streamguard.core.snapshot.fragment`, once
+        per window): write it with :func:`~streamguard.core.snapshot.pack`, whose
+        :func:`~streamguard.core.snapshot.unpack` is what :meth:`restore` takes.
+        """
         sources = self._channels.get(channel, [])
         return {
             "channel": channel,
@@ -492,7 +497,7 @@ class Stage2:
                     "baseline_version": s.baseline_version,
                     "labels": list(s.registry.labels),
                     "open": [[i, t.view(rows)] for i, t in sorted(s.open.items())],
-                    "closed": [[i, t.to_dict()] for i, t in s.closed],
+                    "closed": [[i, t.encoded()] for i, t in s.closed],
                 }
             )
         return {

@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
+from streamguard.core.snapshot import fragment
 from streamguard.stats import merge_moments, merge_moments_by_group, subtract_moments
 
 __all__ = [
@@ -242,11 +244,12 @@ class FrozenTable:
     [2, 0, 4]
     """
 
-    __slots__ = ("cells", "dense", "fields", "rows")
+    __slots__ = ("_encoded", "cells", "dense", "fields", "rows")
 
     def __init__(self, fields: tuple[Field, ...], arrays: dict[str, Array], rows: int) -> None:
         self.fields = fields
         self.rows = rows
+        self._encoded: orjson.Fragment | None = None
         self.dense: dict[str, Array] = {}
         self.cells: dict[str, tuple[npt.NDArray[np.int64], Array]] = {}
         for f in fields:
@@ -265,6 +268,12 @@ class FrozenTable:
             "cells": {name: [where, values] for name, (where, values) in self.cells.items()},
             "dense": dict(self.dense),
         }
+
+    def encoded(self) -> orjson.Fragment:
+        """:meth:`to_dict` encoded for a snapshot, once: a frozen table does not change."""
+        if self._encoded is None:
+            self._encoded = fragment(self.to_dict())
+        return self._encoded
 
     @classmethod
     def from_dict(cls, fields: tuple[Field, ...], data: dict[str, Any]) -> "FrozenTable":
