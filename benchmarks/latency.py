@@ -35,9 +35,10 @@ third of the run so that this shows.
 
 Each deployment gets about 2 commands (a pause, then a rollback), so the command p99 rests on
 few samples; the verdict latency (one sample per deployment and window) is the larger sample
-of the same path minus stage 3. Many deployments cost the worker more than their events:
-stage 1's flush sends one partial per deployment and source partition, each awaited in turn
-(``Runtime.flush``), so with 20 deployments a flush makes ~180 sequential round trips.
+of the same path minus stage 3. ``--deployments 20 --rate 50`` gives ~40 commands. Many
+deployments cost the worker more than their events: every 0.5 s stage 1 settles and encodes
+each (deployment, stream, window) group of each partition, stage 2 parses them, and stage 2's
+snapshot holds every deployment's windows (README, "Benchmarks").
 """
 
 import argparse
