@@ -124,6 +124,14 @@ def _n(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+def _batches_vs_bare(mode: str, events_per_s: float, ratio: float) -> list[Row]:
+    """The worker's rate on one kind of batch, and its ratio to the bare agent (goal ≥ 20)."""
+    return [
+        (f"worker, {mode}, events/s", _n(events_per_s), "", None),
+        (f"worker {mode} ÷ bare agent", _n(ratio, 2), "≥ 20", ratio >= 20),
+    ]
+
+
 def rows(name: str, result: dict[str, Any]) -> list[Row]:
     """The figures of one benchmark's result, with their goals where issue 8 sets one."""
     r = result
@@ -177,31 +185,17 @@ def rows(name: str, result: dict[str, Any]) -> list[Row]:
                 "≥ 0.8",
                 r["single_vs_bare"] >= 0.8,
             ),
-            ("worker, batch envelopes, events/s", _n(r["worker_batch_events_per_s"]), "", None),
-            (
-                "worker batch envelopes ÷ bare agent",
-                _n(r["batch_vs_bare"], 2),
-                "≥ 20",
-                r["batch_vs_bare"] >= 20,
+            *_batches_vs_bare(
+                "batch envelopes", r["worker_batch_events_per_s"], r["batch_vs_bare"]
             ),
-        ] + (
-            []
-            if r.get("columns_vs_bare") is None
-            else [
-                (
-                    "worker, columnar batches, events/s",
-                    _n(r["worker_columns_events_per_s"]),
-                    "",
-                    None,
-                ),
-                (
-                    "worker columnar batches ÷ bare agent",
-                    _n(r["columns_vs_bare"], 2),
-                    "≥ 20",
-                    r["columns_vs_bare"] >= 20,
-                ),
-            ]
-        )
+            *(
+                []
+                if r.get("columns_vs_bare") is None
+                else _batches_vs_bare(
+                    "columnar batches", r["worker_columns_events_per_s"], r["columns_vs_bare"]
+                )
+            ),
+        ]
     if name == "latency":
         c, v = r["command_latency_s"], r["verdict_latency_s"]
         p99 = c["p99"]

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streamguard.contracts.checks import ROLE_CODE, prediction_core, strings_ok
+from streamguard.contracts.checks import ROLE_CODE, numbers, prediction_core, strings_ok
 from streamguard.contracts.events import PredictionBatch
 from streamguard.contracts.exceptions import DecodeError
 from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for
@@ -125,18 +125,11 @@ def _optional_numbers(columns: dict[str, Any], name: str) -> np.ndarray | None:
     values: list[Any] | None = columns.get(name)
     if values is None:
         return np.zeros(0)
-    types = set(map(type, values))
-    if types <= {_NONE}:
-        return np.zeros(0)
-    if not types <= {int, float, _NONE}:
+    parsed = numbers(_filled(values, math.nan))
+    if parsed is None or bool((parsed < 0).any()):
         return None
-    try:
-        parsed = np.asarray(_filled(values, math.nan), dtype=np.float64)
-    except OverflowError:  # an integer too large for a float64
-        return None
-    if bool((parsed < 0).any()):
-        return None
-    return parsed
+    # JSON has no NaN: all NaN means all null (checked after the one type scan in numbers).
+    return np.zeros(0) if bool(np.isnan(parsed).all()) else parsed
 
 
 def _optional_strings(columns: dict[str, Any], name: str, rule: FieldRule) -> list[Any] | None:
