@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamguard.core.snapshot import Part
 from streamguard.stats.heavy_hitters import DistinctCounter, SpaceSaving, hash64
 
 __all__ = [
@@ -116,6 +117,7 @@ class ItemWindow:
     _counts: tuple[list[str], npt.NDArray[np.float64]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    _part: Part | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.sketch = SpaceSaving(self.capacity)
@@ -128,6 +130,7 @@ class ItemWindow:
         if len(ids) != len(counts) or any(c < 0 for c in counts):
             raise ValueError("items record: ids and counts differ in length or are negative")
         self._counts = None
+        self._part = None
         if ids:
             self.sketch.update_many(ids, counts)
         self.total += int(record["total"])
@@ -158,6 +161,12 @@ class ItemWindow:
     def to_dict(self) -> dict[str, Any]:
         """Snapshot data (JSON values and one numpy array)."""
         return {"sketch": self.sketch.to_dict(), "total": self.total, "hll": self.registers}
+
+    def part(self) -> Part:
+        """:meth:`to_dict` encoded once for snapshots (a closed window no longer changes)."""
+        if self._part is None:
+            self._part = Part(self.to_dict())
+        return self._part
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ItemWindow":

@@ -20,6 +20,7 @@ Examples
 [[0, 3, 0], [0, 0, 1]]
 """
 
+import math
 from typing import Any
 
 import numpy as np
@@ -76,15 +77,18 @@ def from_cells(wire: dict[str, Any], shape: tuple[int, ...]) -> npt.NDArray[np.i
         raise ValueError("cells and counts must be arrays of the same length")
     if not set(map(type, where)) | set(map(type, values)) <= {int}:
         raise ValueError("cells and counts must be integers")
-    index = np.asarray(where, dtype=np.int64)
-    counts = np.asarray(values, dtype=np.int64)
-    size = int(np.prod(shape))
-    if len(index) and (index[0] < 0 or index[-1] >= size or (np.diff(index) <= 0).any()):
-        raise ValueError(f"cells must ascend strictly within [0, {size})")
-    if (counts < 0).any():
-        raise ValueError("negative counts")
+    size = math.prod(shape)
     out = np.zeros(size, dtype=np.int64)
-    out[index] = counts
+    if where:  # one conversion for both lists: stage 2 reads thousands of these a second
+        try:
+            index, counts = np.array((where, values), dtype=np.int64)
+        except OverflowError:
+            raise ValueError("cells or counts beyond 64 bits") from None
+        if index[0] < 0 or index[-1] >= size or (index[1:] <= index[:-1]).any():
+            raise ValueError(f"cells must ascend strictly within [0, {size})")
+        if counts.min() < 0:
+            raise ValueError("negative counts")
+        out[index] = counts
     return out.reshape(shape)
 
 

@@ -8,6 +8,12 @@ pickle (a snapshot must not be able to run code). Mostly-zero arrays (the closed
 sketches) keep only their non-zero entries and counts are stored in the narrowest unsigned type
 that holds them, which makes a busy deployment's snapshot several times smaller and faster.
 
+Parts of a state that never change once made (stage 2's closed windows, most of its bytes) are
+:class:`Part` objects: encoded once, and named by a hash of their bytes. :func:`pack` writes
+them in place; :func:`split` leaves ``{"__part__": name}`` in their place and returns them
+apart, so a store writes each one once and only the changing rest at every snapshot
+(:class:`streamguard.faust_app.state.StateStore`). :func:`unpack` takes the parts back by name.
+
 Examples
 --------
 >>> import numpy as np
@@ -17,19 +23,27 @@ Examples
 ([[0, 1, 2], [3, 4, 5]], ['*', 'a=b'], 3)
 >>> unpack(pack({"watermarks": [float("-inf"), 12.5]}))
 {'watermarks': [-inf, 12.5]}
+>>> closed = Part({"cells": np.arange(3)})
+>>> main, parts = split({"closed": [closed], "open": 1})
+>>> stored = {name: part.packed() for name, part in parts.items()}
+>>> unpack(main, stored)["closed"][0]["cells"].tolist()
+[0, 1, 2]
 """
 
 import base64
+import hashlib
 import math
 import zlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 
-__all__ = ["SnapshotError", "fragment", "pack", "unpack"]
+__all__ = ["Part", "SnapshotError", "pack", "split", "unpack"]
 
 _ARRAY = "__nd__"
+_PART = "__part__"  # a Part written apart, by name
 _FLOAT = "__float__"  # inf, -inf or nan, which JSON cannot hold
 _ALLOWED = {"int64", "int32", "uint32", "uint16", "uint8", "int8", "float64", "float32", "bool"}
 _SPARSE_MIN_SIZE = 64  # below this the index overhead is not worth it
@@ -107,53 +121,96 @@ def _floats(value: Any) -> Any:
     return value
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if _ARRAY in value and len(value) == 1:
-            return _decode_array(value[_ARRAY])
-        if _FLOAT in value and len(value) == 1:
-            return float(value[_FLOAT])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
+def _decoder(parts: Mapping[str, bytes]) -> Callable[[Any], Any]:
+    def decode(value: Any) -> Any:
+        if isinstance(value, dict):
+            if len(value) == 1:
+                if _ARRAY in value:
+                    return _decode_array(value[_ARRAY])
+                if _FLOAT in value:
+                    return float(value[_FLOAT])
+                if _PART in value:
+                    name = value[_PART]
+                    if not isinstance(name, str) or name not in parts:
+                        raise SnapshotError(f"snapshot part {name!r} is not stored")
+                    return decode(orjson.loads(zlib.decompress(parts[name])))
+            return {k: decode(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    return decode
 
 
-def _json(value: Any) -> bytes:
-    return orjson.dumps(_floats(value), default=_default, option=orjson.OPT_NON_STR_KEYS)
+def _json(value: Any, default: Callable[[Any], Any] = _default) -> bytes:
+    return orjson.dumps(_floats(value), default=default, option=orjson.OPT_NON_STR_KEYS)
 
 
-def fragment(value: Any) -> orjson.Fragment:
-    """``value`` encoded once, for :func:`pack` to embed as is wherever it appears.
+class Part:
+    """A piece of a state that never changes once made, encoded once.
 
-    For parts of a state that never change once made (stage 2's closed windows, most of its
-    snapshot): encoding them at every snapshot was most of its cost. The packed bytes are
-    the same as with ``value`` itself in place.
+    For stage 2's closed windows, most of its snapshot: encoding them at every snapshot was most
+    of its cost, and :func:`split` lets a store write each one only once. ``name`` is a hash of
+    the encoded bytes, so equal content is one part and changed content is another.
 
     >>> import numpy as np
     >>> part = {"cells": np.arange(3)}
-    >>> pack({"closed": [fragment(part)]}) == pack({"closed": [part]})
+    >>> pack({"closed": [Part(part)]}) == pack({"closed": [part]})
     True
     """
-    return orjson.Fragment(_json(value))
+
+    __slots__ = ("_packed", "name")
+
+    def __init__(self, value: Any) -> None:
+        encoded = _json(value)
+        self.name = hashlib.blake2b(encoded, digest_size=16).hexdigest()
+        # Only the compressed form is kept: a horizon of closed windows holds one part each.
+        self._packed = zlib.compress(encoded, level=1)
+
+    def packed(self) -> bytes:
+        """The part compressed, as :func:`unpack` reads it from a store."""
+        return self._packed
+
+    def encoded(self) -> bytes:
+        """The part's JSON, as :func:`pack` embeds it."""
+        return zlib.decompress(self._packed)
+
+
+def _inline(value: Any) -> Any:
+    if isinstance(value, Part):
+        return orjson.Fragment(value.encoded())
+    return _default(value)
 
 
 def pack(state: Any) -> bytes:
-    """Compressed bytes of a structure of dicts, lists, scalars, numpy arrays and fragments."""
-    encoded = _json(state)
+    """Compressed bytes of a structure of dicts, lists, scalars, numpy arrays and parts."""
+    encoded = _json(state, _inline)
     return zlib.compress(encoded, level=1)  # fast: snapshots are written every few seconds
 
 
-def unpack(data: bytes) -> Any:
-    """The structure :func:`pack` encoded.
+def split(state: Any) -> tuple[bytes, dict[str, Part]]:
+    """:func:`pack` with every :class:`Part` left out: the bytes, and the parts by name."""
+    parts: dict[str, Part] = {}
+
+    def refer(value: Any) -> Any:
+        if isinstance(value, Part):
+            parts[value.name] = value
+            return {_PART: value.name}
+        return _default(value)
+
+    return zlib.compress(_json(state, refer), level=1), parts
+
+
+def unpack(data: bytes, parts: Mapping[str, bytes] | None = None) -> Any:
+    """The structure :func:`pack` (or :func:`split`, given its parts packed) encoded.
 
     Raises
     ------
     SnapshotError
-        If the bytes are not a snapshot.
+        If the bytes are not a snapshot, or name a part not in ``parts``.
     """
     try:
-        return _decode(orjson.loads(zlib.decompress(data)))
+        return _decoder(parts or {})(orjson.loads(zlib.decompress(data)))
     except (zlib.error, orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
         if isinstance(exc, SnapshotError):
             raise

@@ -470,9 +470,10 @@ class Stage2:
     def snapshot(self, channel: int) -> dict[str, Any]:
         """Everything stage 2 knows on ``channel``: source progress, windows, guard state.
 
-        Closed windows come already encoded (:func:`streamguard.core.snapshot.fragment`, once
-        per window): write it with :func:`~streamguard.core.snapshot.pack`, whose
-        :func:`~streamguard.core.snapshot.unpack` is what :meth:`restore` takes.
+        Closed windows come already encoded (:class:`streamguard.core.snapshot.Part`, once per
+        window): write it with :func:`~streamguard.core.snapshot.pack` (or ``split``, to store
+        each closed window once), whose :func:`~streamguard.core.snapshot.unpack` is what
+        :meth:`restore` takes.
         """
         sources = self._channels.get(channel, [])
         return {
@@ -512,7 +513,7 @@ class Stage2:
                     "version": version,
                     "slice": label,
                     "open": [[i, w.to_dict()] for i, w in sorted(s.open.items())],
-                    "closed": [[i, w.to_dict()] for i, w in s.closed],
+                    "closed": [[i, w.part()] for i, w in s.closed],
                 }
                 for (stream, version, label), s in sorted(d.items.items())
             ],
@@ -700,12 +701,13 @@ def _arrays(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict[s
         if f.name not in raw:
             raise PartialError(f"partial lacks field {f.name!r}")
         value = raw[f.name]
+        sparse = type(value) is dict and f.kind == "count" and f.width
         try:
-            if type(value) is dict and f.kind == "count" and f.width:
-                array = from_cells(value, f.shape(rows))
+            if sparse:
+                array = from_cells(value, f.shape(rows))  # checks its counts itself
             else:
                 array = np.asarray(value, dtype=f.dtype())
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise PartialError(f"field {f.name!r}: {exc}") from None
         if rows == 0:
             array = np.zeros(f.shape(0), f.dtype())
@@ -714,7 +716,7 @@ def _arrays(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict[s
             raise PartialError(
                 f"field {f.name!r} has shape {array.shape}, this worker's policy expects {expected}"
             )
-        if f.kind == "count" and rows and array.min() < 0:
+        if f.kind == "count" and rows and not sparse and array.min() < 0:
             raise PartialError(f"field {f.name!r} has negative counts")
         out[f.name] = array
     return out

@@ -23,9 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
-from streamguard.core.snapshot import fragment
+from streamguard.core.snapshot import Part
 from streamguard.stats import merge_moments, merge_moments_by_group, subtract_moments
 
 __all__ = [
@@ -176,12 +175,13 @@ class Registry:
 class Table:
     """Arrays of every field for the rows of a registry; grows as the registry grows."""
 
-    __slots__ = ("arrays", "fields", "rows")
+    __slots__ = ("arrays", "fields", "rows", "used")
 
     def __init__(self, fields: tuple[Field, ...], capacity: int = 16) -> None:
         self.fields = fields
         self.rows = capacity
         self.arrays = zeros(fields, capacity)
+        self.used = 0  # rows from here on were never written: still zeros
 
     def ensure(self, rows: int) -> None:
         """Make room for at least ``rows`` rows (doubling, so growth is amortised)."""
@@ -197,13 +197,21 @@ class Table:
         """Merge per-row contributions into ``rows`` (distinct row numbers)."""
         if len(rows) == 0:
             return
-        self.ensure(int(rows.max()) + 1)
-        for f in self.fields:
-            target = self.arrays[f.name]
-            if f.kind == "moments":
-                target[rows] = merge_moments(target[rows], contribution[f.name])
-            else:
-                target[rows] += contribution[f.name]
+        top = int(rows.max()) + 1
+        self.ensure(top)
+        if int(rows.min()) >= self.used:
+            # Merging into zeros gives the contribution bit for bit (merge_moments passes an
+            # empty side through): most adds are a fresh group's first, so skip the arithmetic.
+            for f in self.fields:
+                self.arrays[f.name][rows] = contribution[f.name]
+        else:
+            for f in self.fields:
+                target = self.arrays[f.name]
+                if f.kind == "moments":
+                    target[rows] = merge_moments(target[rows], contribution[f.name])
+                else:
+                    target[rows] += contribution[f.name]
+        self.used = max(self.used, top)
 
     def view(self, rows: int) -> dict[str, Array]:
         """The first ``rows`` rows of every field (a copy padded with zeros if short)."""
@@ -249,7 +257,7 @@ class FrozenTable:
     def __init__(self, fields: tuple[Field, ...], arrays: dict[str, Array], rows: int) -> None:
         self.fields = fields
         self.rows = rows
-        self._encoded: orjson.Fragment | None = None
+        self._encoded: Part | None = None
         self.dense: dict[str, Array] = {}
         self.cells: dict[str, tuple[npt.NDArray[np.int64], Array]] = {}
         for f in fields:
@@ -269,10 +277,10 @@ class FrozenTable:
             "dense": dict(self.dense),
         }
 
-    def encoded(self) -> orjson.Fragment:
+    def encoded(self) -> Part:
         """:meth:`to_dict` encoded for a snapshot, once: a frozen table does not change."""
         if self._encoded is None:
-            self._encoded = fragment(self.to_dict())
+            self._encoded = Part(self.to_dict())
         return self._encoded
 
     @classmethod

@@ -153,7 +153,10 @@ class Metrics:
             "streamguard_snapshot_seconds", "Time to store a state snapshot.", ["stage"], registry=r
         )
         self.snapshot_bytes = Gauge(
-            "streamguard_snapshot_bytes", "Size of the last state snapshot.", ["stage"], registry=r
+            "streamguard_snapshot_bytes",
+            "Bytes the last state snapshot wrote: its record and the parts it stored first.",
+            ["stage"],
+            registry=r,
         )
         self.restores = Counter(
             "streamguard_restores",

@@ -30,7 +30,7 @@ def _permanent(exc: BaseException) -> bool:
 async def send_reliably(
     metrics: Metrics,
     topic: Any,
-    value: bytes,
+    value: bytes | None,
     *,
     key: bytes | None = None,
     partition: int | None = None,
@@ -51,7 +51,9 @@ async def send_reliably(
             if _permanent(exc):
                 metrics.send_failures.labels(topic.get_topic_name(), "too_large").inc()
                 log.error(
-                    "dropped a %d-byte message to %s: too large", len(value), topic.get_topic_name()
+                    "dropped a %d-byte message to %s: too large",
+                    len(value or b""),
+                    topic.get_topic_name(),
                 )
                 return False
             metrics.send_failures.labels(topic.get_topic_name(), "retried").inc()
@@ -67,9 +69,13 @@ async def send_reliably(
 
 
 async def send_all_reliably(
-    metrics: Metrics, topic: Any, messages: Sequence[tuple[bytes | None, bytes, int | None]]
-) -> None:
+    metrics: Metrics,
+    topic: Any,
+    messages: Sequence[tuple[bytes | None, bytes | None, int | None]],
+) -> bool:
     """Send ``(key, value, partition)`` messages in order; return once the broker has them all.
+
+    False if one had to be dropped (too large for the topic); ``None`` values are tombstones.
 
     All are queued at once and acknowledged together (one round trip instead of one per
     message; the producer keeps a partition's messages in order). If any send fails, the
@@ -87,6 +93,9 @@ async def send_all_reliably(
     if failed == len(messages):
         if messages:
             metrics.broker_ok.set(1)
-        return
+        return True
+    sent = True
     for key, value, partition in messages[failed:]:
-        await send_reliably(metrics, topic, value, key=key, partition=partition, wait=True)
+        ok = await send_reliably(metrics, topic, value, key=key, partition=partition, wait=True)
+        sent = sent and ok
+    return sent

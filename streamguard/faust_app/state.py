@@ -4,6 +4,12 @@ Each stage writes its state for one input partition under the key ``"<stage>/<pa
 (``stage1``, ``stage1-progress``, ``stage2``, ``stage3``, ``leakage``). The key decides the state
 partition, so a worker that is assigned input partition ``p`` reads one state partition to find it.
 Writes wait for the broker's acknowledgement: a snapshot is only ever trusted once stored.
+
+The parts of a state that never change (stage 2's closed windows: :class:`Part`) are written
+once each, under ``"<stage>/<partition>/part/<name>"`` on the same state partition and before
+the first snapshot that names them; a snapshot holds only their names. Once a stored snapshot
+no longer names a part, the part gets a tombstone, so compaction removes it. A busy stage 2
+thus writes its changing state every few seconds, not every window it still holds.
 """
 
 import asyncio
@@ -16,15 +22,21 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from streamguard.contracts import TopicSpec, partition_for
-from streamguard.core.snapshot import SnapshotError, pack, unpack
+from streamguard.core.snapshot import SnapshotError, split, unpack
 from streamguard.faust_app.metrics import Metrics
-from streamguard.faust_app.outbox import send_reliably
+from streamguard.faust_app.outbox import send_all_reliably, send_reliably
 
 __all__ = ["StateStore"]
 
 log = logging.getLogger("streamguard.worker")
 
 _STALL_S = 30.0
+_PARTS = "/part/"
+
+
+def _owner(key: str) -> str:
+    """``"<stage>/<partition>"`` of a snapshot key or of one of its parts' keys."""
+    return "/".join(key.split("/", 2)[:2])
 
 
 class StateStore:
@@ -35,15 +47,29 @@ class StateStore:
         self.spec = spec
         self.topic = topic  # the Faust topic, for writes through the app's producer
         self.metrics = metrics
+        # Per snapshot key, the parts on the topic without a tombstone (found at load, or written).
+        self._parts: dict[str, set[str]] = {}
 
     def _partition(self, key: str) -> int:
-        return partition_for(key.encode(), self.spec.partitions)
+        # A snapshot's parts live on its partition: one partition read restores it whole.
+        return partition_for(_owner(key).encode(), self.spec.partitions)
 
     async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
-        """Store a snapshot; True once the broker has it."""
+        """Store a snapshot (its new parts first); True once the broker has it."""
         key = f"{stage}/{partition}"
-        value = pack({"stage": stage, "partition": partition, "offset": offset, "state": state})
+        value, parts = split(
+            {"stage": stage, "partition": partition, "offset": offset, "state": state}
+        )
+        stored = self._parts.setdefault(key, set())
         started = time.monotonic()
+        new = [
+            ((key + _PARTS + name).encode(), part.packed(), self._partition(key))
+            for name, part in parts.items()
+            if name not in stored
+        ]
+        if new and not await send_all_reliably(self.metrics, self.topic, new):
+            return False  # a snapshot naming a part the broker refused could not be restored
+        stored.update(parts)
         ok = await send_reliably(
             self.metrics,
             self.topic,
@@ -52,12 +78,19 @@ class StateStore:
             partition=self._partition(key),
             wait=True,
         )
+        if ok:
+            stale = sorted(stored - parts.keys())
+            tombstones = [
+                ((key + _PARTS + name).encode(), None, self._partition(key)) for name in stale
+            ]
+            if stale and await send_all_reliably(self.metrics, self.topic, tombstones):
+                stored.difference_update(stale)
         self.metrics.snapshot_seconds.labels(stage).observe(time.monotonic() - started)
-        self.metrics.snapshot_bytes.labels(stage).set(len(value))
+        self.metrics.snapshot_bytes.labels(stage).set(len(value) + sum(len(v) for _, v, _ in new))
         return ok
 
     async def load(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """Latest snapshot of each key (absent keys are missing from the result).
+        """Latest snapshot of each key, with its parts (absent keys are missing from the result).
 
         Retries with capped back-off while the broker is unreachable: a stage must not start
         from nothing because the broker was briefly away, and the agent must not die either.
@@ -79,6 +112,7 @@ class StateStore:
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=10_000
         )
         latest: dict[str, bytes] = {}  # only the newest value of a key is decoded
+        parts: dict[str, dict[str, bytes]] = {key: {} for key in keys}
         try:
             await consumer.start()
             tps = [TopicPartition(self.spec.name, p) for p in partitions]
@@ -98,6 +132,12 @@ class StateStore:
                         key = record.key.decode() if record.key else ""
                         if key in wanted and record.value is not None:
                             latest[key] = record.value
+                        elif _PARTS in key and _owner(key) in wanted:
+                            name = key.rsplit("/", 1)[1]
+                            if record.value is None:  # a tombstone
+                                parts[_owner(key)].pop(name, None)
+                            else:
+                                parts[_owner(key)][name] = record.value
                     if records and records[-1].offset + 1 >= ends[tp]:
                         remaining.discard(tp)
                 for tp in list(remaining):
@@ -106,9 +146,11 @@ class StateStore:
         finally:
             await consumer.stop()
         found: dict[str, dict[str, Any]] = {}
+        for key, named in parts.items():
+            self._parts[key] = set(named)  # those no snapshot names get a tombstone at the next
         for key, value in latest.items():
             try:
-                found[key] = unpack(value)
+                found[key] = unpack(value, parts[key])
             except SnapshotError as exc:
                 # Counted and logged: a lost snapshot must be visible, never silent.
                 self.metrics.internal_errors.labels("state").inc()

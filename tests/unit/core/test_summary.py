@@ -15,6 +15,7 @@ from streamguard.core.summary import (
     subtract_fields,
     zeros,
 )
+from streamguard.stats import merge_moments
 from tests.unit.core._pairs import MEASURES, SLICES, pair_batches
 
 
@@ -136,6 +137,36 @@ def test_table_add_merges_moments_like_numpy() -> None:
     np.testing.assert_allclose(got[0], [5, both.mean(), both.var() * 5], rtol=1e-12)
     np.testing.assert_allclose(got[3], [2, 15.0, 50.0], rtol=1e-12)
     assert got[1].tolist() == got[2].tolist() == [0.0, 0.0, 0.0]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 12), min_size=1, max_size=6, unique=True),
+            st.integers(0, 2**32 - 1),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_adds_to_fresh_rows_equal_merging_into_zeros_bit_for_bit(adds) -> None:
+    """The fast path (rows never written are assigned) changes no bit of any sum."""
+    fields = (Field("n", "count"), Field("h", "count", 3), Field("m", "moments"))
+    table, reference = Table(fields, capacity=2), zeros(fields, 13)
+    for rows, seed in adds:
+        rng = np.random.default_rng(seed)
+        k = len(rows)
+        n = rng.integers(0, 4, k).astype(np.float64)  # some rows empty (n = 0)
+        moments = np.stack([n, rng.normal(size=k), rng.random(k) * n], axis=-1)
+        contribution = {"n": rng.integers(0, 9, k), "h": rng.integers(0, 9, (k, 3)), "m": moments}
+        index = np.array(rows)
+        table.add(index, contribution)
+        reference["n"][index] += contribution["n"]
+        reference["h"][index] += contribution["h"]
+        reference["m"][index] = merge_moments(reference["m"][index], moments)
+    view = table.view(13)
+    for name, expected in reference.items():
+        assert view[name].tobytes() == expected.tobytes()
 
 
 @settings(max_examples=60)

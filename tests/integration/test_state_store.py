@@ -1,0 +1,151 @@
+"""Snapshots on the real state topic: closed windows are written once, and restore whole."""
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from streamguard.broker import EmbeddedBroker
+from streamguard.contracts import load_topic_specs, partition_for
+from streamguard.core import Stage2
+from streamguard.core.snapshot import pack
+from streamguard.engine import Pipeline
+from streamguard.faust_app.metrics import Metrics
+from streamguard.faust_app.state import StateStore
+from streamguard.policy import parse_policy
+from streamguard.sim import TrafficGenerator
+from streamguard.testing import metric
+from tests.unit.core._events import sim_messages
+
+pytestmark = pytest.mark.integration
+
+SPECS = load_topic_specs()
+STATE = SPECS["state"]
+POLICY = parse_policy("[defaults]\nwindow_s = 10\nhorizon_s = 30\nallowed_lateness_s = 5\n")
+
+
+class ProducerTopic:
+    """What the store asks of a Faust topic (``send`` returning a delivery future)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    def get_topic_name(self) -> str:
+        return STATE.name
+
+    async def send(self, *, key: bytes | None, value: bytes | None, partition: int | None) -> Any:
+        return await self.producer.send(STATE.name, value, key=key, partition=partition)
+
+
+async def records(bootstrap: str) -> list[tuple[str, bytes | None]]:
+    """Every (key, value) of the state topic, in order within each partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(STATE.name, p) for p in range(STATE.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[str, bytes | None]] = []
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    out.append((message.key.decode(), message.value))
+        return out
+    finally:
+        await consumer.stop()
+
+
+def stage2_after(messages: list[bytes]) -> Stage2:
+    pipe = Pipeline(POLICY, partitions=8)
+    for message in messages:
+        pipe.feed(message)
+    pipe.flush()
+    return pipe.engine.stage2
+
+
+async def scenario(bootstrap: str) -> dict[str, Any]:
+    generator = TrafficGenerator(deployment="store", rate=60, seed=3, start_ts=1_700_000_000.0)
+    messages = sim_messages(generator, 90, 8)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=1 << 26)
+    await producer.start()
+    try:
+        metrics = Metrics()
+        store = StateStore(bootstrap, STATE, ProducerTopic(producer), metrics)
+        early = stage2_after(messages[: len(messages) // 2])
+        channel = next(c for c in range(8) if early.snapshot(c)["deployments"])
+        assert await store.save("stage2", channel, 10, early.snapshot(channel))
+        assert await store.save("stage2", channel, 11, early.snapshot(channel))  # no new parts
+        late = stage2_after(messages)
+        assert await store.save("stage2", channel, 20, late.snapshot(channel))
+        # Another worker restores: a store that has written nothing.
+        fresh = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
+        found = await fresh.load([f"stage2/{channel}"])
+        return {
+            "channel": channel,
+            "late": late,
+            "found": found,
+            "records": await records(bootstrap),
+            "whole": len(pack({"state": late.snapshot(channel)})),
+        }
+    finally:
+        await producer.stop()
+
+
+def test_closed_windows_are_stored_once_and_the_snapshot_restores_whole(
+    broker_with_topics: EmbeddedBroker,
+) -> None:
+    out = asyncio.run(scenario(broker_with_topics.bootstrap))
+    channel, late = out["channel"], out["late"]
+    prefix = f"stage2/{channel}/part/"
+    writes = Counter(key for key, value in out["records"] if value is not None)
+    tombstones = {key for key, value in out["records"] if key.startswith(prefix) and value is None}
+    parts = {key for key in writes if key.startswith(prefix)}
+    assert writes[f"stage2/{channel}"] == 3
+    assert parts
+    assert all(writes[key] == 1 for key in parts)
+    # 90 s of traffic with a 30 s horizon: windows left it between the saves, and got tombstones.
+    assert tombstones
+    assert tombstones <= parts
+    # Restored from the main record and the parts without a tombstone, exactly what was saved.
+    saved = out["found"][f"stage2/{channel}"]
+    assert saved["offset"] == 20
+    restored = Stage2(POLICY, n_sources=8, guards=late.guards)
+    restored.restore(channel, saved["state"])
+    assert pack(restored.snapshot(channel)) == pack(late.snapshot(channel))
+    # The record written at every snapshot is a fraction of the whole state.
+    main = [value for key, value in out["records"] if key == f"stage2/{channel}"]
+    assert len(main[-1]) < out["whole"] / 3
+
+
+async def lose_a_part(bootstrap: str, key: str, name: str) -> tuple[dict[str, Any], float]:
+    """Tombstone one part of ``key``, then load it as a restarting worker would."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            STATE.name,
+            None,
+            key=f"{key}/part/{name}".encode(),
+            partition=partition_for(key.encode(), STATE.partitions),
+        )
+        metrics = Metrics()
+        found = await StateStore(bootstrap, STATE, ProducerTopic(producer), metrics).load([key])
+        return found, metric(metrics.exposition().decode(), "streamguard_internal_errors_total")
+    finally:
+        await producer.stop()
+
+
+def test_a_snapshot_whose_part_is_gone_is_refused_and_counted(
+    broker_with_topics: EmbeddedBroker,
+) -> None:
+    out = asyncio.run(scenario(broker_with_topics.bootstrap))
+    key = f"stage2/{out['channel']}"
+    last = dict(out["records"])  # the latest value of each key
+    live = sorted(k.rsplit("/", 1)[1] for k, v in last.items() if "/part/" in k and v is not None)
+    found, errors = asyncio.run(lose_a_part(broker_with_topics.bootstrap, key, live[0]))
+    assert key not in found  # never a state with a closed window silently missing
+    assert errors == 1
