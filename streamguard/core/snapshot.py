@@ -117,6 +117,13 @@ def _floats(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _floats(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        try:
+            # A list of finite numbers (most of a guard's state) is kept as is: one C-level sum
+            # instead of a Python call per element. Anything else takes the element-wise path.
+            if math.isfinite(sum(value)):
+                return value
+        except (TypeError, OverflowError):
+            pass
         return [_floats(v) for v in value]
     return value
 

@@ -60,3 +60,24 @@ def test_a_missing_part_is_a_snapshot_error_not_a_hole() -> None:
         unpack(main)
     with pytest.raises(SnapshotError):
         unpack(main, dict.fromkeys(parts, b"not zlib"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [1e308, 1e308],  # finite numbers whose sum overflows
+        [1.0, math.inf, -math.inf],
+        [[0.5, math.nan], (2, -math.inf)],
+        [True, 2, 3.5],
+        ["a", 1.0, None],
+    ],
+)
+def test_lists_keep_their_non_finite_floats(value: list) -> None:
+    assert same(unpack(pack({"v": value})), {"v": orjson_shape(value)})
+
+
+def orjson_shape(value: object) -> object:
+    """Tuples come back as lists."""
+    if isinstance(value, list | tuple):
+        return [orjson_shape(v) for v in value]
+    return value
