@@ -22,8 +22,9 @@ same machine and clock):
   close → published (``worker``) and published → received (``delivery``).
 
 Both consumers fetch with ``fetch_max_wait_ms=50``, so receipt adds up to ~50 ms.
-The latency includes stage 1's flush interval (0.5 s): a partition's watermark reaches stage 2
-only with the heartbeat of its next flush, so up to 0.5 s passes before stage 2 can know.
+A partition's watermark reaches stage 2 only with the heartbeat of a flush: the worker flushes a
+partition as soon as its watermark passes a window's close (``Stage1.closing``), so the latency
+holds that flush rather than up to 0.5 s of waiting for the flush timer.
 
 Load: ``--deployments`` deployments, each at ``--rate`` requests/s of event time (primary +
 shadow: 2 events per request), produced in batch envelopes at ``--speed`` seconds of event

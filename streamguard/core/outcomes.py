@@ -97,6 +97,7 @@ class OutcomeJoin:
         self._version_names: list[str] = []
         self._version_codes: dict[str, int] = {}
         self._seq = 0
+        self._oldest = np.inf  # smallest min_ts of the chunks: mature() returns at once below it
         self.evicted = 0  # removed because the buffer was full, not because time ran out
 
     def __len__(self) -> int:
@@ -151,6 +152,7 @@ class OutcomeJoin:
         self._seq += k
         self._chunks.append(chunk)
         self._firsts.append(chunk.first_seq)
+        self._oldest = min(self._oldest, chunk.min_ts)
 
     def _code(self, version: str) -> int:
         code = self._version_codes.get(version)
@@ -199,6 +201,8 @@ class OutcomeJoin:
     def mature(self, watermark: float) -> Matured:
         """Remove and return exposures older than ``watermark - window`` and any beyond capacity."""
         limit = watermark - self.window_s
+        if limit <= self._oldest and len(self._index) <= self.max_pending:
+            return _EMPTY  # most calls: nothing old enough, and without a scan of the chunks
         taken: list[tuple[_Chunk, I64]] = []
         for chunk in self._chunks:
             if chunk.min_ts < limit:
@@ -245,6 +249,7 @@ class OutcomeJoin:
         kept = [c for c in self._chunks if c.n_alive]
         if len(kept) != len(self._chunks):
             self._chunks, self._firsts = kept, [c.first_seq for c in kept]
+        self._oldest = min((c.min_ts for c in self._chunks), default=np.inf)
         return matured
 
     def snapshot(self) -> dict[str, Any]:
@@ -273,6 +278,7 @@ class OutcomeJoin:
         """Take the exposures of :meth:`snapshot`; maturation order is as before."""
         self._seq = int(snapshot["seq"])
         self._index, self._chunks, self._firsts = {}, [], []
+        self._oldest = np.inf
         seqs = np.asarray(snapshot["exposure_seq"], dtype=np.int64)
         if not len(seqs):
             return
@@ -297,6 +303,7 @@ class OutcomeJoin:
             chunk.refresh()
             self._chunks.append(chunk)
             self._firsts.append(chunk.first_seq)
+            self._oldest = min(self._oldest, chunk.min_ts)
             seq_range = range(chunk.first_seq, chunk.first_seq + (hi - lo))
             self._index.update(zip(chunk.request_id, seq_range, strict=True))
 

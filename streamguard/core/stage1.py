@@ -108,6 +108,25 @@ class Stage1:
         source = self._sources.get(partition)
         return source.watermark if source else -math.inf
 
+    def closing(self, partition: int) -> bool:
+        """Whether ``partition``'s watermark passed a window's close since its last flush.
+
+        A window closes when every source's watermark passes its end plus the allowed lateness
+        (per deployment policy). Until the partition's next flush, stage 2 cannot know: a flush
+        right away, instead of at the timer's next tick, takes up to the flush interval out of
+        every window's latency (``docs/architecture.md``, "Time").
+        """
+        source = self._sources.get(partition)
+        if source is None or source.flushed_watermark == -math.inf:
+            return False  # nothing flushed yet: the timer's first flush carries it
+        for state in source.deployments.values():
+            window_s, lateness = state.policy.window_s, state.policy.allowed_lateness_s
+            if math.floor((source.watermark - lateness) / window_s) > math.floor(
+                (source.flushed_watermark - lateness) / window_s
+            ):
+                return True
+        return False
+
     def pending(self, partition: int) -> int:
         """Halves waiting for a partner in ``partition``."""
         source = self._sources.get(partition)

@@ -149,6 +149,12 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.eager_flushes = Counter(
+            "streamguard_eager_flushes",
+            "Stage-1 flushes of one partition made as its watermark passed a window's close "
+            "(besides the timer's).",
+            registry=r,
+        )
         self.snapshot_seconds = Histogram(
             "streamguard_snapshot_seconds", "Time to store a state snapshot.", ["stage"], registry=r
         )

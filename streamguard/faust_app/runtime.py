@@ -227,6 +227,11 @@ class Runtime:
         state.last_offset = offset
         if units:  # most one-event messages only join their partition's run
             await self._dead_letters(self._units(units, value), message.topic, partition)
+        if self.engine.stage1.closing(partition):
+            # A window's close passed here: stage 2 hears of it with this partition's next
+            # flush, so flush it now rather than at the timer's next tick.
+            self.metrics.eager_flushes.inc()
+            await self.flush([partition], self.specs["partials"].partitions)
 
     def _units(self, units: list[Unit], value: bytes | None = None) -> list[tuple[int, Rejected]]:
         """Count what the units did; return their rejections with their messages' offsets.

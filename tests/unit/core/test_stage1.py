@@ -243,3 +243,25 @@ def test_a_second_restart_during_a_replay_still_flushes_at_every_recorded_bounda
     out = [raw for _, raw in again.flush(0)]
     assert out[: len(sent[1]) + len(sent[3])] == sent[1] + sent[3]
     assert [orjson.loads(raw)["source"]["offset_lo"] for raw in out] == [-1, 1, 3]
+
+
+def test_closing_says_when_the_watermark_passed_a_windows_close_since_the_flush() -> None:
+    """Window [t, t+10) closes at t + 10 + lateness; the worker flushes a partition then."""
+    policy = parse_policy("[defaults]\nwindow_s = 10\nallowed_lateness_s = 5\n")
+    stage1 = Stage1(policy)
+    stage1.process(0, 0, decoded(pair("a", 1000.0)))  # the shadow half: watermark 1000.01
+    assert not stage1.closing(0)  # nothing flushed yet: the timer's first flush comes first
+    stage1.flush(0)
+    offset = 1
+    # [990, 1000) closes at 1005, [1000, 1010) at 1015 (each pair's watermark is ts + 0.01).
+    for ts, closing in ((1003.0, False), (1004.98, False), (1004.995, True), (1012.0, True)):
+        stage1.process(0, offset, decoded(pair(f"r{offset}", ts)))
+        offset += 1
+        assert stage1.closing(0) is closing, ts
+    stage1.flush(0)
+    assert not stage1.closing(0)
+    stage1.process(0, offset, decoded(pair("same-window", 1014.98)))
+    assert not stage1.closing(0)  # [1000, 1010) closes at 1015, not yet
+    stage1.process(0, offset + 1, decoded(pair("next", 1015.0)))
+    assert stage1.closing(0)
+    assert not stage1.closing(1)  # a partition it has never seen
