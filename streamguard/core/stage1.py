@@ -117,8 +117,10 @@ class Stage1:
         every window's latency (``docs/architecture.md``, "Time").
         """
         source = self._sources.get(partition)
-        if source is None or source.flushed_watermark == -math.inf:
-            return False  # nothing flushed yet: the timer's first flush carries it
+        if source is None or source.flushed_watermark == -math.inf or source.replay:
+            # Nothing flushed yet (the timer's first flush carries it), or a restored partition
+            # replaying up to its recorded flush boundaries, where it flushes only there.
+            return False
         for state in source.deployments.values():
             window_s, lateness = state.policy.window_s, state.policy.allowed_lateness_s
             if math.floor((source.watermark - lateness) / window_s) > math.floor(

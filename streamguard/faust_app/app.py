@@ -3,8 +3,9 @@
 Three agents, one per stage (their work is in :class:`~streamguard.faust_app.runtime.Runtime`):
 
 1. ``stage1`` reads the predictions topic (keyed by request id): decodes, dead-letters bad
-   events, pairs, measures per slice. A timer flushes partials every 0.5 s to the partials
-   topic (keyed by deployment), then a watermark heartbeat to every partials partition.
+   events, pairs, measures per slice. A timer flushes partials every second to the partials
+   topic (keyed by deployment), then a watermark heartbeat to every partials partition; a
+   partition whose watermark passes a window's close is flushed at once.
 2. ``stage2`` reads partials: merges them (dropping already-applied offset ranges), closes
    event-time windows and runs the guards; verdicts go to the verdicts topic.
 3. ``stage3`` reads verdicts (and the control topic, for approvals): decides, and publishes

@@ -227,9 +227,10 @@ class Runtime:
         state.last_offset = offset
         if units:  # most one-event messages only join their partition's run
             await self._dead_letters(self._units(units, value), message.topic, partition)
-        if self.engine.stage1.closing(partition):
+        if self.engine.stage1.closing(partition) and self.caught_up(partition):
             # A window's close passed here: stage 2 hears of it with this partition's next
-            # flush, so flush it now rather than at the timer's next tick.
+            # flush, so flush it now rather than at the timer's next tick. Not while reading a
+            # backlog, where closes pass every few messages and the timer's flush is as early.
             self.metrics.eager_flushes.inc()
             await self.flush([partition], self.specs["partials"].partitions)
 

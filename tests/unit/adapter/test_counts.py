@@ -2,6 +2,7 @@
 
 import asyncio
 import math
+from types import SimpleNamespace
 
 import orjson
 from prometheus_client import generate_latest
@@ -10,7 +11,8 @@ from streamguard.contracts import parse_message
 from streamguard.core import Stage1
 from streamguard.policy import Policy
 from streamguard.testing import metric
-from tests.unit.adapter.test_recovery import Store, runtime
+from tests.unit.adapter.test_recovery import SPECS, Store, runtime
+from tests.unit.core._events import envelope, pair
 
 
 def one_event(kind: str, request: str, ts: float, role: str = "primary") -> bytes:
@@ -48,3 +50,41 @@ def test_messages_accounted_one_by_one_are_counted() -> None:
     text = asyncio.run(count())
     assert metric(text, "streamguard_one_by_one_messages_total") == one_by_one
     assert metric(text, "streamguard_events_total") == len(script)
+
+
+class Event:
+    """What the stage-1 agent hands the runtime: a message and its value."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.message = SimpleNamespace(
+            partition=0, offset=offset, topic=SPECS["predictions"].name, value=value
+        )
+        self.value = value
+
+    def ack(self) -> None:
+        pass
+
+
+def test_a_caught_up_partition_is_flushed_as_its_watermark_passes_a_windows_close() -> None:
+    async def scenario() -> tuple[list[list[int]], str]:
+        store = Store()
+        store.release.set()
+        rt, _ = runtime(store)
+        flushed: list[list[int]] = []
+
+        async def flush(owned: list[int], n_channels: int, force_snapshot: bool = False) -> None:
+            flushed.append(owned)
+            rt.engine.stage1.flush(owned[0])
+
+        rt.flush = flush  # type: ignore[method-assign]
+        await rt.on_prediction(Event(0, envelope(pair("a", 1000.0))))
+        rt.engine.stage1.flush(0)  # the timer's first flush
+        rt.record_lag(0, highwater=2)  # offset 1 is the partition's last message: caught up
+        await rt.on_prediction(Event(1, envelope(pair("b", 1016.0))))  # past [1000, 1010)'s close
+        rt.record_lag(0, highwater=50)  # a backlog: the timer's flush is as early
+        await rt.on_prediction(Event(2, envelope(pair("c", 1030.0))))
+        return flushed, generate_latest(rt.metrics.registry).decode()
+
+    flushed, text = asyncio.run(scenario())
+    assert flushed == [[0]]
+    assert metric(text, "streamguard_eager_flushes_total") == 1

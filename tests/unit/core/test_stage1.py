@@ -265,3 +265,22 @@ def test_closing_says_when_the_watermark_passed_a_windows_close_since_the_flush(
     stage1.process(0, offset + 1, decoded(pair("next", 1015.0)))
     assert stage1.closing(0)
     assert not stage1.closing(1)  # a partition it has never seen
+
+
+def test_a_restored_partition_replaying_to_its_boundaries_is_not_closing() -> None:
+    """A replay flushes only at its recorded boundaries: an eager flush would be wasted work."""
+    policy = parse_policy("[defaults]\nwindow_s = 10\nallowed_lateness_s = 5\n")
+    messages = [decoded(pair("a", 1000.0)), decoded(pair("b", 1020.0)), decoded(pair("c", 1021))]
+    first = Stage1(policy)
+    first.process(0, 0, messages[0])
+    first.flush(0)
+    snapshot = first.snapshot(0)
+    for offset in (1, 2):
+        first.process(0, offset, messages[offset])
+    first.flush(0)  # a boundary at offset 2, after the snapshot
+    restored = Stage1(policy)
+    restored.restore(0, snapshot, first.progress(0))
+    restored.process(0, 1, messages[1])  # the watermark passes two closes, the boundary is ahead
+    assert not restored.closing(0)
+    first.process(0, 3, decoded(pair("d", 1040.0)))
+    assert first.closing(0)  # the partition that never crashed would flush here
