@@ -103,7 +103,8 @@ def _default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _encode_array(value)
     if isinstance(value, np.generic):
-        return value.item()
+        item = value.item()  # float32 and the like: not floats, so _floats did not see them
+        return item if not isinstance(item, float) or math.isfinite(item) else _floats(item)
     raise TypeError(f"cannot snapshot a {type(value).__name__}")
 
 
@@ -113,7 +114,8 @@ def _floats(value: Any) -> Any:
     A watermark of -inf (a source not heard from yet) must come back as -inf, not None.
     """
     if isinstance(value, float):
-        return value if math.isfinite(value) else {_FLOAT: repr(value)}
+        # float(): numpy 2 spells a numpy float's repr "np.float64(inf)", which float() refuses.
+        return value if math.isfinite(value) else {_FLOAT: repr(float(value))}
     if isinstance(value, dict):
         return {k: _floats(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -122,7 +124,7 @@ def _floats(value: Any) -> Any:
             # instead of a Python call per element. Anything else takes the element-wise path.
             if math.isfinite(sum(value)):
                 return value
-        except (TypeError, OverflowError):
+        except (TypeError, OverflowError, ValueError):  # ValueError: arrays that do not broadcast
             pass
         return [_floats(v) for v in value]
     return value

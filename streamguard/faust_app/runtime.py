@@ -310,27 +310,22 @@ class Runtime:
             work = []
             letters: list[tuple[int, list[tuple[int, Rejected]]]] = []
             max_ts = time.time() + self.settings.max_future_s
-            overdue = sorted(
-                (state.snapshot_at, partition)
-                for partition in owned
-                if (state := self.stage1.get(partition)) is not None
-                and now - state.snapshot_at >= self.settings.snapshot_interval_s
-            )
-            # A few partitions' snapshots per flush: all of them at once (~36 ms each at 20
-            # deployments) held every window closing meanwhile behind one long step.
-            due = {p for _, p in overdue[:_SNAPSHOTS_PER_FLUSH]}
-            for partition in owned:
-                state = self.stage1.get(partition)
-                if state is None:
-                    continue
+            # A few partitions' snapshots per flush, the most overdue first: all of them at
+            # once (~36 ms each at 20 deployments) held every window closing meanwhile behind
+            # one long step. A partition that cannot snapshot yet (replaying) takes no slot.
+            inputs = [(p, state) for p in owned if (state := self.stage1.get(p)) is not None]
+            inputs.sort(key=lambda item: item[1].snapshot_at)
+            slots = _SNAPSHOTS_PER_FLUSH
+            for partition, state in inputs:
                 letters.append((partition, self._units(stage1.cut(partition, max_ts))))
                 partials = stage1.flush(partition)
                 # Taken right after the flush, before any await lets new messages in.
                 progress = stage1.progress(partition)
-                wanted = force_snapshot or partition in due
-                snapshot = (
-                    stage1.snapshot(partition) if wanted and stage1.settled(partition) else None
-                )
+                due = now - state.snapshot_at >= self.settings.snapshot_interval_s
+                snapshot = None
+                if (force_snapshot or (due and slots > 0)) and stage1.settled(partition):
+                    snapshot = stage1.snapshot(partition)
+                    slots -= 1
                 work.append((partition, state, partials, progress, snapshot))
             for partition, some in letters:
                 await self._dead_letters(some, self.specs["predictions"].name, partition)
@@ -352,13 +347,15 @@ class Runtime:
             beats = [(None, heartbeat, channel) for channel in range(n_channels)]
             await send_all_reliably(self.metrics, self.topics.partials, beats)
             for partition, state, _, _, snapshot in work:
+                if snapshot is None:
+                    continue
                 # A snapshot the broker refused covers nothing: its messages stay uncommitted.
-                if snapshot is not None and await self.store.save(
-                    "stage1", partition, snapshot["offset"], snapshot
-                ):
+                # It is tried again after the interval, not at every flush in others' slots.
+                if await self.store.save("stage1", partition, snapshot["offset"], snapshot):
                     state.held = _release(state.held, snapshot["offset"])
-                    state.snapshot_at = now
-            self._gauges(owned)
+                state.snapshot_at = now
+            # The pending gauge sums every partition here, also after one partition's flush.
+            self._gauges(sorted(self.stage1))
 
     async def _dead_letters(
         self, letters: list[tuple[int, Rejected]], topic: str, partition: int
@@ -487,7 +484,7 @@ class Runtime:
     async def snapshot_leakage(self) -> None:
         """Store the leakage state of every training partition that changed."""
         async with self.lock_leakage:
-            for partition, state in self.leakage.items():
+            for partition, state in list(self.leakage.items()):  # restores may add some
                 if not state.dirty:
                     continue
                 offset = state.last_offset
@@ -602,7 +599,8 @@ class Runtime:
     async def snapshot_stage2(self) -> None:
         """Store the state of every channel that changed (verdicts are already delivered)."""
         async with self.lock2:
-            for channel, state in self.stage2.items():
+            # A list: a restore can add a channel while a save below awaits the broker.
+            for channel, state in list(self.stage2.items()):
                 if not state.dirty:
                     continue
                 offset = state.last_offset
@@ -685,7 +683,7 @@ class Runtime:
     async def snapshot_stage3(self) -> None:
         """Store the decider's state per verdicts partition that changed."""
         async with self.lock3:
-            for partition, state in self.stage3.items():
+            for partition, state in list(self.stage3.items()):  # restores may add some
                 if not state.dirty:
                     continue
                 deployments = self.stage3_deployments[partition]

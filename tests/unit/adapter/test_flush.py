@@ -47,3 +47,34 @@ def test_a_flush_takes_at_most_two_stage1_snapshots_the_most_overdue_first() -> 
     assert [sorted(r) for r in rounds[: PARTITIONS // 2]] == expected
     assert rounds[PARTITIONS // 2] == []  # every partition snapshotted, none due again yet
     assert sorted(rounds[-1]) == list(range(PARTITIONS))  # shutdown: all at once
+
+
+class RefusingStore(SavingStore):
+    """Refuses the stage-1 snapshots of some partitions (too large for the state topic)."""
+
+    def __init__(self, refused: set[int]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
+        await super().save(stage, partition, offset, state)
+        return not (stage == "stage1" and partition in self.refused)
+
+
+def test_partitions_whose_snapshots_are_refused_do_not_hold_the_slots() -> None:
+    async def scenario() -> list[list[int]]:
+        store = RefusingStore(refused={6, 7})
+        rt, _ = runtime(store)
+        rt.topics = Topics(Topic(fail=set()), None, None, None, None, None)
+        for p in range(PARTITIONS):
+            state = await rt._restored("stage1", p)
+            state.snapshot_at = -1000.0 - p
+        rounds = []
+        for _ in range(PARTITIONS // 2):
+            store.saved.clear()
+            await rt.flush(list(range(PARTITIONS)), 1)
+            rounds.append(sorted(p for stage, p in store.saved if stage == "stage1"))
+        return rounds
+
+    # The refused pair is tried once, then waits its interval while the others get their turn.
+    assert asyncio.run(scenario()) == [[6, 7], [4, 5], [2, 3], [0, 1]]

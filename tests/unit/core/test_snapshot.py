@@ -81,3 +81,12 @@ def orjson_shape(value: object) -> object:
     if isinstance(value, list | tuple):
         return [orjson_shape(v) for v in value]
     return value
+
+
+def test_numpy_floats_and_arrays_in_lists_survive() -> None:
+    back = unpack(pack({"a": np.float64("inf"), "b": [np.float32("-inf"), np.float64("nan")]}))
+    assert back["a"] == math.inf
+    assert back["b"][0] == -math.inf
+    assert math.isnan(back["b"][1])
+    arrays = unpack(pack({"x": [np.zeros(2), np.ones(3)]}))["x"]  # sum() cannot broadcast them
+    assert [a.tolist() for a in arrays] == [[0.0, 0.0], [1.0, 1.0, 1.0]]
