@@ -117,7 +117,12 @@ class Stage1:
         every window's latency (``docs/architecture.md``, "Time").
         """
         source = self._sources.get(partition)
-        if source is None or source.flushed_watermark == -math.inf or source.replay:
+        if (
+            source is None
+            or source.watermark <= source.flushed_watermark  # most messages: nothing passed
+            or source.flushed_watermark == -math.inf
+            or source.replay
+        ):
             # Nothing flushed yet (the timer's first flush carries it), or a restored partition
             # replaying up to its recorded flush boundaries, where it flushes only there.
             return False

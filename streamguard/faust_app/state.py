@@ -61,32 +61,27 @@ class StateStore:
             {"stage": stage, "partition": partition, "offset": offset, "state": state}
         )
         stored = self._parts.setdefault(key, set())
+        where = self._partition(key)  # the snapshot's partition, which its parts share
+
+        def part(name: str, blob: bytes | None) -> tuple[bytes, bytes | None, int]:
+            return (key + _PARTS + name).encode(), blob, where
+
         started = time.monotonic()
-        new = [
-            ((key + _PARTS + name).encode(), part.packed(), self._partition(key))
-            for name, part in parts.items()
-            if name not in stored
-        ]
+        new = [part(name, p.packed()) for name, p in parts.items() if name not in stored]
         if new and not await send_all_reliably(self.metrics, self.topic, new):
             return False  # a snapshot naming a part the broker refused could not be restored
         stored.update(parts)
         ok = await send_reliably(
-            self.metrics,
-            self.topic,
-            value,
-            key=key.encode(),
-            partition=self._partition(key),
-            wait=True,
+            self.metrics, self.topic, value, key=key.encode(), partition=where, wait=True
         )
-        if ok:
-            stale = sorted(stored - parts.keys())
-            tombstones = [
-                ((key + _PARTS + name).encode(), None, self._partition(key)) for name in stale
-            ]
-            if stale and await send_all_reliably(self.metrics, self.topic, tombstones):
-                stored.difference_update(stale)
+        stale = sorted(stored - parts.keys()) if ok else []
+        tombstones = [part(name, None) for name in stale]
+        if stale and await send_all_reliably(self.metrics, self.topic, tombstones):
+            stored.difference_update(stale)
         self.metrics.snapshot_seconds.labels(stage).observe(time.monotonic() - started)
-        self.metrics.snapshot_bytes.labels(stage).set(len(value) + sum(len(v) for _, v, _ in new))
+        self.metrics.snapshot_bytes.labels(stage).set(
+            len(value) + sum(len(v or b"") for _, v, _ in new)
+        )
         return ok
 
     async def load(self, keys: list[str]) -> dict[str, dict[str, Any]]:

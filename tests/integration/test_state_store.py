@@ -2,6 +2,8 @@
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -59,6 +61,16 @@ async def records(bootstrap: str) -> list[tuple[str, bytes | None]]:
         await consumer.stop()
 
 
+@asynccontextmanager
+async def producing(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=1 << 26)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
 def stage2_after(messages: list[bytes]) -> Stage2:
     pipe = Pipeline(POLICY, partitions=8)
     for message in messages:
@@ -70,11 +82,8 @@ def stage2_after(messages: list[bytes]) -> Stage2:
 async def scenario(bootstrap: str) -> dict[str, Any]:
     generator = TrafficGenerator(deployment="store", rate=60, seed=3, start_ts=1_700_000_000.0)
     messages = sim_messages(generator, 90, 8)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=1 << 26)
-    await producer.start()
-    try:
-        metrics = Metrics()
-        store = StateStore(bootstrap, STATE, ProducerTopic(producer), metrics)
+    async with producing(bootstrap) as producer:
+        store = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
         early = stage2_after(messages[: len(messages) // 2])
         channel = next(c for c in range(8) if early.snapshot(c)["deployments"])
         assert await store.save("stage2", channel, 10, early.snapshot(channel))
@@ -91,8 +100,6 @@ async def scenario(bootstrap: str) -> dict[str, Any]:
             "records": await records(bootstrap),
             "whole": len(pack({"state": late.snapshot(channel)})),
         }
-    finally:
-        await producer.stop()
 
 
 def test_closed_windows_are_stored_once_and_the_snapshot_restores_whole(
@@ -123,9 +130,7 @@ def test_closed_windows_are_stored_once_and_the_snapshot_restores_whole(
 
 async def lose_a_part(bootstrap: str, key: str, name: str) -> tuple[dict[str, Any], float]:
     """Tombstone one part of ``key``, then load it as a restarting worker would."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
+    async with producing(bootstrap) as producer:
         await producer.send_and_wait(
             STATE.name,
             None,
@@ -135,8 +140,6 @@ async def lose_a_part(bootstrap: str, key: str, name: str) -> tuple[dict[str, An
         metrics = Metrics()
         found = await StateStore(bootstrap, STATE, ProducerTopic(producer), metrics).load([key])
         return found, metric(metrics.exposition().decode(), "streamguard_internal_errors_total")
-    finally:
-        await producer.stop()
 
 
 def test_a_snapshot_whose_part_is_gone_is_refused_and_counted(
