@@ -520,8 +520,8 @@ class Stage1:
             or len(source.run)
         ):
             raise ValueError(f"partition {partition} has unflushed measurements")
-        # Boundaries up to here are covered by this snapshot; progress records list later ones.
-        source.boundaries = []
+        # The boundaries stay until the snapshot is stored (snapshot_stored): if the state
+        # topic refuses it, the older snapshot a restart falls back to still needs them.
         return {
             "partition": partition,
             "offset": source.offset_hi,
@@ -539,6 +539,17 @@ class Stage1:
             },
         }
 
+    def snapshot_stored(self, partition: int, offset: int) -> None:
+        """A snapshot of ``partition`` taken at ``offset`` is stored: forget boundaries up to it.
+
+        Only then: a progress record that lacked boundaries between the stored snapshot and a
+        refused one would make a restart cut one partial over data stage 2 already applied in
+        several, stamped above them, so counted twice.
+        """
+        source = self._sources.get(partition)
+        if source is not None:
+            source.boundaries = [b for b in source.boundaries if b > offset]
+
     def settled(self, partition: int) -> bool:
         """True when ``partition`` has nothing waiting: no replay left, nothing unflushed."""
         source = self._sources.get(partition)
@@ -552,7 +563,7 @@ class Stage1:
         )
 
     def progress(self, partition: int) -> dict[str, Any]:
-        """The flush boundaries since the last snapshot; store it before sending the partials.
+        """The flush boundaries since the last stored snapshot; store it before sending partials.
 
         A restored partition still replaying lists the recorded boundaries it has not reached
         yet too: a second restart before it reaches them must still flush and cut there.

@@ -352,6 +352,7 @@ class Runtime:
                 # A snapshot the broker refused covers nothing: its messages stay uncommitted.
                 # It is tried again after the interval, not at every flush in others' slots.
                 if await self.store.save("stage1", partition, snapshot["offset"], snapshot):
+                    stage1.snapshot_stored(partition, snapshot["offset"])
                     state.held = _release(state.held, snapshot["offset"])
                 state.snapshot_at = now
             # The pending gauge sums every partition here, also after one partition's flush.
