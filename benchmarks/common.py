@@ -35,6 +35,7 @@ __all__ = [
     "Samples",
     "as_envelopes",
     "as_singles",
+    "cpu_seconds",
     "environment",
     "past_start",
     "poll_until",
@@ -77,6 +78,23 @@ def environment() -> dict[str, Any]:
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
     }
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time process ``pid`` has used, from ``/proc/PID/stat`` (Linux).
+
+    NaN when the process is gone or unknown, so a lost figure shows rather than reads as 0.
+    """
+    if pid is None:
+        return math.nan
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return math.nan
+    # Fields after the command name (which may hold spaces and parentheses): utime, stime
+    # are fields 14 and 15 of the whole line, in clock ticks.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def past_start(seconds: float, margin_s: float = 120.0) -> float:

@@ -262,15 +262,28 @@ def rows(name: str, result: dict[str, Any]) -> list[Row]:
         out.append(("RSS after 4N events ÷ after N", _n(growth, 3), "≤ 1.10", growth <= 1.10))
         return out
     if name == "scaling":
-        return [
-            (
-                f"{run['workers']} worker(s), events/s (speed-up)",
-                f"{_n(run['events_per_s'])} (×{_n(run['speedup'], 2)})",
-                "",
-                None,
+        out = []
+        for run in r["runs"]:
+            out.append(
+                (
+                    f"{run['workers']} worker(s), events/s (speed-up)",
+                    f"{_n(run['events_per_s'])} (×{_n(run['speedup'], 2)})",
+                    "",
+                    None,
+                )
             )
-            for run in r["runs"]
-        ]
+            if "worker_cpu_us_per_event" in run:  # older runs did not measure CPU
+                out.append(
+                    (
+                        f"… {run['workers']} worker(s): worker CPU per event (µs); "
+                        "worker / broker CPU (s)",
+                        f"{_n(run['worker_cpu_us_per_event'], 2)}; "
+                        f"{_n(run['worker_cpu_s'], 1)} / {_n(run['broker_cpu_s'], 1)}",
+                        "",
+                        None,
+                    )
+                )
+        return out
     return []
 
 

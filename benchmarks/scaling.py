@@ -16,6 +16,12 @@ this process while the workers consume, so its time is reported too.
 grows with the partitions only while there are cores: on a 2-core machine 3 workers, the broker
 and the producer share 2 cores, so 3 workers cannot be faster than 2, and the result is
 reported as measured.
+
+So each run also reports the CPU time (``/proc/PID/stat``) the broker and the workers used
+from the start of production to the last event counted, and the workers' CPU per event. When
+the work divides between workers, CPU per event stays flat as workers are added, and
+throughput then grows with the cores a deployment gives them; when it grows, the workers
+repeat work (rebalancing, heartbeats to every stage-2 channel, state topic reads).
 """
 
 import argparse
@@ -33,6 +39,7 @@ from benchmarks.common import (
     PREDICTIONS,
     Message,
     as_envelopes,
+    cpu_seconds,
     environment,
     past_start,
     poll_until,
@@ -100,6 +107,8 @@ def measure(
                     for worker in group:
                         worker.wait_ready(sources=1)
                     wait_stable(group, timeout_s=120)
+                    pids = [broker.pid, *(w.pid for w in group)]
+                    cpu_before = [cpu_seconds(pid) for pid in pids]
                     # Produced from a thread while the counters are polled from 0.
                     took: list[float] = []
                     producer = threading.Thread(
@@ -109,6 +118,7 @@ def measure(
                     samples = poll_until(partial(worker_events, group), total, timeout_s)
                     producer.join()
                     produce_s = took[0] if took else float("nan")
+                    used = [cpu_seconds(pid) - t for pid, t in zip(pids, cpu_before, strict=True)]
                 finally:
                     for worker in group:
                         worker.stop()
@@ -120,6 +130,10 @@ def measure(
                     "messages": len(messages),
                     "events_per_s": round(rate),
                     "produce_s": round(produce_s, 2),
+                    # CPU from the start of production to the last event counted.
+                    "broker_cpu_s": round(used[0], 2),
+                    "worker_cpu_s": round(sum(used[1:]), 2),
+                    "worker_cpu_us_per_event": round(1e6 * sum(used[1:]) / total, 2),
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                 }
             )

@@ -4,12 +4,14 @@ The broker benchmarks' smoke tests are in ``tests/integration/test_benchmarks.py
 """
 
 import math
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks import latency, memory, run
-from benchmarks.common import Samples, environment
+from benchmarks.common import Samples, cpu_seconds, environment
 
 
 def test_samples_rate_uses_only_the_polls_between_zero_and_the_target() -> None:
@@ -28,6 +30,17 @@ def test_two_polls_of_the_same_count_give_no_rate_but_a_bound() -> None:
     steps = Samples(100, [(0.0, 0), (1.0, 50), (2.0, 50), (3.0, 100)])
     assert steps.rate() is None
     assert steps.rate_or_bound() == pytest.approx(100 / 3)
+
+
+def test_cpu_seconds_reads_a_process_cpu_time_and_nan_for_no_process() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn 0.3 s of CPU
+        pass
+    used = cpu_seconds(os.getpid()) - before
+    assert 0.2 <= used <= 5.0  # clock ticks are 10 ms; other threads may add a little
+    assert math.isnan(cpu_seconds(None))
+    assert math.isnan(cpu_seconds(2**22 + 12345))  # above the kernel's pid_max default
 
 
 def test_percentiles_are_nearest_rank() -> None:
