@@ -20,183 +20,31 @@ When a window closes, each guard judges the horizon (the last ``horizon_windows`
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAMS, EnvMeasures, admitted
-from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
+from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAMS
 from streamguard.core.items import ITEMS_PREFIX, ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
-from streamguard.core.partials import from_cells
-from streamguard.core.replicas import ALL_ROW, OVERFLOW_ROW, REPLICA_STREAM, ReplicaMeasures
+from streamguard.core.replicas import REPLICA_STREAM, ReplicaMeasures
 from streamguard.core.slices import ROOT
 from streamguard.core.stage1 import PAIR_STREAM
-from streamguard.core.summary import (
-    Array,
-    Field,
-    FrozenTable,
-    Registry,
-    Table,
-    sum_rows,
-    zeros,
+from streamguard.core.stage2_rows import arrays_of, env_rows, frozen_table, replica_rows, table_of
+from streamguard.core.stage2_state import (
+    ARM_STREAMS,
+    ChannelSource,
+    DeploymentState,
+    GuardContext,
+    ItemStreams,
+    PartialError,
+    Stage2Report,
+    Stream,
+    tracked_slices,
 )
+from streamguard.core.summary import Table
 from streamguard.core.verdict import Guard, Verdict
-from streamguard.policy import DeploymentPolicy, Policy
+from streamguard.policy import Policy
 
 __all__ = ["PartialError", "Stage2", "Stage2Report"]
-
-_ARM_STREAMS = {"arm:primary", "arm:shadow", "arm:canary"}
-
-
-class PartialError(ValueError):
-    """A partial does not fit this worker's policy (workers must share one policy file)."""
-
-
-@dataclass(slots=True)
-class Stage2Report:
-    """What applying one message did, for metrics."""
-
-    applied: int = 0
-    duplicates: int = 0  # partials whose offset range was already applied
-    late_at_merge: int = 0  # measurements for windows already closed
-    capped_slices: int = 0
-    late_at_source: int = 0
-
-
-@dataclass(slots=True)
-class _Source:
-    watermark: float = -math.inf
-    offset: int = -1
-    progressed_at: float | None = None
-    caught_up: bool = True  # False while its stage-1 owner still has unread messages
-
-
-@dataclass(slots=True)
-class _Stream:
-    fields: tuple[Field, ...]
-    registry: Registry = field(default_factory=Registry)
-    open: dict[int, Table] = field(default_factory=dict)
-    closed: deque[tuple[int, FrozenTable]] = field(default_factory=deque)
-    baseline_version: str = ""
-
-
-@dataclass(slots=True)
-class _Items:
-    """Item exposures of one arm (``items:<role>``), version and slice, per window."""
-
-    open: dict[int, ItemWindow] = field(default_factory=dict)
-    closed: deque[tuple[int, ItemWindow]] = field(default_factory=deque)
-
-
-def _tracked_slices(d: "_Deployment") -> int:
-    """Distinct slices (not the whole deployment) with item exposures in ``d``."""
-    return len({label for _, _, label in d.items if label != ROOT})
-
-
-@dataclass(slots=True)
-class _Deployment:
-    name: str
-    policy: DeploymentPolicy
-    pair_fields: tuple[Field, ...]
-    arm_fields: tuple[Field, ...]
-    replica_fields: tuple[Field, ...]
-    streams: dict[tuple[str, str], _Stream] = field(default_factory=dict)
-    # (items:<role>, version, slice) -> windows; slice "*" is the whole deployment
-    items: dict[tuple[str, str, str], _Items] = field(default_factory=dict)
-    untracked_slices: int = 0  # slices refused beyond popularity.max_slices
-    # source partition -> (offset_hi, part) of the last partial applied
-    applied: dict[int, tuple[int, int]] = field(default_factory=dict)
-    last_closed: int | None = None
-    channel: int = 0  # the partials partition this deployment's partials arrive on
-    guard_state: dict[str, dict[Any, Any]] = field(default_factory=dict)
-
-    def fields_of(self, stream: str) -> tuple[Field, ...]:
-        """Summary fields of a stream of this deployment."""
-        if stream == PAIR_STREAM:
-            return self.pair_fields
-        if stream == REPLICA_STREAM:
-            return self.replica_fields
-        if stream in _ARM_STREAMS:
-            return self.arm_fields
-        if stream == SCHEMA_STREAM:
-            return SCHEMA_FIELDS
-        if stream in ENV_STREAMS:
-            return EnvMeasures.fields_of(stream)
-        raise PartialError(f"unknown stream {stream!r}")
-
-
-class _Context:
-    """The view of one deployment a guard gets when window ``window`` closes."""
-
-    def __init__(self, deployment: _Deployment, window: int) -> None:
-        self._d = deployment
-        self.deployment = deployment.name
-        self.window = window
-        self.window_s = deployment.policy.window_s
-        self.horizon_windows = deployment.policy.horizon_windows
-        self._cache: dict[tuple[str, str, int], tuple[list[str], dict[str, Array]]] = {}
-
-    def _first(self) -> int:
-        return self.window - self.horizon_windows + 1
-
-    def versions(self, stream: str) -> list[str]:
-        recent = []
-        for (name, version), s in self._d.streams.items():
-            if name == stream and s.closed and s.closed[-1][0] >= self._first():
-                recent.append((s.closed[-1][0], version))
-        return [version for _, version in sorted(recent, reverse=True)]
-
-    def horizon(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]]:
-        return self.recent(stream, version, self.horizon_windows)
-
-    def recent(self, stream: str, version: str, windows: int) -> tuple[list[str], dict[str, Array]]:
-        windows = max(1, min(windows, self.horizon_windows))
-        key = (stream, version, windows)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        s = self._d.streams[(stream, version)]
-        rows = len(s.registry)
-        total = zeros(s.fields, rows)
-        first = self.window - windows + 1
-        for index, table in s.closed:
-            if index >= first:
-                table.add_into(total)
-        self._cache[key] = (s.registry.labels, total)
-        return self._cache[key]
-
-    def closed_window(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]] | None:
-        s = self._d.streams.get((stream, version))
-        if s is None or not s.closed or s.closed[-1][0] != self.window:
-            return None
-        return s.registry.labels, s.closed[-1][1].view(len(s.registry))
-
-    def baseline_version(self, stream: str, version: str) -> str:
-        return self._d.streams[(stream, version)].baseline_version
-
-    def item_windows(
-        self, stream: str, version: str, slice_: str = ROOT
-    ) -> list[tuple[int, ItemWindow]]:
-        s = self._d.items.get((stream, version, slice_))
-        if s is None:
-            return []
-        return [(i, w) for i, w in s.closed if i >= self._first()]
-
-    def item_slices(self, stream: str, version: str) -> list[str]:
-        return sorted(
-            label
-            for (name, v, label), s in self._d.items.items()
-            if name == stream and v == version and label != ROOT and s.closed
-        )
-
-    def untracked_slices(self) -> int:
-        return self._d.untracked_slices
-
-    def state(self, guard: str) -> dict[Any, Any]:
-        return self._d.guard_state.setdefault(guard, {})
 
 
 class Stage2:
@@ -226,16 +74,16 @@ class Stage2:
         self.guards = guards
         self.idle_timeout_s = idle_timeout_s
         self.n_sources = n_sources
-        self._channels: dict[int, list[_Source]] = {}
-        self._deployments: dict[str, _Deployment] = {}
+        self._channels: dict[int, list[ChannelSource]] = {}
+        self._deployments: dict[str, DeploymentState] = {}
         self._started_at: float | None = None
 
     # -- input ---------------------------------------------------------------------------------
 
-    def _sources(self, channel: int) -> list[_Source]:
+    def _sources(self, channel: int) -> list[ChannelSource]:
         sources = self._channels.get(channel)
         if sources is None:
-            sources = self._channels[channel] = [_Source() for _ in range(self.n_sources)]
+            sources = self._channels[channel] = [ChannelSource() for _ in range(self.n_sources)]
         return sources
 
     def apply(
@@ -284,19 +132,21 @@ class Stage2:
             source.offset = offset
             source.progressed_at = now
 
-    def _deployment(self, name: str) -> _Deployment:
+    def _deployment(self, name: str) -> DeploymentState:
         state = self._deployments.get(name)
         if state is None:
             policy = self.policy.for_deployment(name)
             pair_fields = PairMeasures.from_policy(policy.shadow).fields
             arm_fields = ArmMeasures.from_policy(policy.canary).fields
             replica_fields = ReplicaMeasures.from_policy(policy.cold_start).fields
-            state = self._deployments[name] = _Deployment(
+            state = self._deployments[name] = DeploymentState(
                 name, policy, pair_fields, arm_fields, replica_fields
             )
         return state
 
-    def _merge(self, d: _Deployment, groups: list[dict[str, Any]], report: Stage2Report) -> None:
+    def _merge(
+        self, d: DeploymentState, groups: list[dict[str, Any]], report: Stage2Report
+    ) -> None:
         for group in groups:
             stream, version, window = (
                 str(group["stream"]),
@@ -308,14 +158,14 @@ class Stage2:
                 continue
             fields = d.fields_of(stream)
             labels = [str(label) for label in group["slices"]]
-            arrays = _arrays(fields, group["fields"], len(labels))
+            arrays = arrays_of(fields, group["fields"], len(labels))
             if d.last_closed is not None and window <= d.last_closed:
                 if stream == PAIR_STREAM:
                     report.late_at_merge += int(arrays["pairs"][0]) if labels else 0
                 continue
             s = d.streams.get((stream, version))
             if s is None:
-                s = d.streams[(stream, version)] = _Stream(fields)
+                s = d.streams[(stream, version)] = Stream(fields)
             if group.get("baseline_version"):
                 s.baseline_version = str(group["baseline_version"])
             # Windows before this one leave the horizon by the time the next window closes.
@@ -323,11 +173,11 @@ class Stage2:
             if d.last_closed is not None:
                 oldest = d.last_closed - d.policy.horizon_windows + 2
             if stream == REPLICA_STREAM:
-                rows, arrays = _replica_rows(
+                rows, arrays = replica_rows(
                     s, labels, arrays, d.policy.cold_start.max_replicas, oldest
                 )
             elif stream in ENV_STREAMS:
-                rows, arrays = _env_rows(
+                rows, arrays = env_rows(
                     s, labels, arrays, d.policy, oldest, paired=stream == ENV_PAIR_STREAM
                 )
             else:
@@ -343,9 +193,9 @@ class Stage2:
             table.add(rows, arrays)
 
     @staticmethod
-    def _merge_items(d: _Deployment, group: dict[str, Any]) -> None:
+    def _merge_items(d: DeploymentState, group: dict[str, Any]) -> None:
         stream, version, window = str(group["stream"]), str(group["version"]), int(group["window"])
-        if stream.removeprefix(ITEMS_PREFIX) not in {s.split(":", 1)[1] for s in _ARM_STREAMS}:
+        if stream.removeprefix(ITEMS_PREFIX) not in {s.split(":", 1)[1] for s in ARM_STREAMS}:
             raise PartialError(f"unknown stream {stream!r}")
         record = group.get("items")
         if not isinstance(record, dict):
@@ -360,10 +210,10 @@ class Stage2:
         key = (stream, version, label)
         items = d.items.get(key)
         if items is None:
-            if label != ROOT and _tracked_slices(d) >= settings.max_slices:
+            if label != ROOT and tracked_slices(d) >= settings.max_slices:
                 d.untracked_slices += 1
                 return
-            items = d.items[key] = _Items()
+            items = d.items[key] = ItemStreams()
         target = items.open.get(window)
         if target is None:
             capacity = settings.sketch_capacity if label == ROOT else settings.slice_sketch_capacity
@@ -408,7 +258,7 @@ class Stage2:
             verdicts.extend(self._close(d, low, final))
         return verdicts
 
-    def _close(self, d: _Deployment, low: float, final: bool) -> list[Verdict]:
+    def _close(self, d: DeploymentState, low: float, final: bool) -> list[Verdict]:
         policy = d.policy
         horizon = policy.horizon_windows
         opened = [i for s in d.streams.values() for i in s.open]
@@ -451,7 +301,7 @@ class Stage2:
                 while items.closed and items.closed[0][0] <= window - kept:
                     items.closed.popleft()
             d.last_closed = window
-            context = _Context(d, window)
+            context = GuardContext(d, window)
             for guard in self.guards:
                 judged = guard.evaluate(context)
                 if isinstance(judged, list):
@@ -486,7 +336,7 @@ class Stage2:
             ],
         }
 
-    def _snapshot_deployment(self, d: _Deployment) -> dict[str, Any]:
+    def _snapshot_deployment(self, d: DeploymentState) -> dict[str, Any]:
         guards = {g.name: g for g in self.guards}
         streams = []
         for (stream, version), s in sorted(d.streams.items()):
@@ -529,8 +379,8 @@ class Stage2:
         for name in [n for n, d in self._deployments.items() if d.channel == channel]:
             del self._deployments[name]
         self._channels[channel] = [
-            _Source(watermark=float(w), offset=int(o)) for w, o in snapshot["sources"]
-        ] or [_Source() for _ in range(self.n_sources)]
+            ChannelSource(watermark=float(w), offset=int(o)) for w, o in snapshot["sources"]
+        ] or [ChannelSource() for _ in range(self.n_sources)]
         guards = {g.name: g for g in self.guards}
         for saved in snapshot["deployments"]:
             d = self._deployment(str(saved["name"]))
@@ -540,17 +390,17 @@ class Stage2:
             d.streams = {}
             for st in saved["streams"]:
                 fields = d.fields_of(str(st["stream"]))
-                stream = _Stream(fields, baseline_version=str(st["baseline_version"]))
+                stream = Stream(fields, baseline_version=str(st["baseline_version"]))
                 stream.registry.rows_for(list(st["labels"]))
-                stream.open = {int(i): _table(fields, arrays) for i, arrays in st["open"]}
+                stream.open = {int(i): table_of(fields, arrays) for i, arrays in st["open"]}
                 stream.closed = deque(
-                    (int(i), _frozen(fields, saved_table, len(stream.registry)))
+                    (int(i), frozen_table(fields, saved_table, len(stream.registry)))
                     for i, saved_table in st["closed"]
                 )
                 d.streams[(str(st["stream"]), str(st["version"]))] = stream
             d.untracked_slices = int(saved.get("untracked_slices", 0))
             d.items = {
-                (str(it["stream"]), str(it["version"]), str(it.get("slice", ROOT))): _Items(
+                (str(it["stream"]), str(it["version"]), str(it.get("slice", ROOT))): ItemStreams(
                     {int(i): ItemWindow.from_dict(w) for i, w in it["open"]},
                     deque((int(i), ItemWindow.from_dict(w)) for i, w in it["closed"]),
                 )
@@ -588,135 +438,3 @@ class Stage2:
             for i, source in enumerate(sources):
                 out[i] = max(out[i], source.watermark)
         return out
-
-
-def _replica_rows(
-    s: _Stream, labels: list[str], arrays: dict[str, Array], max_replicas: int, oldest: int
-) -> tuple[npt.NDArray[np.int64], dict[str, Array]]:
-    """Rows of a replica group's labels, within ``max_replicas`` replica rows.
-
-    Replicas come and go, so when the registry is full the rows of replicas without requests
-    in any window still held are released first (:func:`_compact`); replicas that still find
-    no row are folded into ``~overflow``, whose requests count how much was not attributed.
-    Closed windows before ``oldest`` can no longer enter a horizon and are dropped then.
-    """
-    limit = max_replicas + 2
-    s.registry.rows_for([ALL_ROW, OVERFLOW_ROW])
-    rows = s.registry.rows_for(labels, limit=limit)
-    if (rows < 0).any() and len(s.registry) >= limit:
-        _compact(s, oldest)
-        rows = s.registry.rows_for(labels, limit=limit)
-    return _fold_overflow(s, rows, arrays)
-
-
-def _env_rows(
-    s: _Stream,
-    labels: list[str],
-    arrays: dict[str, Array],
-    policy: DeploymentPolicy,
-    oldest: int,
-    *,
-    paired: bool,
-) -> tuple[npt.NDArray[np.int64], dict[str, Array]]:
-    """Rows of an ``env``/``env_pair`` group's labels, within ``max_fingerprints``.
-
-    Labels naming a fingerprint beyond the cap (or beyond the slice cap) are folded into
-    ``~overflow``; rows of fingerprints gone from every held window are released first.
-    """
-    limit = policy.determinism.max_fingerprints
-    s.registry.rows_for([OVERFLOW_ROW])
-    fresh = [label for label in labels if label not in s.registry.index]
-    if fresh and not all(admitted(s.registry.labels, fresh, limit, paired)):
-        _compact(s, oldest)
-    if fresh:
-        allowed = dict(zip(fresh, admitted(s.registry.labels, fresh, limit, paired), strict=True))
-        labels = [label if allowed.get(label, True) else OVERFLOW_ROW for label in labels]
-    rows = s.registry.rows_for(labels, limit=policy.slices.max_slices)
-    return _fold_overflow(s, rows, arrays)
-
-
-def _fold_overflow(
-    s: _Stream, rows: npt.NDArray[np.int64], arrays: dict[str, Array]
-) -> tuple[npt.NDArray[np.int64], dict[str, Array]]:
-    """Move the entries without a row (``-1``), and any on ``~overflow``, into one overflow row."""
-    overflow_row = s.registry.index[OVERFLOW_ROW]
-    if not ((rows < 0) | (rows == overflow_row)).any():
-        return rows, arrays
-    rows = np.where(rows < 0, overflow_row, rows)
-    if (rows == overflow_row).sum() == 1:
-        return rows, arrays
-    merged = sum_rows(s.fields, arrays, np.flatnonzero(rows == overflow_row).tolist())
-    keep = rows != overflow_row
-    rows = np.append(rows[keep], overflow_row)
-    arrays = {k: np.concatenate([v[keep], merged[k]]) for k, v in arrays.items()}
-    return rows, arrays
-
-
-def _compact(s: _Stream, oldest: int) -> None:
-    """Release the rows (replicas, fingerprints) without events in any window still judgeable."""
-    while s.closed and s.closed[0][0] < oldest:
-        s.closed.popleft()
-    n = len(s.registry)
-    tables: list[Table | FrozenTable] = [*s.open.values(), *(t for _, t in s.closed)]
-    live = np.zeros(n, dtype=bool)
-    for table in tables:
-        live |= table.view(n)["events"] > 0
-    pinned = [
-        s.registry.index[label] for label in (ALL_ROW, OVERFLOW_ROW) if label in s.registry.index
-    ]
-    live[pinned] = True
-    if live.all():
-        return
-    keep = np.flatnonzero(live)
-    registry = Registry()
-    registry.rows_for([s.registry.labels[i] for i in keep.tolist()])
-
-    def shrink(table: Table | FrozenTable) -> Table:
-        arrays = table.view(n)
-        return _table(s.fields, {k: v[keep] for k, v in arrays.items()})
-
-    s.open = {i: shrink(t) for i, t in s.open.items()}
-    s.closed = deque((i, shrink(t).freeze(len(keep))) for i, t in s.closed)
-    s.registry = registry
-
-
-def _frozen(fields: tuple[Field, ...], saved: dict[str, Any], rows: int) -> FrozenTable:
-    """A closed window from a snapshot: compact, or dense arrays (older snapshots)."""
-    if "cells" in saved and "rows" in saved:
-        return FrozenTable.from_dict(fields, saved)
-    return _table(fields, saved).freeze(rows)
-
-
-def _table(fields: tuple[Field, ...], arrays: dict[str, Array]) -> Table:
-    """A table holding exactly ``arrays`` (merging into zeros copies moments exactly)."""
-    rows = len(next(iter(arrays.values()))) if arrays else 0
-    table = Table(fields, capacity=max(16, rows))
-    table.add(np.arange(rows, dtype=np.int64), arrays)
-    return table
-
-
-def _arrays(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict[str, Array]:
-    out: dict[str, Array] = {}
-    for f in fields:
-        if f.name not in raw:
-            raise PartialError(f"partial lacks field {f.name!r}")
-        value = raw[f.name]
-        sparse = type(value) is dict and f.kind == "count" and f.width
-        try:
-            if sparse:
-                array = from_cells(value, f.shape(rows))  # checks its counts itself
-            else:
-                array = np.asarray(value, dtype=f.dtype())
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise PartialError(f"field {f.name!r}: {exc}") from None
-        if rows == 0:
-            array = np.zeros(f.shape(0), f.dtype())
-        if array.shape != f.shape(rows):
-            expected = f.shape(rows)
-            raise PartialError(
-                f"field {f.name!r} has shape {array.shape}, this worker's policy expects {expected}"
-            )
-        if f.kind == "count" and rows and not sparse and array.min() < 0:
-            raise PartialError(f"field {f.name!r} has negative counts")
-        out[f.name] = array
-    return out

@@ -1,0 +1,183 @@
+"""The state stage 2 keeps per deployment, and the view of it a guard gets at a window close.
+
+A deployment's summaries are kept per *stream* (pairs, each arm, replicas, schemas,
+environments) and model version: a registry of slice rows, the open windows as growing
+:class:`~streamguard.core.summary.Table` s, and the closed ones, frozen, for the horizon.
+:class:`GuardContext` is what :class:`~streamguard.core.verdict.Guard` s read.
+"""
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamguard.core.environments import ENV_STREAMS, EnvMeasures
+from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
+from streamguard.core.items import ItemWindow
+from streamguard.core.replicas import REPLICA_STREAM
+from streamguard.core.slices import ROOT
+from streamguard.core.stage1 import PAIR_STREAM
+from streamguard.core.summary import Array, Field, FrozenTable, Registry, Table, zeros
+from streamguard.policy import DeploymentPolicy
+
+__all__ = [
+    "ARM_STREAMS",
+    "ChannelSource",
+    "DeploymentState",
+    "GuardContext",
+    "ItemStreams",
+    "PartialError",
+    "Stage2Report",
+    "Stream",
+    "tracked_slices",
+]
+
+ARM_STREAMS = {"arm:primary", "arm:shadow", "arm:canary"}
+
+
+class PartialError(ValueError):
+    """A partial does not fit this worker's policy (workers must share one policy file)."""
+
+
+@dataclass(slots=True)
+class Stage2Report:
+    """What applying one message did, for metrics."""
+
+    applied: int = 0
+    duplicates: int = 0  # partials whose offset range was already applied
+    late_at_merge: int = 0  # measurements for windows already closed
+    capped_slices: int = 0
+    late_at_source: int = 0
+
+
+@dataclass(slots=True)
+class ChannelSource:
+    watermark: float = -math.inf
+    offset: int = -1
+    progressed_at: float | None = None
+    caught_up: bool = True  # False while its stage-1 owner still has unread messages
+
+
+@dataclass(slots=True)
+class Stream:
+    fields: tuple[Field, ...]
+    registry: Registry = field(default_factory=Registry)
+    open: dict[int, Table] = field(default_factory=dict)
+    closed: deque[tuple[int, FrozenTable]] = field(default_factory=deque)
+    baseline_version: str = ""
+
+
+@dataclass(slots=True)
+class ItemStreams:
+    """Item exposures of one arm (``items:<role>``), version and slice, per window."""
+
+    open: dict[int, ItemWindow] = field(default_factory=dict)
+    closed: deque[tuple[int, ItemWindow]] = field(default_factory=deque)
+
+
+def tracked_slices(d: "DeploymentState") -> int:
+    """Distinct slices (not the whole deployment) with item exposures in ``d``."""
+    return len({label for _, _, label in d.items if label != ROOT})
+
+
+@dataclass(slots=True)
+class DeploymentState:
+    name: str
+    policy: DeploymentPolicy
+    pair_fields: tuple[Field, ...]
+    arm_fields: tuple[Field, ...]
+    replica_fields: tuple[Field, ...]
+    streams: dict[tuple[str, str], Stream] = field(default_factory=dict)
+    # (items:<role>, version, slice) -> windows; slice "*" is the whole deployment
+    items: dict[tuple[str, str, str], ItemStreams] = field(default_factory=dict)
+    untracked_slices: int = 0  # slices refused beyond popularity.max_slices
+    # source partition -> (offset_hi, part) of the last partial applied
+    applied: dict[int, tuple[int, int]] = field(default_factory=dict)
+    last_closed: int | None = None
+    channel: int = 0  # the partials partition this deployment's partials arrive on
+    guard_state: dict[str, dict[Any, Any]] = field(default_factory=dict)
+
+    def fields_of(self, stream: str) -> tuple[Field, ...]:
+        """Summary fields of a stream of this deployment."""
+        if stream == PAIR_STREAM:
+            return self.pair_fields
+        if stream == REPLICA_STREAM:
+            return self.replica_fields
+        if stream in ARM_STREAMS:
+            return self.arm_fields
+        if stream == SCHEMA_STREAM:
+            return SCHEMA_FIELDS
+        if stream in ENV_STREAMS:
+            return EnvMeasures.fields_of(stream)
+        raise PartialError(f"unknown stream {stream!r}")
+
+
+class GuardContext:
+    """The view of one deployment a guard gets when window ``window`` closes."""
+
+    def __init__(self, deployment: DeploymentState, window: int) -> None:
+        self._d = deployment
+        self.deployment = deployment.name
+        self.window = window
+        self.window_s = deployment.policy.window_s
+        self.horizon_windows = deployment.policy.horizon_windows
+        self._cache: dict[tuple[str, str, int], tuple[list[str], dict[str, Array]]] = {}
+
+    def _first(self) -> int:
+        return self.window - self.horizon_windows + 1
+
+    def versions(self, stream: str) -> list[str]:
+        recent = []
+        for (name, version), s in self._d.streams.items():
+            if name == stream and s.closed and s.closed[-1][0] >= self._first():
+                recent.append((s.closed[-1][0], version))
+        return [version for _, version in sorted(recent, reverse=True)]
+
+    def horizon(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]]:
+        return self.recent(stream, version, self.horizon_windows)
+
+    def recent(self, stream: str, version: str, windows: int) -> tuple[list[str], dict[str, Array]]:
+        windows = max(1, min(windows, self.horizon_windows))
+        key = (stream, version, windows)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        s = self._d.streams[(stream, version)]
+        rows = len(s.registry)
+        total = zeros(s.fields, rows)
+        first = self.window - windows + 1
+        for index, table in s.closed:
+            if index >= first:
+                table.add_into(total)
+        self._cache[key] = (s.registry.labels, total)
+        return self._cache[key]
+
+    def closed_window(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]] | None:
+        s = self._d.streams.get((stream, version))
+        if s is None or not s.closed or s.closed[-1][0] != self.window:
+            return None
+        return s.registry.labels, s.closed[-1][1].view(len(s.registry))
+
+    def baseline_version(self, stream: str, version: str) -> str:
+        return self._d.streams[(stream, version)].baseline_version
+
+    def item_windows(
+        self, stream: str, version: str, slice_: str = ROOT
+    ) -> list[tuple[int, ItemWindow]]:
+        s = self._d.items.get((stream, version, slice_))
+        if s is None:
+            return []
+        return [(i, w) for i, w in s.closed if i >= self._first()]
+
+    def item_slices(self, stream: str, version: str) -> list[str]:
+        return sorted(
+            label
+            for (name, v, label), s in self._d.items.items()
+            if name == stream and v == version and label != ROOT and s.closed
+        )
+
+    def untracked_slices(self) -> int:
+        return self._d.untracked_slices
+
+    def state(self, guard: str) -> dict[Any, Any]:
+        return self._d.guard_state.setdefault(guard, {})
