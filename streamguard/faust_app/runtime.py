@@ -43,6 +43,7 @@ from streamguard.core import PartialError
 from streamguard.core.partials import dumps
 from streamguard.core.stage1 import Stage1Report, Unit
 from streamguard.engine import Engine
+from streamguard.faust_app.health import health_document, readiness_document
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_all_reliably, send_reliably
 from streamguard.faust_app.state import StateStore
@@ -783,46 +784,9 @@ class Runtime:
         return progress
 
     def readiness(self, health: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """HTTP status and document of /ready, given the /health document.
-
-        200 ``ready`` once every assigned partition's state is restored and stage 1 has read
-        each predictions partition to the end it had then; 503 ``recovering`` before (also
-        while joining the group or rebalancing), 503 ``unhealthy`` whenever /health is. A
-        worker with no partitions (more replicas than partitions) is ready.
-        """
-        progress = self._recovery_progress()
-        if health.get("status") == "unhealthy":
-            status = "unhealthy"
-            reasons = [
-                *(["broker unreachable"] if health.get("broker") == "unreachable" else []),
-                *health.get("topic_problems", []),
-                *(f"agent {agent} crashed" for agent in health.get("crashed", {})),
-            ]
-        elif self.assignment is None:
-            status, reasons = "recovering", ["waiting for partitions (joining the group)"]
-        else:
-            status = "recovering"
-            reasons = [
-                f"restoring {stage} state: {counts['restored']} of {counts['assigned']} "
-                "partitions done"
-                for stage, counts in progress.items()
-                if counts["restored"] < counts["assigned"]
-            ]
-            behind = progress["stage1"]["assigned"] - progress["stage1"]["caught_up"]
-            if behind:
-                reasons.append(
-                    f"catching up: {behind} of {progress['stage1']['assigned']} predictions "
-                    "partitions not yet read to the end they had"
-                )
-            if not reasons:
-                status = "ready"
-        document = {
-            "status": status,
-            "ready": status == "ready",
-            "reason": "; ".join(reasons),
-            "partitions": progress,
-        }
-        return (200 if status == "ready" else 503), document
+        """HTTP status and document of /ready, given the /health document
+        (:func:`~streamguard.faust_app.health.readiness_document`)."""
+        return readiness_document(self._recovery_progress(), health, self.assignment is not None)
 
     def agent_crashed(self, agent: str, exc: BaseException) -> None:
         """An agent raised: Faust restarts it, but the worker is unhealthy until it holds."""
@@ -833,24 +797,18 @@ class Runtime:
     def health(
         self, owned: list[int], topic_problems: list[str] | None = None
     ) -> tuple[int, dict[str, Any]]:
-        """HTTP status and document of /health."""
-        broker_up = self.metrics.broker_ok._value.get() != 0
+        """HTTP status and document of /health
+        (:func:`~streamguard.faust_app.health.health_document`)."""
         now = time.monotonic()
-        dropping = sorted(b for b, at in self.evicted_recently.items() if now - at < 60)
-        crashed = {a: why for a, (at, why) in self.crashed.items() if now - at < 60}
-        if not broker_up or topic_problems or crashed:
-            status = "unhealthy"
-        else:
-            status = "degraded" if dropping else "ok"
-        document = {
-            "status": status,
-            "broker": "reachable" if broker_up else "unreachable",
-            "topic_problems": topic_problems or [],
-            "crashed": crashed,  # agents that raised in the last minute, and why
-            "sources": owned,
-            "pending_halves": sum(self.engine.stage1.pending(p) for p in owned),
-            "dropping": dropping,
-            "signing": self.publisher.describe(),
-            "deployments": self.engine.stage2.deployments(),
-        }
-        return (503 if status == "unhealthy" else 200), document
+        return health_document(
+            broker_up=self.metrics.broker_ok._value.get() != 0,
+            topic_problems=topic_problems or [],
+            crashed={a: why for a, (at, why) in self.crashed.items() if now - at < 60},
+            dropping=sorted(b for b, at in self.evicted_recently.items() if now - at < 60),
+            extra={
+                "sources": owned,
+                "pending_halves": sum(self.engine.stage1.pending(p) for p in owned),
+                "signing": self.publisher.describe(),
+                "deployments": self.engine.stage2.deployments(),
+            },
+        )
