@@ -6,15 +6,25 @@ partition, so a worker that is assigned input partition ``p`` reads one state pa
 Writes wait for the broker's acknowledgement: a snapshot is only ever trusted once stored.
 
 The parts of a state that never change (stage 2's closed windows: :class:`Part`) are written
-once each, under ``"<stage>/<partition>/part/<name>"`` on the same state partition and before
-the first snapshot that names them; a snapshot holds only their names. Once a stored snapshot
-no longer names a part, the part gets a tombstone, so compaction removes it. A busy stage 2
-thus writes its changing state every few seconds, not every window it still holds.
+once each, under ``"<stage>/<partition>/part/<writer>/<name>"`` on the same state partition and
+before the first snapshot that names them; a snapshot holds only their names (content hashes).
+Once a stored snapshot no longer names a part, the part gets a tombstone, so compaction
+removes it. A busy stage 2 thus writes its changing state every few seconds, not every window
+it still holds.
+
+``<writer>`` is a random id per store (per worker process). Without transactions a worker
+that lost its partitions but does not know it yet (a *zombie*) may still write, and content
+names alone would let its tombstones delete a part the new owner's snapshot names: the same
+closed window has the same name on both. So a store writes its own copy of every part it
+names, once after each restore, and tombstones only its own copies, or copies of other
+writers it found at load whose names its stored snapshot no longer holds. A restore takes
+any writer's copy of a name.
 """
 
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -39,6 +49,16 @@ def _owner(key: str) -> str:
     return "/".join(key.split("/", 2)[:2])
 
 
+def _writer_and_name(key: str) -> tuple[str, str]:
+    """``(writer, name)`` of a part's key; writer ``""`` for keys written before writers.
+
+    >>> _writer_and_name("stage2/3/part/5f0c2a/9b1d"), _writer_and_name("stage2/3/part/9b1d")
+    (('5f0c2a', '9b1d'), ('', '9b1d'))
+    """
+    writer, _, name = key.split(_PARTS, 1)[1].rpartition("/")
+    return writer, name
+
+
 class StateStore:
     """Reads and writes stage snapshots; see the module docstring."""
 
@@ -47,8 +67,11 @@ class StateStore:
         self.spec = spec
         self.topic = topic  # the Faust topic, for writes through the app's producer
         self.metrics = metrics
-        # Per snapshot key, the parts on the topic without a tombstone (found at load, or written).
+        self.writer = uuid.uuid4().hex[:12]
+        # Per snapshot key, the names of this store's own copies on the topic (not tombstoned).
         self._parts: dict[str, set[str]] = {}
+        # Per snapshot key, copies of other writers found at load: name -> writers.
+        self._foreign: dict[str, dict[str, set[str]]] = {}
 
     def _partition(self, key: str) -> int:
         # A snapshot's parts live on its partition: one partition read restores it whole.
@@ -61,13 +84,17 @@ class StateStore:
             {"stage": stage, "partition": partition, "offset": offset, "state": state}
         )
         stored = self._parts.setdefault(key, set())
+        foreign = self._foreign.setdefault(key, {})
         where = self._partition(key)  # the snapshot's partition, which its parts share
 
-        def part(name: str, blob: bytes | None) -> tuple[bytes, bytes | None, int]:
-            return (key + _PARTS + name).encode(), blob, where
+        def part(writer: str, name: str, blob: bytes | None) -> tuple[bytes, bytes | None, int]:
+            path = f"{writer}/{name}" if writer else name
+            return (key + _PARTS + path).encode(), blob, where
 
         started = time.monotonic()
-        new = [part(name, p.packed()) for name, p in parts.items() if name not in stored]
+        new = [
+            part(self.writer, name, p.packed()) for name, p in parts.items() if name not in stored
+        ]
         if new and not await send_all_reliably(self.metrics, self.topic, new):
             return False  # a snapshot naming a part the broker refused could not be restored
         stored.update(parts)
@@ -75,9 +102,13 @@ class StateStore:
             self.metrics, self.topic, value, key=key.encode(), partition=where, wait=True
         )
         stale = sorted(stored - parts.keys()) if ok else []
-        tombstones = [part(name, None) for name in stale]
-        if stale and await send_all_reliably(self.metrics, self.topic, tombstones):
+        gone = sorted(name for name in foreign if name not in parts) if ok else []
+        tombstones = [part(self.writer, name, None) for name in stale]
+        tombstones += [part(w, name, None) for name in gone for w in sorted(foreign[name])]
+        if tombstones and await send_all_reliably(self.metrics, self.topic, tombstones):
             stored.difference_update(stale)
+            for name in gone:
+                del foreign[name]
         self.metrics.snapshot_seconds.labels(stage).observe(time.monotonic() - started)
         self.metrics.snapshot_bytes.labels(stage).set(
             len(value) + sum(len(v or b"") for _, v, _ in new)
@@ -107,7 +138,7 @@ class StateStore:
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=10_000
         )
         latest: dict[str, bytes] = {}  # only the newest value of a key is decoded
-        parts: dict[str, dict[str, bytes]] = {key: {} for key in keys}
+        copies: dict[str, dict[tuple[str, str], bytes]] = {key: {} for key in keys}
         try:
             await consumer.start()
             tps = [TopicPartition(self.spec.name, p) for p in partitions]
@@ -128,11 +159,11 @@ class StateStore:
                         if key in wanted and record.value is not None:
                             latest[key] = record.value
                         elif _PARTS in key and _owner(key) in wanted:
-                            name = key.rsplit("/", 1)[1]
+                            copy = _writer_and_name(key)
                             if record.value is None:  # a tombstone
-                                parts[_owner(key)].pop(name, None)
+                                copies[_owner(key)].pop(copy, None)
                             else:
-                                parts[_owner(key)][name] = record.value
+                                copies[_owner(key)][copy] = record.value
                     if records and records[-1].offset + 1 >= ends[tp]:
                         remaining.discard(tp)
                 for tp in list(remaining):
@@ -141,8 +172,16 @@ class StateStore:
         finally:
             await consumer.stop()
         found: dict[str, dict[str, Any]] = {}
-        for key, named in parts.items():
-            self._parts[key] = set(named)  # those no snapshot names get a tombstone at the next
+        parts: dict[str, dict[str, bytes]] = {}
+        for key, held in copies.items():
+            # Those the next stored snapshot does not name get a tombstone then.
+            self._parts[key] = {name for writer, name in held if writer == self.writer}
+            foreign: dict[str, set[str]] = {}
+            for writer, name in held:
+                if writer != self.writer:
+                    foreign.setdefault(name, set()).add(writer)
+            self._foreign[key] = foreign
+            parts[key] = {name: blob for (_, name), blob in held.items()}  # any copy will do
         for key, value in latest.items():
             try:
                 found[key] = unpack(value, parts[key])

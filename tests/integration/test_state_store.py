@@ -13,7 +13,7 @@ from aiokafka.structs import TopicPartition
 from streamguard.broker import EmbeddedBroker
 from streamguard.contracts import load_topic_specs, partition_for
 from streamguard.core import Stage2
-from streamguard.core.snapshot import pack
+from streamguard.core.snapshot import pack, split
 from streamguard.engine import Pipeline
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.state import StateStore
@@ -148,7 +148,60 @@ def test_a_snapshot_whose_part_is_gone_is_refused_and_counted(
     out = asyncio.run(scenario(broker_with_topics.bootstrap))
     key = f"stage2/{out['channel']}"
     last = dict(out["records"])  # the latest value of each key
-    live = sorted(k.rsplit("/", 1)[1] for k, v in last.items() if "/part/" in k and v is not None)
+    # "<writer>/<name>": the copy of one part that exists
+    live = sorted(
+        k.split("/part/", 1)[1] for k, v in last.items() if "/part/" in k and v is not None
+    )
     found, errors = asyncio.run(lose_a_part(broker_with_topics.bootstrap, key, live[0]))
     assert key not in found  # never a state with a closed window silently missing
     assert errors == 1
+
+
+async def zombie_scenario(bootstrap: str) -> dict[str, Any]:
+    """A worker that lost the channel (the zombie) keeps saving while its new owner restores."""
+    generator = TrafficGenerator(deployment="store", rate=60, seed=3, start_ts=1_700_000_000.0)
+    messages = sim_messages(generator, 90, 8)
+    async with producing(bootstrap) as producer:
+        zombie = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
+        early = stage2_after(messages[: len(messages) // 2])
+        channel = next(c for c in range(8) if early.snapshot(c)["deployments"])
+        key = f"stage2/{channel}"
+        assert await zombie.save("stage2", channel, 10, early.snapshot(channel))
+        owner = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
+        assert (await owner.load([key]))[key]["offset"] == 10
+        # The zombie moves on: windows that left its horizon get tombstones.
+        late = stage2_after(messages)
+        assert await zombie.save("stage2", channel, 20, late.snapshot(channel))
+        # The owner, behind it, stores the state it restored, which still names those windows.
+        assert await owner.save("stage2", channel, 10, early.snapshot(channel))
+        metrics = Metrics()
+        found = await StateStore(bootstrap, STATE, ProducerTopic(producer), metrics).load([key])
+        errors = metric(metrics.exposition().decode(), "streamguard_internal_errors_total")
+        # Then the owner catches up: copies of windows no snapshot of its names any more,
+        # its own and the zombie's it found at load, get tombstones.
+        assert await owner.save("stage2", channel, 20, late.snapshot(channel))
+        last = dict(await records(bootstrap))
+        live = [k.rsplit("/", 1)[1] for k, v in last.items() if "/part/" in k and v is not None]
+        return {
+            "early": early,
+            "channel": channel,
+            "found": found.get(key),
+            "errors": errors,
+            "live": live,
+            "named": set(split(late.snapshot(channel))[1]),
+        }
+
+
+def test_a_zombie_writer_cannot_delete_the_parts_the_owner_names(
+    broker_with_topics: EmbeddedBroker,
+) -> None:
+    out = asyncio.run(zombie_scenario(broker_with_topics.bootstrap))
+    assert out["errors"] == 0
+    assert out["found"] is not None
+    assert out["found"]["offset"] == 10
+    early, channel = out["early"], out["channel"]
+    restored = Stage2(POLICY, n_sources=8, guards=early.guards)
+    restored.restore(channel, out["found"]["state"])
+    assert pack(restored.snapshot(channel)) == pack(early.snapshot(channel))
+    assert set(out["live"]) == out["named"]  # nothing left that no snapshot names
+    assert len(out["live"]) > len(out["named"])  # the zombie's copies of live windows remain
