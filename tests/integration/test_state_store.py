@@ -79,16 +79,21 @@ def stage2_after(messages: list[bytes]) -> Stage2:
     return pipe.engine.stage2
 
 
-async def scenario(bootstrap: str) -> dict[str, Any]:
+def halfway_and_end() -> tuple[Stage2, Stage2, int]:
+    """Stage 2 after 45 and 90 s of traffic (horizon 30 s), and the channel holding it."""
     generator = TrafficGenerator(deployment="store", rate=60, seed=3, start_ts=1_700_000_000.0)
     messages = sim_messages(generator, 90, 8)
+    early, late = stage2_after(messages[: len(messages) // 2]), stage2_after(messages)
+    channel = next(c for c in range(8) if early.snapshot(c)["deployments"])
+    return early, late, channel
+
+
+async def scenario(bootstrap: str) -> dict[str, Any]:
+    early, late, channel = halfway_and_end()
     async with producing(bootstrap) as producer:
         store = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
-        early = stage2_after(messages[: len(messages) // 2])
-        channel = next(c for c in range(8) if early.snapshot(c)["deployments"])
         assert await store.save("stage2", channel, 10, early.snapshot(channel))
         assert await store.save("stage2", channel, 11, early.snapshot(channel))  # no new parts
-        late = stage2_after(messages)
         assert await store.save("stage2", channel, 20, late.snapshot(channel))
         # Another worker restores: a store that has written nothing.
         fresh = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
@@ -159,18 +164,14 @@ def test_a_snapshot_whose_part_is_gone_is_refused_and_counted(
 
 async def zombie_scenario(bootstrap: str) -> dict[str, Any]:
     """A worker that lost the channel (the zombie) keeps saving while its new owner restores."""
-    generator = TrafficGenerator(deployment="store", rate=60, seed=3, start_ts=1_700_000_000.0)
-    messages = sim_messages(generator, 90, 8)
+    early, late, channel = halfway_and_end()
+    key = f"stage2/{channel}"
     async with producing(bootstrap) as producer:
         zombie = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
-        early = stage2_after(messages[: len(messages) // 2])
-        channel = next(c for c in range(8) if early.snapshot(c)["deployments"])
-        key = f"stage2/{channel}"
         assert await zombie.save("stage2", channel, 10, early.snapshot(channel))
         owner = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
         assert (await owner.load([key]))[key]["offset"] == 10
         # The zombie moves on: windows that left its horizon get tombstones.
-        late = stage2_after(messages)
         assert await zombie.save("stage2", channel, 20, late.snapshot(channel))
         # The owner, behind it, stores the state it restored, which still names those windows.
         assert await owner.save("stage2", channel, 10, early.snapshot(channel))
