@@ -272,7 +272,7 @@ def rows(name: str, result: dict[str, Any]) -> list[Row]:
                     None,
                 )
             )
-            if "worker_cpu_us_per_event" in run:  # older runs did not measure CPU
+            if run.get("worker_cpu_us_per_event") is not None:  # older runs had no CPU figures
                 out.append(
                     (
                         f"… {run['workers']} worker(s): worker CPU per event (µs); "

@@ -61,6 +61,10 @@ def _timed_produce(bootstrap: str, messages: list[Message], took: list[float]) -
     took.append(time.monotonic() - started)
 
 
+def _rounded(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 2)
+
+
 def wait_stable(workers: list[WorkerProcess], timeout_s: float, hold_s: float = 3.0) -> None:
     """Wait until every worker owns partitions, together all of them, unchanged for ``hold_s``.
 
@@ -123,6 +127,12 @@ def measure(
                     for worker in group:
                         worker.stop()
             rate = samples.rate_or_bound()
+            # A process gone before the reading has no figure (None), never NaN in the JSON.
+            cpu = {
+                "broker_cpu_s": _rounded(used[0]),
+                "worker_cpu_s": _rounded(sum(used[1:])),
+                "worker_cpu_us_per_event": _rounded(1e6 * sum(used[1:]) / total),
+            }
             runs.append(
                 {
                     "workers": count,
@@ -131,9 +141,7 @@ def measure(
                     "events_per_s": round(rate),
                     "produce_s": round(produce_s, 2),
                     # CPU from the start of production to the last event counted.
-                    "broker_cpu_s": round(used[0], 2),
-                    "worker_cpu_s": round(sum(used[1:]), 2),
-                    "worker_cpu_us_per_event": round(1e6 * sum(used[1:]) / total, 2),
+                    **cpu,
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                 }
             )

@@ -498,6 +498,15 @@ class Stage1:
             out.extend(encode_partials(source, self.max_partial_bytes))
         return out
 
+    def requeue(self, partition: int, partials: list[tuple[str, bytes]]) -> None:
+        """Put partials from :meth:`flush` back, to go out first at the next flush.
+
+        For partials whose progress record could not be stored: sent without it, a crash
+        could not reproduce their cuts. Until they are sent the partition is not settled, so
+        no snapshot claims them.
+        """
+        self._source(partition).outbox[:0] = partials
+
     # -- snapshots ------------------------------------------------------------------------------
 
     def snapshot(self, partition: int) -> dict[str, Any]:

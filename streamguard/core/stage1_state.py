@@ -152,9 +152,10 @@ class Source:
     # watermark never reaches stage 2 before the data it covers.
     flushed_watermark: float = -math.inf
     flushed_offset: int = -1
-    # Offsets at which partials were flushed since the last snapshot: recorded before they are
-    # sent, so that after a restore the same partials (same bytes, same stamps) are flushed
-    # again at the same offsets and stage 2 can drop those it already has.
+    # Offsets at which partials were flushed since the last stored snapshot (cleared by
+    # Stage1.snapshot_stored): recorded before they are sent, so that after a restore the same
+    # partials (same bytes, same stamps) are flushed again at the same offsets and stage 2 can
+    # drop those it already has.
     boundaries: list[int] = field(default_factory=list)
     replay: deque[int] = field(default_factory=deque)  # boundaries still to reproduce
     outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials

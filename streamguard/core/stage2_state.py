@@ -3,7 +3,11 @@
 A deployment's summaries are kept per *stream* (pairs, each arm, replicas, schemas,
 environments) and model version: a registry of slice rows, the open windows as growing
 :class:`~streamguard.core.summary.Table` s, and the closed ones, frozen, for the horizon.
+:class:`ItemStreams` holds a version's item exposures per window the same way.
 :class:`GuardContext` is what :class:`~streamguard.core.verdict.Guard` s read.
+:class:`ChannelSource` is what a channel knows of each source partition (watermark, offset),
+:class:`Stage2Report` what applying a message did, :class:`PartialError` a partial that does
+not fit the policy.
 """
 
 import math

@@ -331,18 +331,27 @@ class Runtime:
             for partition, some in letters:
                 await self._dead_letters(some, self.specs["predictions"].name, partition)
             caught_up = {p: self.caught_up(p) for p, *_ in work}
-            heartbeat = dumps(stage1.heartbeat([p for p, *_ in work], caught_up))
-            for partition, _, partials, progress, _ in work:
-                if partials:  # the boundaries first: a restore must be able to reproduce these
-                    await self.store.save(
-                        "stage1-progress", partition, progress["offset"], progress
-                    )
+            beating = [p for p, *_ in work]
+            for i, (partition, state, partials, progress, _) in enumerate(work):
+                # The boundaries first: a restore must be able to reproduce these partials.
+                if partials and not await self.store.save(
+                    "stage1-progress", partition, progress["offset"], progress
+                ):
+                    # Refused (too large): hold the partials, and so the snapshot, until a
+                    # progress record that lists their boundaries is stored.
+                    # Its watermark must not reach stage 2 before them either.
+                    stage1.requeue(partition, partials)
+                    work[i] = (partition, state, [], progress, None)
+                    beating.remove(partition)
+                    self.metrics.internal_errors.labels("state").inc()
+                    log.error("stage 1 partition %d: progress record refused", partition)
             sends = [
                 (deployment.encode(), value, None)
                 for _, _, partials, _, _ in work
                 for deployment, value in partials
             ]
             await send_all_reliably(self.metrics, self.topics.partials, sends)
+            heartbeat = dumps(stage1.heartbeat(beating, caught_up))
             # The heartbeat follows the acknowledged partials on every channel: stage 2 never
             # sees a watermark before the data it covers.
             beats = [(None, heartbeat, channel) for channel in range(n_channels)]

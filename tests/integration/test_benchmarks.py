@@ -56,4 +56,6 @@ def test_scaling_runs_a_consumer_group() -> None:
     assert one["workers"] == 1
     assert one["events_per_s"] > 0
     assert one["speedup"] == 1.0
+    assert one["worker_cpu_s"] > 0  # the worker's CPU, read from /proc while it ran
+    assert one["worker_cpu_us_per_event"] > 0
     renders("scaling", result)

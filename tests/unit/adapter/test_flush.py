@@ -3,9 +3,15 @@
 import asyncio
 from typing import Any
 
-from streamguard.faust_app.runtime import Topics
+import orjson
+from prometheus_client import generate_latest
+
+from streamguard.faust_app.runtime import Runtime, Topics
+from streamguard.testing import metric
+from tests.unit.adapter.test_counts import Event
 from tests.unit.adapter.test_outbox import Topic
 from tests.unit.adapter.test_recovery import SPECS, Store, runtime
+from tests.unit.core._events import envelope, pair
 
 PARTITIONS = SPECS["predictions"].partitions
 
@@ -78,3 +84,67 @@ def test_partitions_whose_snapshots_are_refused_do_not_hold_the_slots() -> None:
 
     # The refused pair is tried once, then waits its interval while the others get their turn.
     assert asyncio.run(scenario()) == [[6, 7], [4, 5], [2, 3], [0, 1]]
+
+
+async def feed_and_flush(rt: Runtime, offset: int, ts: float) -> None:
+    """One primary + shadow pair on partition 0, then a flush with partition 0's snapshot due."""
+    await rt.on_prediction(Event(offset, envelope(pair(f"r{offset}", ts))))
+    rt.stage1[0].snapshot_at = -1000.0
+    await rt.flush([0], 1)
+
+
+def test_flush_boundaries_are_forgotten_only_once_a_snapshot_is_stored() -> None:
+    async def scenario() -> list[list[int]]:
+        store = RefusingStore(refused={0})
+        rt, _ = runtime(store)
+        rt.topics = Topics(Topic(fail=set()), None, None, None, None, None)
+        await rt._restored("stage1", 0)
+        seen = []
+        for offset in range(3):
+            if offset == 2:
+                store.refused.clear()  # the third snapshot is stored
+            await feed_and_flush(rt, offset, 1000.0 + offset)
+            seen.append(rt.engine.stage1.progress(0)["boundaries"])
+        return seen
+
+    # A restart from the older snapshot needs every boundary after it, until one is stored.
+    assert asyncio.run(scenario()) == [[0], [0, 1], []]
+
+
+class ProgressRefusingStore(SavingStore):
+    """Refuses stage-1 progress records while ``refusing`` (too large for the state topic)."""
+
+    refusing = True
+
+    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
+        await super().save(stage, partition, offset, state)
+        return not (stage == "stage1-progress" and self.refusing)
+
+
+def test_partials_wait_for_their_progress_record_and_the_watermark_for_them() -> None:
+    async def scenario() -> tuple[
+        list[dict[str, Any]], list[dict[str, Any]], list[tuple[str, int]], str
+    ]:
+        store = ProgressRefusingStore()
+        rt, _ = runtime(store)
+        partials = Topic(fail=set())
+        rt.topics = Topics(partials, None, None, None, None, None)
+        await rt._restored("stage1", 0)
+        await feed_and_flush(rt, 0, 1000.0)
+        held = [orjson.loads(m) for m in partials.delivered]
+        partials.delivered.clear()
+        store.refusing = False
+        await rt.flush([0], 1)
+        sent = [orjson.loads(m) for m in partials.delivered]
+        return held, sent, store.saved, generate_latest(rt.metrics.registry).decode()
+
+    held, sent, saved, text = asyncio.run(scenario())
+    # Refused: no partial went out, the heartbeat did not carry partition 0, and no snapshot.
+    assert [m.get("kind") for m in held] == ["heartbeat"]
+    assert [s["partition"] for s in held[0]["sources"]] == []
+    assert ("stage1", 0) not in saved[: saved.index(("stage1-progress", 0)) + 1]
+    assert metric(text, 'streamguard_internal_errors_total{stage="state"}') == 1
+    # Stored at the next flush: the held partials, then the heartbeat with partition 0.
+    assert [m.get("kind") for m in sent][-1] == "heartbeat"
+    assert any(m.get("kind") != "heartbeat" for m in sent)
+    assert [s["partition"] for s in sent[-1]["sources"]] == [0]
