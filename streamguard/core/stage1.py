@@ -505,7 +505,9 @@ class Stage1:
         could not reproduce their cuts. Until they are sent the partition is not settled, so
         no snapshot claims them.
         """
-        self._source(partition).outbox[:0] = partials
+        source = self._sources.get(partition)
+        if source is not None:  # else dropped (revoked): its next owner replays them
+            source.outbox[:0] = partials
 
     # -- snapshots ------------------------------------------------------------------------------
 

@@ -27,11 +27,11 @@ def health_document(
     else:
         status = "degraded" if dropping else "ok"
     document = {
+        **extra,  # first: descriptive fields never override the status below
         "status": status,
         "broker": "reachable" if broker_up else "unreachable",
         "topic_problems": topic_problems,
         "crashed": crashed,  # agents that raised in the last minute, and why
-        **extra,
         "dropping": dropping,
     }
     return (503 if status == "unhealthy" else 200), document

@@ -12,13 +12,13 @@ Once a stored snapshot no longer names a part, the part gets a tombstone, so com
 removes it. A busy stage 2 thus writes its changing state every few seconds, not every window
 it still holds.
 
-``<writer>`` is a random id per store (per worker process). Without transactions a worker
-that lost its partitions but does not know it yet (a *zombie*) may still write, and content
-names alone would let its tombstones delete a part the new owner's snapshot names: the same
-closed window has the same name on both. So a store writes its own copy of every part it
-names, once after each restore, and tombstones only its own copies, or copies of other
-writers it found at load whose names its stored snapshot no longer holds. A restore takes
-any writer's copy of a name.
+``<writer>`` is a random id drawn anew at every load of a key (every restore). Without
+transactions a worker that lost its partitions but does not know it yet (a *zombie*) may still
+write, and content names alone would let its tombstones delete a part the new owner's snapshot
+names: the same closed window has the same name on both. So a store writes its own copy of
+every part it names, once after each restore, and tombstones only its own copies, or copies
+it found at load (its own earlier ones included: a zombie may have found them too) whose
+names its stored snapshot no longer holds. A restore takes any writer's copy of a name.
 """
 
 import asyncio
@@ -49,6 +49,10 @@ def _owner(key: str) -> str:
     return "/".join(key.split("/", 2)[:2])
 
 
+def _new_writer() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 def _writer_and_name(key: str) -> tuple[str, str]:
     """``(writer, name)`` of a part's key; writer ``""`` for keys written before writers.
 
@@ -67,7 +71,8 @@ class StateStore:
         self.spec = spec
         self.topic = topic  # the Faust topic, for writes through the app's producer
         self.metrics = metrics
-        self.writer = uuid.uuid4().hex[:12]
+        # Per snapshot key, this store's writer id since the key's last load.
+        self._writers: dict[str, str] = {}
         # Per snapshot key, the names of this store's own copies on the topic (not tombstoned).
         self._parts: dict[str, set[str]] = {}
         # Per snapshot key, copies of other writers found at load: name -> writers.
@@ -83,6 +88,7 @@ class StateStore:
         value, parts = split(
             {"stage": stage, "partition": partition, "offset": offset, "state": state}
         )
+        writer = self._writers.setdefault(key, _new_writer())
         stored = self._parts.setdefault(key, set())
         foreign = self._foreign.setdefault(key, {})
         where = self._partition(key)  # the snapshot's partition, which its parts share
@@ -92,9 +98,7 @@ class StateStore:
             return (key + _PARTS + path).encode(), blob, where
 
         started = time.monotonic()
-        new = [
-            part(self.writer, name, p.packed()) for name, p in parts.items() if name not in stored
-        ]
+        new = [part(writer, name, p.packed()) for name, p in parts.items() if name not in stored]
         if new and not await send_all_reliably(self.metrics, self.topic, new):
             return False  # a snapshot naming a part the broker refused could not be restored
         stored.update(parts)
@@ -103,7 +107,7 @@ class StateStore:
         )
         stale = sorted(stored - parts.keys()) if ok else []
         gone = sorted(name for name in foreign if name not in parts) if ok else []
-        tombstones = [part(self.writer, name, None) for name in stale]
+        tombstones = [part(writer, name, None) for name in stale]
         tombstones += [part(w, name, None) for name in gone for w in sorted(foreign[name])]
         if tombstones and await send_all_reliably(self.metrics, self.topic, tombstones):
             stored.difference_update(stale)
@@ -174,12 +178,14 @@ class StateStore:
         found: dict[str, dict[str, Any]] = {}
         parts: dict[str, dict[str, bytes]] = {}
         for key, held in copies.items():
-            # Those the next stored snapshot does not name get a tombstone then.
-            self._parts[key] = {name for writer, name in held if writer == self.writer}
+            # Every copy found counts as another writer's (those the next stored snapshot does
+            # not name get a tombstone then), this store's earlier ones too, under a new id: a
+            # zombie that loaded after it knows them and tombstones them as its state moves on.
+            self._writers[key] = _new_writer()
+            self._parts[key] = set()
             foreign: dict[str, set[str]] = {}
             for writer, name in held:
-                if writer != self.writer:
-                    foreign.setdefault(name, set()).add(writer)
+                foreign.setdefault(name, set()).add(writer)
             self._foreign[key] = foreign
             parts[key] = {name: blob for (_, name), blob in held.items()}  # any copy will do
         for key, value in latest.items():

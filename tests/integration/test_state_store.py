@@ -206,3 +206,32 @@ def test_a_zombie_writer_cannot_delete_the_parts_the_owner_names(
     assert pack(restored.snapshot(channel)) == pack(early.snapshot(channel))
     assert set(out["live"]) == out["named"]  # nothing left that no snapshot names
     assert len(out["live"]) > len(out["named"])  # the zombie's copies of live windows remain
+
+
+async def back_and_forth(bootstrap: str) -> tuple[dict[str, Any] | None, float]:
+    """A channel moves A -> B -> A, and B, now a zombie, keeps saving as its state moves on."""
+    early, late, channel = halfway_and_end()
+    key = f"stage2/{channel}"
+    async with producing(bootstrap) as producer:
+        a = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
+        b = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
+        assert await a.save("stage2", channel, 10, early.snapshot(channel))
+        await b.load([key])
+        assert await b.save("stage2", channel, 10, early.snapshot(channel))
+        await a.load([key])  # A holds the channel again; B has not noticed yet
+        assert await a.save("stage2", channel, 11, early.snapshot(channel))
+        assert await b.save("stage2", channel, 20, late.snapshot(channel))  # tombstones
+        assert await a.save("stage2", channel, 12, early.snapshot(channel))
+        metrics = Metrics()
+        found = await StateStore(bootstrap, STATE, ProducerTopic(producer), metrics).load([key])
+        errors = metric(metrics.exposition().decode(), "streamguard_internal_errors_total")
+        return found.get(key), errors
+
+
+def test_a_channel_back_on_its_first_worker_does_not_rely_on_its_old_copies(
+    broker_with_topics: EmbeddedBroker,
+) -> None:
+    found, errors = asyncio.run(back_and_forth(broker_with_topics.bootstrap))
+    assert errors == 0
+    assert found is not None
+    assert found["offset"] == 12
