@@ -522,14 +522,7 @@ class Stage1:
         source = self._sources.get(partition)
         if source is None:
             return {"partition": partition, "offset": -1, "deployments": {}}
-        if (
-            source.groups
-            or source.items
-            or source.offset_hi > source.offset_lo
-            or source.replay
-            or source.outbox
-            or len(source.run)
-        ):
+        if not self.settled(partition):
             raise ValueError(f"partition {partition} has unflushed measurements")
         # The boundaries stay until the snapshot is stored (snapshot_stored): if the state
         # topic refuses it, the older snapshot a restart falls back to still needs them.

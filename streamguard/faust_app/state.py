@@ -93,8 +93,8 @@ class StateStore:
         foreign = self._foreign.setdefault(key, {})
         where = self._partition(key)  # the snapshot's partition, which its parts share
 
-        def part(writer: str, name: str, blob: bytes | None) -> tuple[bytes, bytes | None, int]:
-            path = f"{writer}/{name}" if writer else name
+        def part(by: str, name: str, blob: bytes | None) -> tuple[bytes, bytes | None, int]:
+            path = f"{by}/{name}" if by else name  # no writer: a key from before writers
             return (key + _PARTS + path).encode(), blob, where
 
         started = time.monotonic()

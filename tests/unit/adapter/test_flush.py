@@ -29,15 +29,22 @@ class SavingStore(Store):
         return True
 
 
+async def flushing(store: Store, restored: range) -> tuple[Runtime, Topic]:
+    """A runtime writing partials to a recording topic, with ``restored`` stage-1 partitions."""
+    rt, _ = runtime(store)
+    partials = Topic(fail=set())
+    rt.topics = Topics(partials, None, None, None, None, None)
+    for p in restored:
+        await rt._restored("stage1", p)
+    return rt, partials
+
+
 def test_a_flush_takes_at_most_two_stage1_snapshots_the_most_overdue_first() -> None:
     async def scenario() -> list[list[int]]:
         store = SavingStore()
-        rt, _ = runtime(store)
-        partials = Topic(fail=set())
-        rt.topics = Topics(partials, None, None, None, None, None)
+        rt, _ = await flushing(store, range(PARTITIONS))
         for p in range(PARTITIONS):
-            state = await rt._restored("stage1", p)
-            state.snapshot_at = -1000.0 - p  # all overdue, the last partition the most
+            rt.stage1[p].snapshot_at = -1000.0 - p  # all overdue, the last partition the most
         rounds = []
         for _ in range(PARTITIONS // 2 + 1):
             store.saved.clear()
@@ -70,11 +77,9 @@ class RefusingStore(SavingStore):
 def test_partitions_whose_snapshots_are_refused_do_not_hold_the_slots() -> None:
     async def scenario() -> list[list[int]]:
         store = RefusingStore(refused={6, 7})
-        rt, _ = runtime(store)
-        rt.topics = Topics(Topic(fail=set()), None, None, None, None, None)
+        rt, _ = await flushing(store, range(PARTITIONS))
         for p in range(PARTITIONS):
-            state = await rt._restored("stage1", p)
-            state.snapshot_at = -1000.0 - p
+            rt.stage1[p].snapshot_at = -1000.0 - p
         rounds = []
         for _ in range(PARTITIONS // 2):
             store.saved.clear()
@@ -96,9 +101,7 @@ async def feed_and_flush(rt: Runtime, offset: int, ts: float) -> None:
 def test_flush_boundaries_are_forgotten_only_once_a_snapshot_is_stored() -> None:
     async def scenario() -> list[list[int]]:
         store = RefusingStore(refused={0})
-        rt, _ = runtime(store)
-        rt.topics = Topics(Topic(fail=set()), None, None, None, None, None)
-        await rt._restored("stage1", 0)
+        rt, _ = await flushing(store, range(1))
         seen = []
         for offset in range(3):
             if offset == 2:
@@ -124,10 +127,7 @@ class ProgressRefusingStore(SavingStore):
 def test_partials_wait_for_their_progress_record_and_the_watermark_for_them() -> None:
     async def scenario() -> dict[str, Any]:
         store = ProgressRefusingStore()
-        rt, _ = runtime(store)
-        partials = Topic(fail=set())
-        rt.topics = Topics(partials, None, None, None, None, None)
-        await rt._restored("stage1", 0)
+        rt, partials = await flushing(store, range(1))
         requeued: list[bytes] = []
         requeue = rt.engine.stage1.requeue
 
