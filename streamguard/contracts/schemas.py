@@ -15,7 +15,15 @@ import orjson
 from streamguard.contracts.exceptions import ContractError
 from streamguard.contracts.location import contracts_dir
 
-__all__ = ["FieldRule", "KindRules", "load_schema", "rules_for", "string_rule"]
+__all__ = [
+    "FieldRule",
+    "KindRules",
+    "TrainingRules",
+    "load_schema",
+    "rules_for",
+    "string_rule",
+    "training_rules",
+]
 
 
 @cache
@@ -86,4 +94,28 @@ def rules_for(kind: str) -> KindRules:
         items_max=int(items_prop.get("maxItems", 0)),
         item=string_rule(items_prop.get("items", {})),
         ts_minimum=float(props["ts"].get("minimum", 0.0)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRules:
+    """Constraints of a training example, read from its schema."""
+
+    required: tuple[str, ...]
+    strings: dict[str, FieldRule]
+    max_features: int
+    feature_name: FieldRule
+
+
+@cache
+def training_rules() -> TrainingRules:
+    """Derive the decoder's constraints for ``training_example`` from its schema."""
+    schema = load_schema("training_example")
+    props: dict[str, Any] = schema["properties"]
+    features = props["feature_ts"]
+    return TrainingRules(
+        required=tuple(schema["required"]),
+        strings={n: string_rule(props[n]) for n in ("event_id", "pipeline", "example_id")},
+        max_features=int(features["maxProperties"]),
+        feature_name=string_rule(features["propertyNames"]),
     )
