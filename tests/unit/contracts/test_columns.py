@@ -23,7 +23,7 @@ from streamguard.policy import Policy
 from streamguard.sim import ShadowDeviation, TrafficGenerator
 from streamguard.sim.scenarios import build
 from streamguard.testing import envelopes
-from tests.unit.contracts.test_decode import (
+from tests.unit.contracts._strategies import (
     REASONS,
     any_events,
     encode,
