@@ -156,6 +156,27 @@ class GuardContext:
         self._cache[key] = (s.registry.labels, total)
         return self._cache[key]
 
+    def windows(
+        self, stream: str, version: str, count: int, names: frozenset[str]
+    ) -> tuple[list[str], list[dict[str, Array]]]:
+        """Fields ``names`` of the last ``count`` windows (at most the horizon), oldest first.
+
+        Each is aligned with the stream's labels; a window without data is all zeros.
+        """
+        count = max(1, min(count, self.horizon_windows))
+        s = self._d.streams[(stream, version)]
+        rows = len(s.registry)
+        fields = tuple(f for f in s.fields if f.name in names)
+        by_index = dict(s.closed)
+        out = []
+        for index in range(self.window - count + 1, self.window + 1):
+            window = zeros(fields, rows)
+            table = by_index.get(index)
+            if table is not None:
+                table.add_into(window, names)
+            out.append(window)
+        return s.registry.labels, out
+
     def closed_window(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]] | None:
         s = self._d.streams.get((stream, version))
         if s is None or not s.closed or s.closed[-1][0] != self.window:

@@ -314,9 +314,14 @@ class FrozenTable:
         self.add_into(out)
         return out
 
-    def add_into(self, total: dict[str, Array]) -> None:
-        """``total += self`` field by field, in place; ``total`` may have more rows."""
+    def add_into(self, total: dict[str, Array], only: frozenset[str] | None = None) -> None:
+        """``total += self`` field by field, in place; ``total`` may have more rows.
+
+        With ``only``, just those fields (``total`` need not hold the others).
+        """
         for f in self.fields:
+            if only is not None and f.name not in only:
+                continue
             target = total[f.name]
             if f.kind == "moments":
                 rows = min(self.rows, len(target))

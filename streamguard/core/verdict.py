@@ -141,6 +141,13 @@ class GuardContext(Protocol):
         """Slice labels and arrays of the window that just closed (None if it had no data)."""
         ...
 
+    def windows(
+        self, stream: str, version: str, count: int, names: frozenset[str]
+    ) -> tuple[list[str], list[dict[str, Array]]]:
+        """Fields ``names`` of the last ``count`` windows one by one (oldest first, at most the
+        horizon), each aligned with the labels; a window without data is all zeros."""
+        ...
+
     def baseline_version(self, stream: str, version: str) -> str:
         """Primary (baseline) model version seen with ``stream``/``version``."""
         ...

@@ -8,7 +8,8 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
   ``always_valid`` (the canary guard's mSPRT) counts at once: its p-value keeps its error
   guarantee at any stopping time, including the first window it crosses alpha (Johari, Pekelis
   & Walsh, "Always Valid Inference", 2022), and a second window would add ten seconds, not
-  safety;
+  safety. So does one marked ``per_look_budget`` (the canary guard's change look), whose
+  false-alarm budget is already spent look by look;
 - a finding that calls for ``rollback`` issues one rollback command and latches: nothing more is
   issued for that version;
 - a finding that calls for ``pause`` issues a pause command once per (guard, slice) while the
@@ -170,7 +171,8 @@ class Decider:
             key=lambda f: (f["action"] != "rollback", len(label_dims(f["slice"])), f["slice"]),
         )
         for finding in findings:
-            needed = 1 if finding.get("always_valid") is True else confirm
+            at_once = finding.get("always_valid") is True or finding.get("per_look_budget") is True
+            needed = 1 if at_once else confirm
             if streaks[(guard, finding["slice"])] < needed:
                 continue
             action = finding["action"]

@@ -42,10 +42,11 @@ import numpy.typing as npt
 
 from streamguard.core.measures import ArmMeasures
 from streamguard.core.slices import ROOT, label_dims
-from streamguard.core.summary import Array, subtract_fields, sum_rows
 from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
+from streamguard.guards.canary_change import change_findings, change_look
+from streamguard.guards.canary_metrics import levels, metric_moments, rest_judge
 from streamguard.guards.cumulative import Cumulative
-from streamguard.guards.explain import Rest, explain
+from streamguard.guards.explain import explain
 from streamguard.guards.stratification import (
     BASELINE_STREAM,
     CANARY_STREAM,
@@ -69,21 +70,6 @@ F64 = npt.NDArray[np.float64]
 ARMS = ("canary", "baseline")
 LATENCY_Q = 0.99
 TRUSTED_MIX = ("stratified", "not checked")
-
-
-def metric_moments(arrays: dict[str, Array]) -> dict[str, F64]:
-    """(n, mean, m2) of every canary metric for each row of arm arrays."""
-    events = arrays["events"].astype(np.float64)
-    errors = arrays["errors"].astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(events > 0, errors / np.maximum(events, 1), 0.0)
-    # A 0/1 variable with mean p over n observations has m2 = n p (1 - p).
-    error_moments = np.stack([events, rate, events * rate * (1 - rate)], axis=-1)
-    return {
-        "outcome_rate": np.asarray(arrays["outcomes"], dtype=np.float64),
-        "error_rate": error_moments,
-        "log_latency": np.asarray(arrays["latency"], dtype=np.float64),
-    }
 
 
 @dataclass
@@ -145,6 +131,17 @@ class CanaryGuard:
             return None
         tested = self._test(state, labels, settings, measures)
         findings = self._findings(state, tested, settings)
+        start = float(ctx.window * ctx.window_s)
+        changed = change_look(ctx, key, baselines[0], labels, tested.tau, settings)
+        if changed is not None:
+            findings += change_findings(
+                changed,
+                tau=tested.tau,
+                settings=settings,
+                window_start=start,
+                window_s=ctx.window_s,
+                skip={f.slice for f in findings},
+            )
         adjusted = self._adjusted(state, policy, settings)
         mix = (
             (allocation_status(ctx.state("stratification"), key) or "unknown")
@@ -153,7 +150,6 @@ class CanaryGuard:
         )
         trusted = mix in TRUSTED_MIX
         version, allocation = split_version(key)
-        start = float(ctx.window * ctx.window_s)
         return Verdict(
             deployment=ctx.deployment,
             guard=NAME,
@@ -162,7 +158,7 @@ class CanaryGuard:
             window_start=start,
             window_end=start + ctx.window_s,
             horizon_start=float((ctx.window - state.windows + 1) * ctx.window_s),
-            slices=self._slices(tested),
+            slices=self._slices(tested, {f.slice for f in findings if f.action == "pause"}),
             findings=findings,
             extra={
                 "allocation": allocation,
@@ -235,7 +231,7 @@ class CanaryGuard:
                 if judged[i]:
                     state.p[(label, metric)] = float(p[i])
             lower, upper = confidence_sequence(
-                result.delta, result.variance, np.where(judged, tau, 1.0), _levels(settings)[1]
+                result.delta, result.variance, np.where(judged, tau, 1.0), levels(settings)[1]
             )
             out.delta[metric] = np.where(judged, result.delta, np.nan)
             out.p[metric], out.tau[metric], out.judged[metric] = p, tau, judged
@@ -243,7 +239,7 @@ class CanaryGuard:
         # Two families share alpha: the whole deployment (Bonferroni over its metrics) and
         # every (slice, metric) below it (Benjamini-Hochberg, which under the global null
         # also bounds the chance of any false rejection).
-        global_level, slice_level = _levels(settings)
+        global_level, slice_level = levels(settings)
         root = np.array([label == ROOT for label in labels])
         family = np.stack([np.where(root, np.nan, out.p[m]) for m in CANARY_METRICS])
         family = np.where(np.stack([out.judged[m] for m in CANARY_METRICS]), family, np.nan)
@@ -272,32 +268,12 @@ class CanaryGuard:
             labels[i]: max(-math.log(max(float(tested.p[m][i]), 1e-300)) for m in CANARY_METRICS)
             for i in np.flatnonzero(regressed).tolist()
         }
-        fields = state.canary.fields
-
-        def rest(parent: str, children: list[str]) -> Rest:
-            # What the parent shows without these children: a fresh (instantaneous) test.
-            arms = []
-            for cumulative in (state.canary, state.baseline):
-                rows = cumulative.take([parent, *children])
-                whole = {k: v[:1] for k, v in rows.items()}
-                parts = sum_rows(fields, rows, list(range(1, len(children) + 1)))
-                arms.append(metric_moments(subtract_fields(fields, whole, parts)))
-            judged, leaning = 0, False
-            for metric in CANARY_METRICS:
-                c, b = arms[0][metric], arms[1][metric]
-                if min(c[0, 0], b[0, 0]) < settings.min_samples:
-                    continue
-                judged += 1
-                tau = float(tested.tau[metric][index[parent]])
-                result = msprt(c, b, tau)
-                delta = float(result.delta[0])
-                harmful = delta < 0 if settings.metrics[metric].worse == "lower" else delta > 0
-                if harmful and abs(delta) >= settings.practical_fraction * tau:
-                    if float(result.p_value[0]) <= _levels(settings)[1]:
-                        return "elevated"
-                    leaning = True  # bad-looking but not proven: cannot be called clean
-            return "clean" if judged and not leaning else "unknown"
-
+        rest = rest_judge(
+            state.canary,
+            state.baseline,
+            lambda label, metric: float(tested.tau[metric][index[label]]),
+            settings,
+        )
         names = explain(labels, firing, rest, strength)
         return [self._finding(tested, index[label], settings) for label in names]
 
@@ -343,8 +319,8 @@ class CanaryGuard:
                 "latency_p99_ms": CanaryGuard._p99(tested, i),
                 "test": (
                     f"always-valid mSPRT (normal mixture, tau={float(tested.tau[metric][i]):.4g}); "
-                    f"Benjamini-Hochberg across slices at {_levels(settings)[1]:.4g}, "
-                    f"whole deployment at {_levels(settings)[0]:.4g}"
+                    f"Benjamini-Hochberg across slices at {levels(settings)[1]:.4g}, "
+                    f"whole deployment at {levels(settings)[0]:.4g}"
                 ),
             },
         )
@@ -379,7 +355,7 @@ class CanaryGuard:
                 p_now = float(normal_mixture_p_value(estimate, variance, tau))
                 p = float(running_p(state.p.get(("*adjusted", metric), 1.0), p_now))
                 state.p[("*adjusted", metric)] = p
-                lower, upper = confidence_sequence(estimate, variance, tau, _levels(settings)[0])
+                lower, upper = confidence_sequence(estimate, variance, tau, levels(settings)[0])
                 bounds = [clean_float(float(lower)), clean_float(float(upper))]
             else:
                 p, bounds = 1.0, [None, None]
@@ -432,12 +408,14 @@ class CanaryGuard:
         return summary
 
     @staticmethod
-    def _slices(tested: _Tested) -> list[SliceResult]:
+    def _slices(tested: _Tested, paused: set[str]) -> list[SliceResult]:
         out = []
         for i, label in enumerate(tested.labels):
             judged = any(bool(tested.judged[m][i]) for m in CANARY_METRICS)
             regressed = any(bool(tested.regressed[m][i]) for m in CANARY_METRICS)
             state = "rollback" if regressed else ("ok" if judged else "insufficient")
+            if label in paused and not regressed:  # named by the change look
+                state = "pause"
             n = int(tested.canary["error_rate"][i, 0])
             out.append(SliceResult(label, n, state, CanaryGuard._row_stats(tested, i)))
         return out
@@ -466,11 +444,6 @@ def _describe(tested: _Tested, metric: str, i: int) -> str:
         f"always-valid bounds [{low:.4g}, {high:.4g}], "
         f"p={float(tested.p[metric][i]):.2g}, n={n_c} canary / {n_b} baseline"
     )
-
-
-def _levels(settings: CanaryPolicy) -> tuple[float, float]:
-    """Per-test level of the whole deployment's metrics, and the slices' BH level."""
-    return settings.alpha / (2 * len(CANARY_METRICS)), settings.alpha / 2
 
 
 def _tau(  # noqa: PLR0917 - private helper, one call site

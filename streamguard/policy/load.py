@@ -45,6 +45,7 @@ from streamguard.policy.model import (
 
 __all__ = ["load_policy", "parse_label", "parse_policy"]
 
+_MAX_CHANGE_WINDOWS = 360  # an hour of 10 s windows: a longer look is the cumulative test's
 _MAX_DIMENSIONS = 6  # 2^6 slice levels at most; beyond that the lattice is not judgeable
 
 
@@ -209,6 +210,12 @@ def _canary(path: str, raw: Any, base: CanaryPolicy) -> CanaryPolicy:
             values[name] = _fraction(where, value)
         elif name in ("min_samples", "max_exposures"):
             values[name] = _number(where, value, integer=True)
+        elif name == "change_windows":
+            values[name] = _number(where, value, integer=True, positive=False)
+            if not 0 <= value <= _MAX_CHANGE_WINDOWS:
+                raise ConfigError(f"{where} must be between 0 and {_MAX_CHANGE_WINDOWS}")
+        elif name == "change_alarms_per_day":
+            values[name] = float(_number(where, value))
         elif name == "metrics":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where} must be a table of metrics")

@@ -118,6 +118,12 @@ class CanaryPolicy:
     max_exposures: int = 200_000  # open exposures per source partition and deployment
     latency_alpha: float = 0.05  # relative accuracy of the latency sketch (p99 in evidence)
     metrics: dict[str, MetricTest] = field(default_factory=_default_metrics)
+    #: The change look: the same comparisons on data since one of the last ``change_windows``
+    #: windows only (0 turns it off). It may only pause; the cumulative test rolls back.
+    change_windows: int = 6
+    #: Expected false pauses from the change look per deployment and day of canary traffic:
+    #: a rate, not a lifetime probability (:mod:`streamguard.stats.change`).
+    change_alarms_per_day: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)

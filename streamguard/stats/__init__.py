@@ -10,6 +10,7 @@ leading axes.
 - :mod:`~streamguard.stats.moments` -- mergeable ``(n, mean, m2)`` moments.
 - :mod:`~streamguard.stats.page_hinkley` -- :class:`PageHinkley` (upward Page-Hinkley test).
 - :mod:`~streamguard.stats.onset` -- :class:`OnsetTracker` (Page-Hinkley + change point).
+- :mod:`~streamguard.stats.change` -- window-limited Shiryaev-Roberts sum of mSPRTs.
 - :mod:`~streamguard.stats.equivalence` -- tests against a minimum effect, Holm's step-down.
 
 Examples
@@ -23,6 +24,13 @@ True
 """
 
 from streamguard.stats.binning import FixedBins, LogBuckets
+from streamguard.stats.change import (
+    SCALES,
+    Change,
+    change_statistic,
+    change_threshold,
+    suffix_moments,
+)
 from streamguard.stats.concentration import (
     ElasticityFit,
     catalogue_coverage,
@@ -81,6 +89,8 @@ from streamguard.stats.srm import (
 )
 
 __all__ = [
+    "SCALES",
+    "Change",
     "CountMin",
     "DistinctCounter",
     "ElasticityFit",
@@ -95,6 +105,8 @@ __all__ = [
     "benjamini_hochberg",
     "binomial_sf",
     "catalogue_coverage",
+    "change_statistic",
+    "change_threshold",
     "chi_square_p_value",
     "concentration_trend",
     "confidence_sequence",
@@ -127,6 +139,7 @@ __all__ = [
     "running_p",
     "srm_p_value",
     "subtract_moments",
+    "suffix_moments",
     "top_share",
     "total_variation",
     "wasserstein1",

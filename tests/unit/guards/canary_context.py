@@ -10,13 +10,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamguard.contracts import Command
 from streamguard.core.measures import ArmMeasures
 from streamguard.core.slices import ROOT
 from streamguard.core.summary import Array
 from streamguard.core.verdict import Verdict
+from streamguard.engine import Pipeline
 from streamguard.guards.canary import CanaryGuard
 from streamguard.guards.stratification import BASELINE_STREAM, CANARY_STREAM, StratificationGuard
-from streamguard.policy import DeploymentPolicy, SlicePolicy
+from streamguard.policy import DeploymentPolicy, Policy, SlicePolicy
+from streamguard.sim import Canary, TrafficGenerator
+from streamguard.testing import envelopes
 
 __all__ = [
     "LABELS",
@@ -27,8 +31,10 @@ __all__ = [
     "counts_window",
     "draw",
     "events_window",
+    "run_traffic",
 ]
 
+START = 1_790_000_000.0
 POLICY = DeploymentPolicy(slices=SlicePolicy(dimensions=("platform", "tier")))
 MEASURES = ArmMeasures.from_policy(POLICY.canary)
 PLATFORMS = ("android", "ios", "web")
@@ -132,6 +138,7 @@ class Context:
         self.window = -1
         self._state: dict[str, dict[Any, Any]] = {}
         self._closed: dict[str, tuple[list[str], dict[str, Array]]] = {}
+        self._history: dict[str, dict[int, tuple[list[str], dict[str, Array]]]] = {}
         self.stratification = StratificationGuard(lambda _: policy)
         self.canary = CanaryGuard(lambda _: policy)
 
@@ -145,6 +152,8 @@ class Context:
         """Verdicts of the stratification guard and (then) the canary guard at one close."""
         self.window += 1
         self._closed = {CANARY_STREAM: canary, BASELINE_STREAM: baseline}
+        for stream, window in self._closed.items():
+            self._history.setdefault(stream, {})[self.window] = window
         mix = self.stratification.evaluate(self)
         judged = self.canary.evaluate(self) if with_canary_guard else None
         assert mix is not None
@@ -155,6 +164,23 @@ class Context:
 
     def closed_window(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]] | None:
         return self._closed.get(stream)
+
+    def windows(
+        self, stream: str, version: str, count: int, names: frozenset[str]
+    ) -> tuple[list[str], list[dict[str, Array]]]:
+        count = max(1, min(count, self.horizon_windows))
+        history = self._history.get(stream, {})
+        out = []
+        for index in range(self.window - count + 1, self.window + 1):
+            labels, arrays = history.get(index, (LABELS, None))
+            assert labels == LABELS  # every window of this context carries every label
+            if arrays is None:
+                arrays = {name: np.zeros_like(a) for name, a in self._template(stream).items()}
+            out.append({name: arrays[name] for name in names})
+        return list(LABELS), out
+
+    def _template(self, stream: str) -> dict[str, Array]:
+        return next(iter(self._history[stream].values()))[1]
 
     def state(self, guard: str) -> dict[Any, Any]:
         return self._state.setdefault(guard, {})
@@ -174,3 +200,33 @@ class Context:
 
     def untracked_slices(self) -> int:
         return 0
+
+
+def run_traffic(
+    canary: Canary,
+    seconds: int,
+    *,
+    policy: Policy | None = None,
+    seed: int = 1,
+    rate: float = 800.0,
+) -> tuple[list[Command], list[dict[str, Any]]]:
+    """Simulated traffic with this canary through the engine: its commands and verdicts."""
+    gen = TrafficGenerator(
+        rate=rate,
+        seed=seed,
+        start_ts=START,
+        shadow=False,
+        outcomes=True,
+        error_rate=0.01,
+        canary=canary,
+    )
+    verdicts: list[dict[str, Any]] = []
+
+    def keep(verdict: Verdict) -> None:
+        verdicts.append(verdict.to_dict())
+
+    pipeline = Pipeline(policy or Policy(), partitions=4, on_verdict=keep)
+    for events in gen.seconds(seconds):
+        for _, _, value in envelopes(events, 4):
+            pipeline.feed(value)
+    return pipeline.finish(), verdicts

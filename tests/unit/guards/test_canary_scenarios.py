@@ -10,33 +10,15 @@ from streamguard.guards import Verdict
 from streamguard.policy import Policy
 from streamguard.sim import Canary, TrafficGenerator
 from streamguard.testing import envelopes
+from tests.unit.guards.canary_context import START, run_traffic
 
-START = 1_790_000_000.0
 TARGET = "platform=android,region=eu,tier=free"
 
 
 def run(
     canary: Canary, seconds: int, seed: int = 1, rate: float = 800.0
 ) -> tuple[list[Command], list[dict[str, Any]]]:
-    gen = TrafficGenerator(
-        rate=rate,
-        seed=seed,
-        start_ts=START,
-        shadow=False,
-        outcomes=True,
-        error_rate=0.01,
-        canary=canary,
-    )
-    verdicts: list[dict[str, Any]] = []
-
-    def keep(verdict: Verdict) -> None:
-        verdicts.append(verdict.to_dict())
-
-    pipeline = Pipeline(Policy(), partitions=4, on_verdict=keep)
-    for events in gen.seconds(seconds):
-        for _, _, value in envelopes(events, 4):
-            pipeline.feed(value)
-    return pipeline.finish(), verdicts
+    return run_traffic(canary, seconds, seed=seed, rate=rate)
 
 
 def test_contaminated_canary_is_paused_with_the_missing_slices() -> None:

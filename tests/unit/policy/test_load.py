@@ -100,6 +100,17 @@ def test_unknown_keys_are_named(text: str, named: str) -> None:
             "[defaults.guards.shadow.thresholds]\npsi = { pause = 0.1, rollback = '1' }",
             "defaults.guards.shadow.thresholds.psi.rollback",
         ),
+        ("[defaults.guards.canary]\nchange_windows = -1", "defaults.guards.canary.change_windows"),
+        ("[defaults.guards.canary]\nchange_windows = 361", "defaults.guards.canary.change_windows"),
+        ("[defaults.guards.canary]\nchange_windows = 6.0", "defaults.guards.canary.change_windows"),
+        (
+            "[defaults.guards.canary]\nchange_alarms_per_day = 0",
+            "defaults.guards.canary.change_alarms_per_day",
+        ),
+        (
+            "[defaults.guards.canary]\nchange_alarms_per_day = 'few'",
+            "defaults.guards.canary.change_alarms_per_day",
+        ),
         ("[defaults.slices]\ndimensions = 'platform'", "defaults.slices.dimensions"),
         ("[defaults.slices]\ndimensions = ['a', 1]", "defaults.slices.dimensions"),
         ("[defaults.slices]\ndimensions = ['a', '']", "defaults.slices.dimensions"),
@@ -374,3 +385,13 @@ def test_the_shadow_recent_look_can_be_set_or_turned_off() -> None:
     assert policy.for_deployment("other").shadow.recent_windows == 0
     assert policy.for_deployment("ranker").shadow.recent_windows == 6
     assert parse_policy("").for_deployment("x").shadow.recent_windows == 3
+
+
+def test_the_change_look_can_be_tuned_or_turned_off() -> None:
+    policy = parse_policy(
+        "[defaults.guards.canary]\nchange_windows = 12\nchange_alarms_per_day = 0.5\n"
+        "[deployments.quiet.guards.canary]\nchange_windows = 0\n"
+    )
+    assert policy.for_deployment("a").canary.change_windows == 12
+    assert policy.for_deployment("a").canary.change_alarms_per_day == 0.5
+    assert policy.for_deployment("quiet").canary.change_windows == 0
