@@ -132,15 +132,17 @@ class CanaryGuard:
         tested = self._test(state, labels, settings, measures)
         findings = self._findings(state, tested, settings)
         start = float(ctx.window * ctx.window_s)
-        changed = change_look(ctx, key, baselines[0], labels, tested.tau, settings)
+        # Once the cumulative test rolls back, a pause anywhere is moot (the decider latches).
+        changed = (
+            None if findings else change_look(ctx, key, baselines[0], labels, tested.tau, settings)
+        )
         if changed is not None:
-            findings += change_findings(
+            findings = change_findings(
                 changed,
                 tau=tested.tau,
                 settings=settings,
                 window_start=start,
                 window_s=ctx.window_s,
-                skip={f.slice for f in findings},
             )
         adjusted = self._adjusted(state, policy, settings)
         mix = (

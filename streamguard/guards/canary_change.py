@@ -16,7 +16,8 @@ resume, a rollback needs the cumulative proof, whose guarantee covers the canary
 A start counts for a (slice, metric) only with ``min_samples`` in both arms since it and an
 estimate on the harmful side; a finding also needs the estimate at its best start to be at
 least ``practical_fraction`` of the smallest effect worth catching, like the cumulative
-look's. The best start dates the onset (the finding's ``onset``). Slices are named by the
+look's. The best start dates the onset (the finding's ``onset``), unless it is the oldest
+window looked at: then the change may be older still, and ``onset_censored`` says so. Slices are named by the
 same descent as the cumulative look (:func:`~streamguard.guards.explain.explain`), on the
 totals of the last ``change_windows`` windows.
 """
@@ -99,7 +100,8 @@ def change_look(  # noqa: PLR0917 - one call site, every argument is needed
     canary_windows, baseline_windows = per_arm
     c_metrics = [metric_moments(w) for w in canary_windows]
     b_metrics = [metric_moments(w) for w in baseline_windows]
-    per_look = settings.change_alarms_per_day * ctx.window_s / DAY_S
+    # At most 1 (long windows, a generous budget): half of it must stay a probability below 1.
+    per_look = min(settings.change_alarms_per_day * ctx.window_s / DAY_S, 1.0)
     root = np.array([label == ROOT for label in labels])
     changed = Changed(
         labels, k, {}, np.zeros(len(labels)), {}, {}, {}, {}, {}, _totals(labels, per_arm)
@@ -118,6 +120,8 @@ def change_look(  # noqa: PLR0917 - one call site, every argument is needed
         changed.delta[metric] = result.delta
         changed.canary[metric] = np.take_along_axis(c, at, axis=0)[0]
         changed.baseline[metric] = np.take_along_axis(b, at, axis=0)[0]
+        # Sample sizes only, never the estimates' side: a data-dependent test count would
+        # break the per-look union bound.
         counted.append(enough.any(axis=0))
     # The budget of each look: half for the deployment's metrics, half shared by the (slice,
     # metric) pairs with a start to judge now.
@@ -153,18 +157,16 @@ def change_findings(
     settings: CanaryPolicy,
     window_start: float,
     window_s: float,
-    skip: set[str],
 ) -> list[Finding]:
     """Pause findings for the smallest slices that explain the change look's crossings.
 
-    ``skip``: labels the cumulative look already rolls back (the pause would be moot).
     ``window_start`` is the start of the window that just closed.
     """
     labels = changed.labels
     index = {label: i for i, label in enumerate(labels)}
     firing_rows = np.any(np.stack([changed.firing[m] for m in CANARY_METRICS]), axis=0)
     firing = {labels[i] for i in np.flatnonzero(firing_rows).tolist()}
-    if not firing - skip:
+    if not firing:
         return []
     margin = {
         label: max(
@@ -179,9 +181,7 @@ def change_findings(
     )
     names = explain(labels, firing, rest, margin)
     return [
-        _finding(changed, index[label], tau, settings, window_start, window_s)
-        for label in names
-        if label not in skip
+        _finding(changed, index[label], tau, settings, window_start, window_s) for label in names
     ]
 
 
@@ -193,19 +193,19 @@ def _finding(  # noqa: PLR0917 - private, one call site
     window_start: float,
     window_s: float,
 ) -> Finding:
-    metrics = [m for m in CANARY_METRICS if changed.firing[m][i]]
-    if not metrics:  # an explanation inherited from crossing children: report its strongest
-        metrics = list(CANARY_METRICS)
+    metrics = [m for m in CANARY_METRICS if changed.firing[m][i]]  # explain names firing ones
     metric = max(metrics, key=lambda m: float(changed.log_stat[m][i]))
     spec = settings.metrics[metric]
     delta = float(changed.delta[metric][i])
     canary, baseline = changed.canary[metric][i], changed.baseline[metric][i]
     start = int(changed.start[metric][i])
-    since = window_start - max(start, 0) * window_s
+    since = window_start - start * window_s
+    # Evidence strongest on the longest look: the change may be older than the look can see.
+    censored = start == changed.windows - 1
     floor = settings.practical_fraction * float(tau[metric][i])
     log_stat, log_threshold = float(changed.log_stat[metric][i]), float(changed.log_threshold[i])
     relative = f" ({delta / float(baseline[1]):+.1%})" if float(baseline[1]) else ""
-    windows = max(start, 0) + 1
+    windows = start + 1
     return Finding(
         slice=changed.labels[i],
         action="pause",
@@ -221,12 +221,13 @@ def _finding(  # noqa: PLR0917 - private, one call site
             m: {"min_effect": float(tau[m][i]), "log_threshold": log_threshold}
             for m in CANARY_METRICS
         },
-        onset=since,
+        onset=None if censored else since,
         extra={
             "look": "change",
             "summary": (
                 f"{metric} {delta:+.4g}{relative} vs baseline over the last {windows} "
-                f"window(s), n={int(canary[0])} canary / {int(baseline[0])} baseline; "
+                f"window(s){' (or longer)' if censored else ''}, "
+                f"n={int(canary[0])} canary / {int(baseline[0])} baseline; "
                 f"change statistic ln R={log_stat:.3g} >= {log_threshold:.3g}"
             ),
             "metric": metric,
@@ -235,6 +236,7 @@ def _finding(  # noqa: PLR0917 - private, one call site
             if float(baseline[1])
             else None,
             "since": since,
+            "onset_censored": censored,  # True: the change began at or before ``since``
             "windows": windows,
             "canary_mean": clean_float(float(canary[1])),
             "baseline_mean": clean_float(float(baseline[1])),

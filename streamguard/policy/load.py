@@ -46,6 +46,7 @@ from streamguard.policy.model import (
 __all__ = ["load_policy", "parse_label", "parse_policy"]
 
 _MAX_CHANGE_WINDOWS = 360  # an hour of 10 s windows: a longer look is the cumulative test's
+_MAX_CHANGE_ALARMS = 100.0  # false pauses per day: more than this is not a guard
 _MAX_DIMENSIONS = 6  # 2^6 slice levels at most; beyond that the lattice is not judgeable
 
 
@@ -216,6 +217,8 @@ def _canary(path: str, raw: Any, base: CanaryPolicy) -> CanaryPolicy:
                 raise ConfigError(f"{where} must be between 0 and {_MAX_CHANGE_WINDOWS}")
         elif name == "change_alarms_per_day":
             values[name] = float(_number(where, value))
+            if not values[name] <= _MAX_CHANGE_ALARMS:  # also refuses nan and inf
+                raise ConfigError(f"{where} must be at most {_MAX_CHANGE_ALARMS:g}, got {value}")
         elif name == "metrics":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where} must be a table of metrics")

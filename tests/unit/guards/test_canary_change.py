@@ -7,13 +7,27 @@ cumulative proof still rolls it back later.
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from streamguard.contracts import Command
+from streamguard.core.slices import ROOT
 from streamguard.decisions.decider import Decider
-from streamguard.policy import Policy, parse_policy
+from streamguard.guards.canary_change import change_look
+from streamguard.policy import CANARY_METRICS, Policy, parse_policy
 from streamguard.sim import Canary
-from tests.unit.guards.canary_context import START, run_traffic
+from streamguard.stats import change_threshold
+from tests.unit.guards.canary_context import (
+    LABELS,
+    POLICY,
+    START,
+    STRATA,
+    Context,
+    Events,
+    draw,
+    events_window,
+    run_traffic,
+)
 
 ONSET_S = 600.0  # a long healthy history first: the cumulative test's worst case
 OFF = parse_policy("[defaults.guards.canary]\nchange_windows = 0\n")
@@ -92,3 +106,45 @@ def test_the_decider_acts_at_once_on_a_per_look_budget() -> None:
     assert [c.action for c, _ in Decider().on_verdict(verdict)] == ["pause"]
     finding.pop("per_look_budget")
     assert Decider().on_verdict(verdict) == []  # waits for confirm_windows = 2
+
+
+def counts_of(events: Events) -> dict[str, int]:
+    return {label: len(events.of(label).stratum) for label in LABELS}
+
+
+@pytest.mark.parametrize("canary_ctr", [0.05, 0.2])  # worse, then better than the baseline
+def test_the_budget_splits_by_sample_sizes_only(canary_ctr: float) -> None:
+    """Root: 3 tests; slices: every (slice, metric) with ``min_samples`` in both arms."""
+    rng = np.random.default_rng(5)
+    # Android strata are big, the others too small for 200 over the 6 windows looked at.
+    sizes = {s: 150 if s[0] == "android" else 20 for s in STRATA}
+    ctx = Context()
+    canary_events, baseline_events = [], []
+    for _ in range(8):
+        canary = draw(rng, sizes, ctr=dict.fromkeys(STRATA, canary_ctr))
+        baseline = draw(rng, {s: 3 * n for s, n in sizes.items()})
+        canary_events.append(canary)
+        baseline_events.append(baseline)
+        ctx.close(events_window(canary), events_window(baseline), with_canary_guard=False)
+    settings = POLICY.canary
+    tau = {m: np.full(len(LABELS), settings.metrics[m].min_effect) for m in CANARY_METRICS}
+    changed = change_look(ctx, "v2", "v1", list(LABELS), tau, settings)
+    assert changed is not None
+    k = settings.change_windows
+    seen = (Events.concat(e[-k:]) for e in (canary_events, baseline_events))
+    c, b = (counts_of(e) for e in seen)
+    judged = [
+        label
+        for label in LABELS
+        if label != ROOT and min(c[label], b[label]) >= settings.min_samples
+    ]
+    assert 0 < len(judged) < len(LABELS) - 1
+    budget = settings.change_alarms_per_day * ctx.window_s / 86_400 / 2
+    expected = {
+        label: change_threshold(len(CANARY_METRICS), k, budget)
+        if label == ROOT
+        else change_threshold(len(CANARY_METRICS) * len(judged), k, budget)
+        for label in LABELS
+    }
+    got = dict(zip(changed.labels, changed.log_threshold.tolist(), strict=True))
+    assert got == pytest.approx(expected, rel=1e-12)

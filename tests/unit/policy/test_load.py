@@ -108,6 +108,18 @@ def test_unknown_keys_are_named(text: str, named: str) -> None:
             "defaults.guards.canary.change_alarms_per_day",
         ),
         (
+            "[defaults.guards.canary]\nchange_alarms_per_day = nan",
+            "defaults.guards.canary.change_alarms_per_day",
+        ),
+        (
+            "[defaults.guards.canary]\nchange_alarms_per_day = inf",
+            "defaults.guards.canary.change_alarms_per_day",
+        ),
+        (
+            "[defaults.guards.canary]\nchange_alarms_per_day = 1e9",
+            "defaults.guards.canary.change_alarms_per_day",
+        ),
+        (
             "[defaults.guards.canary]\nchange_alarms_per_day = 'few'",
             "defaults.guards.canary.change_alarms_per_day",
         ),

@@ -160,3 +160,13 @@ def test_a_tenfold_error_rate_crosses_within_one_full_window_after_long_health()
     assert float(result.log_stat) >= threshold
     assert int(result.start) == 0  # the change is dated to the last window
     assert float(result.delta) == pytest.approx(0.09)
+
+
+def test_overwhelming_evidence_is_infinite_never_lost() -> None:
+    from streamguard.stats.change import _log_mean_exp
+
+    x = np.array([[1.0, -np.inf, -np.inf], [np.inf, 2.0, -np.inf]])
+    got = _log_mean_exp(x)
+    assert got[0] == np.inf
+    assert got[1] == pytest.approx(2.0 - math.log(2))
+    assert got[2] == -np.inf
