@@ -122,6 +122,27 @@ def test_slice_regression_is_rolled_back_naming_the_slice(
     assert got["effect"] == pytest.approx(want["effect"], rel=1e-6)
 
 
+def test_an_abrupt_failure_is_paused_by_the_change_look_as_in_replay(
+    broker_with_topics: EmbeddedBroker, tmp_path: Path
+) -> None:
+    # Four times the errors after five healthy minutes: the change look pauses at once, the
+    # cumulative test rolls back later; the worker publishes what replay makes.
+    messages = scenario(Canary(share=0.25, error={"*": 4.0}, after_s=300.0), 400)
+    expected = replayed(messages)
+    assert [(c["action"], c["guard"]) for c in expected][:2] == [
+        ("pause", "canary"),
+        ("rollback", "canary"),
+    ]
+    assert expected[0]["evidence"]["look"] == "change"
+    published = through_worker(
+        broker_with_topics, tmp_path, messages, expect=len(expected), wait_s=180
+    )
+    assert [c["command_id"] for c in published] == [c["command_id"] for c in expected]
+    assert published[0]["evidence"]["log_stat"] == pytest.approx(
+        expected[0]["evidence"]["log_stat"], rel=1e-9
+    )
+
+
 def test_healthy_stratified_canary_gets_no_command(
     broker_with_topics: EmbeddedBroker, tmp_path: Path
 ) -> None:
