@@ -17,9 +17,10 @@ A start counts for a (slice, metric) only with ``min_samples`` in both arms sinc
 estimate on the harmful side; a finding also needs the estimate at its best start to be at
 least ``practical_fraction`` of the smallest effect worth catching, like the cumulative
 look's. The best start dates the onset (the finding's ``onset``), unless it is the oldest
-window looked at: then the change may be older still, and ``onset_censored`` says so. Slices are named by the
-same descent as the cumulative look (:func:`~streamguard.guards.explain.explain`), on the
-totals of the last ``change_windows`` windows.
+window looked at: then the change may be older still, and ``onset_censored`` says so. Slices
+are named by the same descent as the cumulative look
+(:func:`~streamguard.guards.explain.explain`), on the totals of the last ``change_windows``
+windows, built only when something crosses.
 """
 
 from dataclasses import dataclass
@@ -63,21 +64,36 @@ class Changed:
     canary: dict[str, F64]  # moments since the best start
     baseline: dict[str, F64]
     firing: dict[str, npt.NDArray[np.bool_]]
-    totals: tuple[Cumulative, Cumulative]  # canary, baseline over all the windows looked at
+    arms: tuple[list[dict[str, Array]], list[dict[str, Array]]]  # the windows, aligned
+
+    def totals(self) -> tuple[Cumulative, Cumulative]:
+        """Each arm's totals over the windows looked at (for naming: only when one fires)."""
+        out = []
+        for windows in self.arms:
+            total = Cumulative(_TOTAL_FIELDS)
+            for window in windows:
+                total.add(self.labels, window)
+            out.append(total)
+        return out[0], out[1]
 
 
-def _aligned(source: list[str], arrays: dict[str, Array], labels: list[str]) -> dict[str, Array]:
-    """``arrays`` (rows of ``source``) re-ordered to ``labels``; zeros for labels it lacks."""
+def _aligned(
+    source: list[str], windows: list[dict[str, Array]], labels: list[str]
+) -> list[dict[str, Array]]:
+    """``windows`` (rows of ``source``) re-ordered to ``labels``; zeros for labels they lack."""
     if source == labels:
-        return arrays
+        return windows
     index = {label: i for i, label in enumerate(source)}
     rows = np.array([index.get(label, -1) for label in labels], dtype=np.int64)
     found = rows >= 0
-    out = {}
-    for name, array in arrays.items():
-        picked = np.zeros((len(labels), *array.shape[1:]), dtype=array.dtype)
-        picked[found] = array[rows[found]]
-        out[name] = picked
+    out = []
+    for arrays in windows:
+        aligned = {}
+        for name, array in arrays.items():
+            picked = np.zeros((len(labels), *array.shape[1:]), dtype=array.dtype)
+            picked[found] = array[rows[found]]
+            aligned[name] = picked
+        out.append(aligned)
     return out
 
 
@@ -93,19 +109,20 @@ def change_look(  # noqa: PLR0917 - one call site, every argument is needed
     k = min(settings.change_windows, ctx.horizon_windows)
     if k <= 0 or not labels:
         return None
-    per_arm = []
-    for stream, version in ((CANARY_STREAM, canary_version), (BASELINE_STREAM, baseline_version)):
-        source, windows = ctx.windows(stream, version, k, ARM_FIELDS)
-        per_arm.append([_aligned(source, w, labels) for w in windows])
-    canary_windows, baseline_windows = per_arm
+    canary_windows, baseline_windows = (
+        _aligned(*ctx.windows(stream, version, k, ARM_FIELDS), labels)
+        for stream, version in (
+            (CANARY_STREAM, canary_version),
+            (BASELINE_STREAM, baseline_version),
+        )
+    )
     c_metrics = [metric_moments(w) for w in canary_windows]
     b_metrics = [metric_moments(w) for w in baseline_windows]
     # At most 1 (long windows, a generous budget): half of it must stay a probability below 1.
     per_look = min(settings.change_alarms_per_day * ctx.window_s / DAY_S, 1.0)
     root = np.array([label == ROOT for label in labels])
-    changed = Changed(
-        labels, k, {}, np.zeros(len(labels)), {}, {}, {}, {}, {}, _totals(labels, per_arm)
-    )
+    arms = (canary_windows, baseline_windows)
+    changed = Changed(labels, k, {}, np.zeros(len(labels)), {}, {}, {}, {}, {}, arms)
     counted = []
     for metric in CANARY_METRICS:
         c = suffix_moments(np.stack([m[metric] for m in c_metrics]))
@@ -137,19 +154,6 @@ def change_look(  # noqa: PLR0917 - one call site, every argument is needed
     return changed
 
 
-def _totals(
-    labels: list[str], per_arm: list[list[dict[str, Array]]]
-) -> tuple[Cumulative, Cumulative]:
-    """Each arm's totals over the windows looked at, as a :class:`Cumulative` (for naming)."""
-    out = []
-    for windows in per_arm:
-        total = Cumulative(_TOTAL_FIELDS)
-        for window in windows:
-            total.add(labels, window)
-        out.append(total)
-    return out[0], out[1]
-
-
 def change_findings(
     changed: Changed,
     *,
@@ -177,7 +181,7 @@ def change_findings(
         for label in firing
     }
     rest = rest_judge(
-        *changed.totals, lambda label, metric: float(tau[metric][index[label]]), settings
+        *changed.totals(), lambda label, metric: float(tau[metric][index[label]]), settings
     )
     names = explain(labels, firing, rest, margin)
     return [
