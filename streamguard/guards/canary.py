@@ -411,15 +411,29 @@ class CanaryGuard:
 
     @staticmethod
     def _slices(tested: _Tested, paused: set[str]) -> list[SliceResult]:
+        # Column by column through tolist(): the same values as _row_stats, without a numpy
+        # scalar per cell (a verdict lists every slice: 1,000 x 14 cells at each close).
+        columns: dict[str, list[float | None]] = {}
+        for metric in CANARY_METRICS:
+            for key, values, digits in (
+                ("canary", tested.canary[metric][:, 1], 6),
+                ("baseline", tested.baseline[metric][:, 1], 6),
+                ("delta", tested.delta[metric], 6),
+                ("p_value", tested.p[metric], 9),
+            ):
+                columns[f"{metric}.{key}"] = [clean_float(v, digits) for v in values.tolist()]
+        for arm in ARMS:
+            columns[f"latency_p99_ms.{arm}"] = [clean_float(v) for v in tested.p99[arm].tolist()]
+        judged = np.any(np.stack([tested.judged[m] for m in CANARY_METRICS]), axis=0).tolist()
+        regressed = np.any(np.stack([tested.regressed[m] for m in CANARY_METRICS]), axis=0)
+        n = tested.canary["error_rate"][:, 0].astype(np.int64).tolist()
         out = []
-        for i, label in enumerate(tested.labels):
-            judged = any(bool(tested.judged[m][i]) for m in CANARY_METRICS)
-            regressed = any(bool(tested.regressed[m][i]) for m in CANARY_METRICS)
-            state = "rollback" if regressed else ("ok" if judged else "insufficient")
-            if label in paused and not regressed:  # named by the change look
+        for i, (label, bad) in enumerate(zip(tested.labels, regressed.tolist(), strict=True)):
+            state = "rollback" if bad else ("ok" if judged[i] else "insufficient")
+            if label in paused and not bad:  # named by the change look
                 state = "pause"
-            n = int(tested.canary["error_rate"][i, 0])
-            out.append(SliceResult(label, n, state, CanaryGuard._row_stats(tested, i)))
+            stats = {name: column[i] for name, column in columns.items()}
+            out.append(SliceResult(label, n[i], state, stats))
         return out
 
     @staticmethod
