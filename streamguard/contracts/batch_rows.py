@@ -28,14 +28,16 @@ from streamguard.contracts.schemas import FieldRule, KindRules, rules_for, train
 __all__ = ["fast_outcomes", "fast_predictions", "fast_training"]
 
 
-def _required_columns(
-    events: list[dict[str, Any]], names: tuple[str, ...]
-) -> list[list[Any]] | None:
-    """One list per required field (C-level ``itemgetter``); None when an event lacks one."""
+def _required(events: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, list[Any]] | None:
+    """One list per required field (C-level ``itemgetter``).
+
+    None when an event lacks one or a ``schema_version`` is not one this version reads.
+    """
     try:
-        return [list(map(itemgetter(name), events)) for name in names]
+        col = {name: list(map(itemgetter(name), events)) for name in names}
     except KeyError:
         return None
+    return col if versions_ok(col["schema_version"]) else None
 
 
 def _present(events: list[dict[str, Any]]) -> set[str]:
@@ -117,11 +119,8 @@ def _fast_items(
 def fast_predictions(events: list[dict[str, Any]], max_ts: float) -> PredictionBatch | None:
     """Build the batch if every event passes; return None to fall back to per-event checks."""
     rules = rules_for("prediction")
-    columns = _required_columns(events, rules.required)
-    if columns is None:
-        return None
-    col = dict(zip(rules.required, columns, strict=True))
-    if not versions_ok(col["schema_version"]):
+    col = _required(events, rules.required)
+    if col is None:
         return None
     core = prediction_core(col, rules, max_ts)
     if core is None:
@@ -199,11 +198,8 @@ def fast_predictions(events: list[dict[str, Any]], max_ts: float) -> PredictionB
 def fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch | None:
     """Columns of outcome events; None to fall back to per-event checks."""
     rules = rules_for("outcome")
-    columns = _required_columns(events, rules.required)
-    if columns is None:
-        return None
-    col = dict(zip(rules.required, columns, strict=True))
-    if not versions_ok(col["schema_version"]):
+    col = _required(events, rules.required)
+    if col is None:
         return None
     for name in ("event_id", "request_id", "deployment"):
         if not strings_ok(col[name], rules.strings[name]):
@@ -218,11 +214,8 @@ def fast_outcomes(events: list[dict[str, Any]], max_ts: float) -> OutcomeBatch |
 def fast_training(events: list[dict[str, Any]]) -> TrainingBatch | None:
     """Columns of training examples, features flattened; None to fall back to per-event checks."""
     rules = training_rules()
-    columns = _required_columns(events, rules.required)
-    if columns is None:
-        return None
-    col = dict(zip(rules.required, columns, strict=True))
-    if not versions_ok(col["schema_version"]):
+    col = _required(events, rules.required)
+    if col is None:
         return None
     for name, rule in rules.strings.items():
         if not strings_ok(col[name], rule):

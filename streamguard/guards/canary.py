@@ -44,7 +44,13 @@ from streamguard.core.measures import ArmMeasures
 from streamguard.core.slices import ROOT, label_dims
 from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
 from streamguard.guards.canary_change import change_findings, change_look
-from streamguard.guards.canary_metrics import levels, metric_moments, rest_judge
+from streamguard.guards.canary_metrics import (
+    any_metric,
+    harmful,
+    levels,
+    metric_moments,
+    rest_judge,
+)
 from streamguard.guards.cumulative import Cumulative
 from streamguard.guards.explain import explain
 from streamguard.guards.stratification import (
@@ -226,8 +232,7 @@ class CanaryGuard:
             # The running minimum only takes evidence of harm: a moment when the canary looked
             # better must not count later, when its estimate has crossed to the harmful side
             # (a healthy canary was once rolled back that way). Fewer rejections: still valid.
-            with np.errstate(invalid="ignore"):
-                harm = result.delta < 0 if spec.worse == "lower" else result.delta > 0
+            harm = harmful(result.delta, spec.worse)
             p = np.where(judged, running_p(previous, np.where(harm, result.p_value, 1.0)), 1.0)
             for i, label in enumerate(labels):
                 if judged[i]:
@@ -249,10 +254,10 @@ class CanaryGuard:
         for k, metric in enumerate(CANARY_METRICS):
             spec = settings.metrics[metric]
             delta = out.delta[metric]
-            harmful = delta < 0 if spec.worse == "lower" else delta > 0
+            harm = harmful(delta, spec.worse)
             practical = np.abs(delta) >= settings.practical_fraction * out.tau[metric]
             significant = np.where(root, out.p[metric] <= global_level, rejected[k])
-            out.regressed[metric] = out.judged[metric] & significant & harmful & practical
+            out.regressed[metric] = out.judged[metric] & significant & harm & practical
         # Reported where latency is judged: below min_samples a p99 is about the maximum.
         for arm in ARMS:
             p99 = measures.latency.quantile(rows[arm]["latency_sketch"], LATENCY_Q)
@@ -262,7 +267,7 @@ class CanaryGuard:
     def _findings(self, state: _State, tested: _Tested, settings: CanaryPolicy) -> list[Finding]:
         labels = tested.labels
         index = {label: i for i, label in enumerate(labels)}
-        regressed = np.any(np.stack([tested.regressed[m] for m in CANARY_METRICS]), axis=0)
+        regressed = any_metric(tested.regressed)
         firing = {labels[i] for i in np.flatnonzero(regressed).tolist()}
         if not firing:
             return []
@@ -424,8 +429,8 @@ class CanaryGuard:
                 columns[f"{metric}.{key}"] = [clean_float(v, digits) for v in values.tolist()]
         for arm in ARMS:
             columns[f"latency_p99_ms.{arm}"] = [clean_float(v) for v in tested.p99[arm].tolist()]
-        judged = np.any(np.stack([tested.judged[m] for m in CANARY_METRICS]), axis=0).tolist()
-        regressed = np.any(np.stack([tested.regressed[m] for m in CANARY_METRICS]), axis=0)
+        judged = any_metric(tested.judged).tolist()
+        regressed = any_metric(tested.regressed)
         n = tested.canary["error_rate"][:, 0].astype(np.int64).tolist()
         out = []
         for i, (label, bad) in enumerate(zip(tested.labels, regressed.tolist(), strict=True)):

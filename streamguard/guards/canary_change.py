@@ -31,7 +31,13 @@ import numpy.typing as npt
 from streamguard.core.slices import ROOT
 from streamguard.core.summary import Array, Field
 from streamguard.core.verdict import Finding, GuardContext, clean_float
-from streamguard.guards.canary_metrics import ARM_FIELDS, harmful, metric_moments, rest_judge
+from streamguard.guards.canary_metrics import (
+    ARM_FIELDS,
+    any_metric,
+    harmful,
+    metric_moments,
+    rest_judge,
+)
 from streamguard.guards.cumulative import Cumulative
 from streamguard.guards.explain import explain
 from streamguard.guards.stratification import BASELINE_STREAM, CANARY_STREAM
@@ -168,8 +174,7 @@ def change_findings(
     """
     labels = changed.labels
     index = {label: i for i, label in enumerate(labels)}
-    firing_rows = np.any(np.stack([changed.firing[m] for m in CANARY_METRICS]), axis=0)
-    firing = {labels[i] for i in np.flatnonzero(firing_rows).tolist()}
+    firing = {labels[i] for i in np.flatnonzero(any_metric(changed.firing)).tolist()}
     if not firing:
         return []
     margin = {

@@ -16,7 +16,7 @@ from streamguard.guards.explain import Rest
 from streamguard.policy import CANARY_METRICS, CanaryPolicy
 from streamguard.stats import msprt
 
-__all__ = ["ARM_FIELDS", "harmful", "levels", "metric_moments", "rest_judge"]
+__all__ = ["ARM_FIELDS", "any_metric", "harmful", "levels", "metric_moments", "rest_judge"]
 
 F64 = npt.NDArray[np.float64]
 #: The arm fields the metrics are made of.
@@ -43,6 +43,11 @@ def harmful(delta: npt.ArrayLike, worse: str) -> npt.NDArray[np.bool_]:
     d = np.asarray(delta, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return np.asarray(d < 0 if worse == "lower" else d > 0)
+
+
+def any_metric(flags: dict[str, npt.NDArray[np.bool_]]) -> npt.NDArray[np.bool_]:
+    """Per label: whether any canary metric is flagged."""
+    return np.asarray(np.any(np.stack([flags[m] for m in CANARY_METRICS]), axis=0))
 
 
 def levels(settings: CanaryPolicy) -> tuple[float, float]:
