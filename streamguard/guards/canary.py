@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from streamguard.core.measures import ArmMeasures
 from streamguard.core.slices import ROOT, label_dims
-from streamguard.core.verdict import Finding, GuardContext, SliceResult, Verdict, clean_float
+from streamguard.core.verdict import Finding, GuardContext, Verdict, clean_float
 from streamguard.guards.canary_change import change_findings, change_look
 from streamguard.guards.canary_metrics import (
     any_metric,
@@ -50,6 +50,15 @@ from streamguard.guards.canary_metrics import (
     levels,
     metric_moments,
     rest_judge,
+)
+from streamguard.guards.canary_report import (
+    ARMS,
+    Tested,
+    describe,
+    p99_of,
+    row_stats,
+    row_summary,
+    slice_results,
 )
 from streamguard.guards.cumulative import Cumulative
 from streamguard.guards.explain import explain
@@ -73,7 +82,6 @@ __all__ = ["CanaryGuard", "metric_moments"]
 
 NAME = "canary"
 F64 = npt.NDArray[np.float64]
-ARMS = ("canary", "baseline")
 LATENCY_Q = 0.99
 TRUSTED_MIX = ("stratified", "not checked")
 
@@ -87,21 +95,6 @@ class _State:
     p: dict[tuple[str, str], float] = field(default_factory=dict)  # (label, metric) -> p
     tau: dict[tuple[str, str], float] = field(default_factory=dict)
     windows: int = 0
-
-
-@dataclass
-class _Tested:
-    labels: list[str]
-    canary: dict[str, F64]  # metric -> moments per label
-    baseline: dict[str, F64]
-    delta: dict[str, F64]
-    p: dict[str, F64]  # running, always valid
-    tau: dict[str, F64]
-    lower: dict[str, F64]
-    upper: dict[str, F64]
-    judged: dict[str, npt.NDArray[np.bool_]]
-    regressed: dict[str, npt.NDArray[np.bool_]]  # significant (after BH), harmful, practical
-    p99: dict[str, F64] = field(default_factory=dict)  # arm -> latency p99 (ms) per label
 
 
 class CanaryGuard:
@@ -166,14 +159,14 @@ class CanaryGuard:
             window_start=start,
             window_end=start + ctx.window_s,
             horizon_start=float((ctx.window - state.windows + 1) * ctx.window_s),
-            slices=self._slices(tested, {f.slice for f in findings if f.action == "pause"}),
+            slices=slice_results(tested, {f.slice for f in findings if f.action == "pause"}),
             findings=findings,
             extra={
                 "allocation": allocation,
                 "status": self._status(tested, findings, trusted),
                 "trusted": trusted,
                 "stratification": mix,
-                "global": self._row_summary(tested, labels.index(ROOT)) if ROOT in labels else {},
+                "global": row_summary(tested, labels.index(ROOT)) if ROOT in labels else {},
                 "global_adjusted": adjusted,
             },
         )
@@ -213,10 +206,10 @@ class CanaryGuard:
     @staticmethod
     def _test(
         state: _State, labels: list[str], settings: CanaryPolicy, measures: ArmMeasures
-    ) -> _Tested:
+    ) -> Tested:
         rows = {"canary": state.canary.take(labels), "baseline": state.baseline.take(labels)}
         canary, baseline = metric_moments(rows["canary"]), metric_moments(rows["baseline"])
-        out = _Tested(labels, canary, baseline, {}, {}, {}, {}, {}, {}, {})
+        out = Tested(labels, canary, baseline, {}, {}, {}, {}, {}, {}, {})
         for metric in CANARY_METRICS:
             spec = settings.metrics[metric]
             c, b = canary[metric], baseline[metric]
@@ -264,7 +257,7 @@ class CanaryGuard:
             out.p99[arm] = np.where(out.judged["log_latency"], p99, np.nan)
         return out
 
-    def _findings(self, state: _State, tested: _Tested, settings: CanaryPolicy) -> list[Finding]:
+    def _findings(self, state: _State, tested: Tested, settings: CanaryPolicy) -> list[Finding]:
         labels = tested.labels
         index = {label: i for i, label in enumerate(labels)}
         regressed = any_metric(tested.regressed)
@@ -285,7 +278,7 @@ class CanaryGuard:
         return [self._finding(tested, index[label], settings) for label in names]
 
     @staticmethod
-    def _finding(tested: _Tested, i: int, settings: CanaryPolicy) -> Finding:
+    def _finding(tested: Tested, i: int, settings: CanaryPolicy) -> Finding:
         metrics = [m for m in CANARY_METRICS if tested.regressed[m][i]]
         if not metrics:  # an explanation inherited from breaching children: report its worst
             metrics = [min(CANARY_METRICS, key=lambda m: float(tested.p[m][i]))]
@@ -301,13 +294,13 @@ class CanaryGuard:
             value=clean_float(delta),
             threshold=-floor if spec.worse == "lower" else floor,
             n=int(tested.canary[metric][i, 0]),
-            stats=CanaryGuard._row_stats(tested, i),
+            stats=row_stats(tested, i),
             thresholds={
                 m: {"min_effect": float(tested.tau[m][i]), "alpha": settings.alpha}
                 for m in CANARY_METRICS
             },
             extra={
-                "summary": _describe(tested, metric, i),
+                "summary": describe(tested, metric, i),
                 "metric": metric,
                 "regressed_metrics": metrics,
                 "effect": clean_float(delta),
@@ -323,7 +316,7 @@ class CanaryGuard:
                 "baseline_mean": clean_float(baseline_mean),
                 "n_canary": int(tested.canary[metric][i, 0]),
                 "n_baseline": int(tested.baseline[metric][i, 0]),
-                "latency_p99_ms": CanaryGuard._p99(tested, i),
+                "latency_p99_ms": p99_of(tested, i),
                 "test": (
                     f"always-valid mSPRT (normal mixture, tau={float(tested.tau[metric][i]):.4g}); "
                     f"Benjamini-Hochberg across slices at {levels(settings)[1]:.4g}, "
@@ -377,72 +370,10 @@ class CanaryGuard:
             }
         return out
 
-    # -- reporting -------------------------------------------------------------------------------
+    # -- status ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _row_stats(tested: _Tested, i: int) -> dict[str, float | None]:
-        stats: dict[str, float | None] = {}
-        for metric in CANARY_METRICS:
-            stats[f"{metric}.canary"] = clean_float(float(tested.canary[metric][i, 1]))
-            stats[f"{metric}.baseline"] = clean_float(float(tested.baseline[metric][i, 1]))
-            stats[f"{metric}.delta"] = clean_float(float(tested.delta[metric][i]))
-            stats[f"{metric}.p_value"] = clean_float(float(tested.p[metric][i]), 9)
-        for arm, p99 in CanaryGuard._p99(tested, i).items():
-            stats[f"latency_p99_ms.{arm}"] = p99
-        return stats
-
-    @staticmethod
-    def _p99(tested: _Tested, i: int) -> dict[str, float | None]:
-        return {arm: clean_float(float(tested.p99[arm][i])) for arm in ARMS}
-
-    @staticmethod
-    def _row_summary(tested: _Tested, i: int) -> dict[str, Any]:
-        summary: dict[str, dict[str, Any]] = {
-            metric: {
-                "delta": clean_float(float(tested.delta[metric][i])),
-                "p_value": clean_float(float(tested.p[metric][i]), 9),
-                "confidence_bounds": [
-                    clean_float(float(tested.lower[metric][i])),
-                    clean_float(float(tested.upper[metric][i])),
-                ],
-                "n_canary": int(tested.canary[metric][i, 0]),
-                "n_baseline": int(tested.baseline[metric][i, 0]),
-                "regressed": bool(tested.regressed[metric][i]),
-            }
-            for metric in CANARY_METRICS
-        }
-        summary["log_latency"]["p99_ms"] = CanaryGuard._p99(tested, i)
-        return summary
-
-    @staticmethod
-    def _slices(tested: _Tested, paused: set[str]) -> list[SliceResult]:
-        # Column by column through tolist(): the same values as _row_stats, without a numpy
-        # scalar per cell (a verdict lists every slice: 1,000 x 14 cells at each close).
-        columns: dict[str, list[float | None]] = {}
-        for metric in CANARY_METRICS:
-            for key, values, digits in (
-                ("canary", tested.canary[metric][:, 1], 6),
-                ("baseline", tested.baseline[metric][:, 1], 6),
-                ("delta", tested.delta[metric], 6),
-                ("p_value", tested.p[metric], 9),
-            ):
-                columns[f"{metric}.{key}"] = [clean_float(v, digits) for v in values.tolist()]
-        for arm in ARMS:
-            columns[f"latency_p99_ms.{arm}"] = [clean_float(v) for v in tested.p99[arm].tolist()]
-        judged = any_metric(tested.judged).tolist()
-        regressed = any_metric(tested.regressed)
-        n = tested.canary["error_rate"][:, 0].astype(np.int64).tolist()
-        out = []
-        for i, (label, bad) in enumerate(zip(tested.labels, regressed.tolist(), strict=True)):
-            state = "rollback" if bad else ("ok" if judged[i] else "insufficient")
-            if label in paused and not bad:  # named by the change look
-                state = "pause"
-            stats = {name: column[i] for name, column in columns.items()}
-            out.append(SliceResult(label, n[i], state, stats))
-        return out
-
-    @staticmethod
-    def _status(tested: _Tested, findings: list[Finding], trusted: bool) -> str:
+    def _status(tested: Tested, findings: list[Finding], trusted: bool) -> str:
         if not trusted:
             return "untrusted"  # never judged healthy on a mix that is contaminated or unjudged
         if findings:
@@ -451,20 +382,6 @@ class CanaryGuard:
         if root is None or not any(bool(tested.judged[m][root]) for m in CANARY_METRICS):
             return "insufficient"
         return "no regression detected"
-
-
-def _describe(tested: _Tested, metric: str, i: int) -> str:
-    """One line for on-call: the effect, its bounds, its p-value and both arms' sizes."""
-    delta = float(tested.delta[metric][i])
-    baseline = float(tested.baseline[metric][i, 1])
-    relative = f" ({delta / baseline:+.1%})" if baseline else ""
-    low, high = float(tested.lower[metric][i]), float(tested.upper[metric][i])
-    n_c, n_b = int(tested.canary[metric][i, 0]), int(tested.baseline[metric][i, 0])
-    return (
-        f"{metric} {delta:+.4g}{relative} vs baseline, "
-        f"always-valid bounds [{low:.4g}, {high:.4g}], "
-        f"p={float(tested.p[metric][i]):.2g}, n={n_c} canary / {n_b} baseline"
-    )
 
 
 def _tau(  # noqa: PLR0917 - private helper, one call site
