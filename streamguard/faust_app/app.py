@@ -185,6 +185,11 @@ def create_app(
             await runtime.forget_everything(f"predictions partitions {lost} shrank")
         await runtime.flush(owned_sources(), n_channels)
 
+    @app.task
+    async def eager_flushes() -> None:
+        # Partitions whose watermark passed a window's close, flushed together (runtime).
+        await runtime.eager_flushes(owned_sources, n_channels)
+
     @app.timer(interval=settings.flush_interval_s, name="idle-windows")
     async def close_idle() -> None:
         # Windows also close when sources fall idle, without any partial arriving.
@@ -254,5 +259,5 @@ def create_app(
         assigned,
         checkpoint,
     )
-    del status_feed, live_page, ready_page
+    del status_feed, eager_flushes, live_page, ready_page
     return Worker(app=app, engine=engine, metrics=metrics, specs=specs, runtime=runtime)

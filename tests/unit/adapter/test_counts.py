@@ -2,6 +2,7 @@
 
 import asyncio
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import orjson
@@ -55,9 +56,9 @@ def test_messages_accounted_one_by_one_are_counted() -> None:
 class Event:
     """What the stage-1 agent hands the runtime: a message and its value."""
 
-    def __init__(self, offset: int, value: bytes) -> None:
+    def __init__(self, offset: int, value: bytes, partition: int = 0) -> None:
         self.message = SimpleNamespace(
-            partition=0, offset=offset, topic=SPECS["predictions"].name, value=value
+            partition=partition, offset=offset, topic=SPECS["predictions"].name, value=value
         )
         self.value = value
 
@@ -77,14 +78,88 @@ def test_a_caught_up_partition_is_flushed_as_its_watermark_passes_a_windows_clos
             rt.engine.stage1.flush(owned[0])
 
         rt.flush = flush  # type: ignore[method-assign]
+        n = SPECS["partials"].partitions
         await rt.on_prediction(Event(0, envelope(pair("a", 1000.0))))
+        assert await rt.flush_closing([0], n) == []  # nothing closed yet
         rt.engine.stage1.flush(0)  # the timer's first flush
         rt.record_lag(0, highwater=2)  # offset 1 is the partition's last message: caught up
         await rt.on_prediction(Event(1, envelope(pair("b", 1016.0))))  # past [1000, 1010)'s close
+        assert flushed == []  # the agent only asks; the eager flusher flushes
+        assert await rt.flush_closing([0], n) == [0]
         rt.record_lag(0, highwater=50)  # a backlog: the timer's flush is as early
         await rt.on_prediction(Event(2, envelope(pair("c", 1030.0))))
+        assert await rt.flush_closing([0], n) == []
         return flushed, generate_latest(rt.metrics.registry).decode()
 
     flushed, text = asyncio.run(scenario())
     assert flushed == [[0]]
     assert metric(text, "streamguard_eager_flushes_total") == 1
+
+
+def test_partitions_that_close_during_a_flush_are_flushed_together_next() -> None:
+    """The eager flusher takes, in one flush, every partition that closed while it flushed."""
+
+    async def scenario() -> list[list[int]]:
+        store = Store()
+        store.release.set()
+        rt, _ = runtime(store)
+        flushed: list[list[int]] = []
+        in_flight = asyncio.Event()
+        broker = asyncio.Event()  # the round trips of a flush in progress
+
+        async def flush(owned: list[int], n_channels: int, force_snapshot: bool = False) -> None:
+            flushed.append(list(owned))
+            for p in owned:
+                rt.engine.stage1.flush(p)
+            in_flight.set()
+            await broker.wait()
+
+        rt.flush = flush  # type: ignore[method-assign]
+        for p in (0, 1, 2):
+            await rt.on_prediction(Event(0, envelope(pair(f"a{p}", 1000.0)), partition=p))
+            rt.engine.stage1.flush(p)  # the timer's first flush
+            rt.record_lag(p, highwater=2)  # offset 1 is the last message: caught up
+        owned = [0, 1, 2]
+        flusher = asyncio.create_task(rt.eager_flushes(lambda: owned, SPECS["partials"].partitions))
+        await rt.on_prediction(Event(1, envelope(pair("b0", 1016.0)), partition=0))
+        await asyncio.wait_for(in_flight.wait(), 5)  # partition 0's flush awaits the broker
+        for p in (1, 2):  # their closes arrive meanwhile; the agent is not held
+            await rt.on_prediction(Event(1, envelope(pair(f"b{p}", 1016.0)), partition=p))
+        owned.remove(2)  # revoked before the next flush: its next owner flushes it
+        in_flight.clear()
+        broker.set()
+        await asyncio.wait_for(in_flight.wait(), 5)
+        flusher.cancel()
+        return flushed
+
+    assert asyncio.run(scenario()) == [[0], [1]]
+
+
+def test_an_eager_flush_that_raises_is_reported_and_the_flusher_goes_on() -> None:
+    async def scenario() -> tuple[list[list[int]], str, dict[str, tuple[float, str]]]:
+        store = Store()
+        store.release.set()
+        rt, _ = runtime(store)
+        rt.settings = replace(rt.settings, flush_interval_s=0.01)
+        flushed: list[list[int]] = []
+        done = asyncio.Event()
+
+        async def flush(owned: list[int], n_channels: int, force_snapshot: bool = False) -> None:
+            flushed.append(list(owned))
+            if len(flushed) == 1:
+                raise OSError("broker gone")
+            done.set()
+
+        rt.flush = flush  # type: ignore[method-assign]
+        flusher = asyncio.create_task(rt.eager_flushes(lambda: [0, 1], 8))
+        for partition in (0, 1):
+            rt.flush_soon(partition)
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(done.wait(), 5)
+        flusher.cancel()
+        return flushed, generate_latest(rt.metrics.registry).decode(), rt.crashed
+
+    flushed, text, crashed = asyncio.run(scenario())
+    assert flushed == [[0], [1]]
+    assert metric(text, 'streamguard_internal_errors_total{stage="eager_flush_crash"}') == 1
+    assert "broker gone" in crashed["eager_flush"][1]
