@@ -164,3 +164,50 @@ def test_partials_wait_for_their_progress_record_and_the_watermark_for_them() ->
     *data, beat = out["sent"]
     assert data == out["requeued"]
     assert [s["partition"] for s in orjson.loads(beat)["sources"]] == [0]
+
+
+class SlowProgressStore(SavingStore):
+    """Progress records take a round trip; those of ``refused`` partitions are refused."""
+
+    def __init__(self, refused: set[int]) -> None:
+        super().__init__()
+        self.refused = refused
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
+        await super().save(stage, partition, offset, state)
+        if stage != "stage1-progress":
+            return True
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        return partition not in self.refused
+
+
+def test_progress_records_of_one_flush_overlap_and_a_refused_one_holds_its_partition() -> None:
+    """Progress records overlap; a refused one holds only its own partition's partials."""
+
+    async def scenario() -> tuple[SlowProgressStore, list[bytes], set[int]]:
+        store = SlowProgressStore(refused={1})
+        rt, partials = await flushing(store, range(3))
+        for p in range(3):
+            await rt.on_prediction(Event(0, envelope(pair(f"r{p}", 1000.0)), partition=p))
+        requeued: set[int] = set()
+        requeue = rt.engine.stage1.requeue
+
+        def record(partition: int, values: list[tuple[str, bytes]]) -> None:
+            requeued.add(partition)
+            requeue(partition, values)
+
+        rt.engine.stage1.requeue = record  # type: ignore[method-assign]
+        await rt.flush([0, 1, 2], 1)
+        return store, list(partials.delivered), requeued
+
+    store, sent, requeued = asyncio.run(scenario())
+    assert store.most_in_flight == 3
+    assert requeued == {1}
+    *data, beat = [orjson.loads(m) for m in sent]
+    assert sorted(d["source"]["partition"] for d in data) == [0, 2]
+    assert [s["partition"] for s in beat["sources"]] == [0, 2]
