@@ -220,7 +220,8 @@ class Runtime:
         :meth:`streamguard.core.Stage1.feed`)."""
         message = event.message
         partition, offset = message.partition, message.offset
-        state = await self._restored("stage1", partition)
+        # Every message comes here: no coroutine for the restore check once restored.
+        state = self.stage1.get(partition) or await self._restored("stage1", partition)
         if offset < state.resume:
             event.ack()  # already in the restored snapshot
             return
