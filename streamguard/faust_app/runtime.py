@@ -380,9 +380,9 @@ class Runtime:
                     if partials
                 )
             )
-            refused = iter(stored)
+            accepted = iter(stored)  # one answer per partition that has partials
             for i, (partition, state, partials, progress, _) in enumerate(work):
-                if partials and not next(refused):
+                if partials and not next(accepted):
                     # Refused (too large): hold the partials, and so the snapshot, until a
                     # progress record that lists their boundaries is stored.
                     # Its watermark must not reach stage 2 before them either.
