@@ -373,16 +373,13 @@ class Runtime:
             beating = [p for p, *_ in work]
             # The boundaries first: a restore must be able to reproduce these partials. Each
             # partition has its own record, so their round trips overlap.
-            stored = await asyncio.gather(
-                *(
-                    self.store.save("stage1-progress", partition, progress["offset"], progress)
-                    for partition, _, partials, progress, _ in work
-                    if partials
-                )
+            records = {p: progress for p, _, partials, progress, _ in work if partials}
+            answers = await asyncio.gather(
+                *(self.store.save("stage1-progress", p, r["offset"], r) for p, r in records.items())
             )
-            accepted = iter(stored)  # one answer per partition that has partials
+            stored = dict(zip(records, answers, strict=True))
             for i, (partition, state, partials, progress, _) in enumerate(work):
-                if partials and not next(accepted):
+                if partials and not stored[partition]:
                     # Refused (too large): hold the partials, and so the snapshot, until a
                     # progress record that lists their boundaries is stored.
                     # Its watermark must not reach stage 2 before them either.
