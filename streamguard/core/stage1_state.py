@@ -152,6 +152,9 @@ class Source:
     # watermark never reaches stage 2 before the data it covers.
     flushed_watermark: float = -math.inf
     flushed_offset: int = -1
+    # The watermark a heartbeat alone last told stage 2 (Stage1.announce), above the flushed one
+    # while the data since the flush is all for windows it leaves open.
+    announced_watermark: float = -math.inf
     # Offsets at which partials were flushed since the last stored snapshot (cleared by
     # Stage1.snapshot_stored): recorded before they are sent, so that after a restore the same
     # partials (same bytes, same stamps) are flushed again at the same offsets and stage 2 can

@@ -152,7 +152,13 @@ class Metrics:
         self.eager_flushes = Counter(
             "streamguard_eager_flushes",
             "Stage-1 flushes of one partition made as its watermark passed a window's close "
-            "(besides the timer's).",
+            "(besides the timer's), because data for the closing window was pending.",
+            registry=r,
+        )
+        self.close_heartbeats = Counter(
+            "streamguard_close_heartbeats",
+            "Partitions whose watermark reached stage 2 in a heartbeat alone as it passed a "
+            "window's close (nothing pending for the closing window).",
             registry=r,
         )
         self.snapshot_seconds = Histogram(

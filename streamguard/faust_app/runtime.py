@@ -242,7 +242,6 @@ class Runtime:
             # backlog, where closes pass every few messages and the timer's flush is as early.
             # Not here either: the other partitions' closing messages wait behind this agent,
             # so the eager flusher takes every partition that closed meanwhile in one flush.
-            self.metrics.eager_flushes.inc()
             self.flush_soon(partition)
 
     def _units(self, units: list[Unit], value: bytes | None = None) -> list[tuple[int, Rejected]]:
@@ -296,13 +295,35 @@ class Runtime:
         self._closing_wake.set()
 
     async def flush_closing(self, owned: list[int], n_channels: int) -> list[int]:
-        """Flush together every owned partition that passed a window's close since the last
-        call; returns them (a partition revoked meanwhile is left to its next owner)."""
+        """Tell stage 2 of every owned partition that passed a window's close since the last
+        call; returns them (a partition revoked meanwhile is left to its next owner).
+
+        A heartbeat alone tells it when nothing pending belongs to a window the watermark
+        closes (:meth:`streamguard.core.Stage1.announceable`); the others are flushed together.
+        """
         partitions = sorted(self._closing.intersection(owned))
         self._closing.clear()
         if partitions:
-            await self.flush(partitions, n_channels)
+            rest = await self._announce(partitions, n_channels)
+            if rest:
+                self.metrics.eager_flushes.inc(len(rest))
+                await self.flush(rest, n_channels)
         return partitions
+
+    async def _announce(self, partitions: list[int], n_channels: int) -> list[int]:
+        """Send one heartbeat for the announceable ``partitions``; return the others."""
+        # Under the flush lock: a flush in progress may be sending data for a window this
+        # watermark closes (pending when it was cut), which must reach stage 2 first.
+        async with self.lock1:
+            stage1 = self.engine.stage1
+            heard = [p for p in partitions if p in self.stage1 and stage1.announceable(p)]
+            if heard:
+                caught_up = {p: self.caught_up(p) for p in heard}
+                heartbeat = dumps(stage1.announce(heard, caught_up))
+                beats = [(None, heartbeat, channel) for channel in range(n_channels)]
+                await send_all_reliably(self.metrics, self.topics.partials, beats)
+                self.metrics.close_heartbeats.inc(len(heard))
+        return [p for p in partitions if p not in heard]
 
     async def eager_flushes(self, owned: Callable[[], list[int]], n_channels: int) -> None:
         """Run :meth:`flush_closing` whenever a partition passes a window's close, forever.

@@ -4,14 +4,17 @@ import asyncio
 import math
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 import orjson
 from prometheus_client import generate_latest
 
 from streamguard.contracts import parse_message
 from streamguard.core import Stage1
+from streamguard.faust_app.runtime import Topics
 from streamguard.policy import Policy
 from streamguard.testing import metric
+from tests.unit.adapter.test_outbox import Topic
 from tests.unit.adapter.test_recovery import SPECS, Store, runtime
 from tests.unit.core._events import envelope, pair
 
@@ -66,11 +69,15 @@ class Event:
         pass
 
 
-def test_a_caught_up_partition_is_flushed_as_its_watermark_passes_a_windows_close() -> None:
-    async def scenario() -> tuple[list[list[int]], str]:
+def test_a_caught_up_partitions_close_goes_out_in_a_heartbeat_or_a_flush() -> None:
+    """In a heartbeat alone when nothing of the closing window is pending, else in a flush."""
+
+    async def scenario() -> tuple[list[list[int]], list[Any], str]:
         store = Store()
         store.release.set()
         rt, _ = runtime(store)
+        partials = Topic(fail=set())
+        rt.topics = Topics(partials, None, None, None, None, None)
         flushed: list[list[int]] = []
 
         async def flush(owned: list[int], n_channels: int, force_snapshot: bool = False) -> None:
@@ -84,15 +91,25 @@ def test_a_caught_up_partition_is_flushed_as_its_watermark_passes_a_windows_clos
         rt.engine.stage1.flush(0)  # the timer's first flush
         rt.record_lag(0, highwater=2)  # offset 1 is the partition's last message: caught up
         await rt.on_prediction(Event(1, envelope(pair("b", 1016.0))))  # past [1000, 1010)'s close
-        assert flushed == []  # the agent only asks; the eager flusher flushes
+        assert partials.delivered == []  # the agent only asks; the eager flusher tells stage 2
+        assert await rt.flush_closing([0], n) == [0]
+        beats = [orjson.loads(m) for m in partials.delivered]
+        # The pair at 1016 is still pending, for [1010, 1020), which closes at 1025:
+        rt.record_lag(0, highwater=3)
+        await rt.on_prediction(Event(2, envelope(pair("c", 1026.0))))
         assert await rt.flush_closing([0], n) == [0]
         rt.record_lag(0, highwater=50)  # a backlog: the timer's flush is as early
-        await rt.on_prediction(Event(2, envelope(pair("c", 1030.0))))
+        await rt.on_prediction(Event(3, envelope(pair("d", 1040.0))))
         assert await rt.flush_closing([0], n) == []
-        return flushed, generate_latest(rt.metrics.registry).decode()
+        return flushed, beats, generate_latest(rt.metrics.registry).decode()
 
-    flushed, text = asyncio.run(scenario())
+    flushed, beats, text = asyncio.run(scenario())
+    assert len(beats) == SPECS["partials"].partitions  # one heartbeat on every channel
+    assert beats[0]["sources"] == [
+        {"partition": 0, "watermark": 1016.01, "offset": 1, "caught_up": True}
+    ]
     assert flushed == [[0]]
+    assert metric(text, "streamguard_close_heartbeats_total") == 1
     assert metric(text, "streamguard_eager_flushes_total") == 1
 
 
@@ -121,10 +138,15 @@ def test_partitions_that_close_during_a_flush_are_flushed_together_next() -> Non
             rt.record_lag(p, highwater=2)  # offset 1 is the last message: caught up
         owned = [0, 1, 2]
         flusher = asyncio.create_task(rt.eager_flushes(lambda: owned, SPECS["partials"].partitions))
-        await rt.on_prediction(Event(1, envelope(pair("b0", 1016.0)), partition=0))
+
+        def closing(p: int) -> Event:
+            # A pair for [1000, 1010), then one past its close: the window has data pending.
+            return Event(1, envelope(pair(f"b{p}", 1009.0) + pair(f"c{p}", 1016.0)), partition=p)
+
+        await rt.on_prediction(closing(0))
         await asyncio.wait_for(in_flight.wait(), 5)  # partition 0's flush awaits the broker
         for p in (1, 2):  # their closes arrive meanwhile; the agent is not held
-            await rt.on_prediction(Event(1, envelope(pair(f"b{p}", 1016.0)), partition=p))
+            await rt.on_prediction(closing(p))
         owned.remove(2)  # revoked before the next flush: its next owner flushes it
         in_flight.clear()
         broker.set()

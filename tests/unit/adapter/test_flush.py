@@ -211,3 +211,29 @@ def test_progress_records_of_one_flush_overlap_and_a_refused_one_holds_its_parti
     *data, beat = [orjson.loads(m) for m in sent]
     assert sorted(d["source"]["partition"] for d in data) == [0, 2]
     assert [s["partition"] for s in beat["sources"]] == [0, 2]
+
+
+def test_a_close_heartbeat_waits_for_the_flush_in_progress() -> None:
+    """A flush still sending data for a window must not be overtaken by a heartbeat that
+    lets stage 2 close it."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        store = SlowProgressStore(refused=set())
+        rt, partials = await flushing(store, range(1))
+        await rt.on_prediction(Event(0, envelope(pair("a", 1000.0))))
+        await rt.flush([0], 1)  # the timer's first flush
+        partials.delivered.clear()
+        await rt.on_prediction(Event(1, envelope(pair("b", 1009.0))))
+        sending = asyncio.create_task(rt.flush([0], 1))  # cuts [1000, 1010)'s pair, then awaits
+        await asyncio.sleep(0.001)
+        rt.record_lag(0, highwater=3)
+        await rt.on_prediction(Event(2, envelope(pair("c", 1016.0))))  # past its close
+        assert rt.engine.stage1.announceable(0)  # nothing of it is pending any more
+        await rt.flush_closing([0], 1)
+        await sending
+        return [orjson.loads(m) for m in partials.delivered]
+
+    sent = asyncio.run(scenario())
+    kinds = [(m["kind"], [s["watermark"] for s in m.get("sources", [])]) for m in sent]
+    assert kinds == [("partial", []), ("heartbeat", [1009.01]), ("heartbeat", [1016.01])]
+    assert {g["window"] for g in sent[0]["groups"]} == {100}

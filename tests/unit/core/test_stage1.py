@@ -267,6 +267,52 @@ def test_closing_says_when_the_watermark_passed_a_windows_close_since_the_flush(
     assert not stage1.closing(1)  # a partition it has never seen
 
 
+def test_a_close_is_told_in_a_heartbeat_alone_unless_the_closing_window_has_data_pending() -> None:
+    """The live watermark may go to stage 2 without a flush when nothing pending is for a
+    window it closes; the data since the flush stays for the next flush."""
+    policy = parse_policy("[defaults]\nwindow_s = 10\nallowed_lateness_s = 5\n")
+    stage1 = Stage1(policy)
+    stage1.process(0, 0, decoded(pair("a", 1000.0)))
+    stage1.flush(0)
+    stage1.process(0, 1, decoded(pair("b", 1016.0)))  # [1000, 1010) closes at 1015
+    assert stage1.closing(0)
+    assert stage1.announceable(0)
+    beat = stage1.announce([0], {0: False})
+    assert beat["sources"] == [
+        {"partition": 0, "watermark": 1016.01, "offset": 1, "caught_up": False}
+    ]
+    assert not stage1.closing(0)  # told: no second heartbeat for the same close
+    assert stage1.heartbeat([0])["sources"][0]["watermark"] == 1000.01  # a flush's: unchanged
+    # The pair at 1016 was not flushed; [1010, 1020) closes at 1025 with it still pending.
+    stage1.process(0, 2, decoded(pair("c", 1026.0)))
+    assert stage1.closing(0)
+    assert not stage1.announceable(0)
+    sent = flush(stage1)
+    assert count(sent, PAIR_STREAM, 101, "pairs") == 1  # the pair at 1016, then
+    assert count(sent, PAIR_STREAM, 102, "pairs") == 1
+    assert [m["source"]["offset_lo"] for m in sent] == [0]  # one partial since the last flush
+    assert not stage1.closing(0)
+    assert stage1.announceable(0)
+    assert not stage1.announceable(1)  # a partition it has never seen
+
+
+def test_held_partials_and_a_replay_are_never_announced() -> None:
+    policy = parse_policy("[defaults]\nwindow_s = 10\nallowed_lateness_s = 5\n")
+    stage1 = Stage1(policy)
+    stage1.process(0, 0, decoded(pair("a", 1000.0)))
+    stage1.requeue(0, stage1.flush(0))  # their progress record was refused
+    stage1.process(0, 1, decoded(pair("b", 1016.0)))
+    assert stage1.closing(0)
+    assert not stage1.announceable(0)
+    snapshot = Stage1(policy)
+    snapshot.process(0, 0, decoded(pair("a", 1000.0)))
+    snapshot.flush(0)
+    restored = Stage1(policy)
+    restored.restore(0, snapshot.snapshot(0), {"boundaries": [5]})
+    restored.process(0, 1, decoded(pair("b", 1016.0)))
+    assert not restored.announceable(0)  # replaying toward offset 5: it cuts only there
+
+
 def test_a_restored_partition_replaying_to_its_boundaries_is_not_closing() -> None:
     """A replay flushes only at its recorded boundaries: an eager flush would be wasted work."""
     policy = parse_policy("[defaults]\nwindow_s = 10\nallowed_lateness_s = 5\n")
