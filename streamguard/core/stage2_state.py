@@ -21,7 +21,15 @@ from streamguard.core.items import ItemWindow
 from streamguard.core.replicas import REPLICA_STREAM
 from streamguard.core.slices import ROOT
 from streamguard.core.stage1 import PAIR_STREAM
-from streamguard.core.summary import Array, Field, FrozenTable, Registry, Table, zeros
+from streamguard.core.summary import (
+    Array,
+    Field,
+    FrozenTable,
+    Registry,
+    Table,
+    sum_frozen,
+    zeros,
+)
 from streamguard.policy import DeploymentPolicy
 
 __all__ = [
@@ -147,13 +155,9 @@ class GuardContext:
         if cached is not None:
             return cached
         s = self._d.streams[(stream, version)]
-        rows = len(s.registry)
-        total = zeros(s.fields, rows)
         first = self.window - windows + 1
-        for index, table in s.closed:
-            if index >= first:
-                table.add_into(total)
-        self._cache[key] = (s.registry.labels, total)
+        tables = [table for index, table in s.closed if index >= first]
+        self._cache[key] = (s.registry.labels, sum_frozen(s.fields, len(s.registry), tables))
         return self._cache[key]
 
     def windows(

@@ -35,6 +35,7 @@ __all__ = [
     "add_fields",
     "rollup",
     "subtract_fields",
+    "sum_frozen",
     "sum_rows",
     "zeros",
 ]
@@ -335,3 +336,49 @@ class FrozenTable:
                     keep = where < flat.size
                     where, values = where[keep], values[keep]
                 flat[where] += values  # indices are distinct: no np.add.at needed
+
+
+def sum_frozen(fields: tuple[Field, ...], rows: int, tables: list[FrozenTable]) -> dict[str, Array]:
+    """Dense sum of closed windows over ``rows`` rows: a guard's horizon.
+
+    Counts add cell by cell. Each moments field is merged once, in closed form over every
+    window (:func:`~streamguard.stats.merge_moments_by_group`), instead of one
+    :func:`~streamguard.stats.merge_moments` per window: a 30-window horizon took 30 of those
+    per field, ~40 % of the shadow guard's time at a close of 20 deployments. A row with data in
+    one window only keeps that window's moments bit for bit, as merging with nothing does.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fields = (Field("n", "count"), Field("score", "moments"))
+    >>> parts = []
+    >>> for n, moments in ((2, [2.0, 1.5, 0.5]), (1, [1.0, 3.0, 0.0])):  # {1, 2} and {3}
+    ...     t = Table(fields)
+    ...     t.add(np.array([0]), {"n": np.array([n]), "score": np.array([moments])})
+    ...     parts.append(t.freeze(1))
+    >>> total = sum_frozen(fields, 2, parts)  # a second row that no window has data for
+    >>> total["n"].tolist(), total["score"].tolist()
+    ([3, 0], [[3.0, 2.0, 2.0], [0.0, 0.0, 0.0]])
+    """
+    total = zeros(fields, rows)
+    for f in fields:
+        if f.kind == "count":
+            for table in tables:
+                table.add_into(total, only=frozenset((f.name,)))
+            continue
+        parts = [table.dense[f.name][:rows] for table in tables]
+        if len(parts) == 1:
+            total[f.name][: len(parts[0])] = parts[0]
+        elif parts:
+            stacked = np.concatenate(parts)
+            groups = np.concatenate([np.arange(len(p)) for p in parts])
+            merged = merge_moments_by_group(stacked, groups, rows)
+            # Rows with data in a single window: that window's moments exactly.
+            filled = stacked[:, 0] > 0
+            count = np.bincount(groups[filled], minlength=rows)
+            source = np.zeros(rows, np.int64)
+            source[groups[filled]] = np.flatnonzero(filled)
+            single = count == 1
+            merged[single] = stacked[source[single]]
+            total[f.name][...] = merged
+    return total

@@ -1,5 +1,7 @@
 """Summary tables: merging the summaries of parts equals the summary of the whole."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,6 +15,7 @@ from streamguard.core.summary import (
     Table,
     add_fields,
     subtract_fields,
+    sum_frozen,
     zeros,
 )
 from streamguard.stats import merge_moments
@@ -169,10 +172,8 @@ def test_adds_to_fresh_rows_equal_merging_into_zeros_bit_for_bit(adds) -> None:
         assert view[name].tobytes() == expected.tobytes()
 
 
-@settings(max_examples=60)
-@given(st.lists(pair_batches(), min_size=1, max_size=4), st.integers(0, 5))
-def test_frozen_windows_sum_like_dense_tables(windows, extra_rows) -> None:
-    """A horizon summed from frozen (sparse) windows equals the sum of the dense tables."""
+def window_tables(windows: list[Any]) -> tuple[Registry, list[tuple[Table, FrozenTable]]]:
+    """Each window's pairs summarised in a table with one registry, and its frozen form."""
     coder = SliceCoder(SLICES)
     registry = Registry()
     tables = []
@@ -184,6 +185,14 @@ def test_frozen_windows_sum_like_dense_tables(windows, extra_rows) -> None:
             table.add(registry.rows_for(rows.labels), contribution)
         # Freeze with the rows known then: later windows may add rows to the registry.
         tables.append((table, table.freeze(len(registry))))
+    return registry, tables
+
+
+@settings(max_examples=60)
+@given(st.lists(pair_batches(), min_size=1, max_size=4), st.integers(0, 5))
+def test_frozen_windows_sum_like_dense_tables(windows, extra_rows) -> None:
+    """A horizon summed from frozen (sparse) windows equals the sum of the dense tables."""
+    registry, tables = window_tables(windows)
     rows = len(registry) + extra_rows
     dense, sparse = zeros(MEASURES.fields, rows), zeros(MEASURES.fields, rows)
     for table, frozen in tables:
@@ -194,6 +203,43 @@ def test_frozen_windows_sum_like_dense_tables(windows, extra_rows) -> None:
     for name in dense:
         np.testing.assert_allclose(sparse[name], dense[name], rtol=1e-12, atol=1e-12, err_msg=name)
         assert sparse[name].dtype == dense[name].dtype
+
+
+@settings(max_examples=60)
+@given(st.lists(pair_batches(), min_size=1, max_size=6), st.integers(0, 5))
+def test_a_horizon_merged_at_once_equals_window_by_window(windows, extra_rows) -> None:
+    """sum_frozen (one closed-form merge per moments field) against one merge per window;
+    rows with data in one window only keep its moments bit for bit."""
+    registry, tables = window_tables(windows)
+    frozen = [table for _, table in tables]
+    rows = len(registry) + extra_rows
+    one_by_one = zeros(MEASURES.fields, rows)
+    for table in frozen:
+        table.add_into(one_by_one)
+    at_once = sum_frozen(MEASURES.fields, rows, frozen)
+    for f in MEASURES.fields:
+        got, want = at_once[f.name], one_by_one[f.name]
+        assert got.dtype == want.dtype
+        assert got.shape == want.shape
+        if f.kind == "count":
+            np.testing.assert_array_equal(got, want, err_msg=f.name)
+            continue
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f.name)
+        windows_with_data = sum((t.view(rows)[f.name][:, 0] > 0).astype(int) for t in frozen)
+        alone = windows_with_data == 1
+        assert got[alone].tobytes() == want[alone].tobytes(), f.name
+
+
+def test_a_row_with_data_in_one_window_keeps_its_moments_exactly() -> None:
+    # The closed form alone would give (3 * 0.1) / 3 = 0.10000000000000002 for row 0.
+    assert (3 * 0.1) / 3 != 0.1
+    fields = (Field("m", "moments"),)
+    first, second = Table(fields), Table(fields)
+    first.add(np.array([0, 1]), {"m": np.array([[3.0, 0.1, 0.02], [1.0, 0.5, 0.0]])})
+    second.add(np.array([1]), {"m": np.array([[2.0, 0.25, 0.01]])})
+    total = sum_frozen(fields, 2, [first.freeze(2), second.freeze(2)])
+    assert total["m"][0].tolist() == [3.0, 0.1, 0.02]
+    np.testing.assert_allclose(total["m"][1], merge_moments([1.0, 0.5, 0.0], [2.0, 0.25, 0.01]))
 
 
 def test_frozen_table_keeps_only_non_zero_cells_and_refuses_copies() -> None:
