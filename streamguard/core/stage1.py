@@ -17,6 +17,7 @@ so the same input gives the same partials however the work is spread over worker
 import itertools
 import math
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ from streamguard.core.stage1_streams import (
     count_replicas,
     count_schemas,
 )
-from streamguard.policy import Policy
+from streamguard.policy import DeploymentPolicy, Policy
 
 __all__ = [
     "MAX_PARTIAL_BYTES",
@@ -125,13 +126,10 @@ class Stage1:
             # carries it), or a restored partition replaying up to its recorded flush
             # boundaries, where it flushes only there.
             return False
-        for state in source.deployments.values():
-            window_s, lateness = state.policy.window_s, state.policy.allowed_lateness_s
-            if math.floor((source.watermark - lateness) / window_s) > math.floor(
-                (told - lateness) / window_s
-            ):
-                return True
-        return False
+        return any(
+            _first_open(source.watermark, s.policy) > _first_open(told, s.policy)
+            for s in source.deployments.values()
+        )
 
     def announceable(self, partition: int) -> bool:
         """Whether a heartbeat alone may tell stage 2 ``partition``'s live watermark.
@@ -148,14 +146,12 @@ class Stage1:
         source = self._sources.get(partition)
         if source is None or source.replay or source.outbox:
             return False  # a replay cuts only at its boundaries; held partials go first
-        closes = {
-            name: math.floor((source.watermark - s.policy.allowed_lateness_s) / s.policy.window_s)
-            for name, s in source.deployments.items()
+        first_open = {
+            name: _first_open(source.watermark, s.policy) for name, s in source.deployments.items()
         }
-        # A window w closes once (w + 1) * window_s + lateness <= watermark.
-        return not any(key[3] < closes[key[0]] for key in source.groups) and not any(
-            key[3] < closes[key[0]] for key in source.items
-        )
+        # Group keys are (deployment, stream, version, window, ...).
+        pending: Iterator[tuple[Any, ...]] = itertools.chain(source.groups, source.items)
+        return not any(key[3] < first_open[key[0]] for key in pending)
 
     def announce(
         self, partitions: list[int], caught_up: dict[int, bool] | None = None
@@ -677,6 +673,12 @@ class Stage1:
             )
             entries.append(_beat(partition, *flushed, known.get(partition, True)))
         return {"schema_version": 1, "kind": "heartbeat", "sources": entries}
+
+
+def _first_open(watermark: float, policy: DeploymentPolicy) -> int:
+    """The first window ``watermark`` leaves open: window w closes once
+    ``(w + 1) * window_s + allowed_lateness_s <= watermark``."""
+    return math.floor((watermark - policy.allowed_lateness_s) / policy.window_s)
 
 
 def _beat(partition: int, watermark: float, offset: int, caught_up: bool) -> dict[str, Any]:

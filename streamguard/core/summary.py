@@ -361,10 +361,11 @@ def sum_frozen(fields: tuple[Field, ...], rows: int, tables: list[FrozenTable]) 
     ([3, 0], [[3.0, 2.0, 2.0], [0.0, 0.0, 0.0]])
     """
     total = zeros(fields, rows)
+    counts = frozenset(f.name for f in fields if f.kind == "count")
+    for table in tables:
+        table.add_into(total, only=counts)
     for f in fields:
         if f.kind == "count":
-            for table in tables:
-                table.add_into(total, only=frozenset((f.name,)))
             continue
         parts = [table.dense[f.name][:rows] for table in tables]
         if len(parts) == 1:

@@ -319,9 +319,7 @@ class Runtime:
             heard = [p for p in partitions if p in self.stage1 and stage1.announceable(p)]
             if heard:
                 caught_up = {p: self.caught_up(p) for p in heard}
-                heartbeat = dumps(stage1.announce(heard, caught_up))
-                beats = [(None, heartbeat, channel) for channel in range(n_channels)]
-                await send_all_reliably(self.metrics, self.topics.partials, beats)
+                await self._beat(stage1.announce(heard, caught_up), n_channels)
                 self.metrics.close_heartbeats.inc(len(heard))
         return [p for p in partitions if p not in heard]
 
@@ -415,11 +413,9 @@ class Runtime:
                 for deployment, value in partials
             ]
             await send_all_reliably(self.metrics, self.topics.partials, sends)
-            heartbeat = dumps(stage1.heartbeat(beating, caught_up))
             # The heartbeat follows the acknowledged partials on every channel: stage 2 never
             # sees a watermark before the data it covers.
-            beats = [(None, heartbeat, channel) for channel in range(n_channels)]
-            await send_all_reliably(self.metrics, self.topics.partials, beats)
+            await self._beat(stage1.heartbeat(beating, caught_up), n_channels)
             for partition, state, _, _, snapshot in work:
                 if snapshot is None:
                     continue
@@ -431,6 +427,12 @@ class Runtime:
                 state.snapshot_at = now
             # The pending gauge sums every partition here, also after one partition's flush.
             self._gauges(sorted(self.stage1))
+
+    async def _beat(self, heartbeat: dict[str, Any], n_channels: int) -> None:
+        """Send ``heartbeat`` to every partials channel (stage 2 reads watermarks per channel)."""
+        value = dumps(heartbeat)
+        beats = [(None, value, channel) for channel in range(n_channels)]
+        await send_all_reliably(self.metrics, self.topics.partials, beats)
 
     async def _dead_letters(
         self, letters: list[tuple[int, Rejected]], topic: str, partition: int
