@@ -46,7 +46,7 @@ from streamguard.engine import Engine
 from streamguard.faust_app.health import health_document, readiness_document
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_all_reliably, send_reliably
-from streamguard.faust_app.state import StateStore
+from streamguard.faust_app.state import StateStore, message_stamp
 from streamguard.security import Publisher
 from streamguard.settings import Settings
 
@@ -80,6 +80,7 @@ class _Input:
     dirty: bool = False
     highwater: int | None = None  # end of the partition at the last fetch (stage 1)
     caught_up_once: bool = False  # read to the partition's end since the restore (stage 1)
+    stamp: list[int] | None = None  # of the message at last_offset (stages 2, 3, leakage)
 
 
 class _Stamped:
@@ -113,6 +114,16 @@ def _release(held: list[Any], upto: int) -> list[Any]:
         else:
             keep.append(event)
     return keep
+
+
+def _stamp(message: Any) -> list[int]:
+    """:func:`message_stamp` of a Faust message (its timestamp is the record's ms / 1000).
+
+    Snapshots carry the stamp of the last input message they cover, so that a restore can tell
+    it from another message at the same offset of a log the broker lost and refilled.
+    """
+    ms = None if message.timestamp is None else round(message.timestamp * 1000)
+    return message_stamp(ms, message.value)
 
 
 class Runtime:
@@ -198,12 +209,16 @@ class Runtime:
         owned = set(self.owned(self.specs[role].name)) | set(wanted)
         return sorted(p for p in owned if p not in loaded)
 
+    def _inputs(self, role: str, keys: list[str]) -> dict[str, tuple[str, int]]:
+        """Per snapshot key ``"<stage>/<p>"``, the input partition its offsets count."""
+        return {key: (self.specs[role].name, int(key.rsplit("/", 1)[1])) for key in keys}
+
     async def _restore1_locked(self, wanted: Iterable[int]) -> None:
         partitions = self._to_restore("predictions", wanted, self.stage1)
         if not partitions:
             return
         keys = [f"{kind}/{p}" for p in partitions for kind in ("stage1", "stage1-progress")]
-        found = await self.store.load(keys)
+        found = await self.store.load(keys, self._inputs("predictions", keys))
         for p in partitions:
             snapshot = found.get(f"stage1/{p}")
             progress = found.get(f"stage1-progress/{p}")
@@ -230,7 +245,8 @@ class Runtime:
         value = event.value
         parsed = parse_message(value, max_ts)
         units = self.engine.stage1.feed(partition, offset, value, parsed, max_ts)
-        # The payload is parsed; keeping it until the snapshot would only cost memory.
+        # The payload is parsed; keeping it until the snapshot would only cost memory. (So stage
+        # 1's snapshots are not stamped: a restore checks them against the log's end alone.)
         message.value = None
         state.held.append(event)
         state.last_offset = offset
@@ -512,7 +528,8 @@ class Runtime:
         partitions = self._to_restore("training_examples", wanted, self.leakage)
         if not partitions:
             return
-        found = await self.store.load([f"leakage/{p}" for p in partitions])
+        keys = [f"leakage/{p}" for p in partitions]
+        found = await self.store.load(keys, self._inputs("training_examples", keys))
         for p in partitions:
             snapshot = found.get(f"leakage/{p}")
             resume = self.engine.leakage.restore(p, snapshot["state"] if snapshot else None)
@@ -555,7 +572,7 @@ class Runtime:
             for command, alert in report.commands:
                 await self._publish(command, alert)
             state.held.append(event)
-            state.last_offset = offset
+            state.last_offset, state.stamp = offset, _stamp(message)
             state.dirty = True
 
     async def snapshot_leakage(self) -> None:
@@ -565,9 +582,8 @@ class Runtime:
                 if not state.dirty:
                     continue
                 offset = state.last_offset
-                if await self.store.save(
-                    "leakage", partition, offset, self.engine.leakage.snapshot(partition)
-                ):
+                snapshot = self.engine.leakage.snapshot(partition)
+                if await self.store.save("leakage", partition, offset, snapshot, state.stamp):
                     state.held = _release(state.held, offset)
                     state.dirty = False
 
@@ -608,7 +624,8 @@ class Runtime:
         channels = self._to_restore("partials", wanted, self.stage2)
         if not channels:
             return
-        found = await self.store.load([f"stage2/{c}" for c in channels])
+        keys = [f"stage2/{c}" for c in channels]
+        found = await self.store.load(keys, self._inputs("partials", keys))
         for c in channels:
             snapshot = found.get(f"stage2/{c}")
             resume = 0
@@ -644,7 +661,7 @@ class Runtime:
                 self.metrics.capped.inc(report.capped_slices)
             await self._publish_verdicts(now)
             state.held.append(event)
-            state.last_offset = offset
+            state.last_offset, state.stamp = offset, _stamp(event.message)
             state.dirty = True
 
     async def close_idle(self) -> None:
@@ -687,9 +704,8 @@ class Runtime:
                 if not state.dirty:
                     continue
                 offset = state.last_offset
-                if await self.store.save(
-                    "stage2", channel, offset, self.engine.stage2.snapshot(channel)
-                ):
+                snapshot = self.engine.stage2.snapshot(channel)
+                if await self.store.save("stage2", channel, offset, snapshot, state.stamp):
                     state.held = _release(state.held, offset)
                     state.dirty = False
 
@@ -699,7 +715,8 @@ class Runtime:
         partitions = self._to_restore("verdicts", wanted, self.stage3)
         if not partitions:
             return
-        found = await self.store.load([f"stage3/{p}" for p in partitions])
+        keys = [f"stage3/{p}" for p in partitions]
+        found = await self.store.load(keys, self._inputs("verdicts", keys))
         for p in partitions:
             snapshot = found.get(f"stage3/{p}")
             state = self.stage3[p] = _Input(resume=0)
@@ -748,7 +765,7 @@ class Runtime:
                         wait=True,
                     )
                     log.warning("notice %s: %s", notice.command_id, notice.summary)
-                state.last_offset = offset
+                state.last_offset, state.stamp = offset, _stamp(message)
             state.held.append(event)
             state.dirty = True
 
@@ -778,7 +795,8 @@ class Runtime:
                     "verdicts_offset": verdicts,
                     "control_offset": control,
                 }
-                if not await self.store.save("stage3", partition, verdicts, saved):
+                stamp = state.stamp if verdicts == state.last_offset else None
+                if not await self.store.save("stage3", partition, verdicts, saved, stamp):
                     continue  # refused: what it would cover stays uncommitted, and dirty
                 # Verdict and control messages share partition numbers but not offsets.
                 keep = []

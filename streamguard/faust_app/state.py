@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 import uuid
+import zlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -36,7 +37,7 @@ from streamguard.core.snapshot import SnapshotError, split, unpack
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_all_reliably, send_reliably
 
-__all__ = ["StateStore"]
+__all__ = ["StateStore", "message_stamp"]
 
 log = logging.getLogger("streamguard.worker")
 
@@ -82,12 +83,19 @@ class StateStore:
         # A snapshot's parts live on its partition: one partition read restores it whole.
         return partition_for(_owner(key).encode(), self.spec.partitions)
 
-    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
-        """Store a snapshot (its new parts first); True once the broker has it."""
+    async def save(
+        self, stage: str, partition: int, offset: int, state: Any, stamp: list[int] | None = None
+    ) -> bool:
+        """Store a snapshot (its new parts first); True once the broker has it.
+
+        ``stamp`` is :func:`message_stamp` of the input message at ``offset``, when the caller
+        has it: a restore then checks that the partition still holds that very message.
+        """
         key = f"{stage}/{partition}"
-        value, parts = split(
-            {"stage": stage, "partition": partition, "offset": offset, "state": state}
-        )
+        record = {"stage": stage, "partition": partition, "offset": offset, "state": state}
+        if stamp is not None:
+            record["stamp"] = stamp
+        value, parts = split(record)
         writer = self._writers.setdefault(key, _new_writer())
         stored = self._parts.setdefault(key, set())
         foreign = self._foreign.setdefault(key, {})
@@ -119,8 +127,16 @@ class StateStore:
         )
         return ok
 
-    async def load(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+    async def load(
+        self, keys: list[str], inputs: dict[str, tuple[str, int]] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Latest snapshot of each key, with its parts (absent keys are missing from the result).
+
+        ``inputs`` names, per key, the input partition (topic, partition) whose offsets the
+        snapshot's ``offset`` counts. A snapshot that claims an offset the partition does not
+        hold, or whose stamp differs from the message the partition holds there, refers to a
+        log the broker lost (see :func:`_outlived`): it is left out, counted as ``log_lost``
+        and logged, and the stage starts that partition afresh.
 
         Retries with capped back-off while the broker is unreachable: a stage must not start
         from nothing because the broker was briefly away, and the agent must not die either.
@@ -128,53 +144,70 @@ class StateStore:
         delay = 0.5
         while True:
             try:
-                return await self._load(keys)
+                return await self._load(keys, inputs or {})
             except (KafkaError, OSError, TimeoutError) as exc:
                 self.metrics.broker_ok.set(0)
                 log.warning("reading snapshots failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
 
-    async def _load(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        wanted = set(keys)
-        partitions = sorted({self._partition(key) for key in keys})
+    async def _load(
+        self, keys: list[str], inputs: dict[str, tuple[str, int]]
+    ) -> dict[str, dict[str, Any]]:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=10_000
         )
-        latest: dict[str, bytes] = {}  # only the newest value of a key is decoded
-        copies: dict[str, dict[tuple[str, str], bytes]] = {key: {} for key in keys}
         try:
             await consumer.start()
-            tps = [TopicPartition(self.spec.name, p) for p in partitions]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            remaining = {tp for tp in tps if ends[tp] > 0}
-            stalled_at = time.monotonic()
-            while remaining:
-                if time.monotonic() - stalled_at > _STALL_S:  # the broker went away mid-read
-                    raise TimeoutError(f"no snapshot data for {_STALL_S:.0f}s")
-                batches = await consumer.getmany(*remaining, timeout_ms=1000)
-                if any(batches.values()):
-                    stalled_at = time.monotonic()
-                for tp, records in batches.items():
-                    for record in records:
-                        key = record.key.decode() if record.key else ""
-                        if key in wanted and record.value is not None:
-                            latest[key] = record.value
-                        elif _PARTS in key and _owner(key) in wanted:
-                            copy = _writer_and_name(key)
-                            if record.value is None:  # a tombstone
-                                copies[_owner(key)].pop(copy, None)
-                            else:
-                                copies[_owner(key)][copy] = record.value
-                    if records and records[-1].offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+            latest, copies = await self._read(consumer, keys)
+            found = self._unpack(latest, copies)
+            logs = {key: TopicPartition(*inputs[key]) for key in found if key in inputs}
+            if logs:
+                await self._drop_outlived(consumer, found, logs)
+            return found
         finally:
             await consumer.stop()
+
+    async def _read(
+        self, consumer: AIOKafkaConsumer, keys: list[str]
+    ) -> tuple[dict[str, bytes], dict[str, dict[tuple[str, str], bytes]]]:
+        """The newest record of each key, and every copy of its parts not tombstoned."""
+        wanted = set(keys)
+        latest: dict[str, bytes] = {}  # only the newest value of a key is decoded
+        copies: dict[str, dict[tuple[str, str], bytes]] = {key: {} for key in keys}
+        tps = [TopicPartition(self.spec.name, p) for p in sorted({*map(self._partition, wanted)})]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        stalled_at = time.monotonic()
+        while remaining:
+            if time.monotonic() - stalled_at > _STALL_S:  # the broker went away mid-read
+                raise TimeoutError(f"no snapshot data for {_STALL_S:.0f}s")
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            if any(batches.values()):
+                stalled_at = time.monotonic()
+            for tp, records in batches.items():
+                for record in records:
+                    key = record.key.decode() if record.key else ""
+                    if key in wanted and record.value is not None:
+                        latest[key] = record.value
+                    elif _PARTS in key and _owner(key) in wanted:
+                        copy = _writer_and_name(key)
+                        if record.value is None:  # a tombstone
+                            copies[_owner(key)].pop(copy, None)
+                        else:
+                            copies[_owner(key)][copy] = record.value
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return latest, copies
+
+    def _unpack(
+        self, latest: dict[str, bytes], copies: dict[str, dict[tuple[str, str], bytes]]
+    ) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         parts: dict[str, dict[str, bytes]] = {}
         for key, held in copies.items():
@@ -196,3 +229,106 @@ class StateStore:
                 self.metrics.internal_errors.labels("state").inc()
                 log.error("ignoring unreadable snapshot %s: %s", key, exc)
         return found
+
+    async def _drop_outlived(
+        self,
+        consumer: AIOKafkaConsumer,
+        found: dict[str, dict[str, Any]],
+        logs: dict[str, TopicPartition],
+    ) -> None:
+        """Leave out snapshots of input logs the broker lost (:func:`_outlived`)."""
+        # Asked after the snapshots were read: a log can only have grown since.
+        ends = await consumer.end_offsets(sorted(set(logs.values())))
+        held = await _stamps_held(consumer, found, logs, ends)
+        for key, tp in logs.items():
+            if why := _outlived(found[key], ends[tp], held.get(key)):
+                self.metrics.internal_errors.labels("log_lost").inc()
+                log.error(
+                    "ignoring snapshot %s: it covers %s:%d up to offset %s, but %s (the broker "
+                    "lost its log); the partition starts afresh",
+                    key,
+                    tp.topic,
+                    tp.partition,
+                    found[key].get("offset"),
+                    why,
+                )
+                del found[key]
+
+
+def message_stamp(timestamp_ms: int | None, value: bytes | None) -> list[int]:
+    """What tells one message from another at the same offset: its timestamp and a CRC-32.
+
+    >>> message_stamp(1_700_000_000_000, b"{}") == message_stamp(1_700_000_000_000, b"{}")
+    True
+    >>> message_stamp(1_700_000_000_000, b"{}") == message_stamp(1_700_000_000_001, b"{}")
+    False
+    """
+    return [-1 if timestamp_ms is None else int(timestamp_ms), zlib.crc32(value or b"")]
+
+
+async def _stamps_held(
+    consumer: AIOKafkaConsumer,
+    found: dict[str, dict[str, Any]],
+    logs: dict[str, TopicPartition],
+    ends: dict[TopicPartition, int],
+) -> dict[str, list[int]]:
+    """Per stamped snapshot, the stamp of the message its input partition holds at its offset.
+
+    Messages retention already deleted cannot be checked and are left out.
+    """
+    wanted: dict[str, tuple[TopicPartition, int]] = {}
+    for key, tp in logs.items():
+        offset = int(found[key].get("offset", -1))
+        if found[key].get("stamp") is not None and 0 <= offset < ends[tp]:
+            wanted[key] = (tp, offset)
+    if not wanted:
+        return {}
+    tps = sorted({tp for tp, _ in wanted.values()})
+    starts = await consumer.beginning_offsets(tps)
+    # One fetch round per key a partition has (stage 1 has two), all partitions at once.
+    rounds: list[dict[TopicPartition, tuple[str, int]]] = []
+    for key, (tp, offset) in wanted.items():
+        if offset >= starts[tp]:
+            free = next((r for r in rounds if tp not in r), None)
+            if free is None:
+                rounds.append(free := {})
+            free[tp] = (key, offset)
+    held: dict[str, list[int]] = {}
+    for pending in rounds:
+        consumer.assign(list(pending))
+        for tp, (_, offset) in pending.items():
+            consumer.seek(tp, offset)
+        stalled_at = time.monotonic()
+        while pending:
+            if time.monotonic() - stalled_at > _STALL_S:
+                raise TimeoutError(f"no input message for {_STALL_S:.0f}s")
+            batches = await consumer.getmany(*pending, timeout_ms=1000)
+            for tp, records in batches.items():
+                if tp in pending and records:
+                    key, offset = pending.pop(tp)
+                    first = records[0]  # the fetch starts at the offset sought
+                    if first.offset == offset:
+                        held[key] = message_stamp(first.timestamp, first.value)
+    return held
+
+
+def _outlived(snapshot: dict[str, Any], end: int, stamp: list[int] | None) -> str:
+    """Why a snapshot covers messages its input partition does not hold; "" if it does not.
+
+    A log's end offset never goes back while the broker keeps its data (retention moves the
+    start, not the end), and a snapshot's ``offset`` is the last input offset it covers, -1 for
+    none. So ``offset >= end`` means the log was lost after the snapshot's messages were read:
+    the embedded broker restarted, or Kafka truncated it in an unclean leader election. A
+    worker still running on the old state may even write the snapshot after the loss, and the
+    new log may have grown past its offset by the restore: then the message held at the offset
+    is another one than the snapshot's stamp names. Restoring such a snapshot would skip the
+    new log's first messages as redeliveries and judge new events against the old windows.
+    """
+    offset = int(snapshot.get("offset", -1))
+    if offset >= end:
+        return f"the partition ends at {end}"
+    if stamp is not None and list(snapshot.get("stamp") or stamp) != stamp:
+        return (
+            f"the message held at {offset} is another one (stamps {stamp}, not {snapshot['stamp']})"
+        )
+    return ""

@@ -16,7 +16,7 @@ from streamguard.core import Stage2
 from streamguard.core.snapshot import pack, split
 from streamguard.engine import Pipeline
 from streamguard.faust_app.metrics import Metrics
-from streamguard.faust_app.state import StateStore
+from streamguard.faust_app.state import StateStore, message_stamp
 from streamguard.policy import parse_policy
 from streamguard.sim import TrafficGenerator
 from streamguard.testing import metric
@@ -235,3 +235,79 @@ def test_a_channel_back_on_its_first_worker_does_not_rely_on_its_old_copies(
     assert errors == 0
     assert found is not None
     assert found["offset"] == 12
+
+
+async def outlived_scenario(bootstrap: str) -> dict[str, Any]:
+    """A snapshot that covers partials offsets 0-5, read while the partition holds 0, then 6."""
+    early, _, channel = halfway_and_end()
+    key = f"stage2/{channel}"
+    inputs = {key: (SPECS["partials"].name, channel)}
+    out: dict[str, Any] = {}
+    async with producing(bootstrap) as producer:
+        assert await StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics()).save(
+            "stage2", channel, 5, early.snapshot(channel)
+        )
+        for step in ("empty", "short", "long"):
+            metrics = Metrics()
+            store = StateStore(bootstrap, STATE, ProducerTopic(producer), metrics)
+            found = await store.load([key], inputs)
+            text = metrics.exposition().decode()
+            lost = metric(text, 'streamguard_internal_errors_total{stage="log_lost"}')
+            out[step] = (key in found, lost)
+            # 5 messages: still short of offset 5; then a sixth, which holds it.
+            for _ in range(5 if step == "empty" else 1):
+                await producer.send_and_wait(SPECS["partials"].name, b"{}", partition=channel)
+        out["unchecked"] = key in await StateStore(
+            bootstrap, STATE, ProducerTopic(producer), Metrics()
+        ).load([key])
+    return out
+
+
+def test_a_snapshot_beyond_the_end_of_its_input_log_is_refused_and_counted(
+    broker_with_topics: EmbeddedBroker,
+) -> None:
+    """The broker lost the log the snapshot counts offsets in (a restart of the embedded
+    broker): a worker that wrote it after the loss must not restore it and skip new messages."""
+    out = asyncio.run(outlived_scenario(broker_with_topics.bootstrap))
+    assert out["empty"] == (False, 1.0)
+    assert out["short"] == (False, 1.0)  # ends at 5: offset 5 was never there
+    assert out["long"] == (True, 0.0)  # ends at 6: offset 5 is the last message
+    assert out["unchecked"]  # without inputs nothing is checked
+
+
+async def stamped_scenario(bootstrap: str) -> dict[str, Any]:
+    """Snapshots stamped with the message at their offset, and with another message's stamp."""
+    early, _, channel = halfway_and_end()
+    key, tp = f"stage2/{channel}", TopicPartition(SPECS["partials"].name, channel)
+    out: dict[str, Any] = {}
+    async with producing(bootstrap) as producer:
+        for i in range(6):
+            await producer.send_and_wait(tp.topic, b'{"n": %d}' % i, partition=channel)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, 5)
+            fifth = (await consumer.getmany(tp, timeout_ms=5000, max_records=1))[tp][0]
+        finally:
+            await consumer.stop()
+        held = message_stamp(fifth.timestamp, fifth.value)
+        other = message_stamp(fifth.timestamp, b'{"n": 6}')  # what a refilled log holds there
+        for name, stamp in (("same", held), ("other", other)):
+            writer = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
+            assert await writer.save("stage2", channel, 5, early.snapshot(channel), stamp)
+            metrics = Metrics()
+            store = StateStore(bootstrap, STATE, ProducerTopic(producer), metrics)
+            found = await store.load([key], {key: (tp.topic, channel)})
+            lost = metric(metrics.exposition().decode(), "streamguard_internal_errors_total")
+            out[name] = (key in found, lost)
+    return out
+
+
+def test_a_snapshot_stamped_with_another_message_than_its_log_holds_is_refused(
+    broker_with_topics: EmbeddedBroker,
+) -> None:
+    """The new log has outgrown the lost one by the restore: only the stamp tells them apart."""
+    out = asyncio.run(stamped_scenario(broker_with_topics.bootstrap))
+    assert out["same"] == (True, 0.0)
+    assert out["other"] == (False, 1.0)

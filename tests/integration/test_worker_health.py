@@ -20,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamguard.broker import EmbeddedBroker
 from streamguard.contracts import load_topic_specs
+from streamguard.faust_app.metrics import Metrics
+from streamguard.faust_app.state import StateStore
 from streamguard.sim import ShadowDeviation, TrafficGenerator
 from streamguard.testing import WorkerProcess, envelopes, produce, read_topic
 
@@ -83,6 +85,23 @@ def test_a_restarted_worker_is_ready_only_once_restored_and_caught_up(
     produce(bootstrap, traffic(start, 30, None), PREDICTIONS.name)
     with WorkerProcess(broker_with_topics.url, tmp_path / "a.log") as first:
         wait_ready(first, 90)
+    # Stage 2's snapshots are stamped with the partial at their offset, and the log holds it;
+    # stage 1's (payloads dropped once parsed) are checked against the log's end.
+    inputs = {
+        f"{stage}/{p}": (SPECS[role].name, p)
+        for stage, role in (("stage1", "predictions"), ("stage2", "partials"))
+        for p in range(SPECS[role].partitions)
+    }
+    metrics = Metrics()
+    stored = asyncio.run(
+        StateStore(bootstrap, SPECS["state"], None, metrics).load([*inputs], inputs)
+    )
+    assert set(stored) == set(inputs)
+    covering = [stored[key] for key in inputs if key.startswith("stage2/")]
+    covering = [snapshot for snapshot in covering if snapshot["offset"] >= 0]
+    assert covering, stored
+    assert all(len(snapshot.get("stamp", ())) == 2 for snapshot in covering), stored
+    assert b"log_lost" not in metrics.exposition()
     # A stopped gracefully: its snapshots are stored. The backlog B must read before it is ready.
     backlog = traffic(start + 30, 400, ShadowDeviation(TARGET, after_s=120, shift=0.08))
     produce(bootstrap, backlog, PREDICTIONS.name)

@@ -24,7 +24,9 @@ class SavingStore(Store):
         self.release.set()
         self.saved: list[tuple[str, int]] = []
 
-    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
+    async def save(
+        self, stage: str, partition: int, offset: int, state: Any, stamp: Any = None
+    ) -> bool:
         self.saved.append((stage, partition))
         return True
 
@@ -69,7 +71,9 @@ class RefusingStore(SavingStore):
         super().__init__()
         self.refused = refused
 
-    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
+    async def save(
+        self, stage: str, partition: int, offset: int, state: Any, stamp: Any = None
+    ) -> bool:
         await super().save(stage, partition, offset, state)
         return not (stage == "stage1" and partition in self.refused)
 
@@ -119,7 +123,9 @@ class ProgressRefusingStore(SavingStore):
 
     refusing = True
 
-    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
+    async def save(
+        self, stage: str, partition: int, offset: int, state: Any, stamp: Any = None
+    ) -> bool:
         await super().save(stage, partition, offset, state)
         return not (stage == "stage1-progress" and self.refusing)
 
@@ -175,7 +181,9 @@ class SlowProgressStore(SavingStore):
         self.in_flight = 0
         self.most_in_flight = 0
 
-    async def save(self, stage: str, partition: int, offset: int, state: Any) -> bool:
+    async def save(
+        self, stage: str, partition: int, offset: int, state: Any, stamp: Any = None
+    ) -> bool:
         await super().save(stage, partition, offset, state)
         if stage != "stage1-progress":
             return True

@@ -26,7 +26,7 @@ class Store:
         self.loads: list[list[str]] = []
         self.fail = fail
 
-    async def load(self, keys: list[str]) -> dict[str, Any]:
+    async def load(self, keys: list[str], inputs: Any = None) -> dict[str, Any]:
         self.loads.append(keys)
         await self.release.wait()
         if self.fail is not None:
