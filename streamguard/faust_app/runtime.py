@@ -80,7 +80,15 @@ class _Input:
     dirty: bool = False
     highwater: int | None = None  # end of the partition at the last fetch (stage 1)
     caught_up_once: bool = False  # read to the partition's end since the restore (stage 1)
-    stamp: list[int] | None = None  # of the message at last_offset (stages 2, 3, leakage)
+    last_message: Any = None  # the one at last_offset (stages 2, 3, leakage), for its stamp
+
+    def last_stamp(self) -> list[int] | None:
+        """Stamp of the message at ``last_offset``; None if none was read since the restore.
+
+        Taken when a snapshot is saved, not per message: a CRC of every training batch read
+        would cost the hot path what only a snapshot needs.
+        """
+        return None if self.last_message is None else _stamp(self.last_message)
 
 
 class _Stamped:
@@ -572,7 +580,7 @@ class Runtime:
             for command, alert in report.commands:
                 await self._publish(command, alert)
             state.held.append(event)
-            state.last_offset, state.stamp = offset, _stamp(message)
+            state.last_offset, state.last_message = offset, message
             state.dirty = True
 
     async def snapshot_leakage(self) -> None:
@@ -582,8 +590,8 @@ class Runtime:
                 if not state.dirty:
                     continue
                 offset = state.last_offset
-                snapshot = self.engine.leakage.snapshot(partition)
-                if await self.store.save("leakage", partition, offset, snapshot, state.stamp):
+                snapshot, stamp = self.engine.leakage.snapshot(partition), state.last_stamp()
+                if await self.store.save("leakage", partition, offset, snapshot, stamp):
                     state.held = _release(state.held, offset)
                     state.dirty = False
 
@@ -661,7 +669,7 @@ class Runtime:
                 self.metrics.capped.inc(report.capped_slices)
             await self._publish_verdicts(now)
             state.held.append(event)
-            state.last_offset, state.stamp = offset, _stamp(event.message)
+            state.last_offset, state.last_message = offset, event.message
             state.dirty = True
 
     async def close_idle(self) -> None:
@@ -704,8 +712,8 @@ class Runtime:
                 if not state.dirty:
                     continue
                 offset = state.last_offset
-                snapshot = self.engine.stage2.snapshot(channel)
-                if await self.store.save("stage2", channel, offset, snapshot, state.stamp):
+                snapshot, stamp = self.engine.stage2.snapshot(channel), state.last_stamp()
+                if await self.store.save("stage2", channel, offset, snapshot, stamp):
                     state.held = _release(state.held, offset)
                     state.dirty = False
 
@@ -765,7 +773,7 @@ class Runtime:
                         wait=True,
                     )
                     log.warning("notice %s: %s", notice.command_id, notice.summary)
-                state.last_offset, state.stamp = offset, _stamp(message)
+                state.last_offset, state.last_message = offset, message
             state.held.append(event)
             state.dirty = True
 
@@ -795,7 +803,7 @@ class Runtime:
                     "verdicts_offset": verdicts,
                     "control_offset": control,
                 }
-                stamp = state.stamp if verdicts == state.last_offset else None
+                stamp = state.last_stamp() if verdicts == state.last_offset else None
                 if not await self.store.save("stage3", partition, verdicts, saved, stamp):
                     continue  # refused: what it would cover stays uncommitted, and dirty
                 # Verdict and control messages share partition numbers but not offsets.

@@ -285,7 +285,7 @@ async def _stamps_held(
         return {}
     tps = sorted({tp for tp, _ in wanted.values()})
     starts = await consumer.beginning_offsets(tps)
-    # One fetch round per key a partition has (stage 1 has two), all partitions at once.
+    # One fetch round per stamped key a partition has, all partitions at once.
     rounds: list[dict[TopicPartition, tuple[str, int]]] = []
     for key, (tp, offset) in wanted.items():
         if offset >= starts[tp]:
@@ -327,7 +327,7 @@ def _outlived(snapshot: dict[str, Any], end: int, stamp: list[int] | None) -> st
     offset = int(snapshot.get("offset", -1))
     if offset >= end:
         return f"the partition ends at {end}"
-    if stamp is not None and list(snapshot.get("stamp") or stamp) != stamp:
+    if stamp is not None and list(snapshot["stamp"]) != stamp:  # only stamped ones are read
         return (
             f"the message held at {offset} is another one (stamps {stamp}, not {snapshot['stamp']})"
         )
