@@ -34,6 +34,7 @@ from streamguard.engine import Engine
 from streamguard.faust_app.heap import HeapTrimmer
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.probe import BrokerProbe
+from streamguard.faust_app.rewind import rewinder
 from streamguard.faust_app.runtime import Runtime, Topics
 from streamguard.faust_app.state import StateStore
 from streamguard.faust_app.status_feed import StatusFeed
@@ -130,6 +131,7 @@ def create_app(
         store=store,
         owned=owned,
         publisher=publisher,
+        rewind=rewinder(app, bootstrap_servers(settings.broker), metrics),
     )
     control_name = specs["control"].name
     n_channels = specs["partials"].partitions

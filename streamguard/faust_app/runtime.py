@@ -148,6 +148,7 @@ class Runtime:
         store: StateStore,
         owned: Callable[[str], list[int]] = lambda topic: [],
         publisher: Publisher,
+        rewind: Callable[[set[tuple[str, int]]], Awaitable[Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -158,6 +159,9 @@ class Runtime:
         self.store = store
         # Partitions of a topic this worker owns now: restores load all of them in one pass.
         self.owned = owned
+        # Run on an assignment before its restores: reads lost logs from their start
+        # (:func:`streamguard.faust_app.rewind.rewinder`).
+        self.rewind = rewind
         self.stage1: dict[int, _Input] = {}
         self.stage2: dict[int, _Input] = {}
         self.stage3: dict[int, _Input] = {}
@@ -870,6 +874,8 @@ class Runtime:
 
     async def _recover(self, assignment: set[tuple[str, int]]) -> None:
         try:
+            if self.rewind is not None:
+                await self.rewind(assignment)
             for role, stage, _, restore in self._stages():
                 wanted = [p for topic, p in assignment if topic == self.specs[role].name]
                 if wanted:

@@ -1,0 +1,95 @@
+"""Partitions whose committed offset lies past the end of their log: the broker lost the log.
+
+A consumer group's committed offset can only lie past its partition's end if the log went
+and the commit did not: a commit the worker sent before the broker restarted empty, retried
+through the outage, lands on the new broker (which holds no group to refuse it). Faust then
+starts the partition there and drops every message below it unseen; after the embedded broker
+restarted, that was the new partials log's first partials, and stage 2 judged none of the new
+traffic. Such a partition is read again from its start instead.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from streamguard.faust_app.metrics import Metrics
+
+__all__ = ["committed_past_end", "rewinder"]
+
+log = logging.getLogger(__name__)
+
+_SETTLE_S = 30.0  # longest wait for Faust to finish a rebalance before checking anyway
+
+
+async def committed_past_end(
+    bootstrap: str, group: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """``(committed, end)`` of each partition whose group's committed offset is past its end."""
+    tps = [TopicPartition(topic, partition) for topic, partition in sorted(partitions)]
+    if not tps:
+        return {}
+    # A group id only to read its commits: this consumer never joins the group.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        request_timeout_ms=10_000,
+    )
+    try:
+        await consumer.start()
+        ends = await consumer.end_offsets(tps)
+        past = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if committed is not None and committed > ends[tp]:
+                past[(tp.topic, tp.partition)] = (committed, ends[tp])
+        return past
+    finally:
+        await consumer.stop()
+
+
+def rewinder(
+    app: Any, bootstrap: str, metrics: Metrics
+) -> Callable[[set[tuple[str, int]]], Awaitable[list[tuple[str, int]]]]:
+    """What the runtime runs before restoring an assignment: read lost logs from their start.
+
+    It waits for the rebalance to finish first: until then Faust seeks every partition back to
+    its committed offset again, over any seek made here.
+    """
+
+    async def rewind(assignment: set[tuple[str, int]]) -> list[tuple[str, int]]:
+        consumer = app.consumer
+        deadline = time.monotonic() + _SETTLE_S
+        # Polled: Faust signals neither flag's change (can_resume_flow stays set when the
+        # rebalance started without an assignment to stop).
+        while (app.rebalancing or not consumer.flow_active) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        try:
+            past = await committed_past_end(bootstrap, app.conf.id, assignment)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # The restores that follow wait for the broker; this check is not worth holding
+            # them up for.
+            log.warning("could not compare committed offsets with the logs' ends: %s", exc)
+            return []
+        tps = {(tp.topic, tp.partition): tp for tp in consumer.assignment()}
+        for key, (committed, end) in sorted(past.items()):
+            if key not in tps:
+                continue  # revoked meanwhile: its next owner checks it
+            metrics.internal_errors.labels("log_lost").inc()
+            log.error(
+                "%s:%d: the group's committed offset %d is past the partition's end %d (the "
+                "broker lost its log); reading it from its start",
+                *key,
+                committed,
+                end,
+            )
+            await consumer.seek(tps[key], 0)
+        return sorted(k for k in past if k in tps)
+
+    return rewind

@@ -1,0 +1,52 @@
+"""Committed offsets past the end of their log, found on the real broker."""
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from streamguard.broker import EmbeddedBroker
+from streamguard.contracts import load_topic_specs
+from streamguard.faust_app.rewind import committed_past_end
+
+pytestmark = pytest.mark.integration
+
+PARTIALS = load_topic_specs()["partials"].name
+
+
+def test_only_commits_past_the_end_of_their_partition_are_reported(
+    broker_with_topics: EmbeddedBroker,
+) -> None:
+    """What a commit that outlived its log looks like: one sent before the broker restarted
+    empty, landing on the new one. A commit at or before the end is a group's normal state."""
+
+    async def scenario() -> dict[tuple[str, int], tuple[int, int]]:
+        bootstrap = broker_with_topics.bootstrap
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for partition in (0, 1, 2):
+                for _ in range(5):
+                    await producer.send_and_wait(PARTIALS, b"x", partition=partition)
+        finally:
+            await producer.stop()
+        committer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id="sg-rewind", enable_auto_commit=False
+        )
+        await committer.start()
+        try:
+            committer.assign([TopicPartition(PARTIALS, p) for p in (0, 1, 2)])
+            await committer.commit(
+                {
+                    TopicPartition(PARTIALS, 0): OffsetAndMetadata(52, ""),  # past the end (5)
+                    TopicPartition(PARTIALS, 1): OffsetAndMetadata(5, ""),  # at the end
+                    TopicPartition(PARTIALS, 2): OffsetAndMetadata(3, ""),
+                }
+            )
+        finally:
+            await committer.stop()
+        partitions = {(PARTIALS, p) for p in range(4)}  # 3 has no commit at all
+        return await committed_past_end(bootstrap, "sg-rewind", partitions)
+
+    assert asyncio.run(scenario()) == {(PARTIALS, 0): (52, 5)}
