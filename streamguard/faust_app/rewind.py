@@ -2,7 +2,7 @@
 
 A consumer group's committed offset can only lie past its partition's end if the log went
 and the commit did not: a commit the worker sent before the broker restarted empty, retried
-through the outage, lands on the new broker (which holds no group to refuse it). Faust then
+through the outage, lands on the new broker (the embedded broker accepts it). Faust then
 starts the partition there and drops every message below it unseen; after the embedded broker
 restarted, that was the new partials log's first partials, and stage 2 judged none of the new
 traffic. Such a partition is read again from its start instead.
