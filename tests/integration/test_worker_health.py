@@ -23,7 +23,7 @@ from streamguard.contracts import load_topic_specs
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.state import StateStore
 from streamguard.sim import ShadowDeviation, TrafficGenerator
-from streamguard.testing import WorkerProcess, envelopes, produce, read_topic
+from streamguard.testing import WorkerProcess, envelopes, metric, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +85,12 @@ def test_a_restarted_worker_is_ready_only_once_restored_and_caught_up(
     produce(bootstrap, traffic(start, 30, None), PREDICTIONS.name)
     with WorkerProcess(broker_with_topics.url, tmp_path / "a.log") as first:
         wait_ready(first, 90)
+        # Ready says restored and caught up, not that stage 2 has merged anything yet: wait for
+        # it, so that its snapshots cover offsets (the stamps checked below).
+        applied = 'streamguard_partials_total{result="applied"}'
+        deadline = time.monotonic() + 60
+        while metric(first.metrics(), applied) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
     # Stage 2's snapshots are stamped with the partial at their offset, and the log holds it;
     # stage 1's (payloads dropped once parsed) are checked against the log's end.
     inputs = {
