@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from streamguard.faust_app.transport import App
 
 
@@ -33,3 +35,21 @@ def test_snapshots_up_to_the_state_topics_limit_can_be_sent() -> None:
         return int(worker.app.conf.producer_max_request_size)
 
     assert asyncio.run(build()) == spec.max_message_bytes
+
+
+def test_the_session_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tansu answers a join after half of it, so the tests' workers run with a shorter one."""
+    from streamguard.faust_app.app import create_app
+    from streamguard.policy import Policy
+    from streamguard.settings import Settings
+
+    monkeypatch.setenv("STREAMGUARD_BROKER_SESSION_TIMEOUT_S", "7.5")
+    settings = Settings.from_env(broker="kafka://127.0.0.1:1", insecure=True)
+
+    async def build() -> tuple[float, float]:
+        conf = create_app(settings, Policy()).app.conf
+        return float(conf.broker_session_timeout), float(conf.broker_heartbeat_interval)
+
+    assert asyncio.run(build()) == (7.5, 1.0)
+    monkeypatch.delenv("STREAMGUARD_BROKER_SESSION_TIMEOUT_S")
+    assert Settings.from_env().broker_session_timeout_s == 10.0

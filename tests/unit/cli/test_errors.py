@@ -96,6 +96,17 @@ def test_bad_environment_value() -> None:
     )
 
 
+def test_a_session_timeout_too_short_for_the_heartbeats_is_refused() -> None:
+    import os
+
+    env = {**os.environ, "STREAMGUARD_BROKER_SESSION_TIMEOUT_S": "2.5"}
+    assert_one_error_line(
+        streamguard("worker", "--broker", "127.0.0.1:1", "--insecure", env=env),
+        3,
+        "at least 3 heartbeat intervals",
+    )
+
+
 def test_demo_rejects_nonsense() -> None:
     assert_one_error_line(streamguard("demo", "--rate", "-5"), 2, "positive")
 
