@@ -5,7 +5,10 @@ and the commit did not: a commit the worker sent before the broker restarted emp
 through the outage, lands on the new broker (the embedded broker accepts it). Faust then
 starts the partition there and drops every message below it unseen; after the embedded broker
 restarted, that was the new partials log's first partials, and stage 2 judged none of the new
-traffic. Such a partition is read again from its start instead.
+traffic. Such a partition is read again from its start instead, and its commit is set back to
+0 at once: Faust never commits below the offset it believes committed, so the stale commit
+would otherwise stay until the new log passed it, and a restart before then would again skip
+what lies below it.
 """
 
 import asyncio
@@ -56,6 +59,24 @@ async def committed_past_end(
     return past
 
 
+async def _commit_start(consumer: Any, tp: Any) -> None:
+    """Overwrite the stale commit with 0, through the group member's own consumer.
+
+    Only a member of the current generation may commit, so it goes through Faust's consumer;
+    its bookkeeping (``_committed_offset``, no public setter) must forget the stale offset too,
+    or Faust would refuse to commit anything below it.
+    """
+    consumer._committed_offset[tp] = None  # Faust offers no public way
+    try:
+        committed = await consumer._commit({tp: 0})
+    except (KafkaError, OSError, TimeoutError) as exc:
+        committed = False
+        log.warning("%s:%d: could not commit offset 0: %s", tp.topic, tp.partition, exc)
+    if committed:
+        consumer._committed_offset[tp] = 0  # as Faust records its own
+    # Not committed: the next commit of acknowledged offsets overwrites it instead.
+
+
 def rewinder(
     app: Any, bootstrap: str, metrics: Metrics
 ) -> Callable[[set[tuple[str, int]]], Awaitable[list[tuple[str, int]]]]:
@@ -92,6 +113,7 @@ def rewinder(
                 end,
             )
             await consumer.seek(tps[key], 0)
+            await _commit_start(consumer, tps[key])
         return sorted(k for k in past if k in tps)
 
     return rewind

@@ -1,14 +1,18 @@
 """Committed offsets past the end of their log, found on the real broker."""
 
 import asyncio
+import time
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamguard.broker import EmbeddedBroker
 from streamguard.contracts import load_topic_specs
 from streamguard.faust_app.rewind import committed_past_end
+from streamguard.testing import WorkerProcess, metric
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +54,45 @@ def test_only_commits_past_the_end_of_their_partition_are_reported(
         return await committed_past_end(bootstrap, "sg-rewind", partitions)
 
     assert asyncio.run(scenario()) == {(PARTIALS, 0): (52, 5)}
+
+
+def test_a_worker_overwrites_a_commit_that_outlived_its_log(
+    broker_with_topics: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """The worker reads the partition from its start and commits 0 over the stale offset at
+    once: Faust never commits below what it believes committed, so without that the stale
+    commit would stay until the new log passed it, and a restart before then would skip the
+    log again."""
+    bootstrap = broker_with_topics.bootstrap
+    stale = TopicPartition(PARTIALS, 2)
+
+    async def plant() -> None:
+        committer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id="streamguard", enable_auto_commit=False
+        )
+        await committer.start()
+        try:
+            committer.assign([stale])
+            await committer.commit({stale: OffsetAndMetadata(52, "")})
+        finally:
+            await committer.stop()
+
+    async def committed() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets("streamguard", partitions=[stale])
+        finally:
+            await admin.close()
+        return offsets[stale].offset
+
+    asyncio.run(plant())
+    assert asyncio.run(committed()) == 52
+    with WorkerProcess(broker_with_topics.url, tmp_path / "worker.log") as worker:
+        worker.wait_ready(sources=8)
+        deadline = time.monotonic() + 20
+        while asyncio.run(committed()) != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert asyncio.run(committed()) == 0, worker.log_tail()
+        text = worker.metrics()
+    assert metric(text, 'streamguard_internal_errors_total{stage="log_lost"}') == 1

@@ -16,11 +16,23 @@ from streamguard.testing import metric
 
 
 class Consumer:
-    def __init__(self, assigned: set[TopicPartition]) -> None:
+    def __init__(self, assigned: set[TopicPartition], commit_error: Exception | None) -> None:
         self.assigned = assigned
         self.flow_active = False
         self.seeks: list[tuple[TopicPartition, int, bool]] = []
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.commit_error = commit_error
+        # What Faust believes committed: the stale offsets it sought to.
+        self._committed_offset: dict[TopicPartition, int | None] = dict.fromkeys(assigned, 52)
         self.app: Any = None
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        # Faust refuses nothing here; what it would refuse is decided by _committed_offset.
+        assert all(self._committed_offset[tp] is None for tp in offsets)
+        if self.commit_error is not None:
+            raise self.commit_error
+        self.commits.append(dict(offsets))
+        return True
 
     def assignment(self) -> set[TopicPartition]:
         return self.assigned
@@ -30,9 +42,12 @@ class Consumer:
         self.seeks.append((tp, offset, self.flow_active and not self.app.rebalancing))
 
 
-def run(past: dict[tuple[str, int], tuple[int, int]] | Exception) -> tuple[Consumer, str, Any]:
+def run(
+    past: dict[tuple[str, int], tuple[int, int]] | Exception,
+    commit_error: Exception | None = None,
+) -> tuple[Consumer, str, Any]:
     assigned = {TopicPartition("p", 0), TopicPartition("p", 1)}
-    consumer = Consumer(assigned)
+    consumer = Consumer(assigned, commit_error)
     app = SimpleNamespace(rebalancing=True, consumer=consumer, conf=SimpleNamespace(id="g"))
     consumer.app = app
     metrics = Metrics()
@@ -68,6 +83,20 @@ def test_an_assigned_partition_committed_past_its_end_is_read_from_its_start() -
     assert consumer.seeks == [(TopicPartition("p", 1), 0, True)]
     assert result == [("p", 1)]
     assert metric(text, 'streamguard_internal_errors_total{stage="log_lost"}') == 1
+    # The stale commit is overwritten at once, and Faust's bookkeeping forgets it, so a
+    # restart before the new log passes it does not skip the log again.
+    assert consumer.commits == [{TopicPartition("p", 1): 0}]
+    assert consumer._committed_offset[TopicPartition("p", 1)] == 0
+    assert consumer._committed_offset[TopicPartition("p", 0)] == 52  # not sought, not touched
+
+
+def test_a_commit_that_fails_is_left_to_the_next_commit_of_acknowledged_offsets() -> None:
+    consumer, _, result = run({("p", 1): (52, 6)}, commit_error=KafkaConnectionError())
+    assert consumer.seeks == [(TopicPartition("p", 1), 0, True)]
+    assert result == [("p", 1)]
+    assert consumer.commits == []
+    # Nothing committed, but Faust may now commit any acknowledged offset over it.
+    assert consumer._committed_offset[TopicPartition("p", 1)] is None
 
 
 def test_nothing_is_sought_when_every_commit_is_within_its_log() -> None:
