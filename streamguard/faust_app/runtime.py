@@ -715,8 +715,10 @@ class Runtime:
             for channel, state in list(self.stage2.items()):
                 if not state.dirty:
                     continue
-                offset = state.last_offset
-                snapshot, stamp = self.engine.stage2.snapshot(channel), state.last_stamp()
+                # Nothing read since the restore: it covers what the restored snapshot did.
+                offset = max(state.last_offset, state.resume - 1)
+                stamp = state.last_stamp() if offset == state.last_offset else None
+                snapshot = self.engine.stage2.snapshot(channel)
                 if await self.store.save("stage2", channel, offset, snapshot, stamp):
                     state.held = _release(state.held, offset)
                     state.dirty = False

@@ -160,3 +160,37 @@ def test_stamped_sends_carry_the_close_time_as_the_message_timestamp() -> None:
     asyncio.run(topic.send(key=b"d", value=b"v", partition=None))
     assert topic.get_topic_name() == "verdicts"
     assert sent == [{"key": b"d", "value": b"v", "partition": None, "timestamp": 1234.5}]
+
+
+def test_a_restored_channel_saved_before_any_new_partial_keeps_its_offset() -> None:
+    """The shutdown checkpoint saves every stage-2 channel; one that read nothing since its
+    restore covers what its snapshot covered, not offset -1 (which would resume at 0)."""
+
+    class Snapshots(Store):
+        def __init__(self, found: dict[str, Any]) -> None:
+            super().__init__()
+            self.release.set()
+            self.found = found
+            self.saves: list[tuple[str, int, int, list[int] | None]] = []
+
+        async def load(self, keys: list[str], inputs: Any = None) -> dict[str, Any]:
+            return {k: v for k, v in self.found.items() if k in keys}
+
+        async def save(
+            self, stage: str, partition: int, offset: int, state: Any, stamp: Any = None
+        ) -> bool:
+            self.saves.append((stage, partition, offset, stamp))
+            return True
+
+    async def scenario() -> None:
+        fresh = Engine.create(Policy(), SPECS["predictions"].partitions).stage2.snapshot(3)
+        store = Snapshots({"stage2/3": {"offset": 41, "state": fresh}})
+        rt, _ = runtime(store)
+        await rt._restore2_locked([3])
+        assert rt.stage2[3].resume == 42
+        rt.stage2[3].dirty = True  # what the shutdown checkpoint does to every channel
+        await rt.snapshot_stage2()
+        # No message read since the restore: no stamp of a message at that offset either.
+        assert [s for s in store.saves if s[1] == 3] == [("stage2", 3, 41, None)]
+
+    asyncio.run(scenario())
