@@ -8,7 +8,8 @@ from aiokafka.structs import TopicPartition
 from streamguard.contracts import load_topic_specs
 from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
-from streamguard.faust_app.runtime import Runtime, Topics, _Stamped
+from streamguard.faust_app.runtime import Runtime, Topics
+from streamguard.faust_app.runtime.base import _Stamped
 from streamguard.policy import Policy
 from streamguard.security import Publisher
 from streamguard.settings import Settings

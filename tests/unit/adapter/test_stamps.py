@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamguard.faust_app.runtime import _stamp
+from streamguard.faust_app.runtime.base import _stamp
 from streamguard.faust_app.state import message_stamp
 
 

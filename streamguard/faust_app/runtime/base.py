@@ -1,0 +1,238 @@
+"""What every stage's handlers share: the worker's settings, engine, topics, state and locks.
+
+Split by stage (``predictions``, ``partials``, ``decisions``, ``training``) and assembled in
+:class:`~streamguard.faust_app.runtime.lifecycle.Runtime`; this base holds what they all use:
+per-partition input state (:class:`_Input`), restores on demand, dead letters and publishing.
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamguard.contracts import Alert, Command, Rejected, TopicSpec, dead_letter
+from streamguard.engine import Engine
+from streamguard.faust_app.metrics import Metrics
+from streamguard.faust_app.outbox import send_reliably
+from streamguard.faust_app.state import StateStore, message_stamp
+from streamguard.security import Publisher
+from streamguard.settings import Settings
+
+__all__ = ["RuntimeBase", "Topics"]
+
+log = logging.getLogger("streamguard.worker")
+
+#: (input topic role, stage, its partitions' state, its restore) of one stage.
+Stage = tuple[str, str, dict[int, "_Input"], Callable[[Iterable[int]], Awaitable[None]]]
+
+
+@dataclass
+class Topics:
+    """The Faust topic objects the runtime writes to."""
+
+    partials: Any
+    verdicts: Any
+    control: Any
+    alerts: Any
+    deadletters: Any
+    state: Any
+
+
+@dataclass
+class _Input:
+    """Per input partition: where to resume, events held until a snapshot covers them."""
+
+    resume: int = 0
+    held: list[Any] = field(default_factory=list)
+    last_offset: int = -1
+    snapshot_at: float = 0.0
+    dirty: bool = False
+    highwater: int | None = None  # end of the partition at the last fetch (stage 1)
+    caught_up_once: bool = False  # read to the partition's end since the restore (stage 1)
+    last_message: Any = None  # the one at last_offset (stages 2, 3, leakage), for its stamp
+
+    def last_stamp(self) -> list[int] | None:
+        """Stamp of the message at ``last_offset``; None if none was read since the restore.
+
+        Taken when a snapshot is saved, not per message: a CRC of every training batch read
+        would cost the hot path what only a snapshot needs.
+        """
+        return None if self.last_message is None else _stamp(self.last_message)
+
+
+class _Stamped:
+    """A topic whose sends carry ``timestamp`` (seconds) as the Kafka message timestamp.
+
+    Verdicts carry their window's close time this way, out of band: stage 3, maybe on another
+    worker, measures close-to-command latency from it, and the verdict messages stay equal to
+    replay's.
+    """
+
+    def __init__(self, topic: Any, timestamp: float) -> None:
+        self.topic = topic
+        self.timestamp = timestamp
+
+    def get_topic_name(self) -> str:
+        name: str = self.topic.get_topic_name()
+        return name
+
+    async def send(self, *, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        return await self.topic.send(
+            key=key, value=value, partition=partition, timestamp=self.timestamp
+        )
+
+
+def _release(held: list[Any], upto: int) -> list[Any]:
+    """Acknowledge held events with offsets up to ``upto``; return the others."""
+    keep = []
+    for event in held:
+        if event.message.offset <= upto:
+            event.ack()
+        else:
+            keep.append(event)
+    return keep
+
+
+def _stamp(message: Any) -> list[int]:
+    """:func:`message_stamp` of a Faust message (its timestamp is the record's ms / 1000).
+
+    Snapshots carry the stamp of the last input message they cover, so that a restore can tell
+    it from another message at the same offset of a log the broker lost and refilled.
+    """
+    ms = None if message.timestamp is None else round(message.timestamp * 1000)
+    return message_stamp(ms, message.value)
+
+
+class RuntimeBase:
+    """The state and helpers the stages' handlers share (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        specs: dict[str, TopicSpec],
+        topics: Topics,
+        store: StateStore,
+        owned: Callable[[str], list[int]] = lambda topic: [],
+        publisher: Publisher,
+        rewind: Callable[[set[tuple[str, int]]], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.engine = engine
+        self.metrics = metrics
+        self.specs = specs
+        self.topics = topics
+        self.store = store
+        # Partitions of a topic this worker owns now: restores load all of them in one pass.
+        self.owned = owned
+        # Run on an assignment before its restores: reads lost logs from their start
+        # (:func:`streamguard.faust_app.rewind.rewinder`).
+        self.rewind = rewind
+        self.stage1: dict[int, _Input] = {}
+        self.stage2: dict[int, _Input] = {}
+        self.stage3: dict[int, _Input] = {}
+        self.leakage: dict[int, _Input] = {}
+        self.control_offsets: dict[int, int] = {}
+        self.stage3_deployments: dict[int, set[str]] = defaultdict(set)
+        self.lock1 = asyncio.Lock()
+        self.lock2 = asyncio.Lock()
+        self.lock3 = asyncio.Lock()
+        self.lock_leakage = asyncio.Lock()
+        self.evicted_recently: dict[str, float] = {}
+        self.crashed: dict[str, tuple[float, str]] = {}  # agent -> (when, why)
+        # One restore at a time per stage: the eager one after an assignment and an agent's
+        # on a first message must not both rebuild a partition (the second would reset it).
+        self.restoring = {
+            stage: asyncio.Lock() for stage in ("stage1", "stage2", "stage3", "leakage")
+        }
+        # (topic, partition) assigned now; None while joining the group or rebalancing.
+        self.assignment: set[tuple[str, int]] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        # Caught-up partitions whose watermark passed a window's close since the last eager
+        # flush; the eager flusher (:meth:`eager_flushes`) takes them all at once.
+        self._closing: set[int] = set()
+        self._closing_wake = asyncio.Event()
+        self._lag_at = -math.inf  # when the window-lag gauges were last updated (monotonic)
+        # Looked up on every message: built once.
+        self._stage_of = {stage[1]: stage for stage in self._stages()}
+
+    def _stages(self) -> tuple[Stage, ...]:
+        """Every stage (the assembled runtime lists them; they need its restores)."""
+        raise NotImplementedError
+
+    async def _restored(self, stage: str, partition: int) -> _Input:
+        """A partition's state, restored from its snapshot first when it is new here.
+
+        Restores of one stage take turns (``restoring``), so an agent's first message waits
+        for an eager restore in progress instead of running a second one.
+        """
+        _, _, inputs, restore = self._stage_of[stage]
+        state = inputs.get(partition)
+        if state is None:
+            async with self.restoring[stage]:
+                await restore([partition])
+            state = inputs[partition]
+        return state
+
+    def _to_restore(self, role: str, wanted: Iterable[int], loaded: dict[int, _Input]) -> list[int]:
+        owned = set(self.owned(self.specs[role].name)) | set(wanted)
+        return sorted(p for p in owned if p not in loaded)
+
+    def _inputs(self, role: str, keys: list[str]) -> dict[str, tuple[str, int]]:
+        """Per snapshot key ``"<stage>/<p>"``, the input partition its offsets count."""
+        return {key: (self.specs[role].name, int(key.rsplit("/", 1)[1])) for key in keys}
+
+    async def _dead_letters(
+        self, letters: list[tuple[int, Rejected]], topic: str, partition: int
+    ) -> None:
+        """Send each rejection, with the offset of its message, to the dead-letter topic."""
+        for offset, rejected in letters:
+            self.metrics.decode_failures.labels(rejected.reason).inc()
+            record = dead_letter(rejected, topic, partition, offset, time.time())
+            await send_reliably(
+                self.metrics, self.topics.deadletters, record, key=rejected.reason.encode()
+            )
+
+    async def _publish(
+        self, command: Command, alert: Alert | None, closed_at: float | None = None
+    ) -> None:
+        """A command on the control topic, then its alert (both acknowledged by the broker).
+
+        ``closed_at`` is the wall-clock close of the window whose verdict caused the command.
+        """
+        key = command.deployment.encode()
+        now = time.time()
+        await send_reliably(
+            self.metrics,
+            self.topics.control,
+            self.publisher.command_bytes(command, now),
+            key=key,
+            wait=True,
+        )
+        self.metrics.commands.labels(command.action, command.guard).inc()
+        if closed_at is not None:
+            # Clamped: stage 2 may have run on a worker whose clock is ahead of this one.
+            self.metrics.close_to_command.observe(max(0.0, time.time() - closed_at))
+        if alert is None:  # a notice (``schemas``): nothing for on-call
+            return
+        await send_reliably(
+            self.metrics,
+            self.topics.alerts,
+            self.publisher.alert_bytes(alert, now),
+            key=key,
+            wait=True,
+        )
+        log.warning("command %s %s: %s", command.action, command.command_id, alert.summary)
+
+    def agent_crashed(self, agent: str, exc: BaseException) -> None:
+        """An agent raised: Faust restarts it, but the worker is unhealthy until it holds."""
+        self.metrics.internal_errors.labels(f"{agent}_crash").inc()
+        self.crashed[agent] = (time.monotonic(), f"{type(exc).__name__}: {exc}"[:300])
+        log.exception("agent %s crashed", agent, exc_info=exc)

@@ -1,0 +1,110 @@
+"""Stage 2 in the worker: partials in, verdicts out as sources' watermarks close windows."""
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from streamguard.core import PartialError
+from streamguard.core.partials import dumps
+from streamguard.faust_app.outbox import send_all_reliably
+from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, _Stamped, log
+
+__all__ = ["Stage2Handlers"]
+
+
+class Stage2Handlers(RuntimeBase):
+    """Partials: merge, close windows, publish verdicts, snapshot."""
+
+    async def _restore2_locked(self, wanted: Iterable[int]) -> None:
+        channels = self._to_restore("partials", wanted, self.stage2)
+        if not channels:
+            return
+        keys = [f"stage2/{c}" for c in channels]
+        found = await self.store.load(keys, self._inputs("partials", keys))
+        for c in channels:
+            snapshot = found.get(f"stage2/{c}")
+            resume = 0
+            if snapshot:
+                self.engine.stage2.restore(c, snapshot["state"])
+                resume = int(snapshot["offset"]) + 1
+                self.metrics.restores.labels("stage2").inc()
+                log.warning("stage 2 channel %d restored; resuming at offset %d", c, resume)
+            self.stage2[c] = _Input(resume=resume, snapshot_at=time.monotonic())
+
+    async def on_partial(self, event: Any) -> None:
+        """One message of the partials topic (a partial or a heartbeat)."""
+        channel, offset = event.message.partition, event.message.offset
+        state = await self._restored("stage2", channel)
+        if offset < state.resume:
+            event.ack()
+            return
+        async with self.lock2:
+            now = time.time()
+            try:
+                report = self.engine.stage2.apply(
+                    orjson.loads(event.value), now=now, channel=channel
+                )
+            except (PartialError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                self.metrics.internal_errors.labels("stage2").inc()
+                log.error("partial dropped: %s", exc)
+            else:
+                if message_kind := (
+                    "applied" if report.applied else "duplicate" if report.duplicates else ""
+                ):
+                    self.metrics.partials.labels(message_kind).inc()
+                self.metrics.late.labels("merge").inc(report.late_at_merge)
+                self.metrics.capped.inc(report.capped_slices)
+            await self._publish_verdicts(now)
+            state.held.append(event)
+            state.last_offset, state.last_message = offset, event.message
+            state.dirty = True
+
+    async def close_idle(self) -> None:
+        """Close windows whose sources went idle, without a partial arriving."""
+        async with self.lock2:
+            await self._publish_verdicts(time.time())
+
+    async def _publish_verdicts(self, now: float) -> None:
+        stage2 = self.engine.stage2
+        closed_at = time.time()  # windows close as advance() starts; the guards run after
+        batch: list[tuple[bytes | None, bytes, int | None]] = []
+        for verdict in stage2.advance(now=now):
+            self.metrics.verdicts.labels(verdict.guard).inc()
+            message = verdict.to_dict()
+            self.metrics.slices.observe(message)
+            batch.append((verdict.deployment.encode(), dumps(message), None))
+        # One round trip for a window close's verdicts, not one per verdict.
+        await send_all_reliably(self.metrics, _Stamped(self.topics.verdicts, closed_at), batch)
+        if batch:
+            latency = time.time() - closed_at
+            for _ in batch:
+                self.metrics.close_to_verdict.observe(latency)
+        elif time.monotonic() - self._lag_at < 1.0:
+            # Partials arrive by the hundred per second at 20 deployments; a lag gauge per
+            # deployment at each cost stage 2 ~7 % of its time. Closes and a second's age
+            # update them (scrapes are seconds apart).
+            return
+        self._lag_at = time.monotonic()
+        high = max(stage2.source_watermarks(), default=-math.inf)
+        for deployment in stage2.deployments():
+            end = stage2.last_closed_end(deployment)
+            if end is not None and math.isfinite(high):
+                self.metrics.window_lag.labels(deployment).set(max(0.0, high - end))
+
+    async def snapshot_stage2(self) -> None:
+        """Store the state of every channel that changed (verdicts are already delivered)."""
+        async with self.lock2:
+            # A list: a restore can add a channel while a save below awaits the broker.
+            for channel, state in list(self.stage2.items()):
+                if not state.dirty:
+                    continue
+                # Nothing read since the restore: it covers what the restored snapshot did.
+                offset = max(state.last_offset, state.resume - 1)
+                stamp = state.last_stamp() if offset == state.last_offset else None
+                snapshot = self.engine.stage2.snapshot(channel)
+                if await self.store.save("stage2", channel, offset, snapshot, stamp):
+                    state.held = _release(state.held, offset)
+                    state.dirty = False

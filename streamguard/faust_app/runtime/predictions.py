@@ -1,0 +1,275 @@
+"""Stage 1 in the worker: predictions in, partials and watermark heartbeats out.
+
+Messages are acknowledged only once a stage-1 snapshot covers them; after every flush a
+progress record says which offsets' measurements were sent (rule 2 of
+:mod:`streamguard.faust_app.runtime`).
+"""
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from streamguard.contracts import Rejected, parse_message
+from streamguard.core.partials import dumps
+from streamguard.core.stage1 import Stage1Report, Unit
+from streamguard.faust_app.outbox import send_all_reliably
+from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, log
+
+__all__ = ["Stage1Handlers"]
+
+#: Stage-1 snapshots taken in one flush at most (the most overdue first); the rest wait a flush.
+_SNAPSHOTS_PER_FLUSH = 2
+
+
+class Stage1Handlers(RuntimeBase):
+    """Predictions: account, flush (on the timer or at a close), snapshot, lag."""
+
+    async def _restore1_locked(self, wanted: Iterable[int]) -> None:
+        partitions = self._to_restore("predictions", wanted, self.stage1)
+        if not partitions:
+            return
+        keys = [f"{kind}/{p}" for p in partitions for kind in ("stage1", "stage1-progress")]
+        found = await self.store.load(keys, self._inputs("predictions", keys))
+        for p in partitions:
+            snapshot = found.get(f"stage1/{p}")
+            progress = found.get(f"stage1-progress/{p}")
+            resume = self.engine.stage1.restore(
+                p, snapshot["state"] if snapshot else None, progress["state"] if progress else None
+            )
+            if snapshot or progress:
+                self.metrics.restores.labels("stage1").inc()
+                log.warning("stage 1 partition %d restored; resuming at offset %d", p, resume)
+            self.stage1[p] = _Input(resume=resume, snapshot_at=time.monotonic())
+
+    async def on_prediction(self, event: Any) -> None:
+        """One message of the predictions topic (one-event messages are processed in runs:
+        :meth:`streamguard.core.Stage1.feed`)."""
+        message = event.message
+        partition, offset = message.partition, message.offset
+        # Every message comes here: no coroutine for the restore check once restored.
+        state = self.stage1.get(partition) or await self._restored("stage1", partition)
+        if offset < state.resume:
+            event.ack()  # already in the restored snapshot
+            return
+        self.metrics.messages.inc()
+        max_ts = time.time() + self.settings.max_future_s
+        value = event.value
+        parsed = parse_message(value, max_ts)
+        units = self.engine.stage1.feed(partition, offset, value, parsed, max_ts)
+        # The payload is parsed; keeping it until the snapshot would only cost memory. (So stage
+        # 1's snapshots are not stamped: a restore checks them against the log's end alone.)
+        message.value = None
+        state.held.append(event)
+        state.last_offset = offset
+        if units:  # most one-event messages only join their partition's run
+            await self._dead_letters(self._units(units, value), message.topic, partition)
+        if self.engine.stage1.closing(partition) and self.caught_up(partition):
+            # A window's close passed here: stage 2 hears of it with this partition's next
+            # flush, so flush it now rather than at the timer's next tick. Not while reading a
+            # backlog, where closes pass every few messages and the timer's flush is as early.
+            # Not here either: the other partitions' closing messages wait behind this agent,
+            # so the eager flusher takes every partition that closed meanwhile in one flush.
+            self.flush_soon(partition)
+
+    def _units(self, units: list[Unit], value: bytes | None = None) -> list[tuple[int, Rejected]]:
+        """Count what the units did; return their rejections with their messages' offsets.
+
+        ``value`` is the message just read: the only unit that can hold training examples
+        is that message decoded alone.
+        """
+        letters = []
+        for unit in units:
+            self._count(unit.report)
+            letters += unit.letters()
+            training = unit.decoded.training
+            if len(training):  # only a message decoded alone can hold training examples
+                letters.append(
+                    (
+                        unit.last,
+                        Rejected(
+                            "wrong_topic",
+                            f"{len(training)} training examples on the predictions topic "
+                            "(they belong on the training examples topic); not counted",
+                            value or b"",
+                        ),
+                    )
+                )
+        return letters
+
+    def _count(self, report: Stage1Report) -> None:
+        m = self.metrics
+        m.events.labels("prediction").inc(report.predictions)
+        m.events.labels("outcome").inc(report.outcomes)
+        m.pairs.inc(report.pairs)
+        m.unpaired.inc(report.unpaired)
+        if report.one_by_one:
+            m.one_by_one.inc(report.one_by_one)
+        m.duplicate_halves.inc(report.duplicates)
+        m.late.labels("source").inc(report.late)
+        m.late.labels("source_pairs").inc(report.late_pairs)
+        m.outcomes_unmatched.inc(report.unmatched_outcomes)
+        for buffer, count in (
+            ("pairing", report.evicted_halves),
+            ("exposures", report.evicted_exposures),
+        ):
+            if count:
+                m.evicted.labels(buffer).inc(count)
+                self.evicted_recently[buffer] = time.monotonic()
+
+    def flush_soon(self, partition: int) -> None:
+        """Have the eager flusher flush ``partition`` with the others that close meanwhile."""
+        self._closing.add(partition)
+        self._closing_wake.set()
+
+    async def flush_closing(self, owned: list[int], n_channels: int) -> list[int]:
+        """Tell stage 2 of every owned partition that passed a window's close since the last
+        call; returns them (a partition revoked meanwhile is left to its next owner).
+
+        A heartbeat alone tells it when nothing pending belongs to a window the watermark
+        closes (:meth:`streamguard.core.Stage1.announceable`); the others are flushed together.
+        """
+        partitions = sorted(self._closing.intersection(owned))
+        self._closing.clear()
+        if partitions:
+            rest = await self._announce(partitions, n_channels)
+            if rest:
+                self.metrics.eager_flushes.inc(len(rest))
+                await self.flush(rest, n_channels)
+        return partitions
+
+    async def _announce(self, partitions: list[int], n_channels: int) -> list[int]:
+        """Send one heartbeat for the announceable ``partitions``; return the others."""
+        # Under the flush lock: a flush in progress may be sending data for a window this
+        # watermark closes (pending when it was cut), which must reach stage 2 first.
+        async with self.lock1:
+            stage1 = self.engine.stage1
+            heard = [p for p in partitions if p in self.stage1 and stage1.announceable(p)]
+            if heard:
+                caught_up = {p: self.caught_up(p) for p in heard}
+                await self._beat(stage1.announce(heard, caught_up), n_channels)
+                self.metrics.close_heartbeats.inc(len(heard))
+        return [p for p in partitions if p not in heard]
+
+    async def eager_flushes(self, owned: Callable[[], list[int]], n_channels: int) -> None:
+        """Run :meth:`flush_closing` whenever a partition passes a window's close, forever.
+
+        At 20 deployments one partition's flush takes ~50 ms (settling its groups, the
+        progress record's and the partials' round trips). Flushed one by one from the agent,
+        the 8 partitions that pass a close together held the window ~0.4 s; partitions that
+        close while a flush runs go in the next one, so a close costs about two flushes.
+        """
+        while True:
+            await self._closing_wake.wait()
+            self._closing_wake.clear()
+            try:
+                await self.flush_closing(owned(), n_channels)
+            except Exception as exc:  # the timer's flush still runs; say it
+                self.agent_crashed("eager_flush", exc)
+                await asyncio.sleep(self.settings.flush_interval_s)
+
+    async def flush(self, owned: list[int], n_channels: int, force_snapshot: bool = False) -> None:
+        """Send partials and heartbeats; store progress, and snapshots when due."""
+        async with self.lock1:
+            stage1 = self.engine.stage1
+            now = time.monotonic()
+            work = []
+            letters: list[tuple[int, list[tuple[int, Rejected]]]] = []
+            max_ts = time.time() + self.settings.max_future_s
+            # A few partitions' snapshots per flush, the most overdue first: all of them at
+            # once (~36 ms each at 20 deployments) held every window closing meanwhile behind
+            # one long step. A partition that cannot snapshot yet (replaying) takes no slot.
+            inputs = [(p, state) for p in owned if (state := self.stage1.get(p)) is not None]
+            inputs.sort(key=lambda item: item[1].snapshot_at)
+            slots = _SNAPSHOTS_PER_FLUSH
+            for partition, state in inputs:
+                letters.append((partition, self._units(stage1.cut(partition, max_ts))))
+                partials = stage1.flush(partition)
+                # Taken right after the flush, before any await lets new messages in.
+                progress = stage1.progress(partition)
+                due = now - state.snapshot_at >= self.settings.snapshot_interval_s
+                snapshot = None
+                if (force_snapshot or (due and slots > 0)) and stage1.settled(partition):
+                    snapshot = stage1.snapshot(partition)
+                    slots -= 1
+                work.append((partition, state, partials, progress, snapshot))
+            for partition, some in letters:
+                await self._dead_letters(some, self.specs["predictions"].name, partition)
+            caught_up = {p: self.caught_up(p) for p, *_ in work}
+            beating = [p for p, *_ in work]
+            # The boundaries first: a restore must be able to reproduce these partials. Each
+            # partition has its own record, so their round trips overlap.
+            records = {p: progress for p, _, partials, progress, _ in work if partials}
+            answers = await asyncio.gather(
+                *(self.store.save("stage1-progress", p, r["offset"], r) for p, r in records.items())
+            )
+            stored = dict(zip(records, answers, strict=True))
+            for i, (partition, state, partials, progress, _) in enumerate(work):
+                if partials and not stored[partition]:
+                    # Refused (too large): hold the partials, and so the snapshot, until a
+                    # progress record that lists their boundaries is stored.
+                    # Its watermark must not reach stage 2 before them either.
+                    stage1.requeue(partition, partials)
+                    work[i] = (partition, state, [], progress, None)
+                    beating.remove(partition)
+                    self.metrics.internal_errors.labels("state").inc()
+                    log.error("stage 1 partition %d: progress record refused", partition)
+            sends = [
+                (deployment.encode(), value, None)
+                for _, _, partials, _, _ in work
+                for deployment, value in partials
+            ]
+            await send_all_reliably(self.metrics, self.topics.partials, sends)
+            # The heartbeat follows the acknowledged partials on every channel: stage 2 never
+            # sees a watermark before the data it covers.
+            await self._beat(stage1.heartbeat(beating, caught_up), n_channels)
+            for partition, state, _, _, snapshot in work:
+                if snapshot is None:
+                    continue
+                # A snapshot the broker refused covers nothing: its messages stay uncommitted.
+                # It is tried again after the interval, not at every flush in others' slots.
+                if await self.store.save("stage1", partition, snapshot["offset"], snapshot):
+                    stage1.snapshot_stored(partition, snapshot["offset"])
+                    state.held = _release(state.held, snapshot["offset"])
+                state.snapshot_at = now
+            # The pending gauge sums every partition here, also after one partition's flush.
+            self._gauges(sorted(self.stage1))
+
+    async def _beat(self, heartbeat: dict[str, Any], n_channels: int) -> None:
+        """Send ``heartbeat`` to every partials channel (stage 2 reads watermarks per channel)."""
+        value = dumps(heartbeat)
+        beats = [(None, value, channel) for channel in range(n_channels)]
+        await send_all_reliably(self.metrics, self.topics.partials, beats)
+
+    def _gauges(self, owned: list[int]) -> None:
+        stage1 = self.engine.stage1
+        self.metrics.pending.set(sum(stage1.pending(p) for p in owned))
+        for partition in owned:
+            watermark = stage1.watermark(partition)
+            if math.isfinite(watermark):
+                self.metrics.watermark.labels(str(partition)).set(watermark)
+
+    def record_lag(self, partition: int, highwater: int | None) -> bool:
+        """Export how far the worker is behind the end of a predictions partition.
+
+        Returns False if the partition now ends before what the worker already read: the log
+        was lost (the embedded broker restarted, or an unclean leader election truncated it).
+        """
+        state = self.stage1.get(partition)
+        if highwater is not None and state is not None:
+            if highwater < state.last_offset + 1:
+                return False
+            state.highwater = highwater
+            lag = max(0, highwater - max(state.last_offset + 1, state.resume))
+            self.metrics.consumer_lag.labels(str(partition)).set(lag)
+            # Latched: readiness waits for the backlog found at the restore, not for lag 0.
+            state.caught_up_once = state.caught_up_once or lag == 0
+        return True
+
+    def caught_up(self, partition: int) -> bool:
+        """Whether the worker has read everything the partition held at its last fetch."""
+        state = self.stage1.get(partition)
+        if state is None or state.highwater is None:
+            return False  # not known yet: do not let stage 2 call it idle
+        return max(state.last_offset + 1, state.resume) >= state.highwater
