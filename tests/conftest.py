@@ -4,6 +4,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+from streamguard.settings import EMBEDDED_SESSION_TIMEOUT_S, SESSION_TIMEOUT_ENV
+
 # CI runs the same profile; "dev" is quicker for local iteration.
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -15,4 +17,4 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # keeps a member that left without a word that long: 4 s instead of the worker's 10 s starts
 # every test worker ~3 s sooner, and a restarted one ~16 s sooner (measured, see
 # ``Settings.broker_session_timeout_s``). Subprocesses inherit it.
-os.environ.setdefault("STREAMGUARD_BROKER_SESSION_TIMEOUT_S", "4")
+os.environ.setdefault(SESSION_TIMEOUT_ENV, str(EMBEDDED_SESSION_TIMEOUT_S))

@@ -15,6 +15,7 @@ Everything it started is stopped by pid.
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -56,6 +57,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from streamguard.broker import EmbeddedBroker
     from streamguard.broker.admin import apply_topics
     from streamguard.security import KeyRing, generate_key, save_signing_key
+    from streamguard.settings import EMBEDDED_SESSION_TIMEOUT_S, SESSION_TIMEOUT_ENV
     from streamguard.testing import WorkerProcess
 
     workdir = Path(tempfile.mkdtemp(prefix="streamguard-demo-"))
@@ -69,7 +71,14 @@ async def _demo(args: argparse.Namespace) -> int:
         _say(f"[demo] embedded broker (Tansu) at {broker.url}, pid {broker.pid}")
         await apply_topics(broker.bootstrap)
         _say("[demo] topics created from topics/*.toml")
-        worker = WorkerProcess(broker.url, workdir / "worker.log", signing_key=key_file).start()
+        # Joins ~3 s sooner on the embedded broker (see EMBEDDED_SESSION_TIMEOUT_S).
+        session = os.environ.get(SESSION_TIMEOUT_ENV, str(EMBEDDED_SESSION_TIMEOUT_S))
+        worker = WorkerProcess(
+            broker.url,
+            workdir / "worker.log",
+            env={SESSION_TIMEOUT_ENV: session},
+            signing_key=key_file,
+        ).start()
         _say(
             f"[demo] worker started, pid {worker.pid}, signing with key {key.key_id}; waiting "
             "for it to join its consumer group..."
