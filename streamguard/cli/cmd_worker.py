@@ -6,7 +6,6 @@ exit. Missing topics are created from ``topics/*.toml`` before the worker joins 
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,22 +91,15 @@ def run_worker(
     settings: Any, policy: Any, *, create_topics: bool = True, verbose: bool = False
 ) -> int:
     """Run a worker with ``settings`` (starting the embedded broker if it names none)."""
-    from dataclasses import replace
 
     from streamguard.broker import BrokerError, EmbeddedBroker
     from streamguard.broker.admin import apply_topics
-    from streamguard.settings import (
-        EMBEDDED_SESSION_TIMEOUT_S,
-        SESSION_TIMEOUT_ENV,
-        bootstrap_servers,
-    )
+    from streamguard.settings import bootstrap_servers
 
     embedded = None
     if settings.broker is None:
         embedded = EmbeddedBroker().start()
-        settings = replace(settings, broker=embedded.url)
-        if SESSION_TIMEOUT_ENV not in os.environ:  # joins ~3 s sooner on Tansu
-            settings = replace(settings, broker_session_timeout_s=EMBEDDED_SESSION_TIMEOUT_S)
+        settings = settings.on_embedded(embedded.url)
         print(
             f"streamguard: started embedded broker at {embedded.url}", file=sys.stderr, flush=True
         )

@@ -53,3 +53,17 @@ def test_the_session_timeout_comes_from_the_environment(monkeypatch: pytest.Monk
     assert asyncio.run(build()) == (7.5, 1.0)
     monkeypatch.delenv("STREAMGUARD_BROKER_SESSION_TIMEOUT_S")
     assert Settings.from_env().broker_session_timeout_s == 10.0
+
+
+def test_a_worker_on_the_embedded_broker_joins_with_a_short_session_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``streamguard worker`` without ``--broker``: Tansu answers joins after half of it."""
+    from streamguard.settings import EMBEDDED_SESSION_TIMEOUT_S, SESSION_TIMEOUT_ENV, Settings
+
+    monkeypatch.delenv(SESSION_TIMEOUT_ENV, raising=False)
+    embedded = Settings.from_env().on_embedded("kafka://127.0.0.1:9")
+    assert embedded.broker == "kafka://127.0.0.1:9"
+    assert embedded.broker_session_timeout_s == EMBEDDED_SESSION_TIMEOUT_S < 10.0
+    monkeypatch.setenv(SESSION_TIMEOUT_ENV, "12")
+    assert Settings.from_env().on_embedded("kafka://127.0.0.1:9").broker_session_timeout_s == 12.0
