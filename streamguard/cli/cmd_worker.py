@@ -91,7 +91,6 @@ def run_worker(
     settings: Any, policy: Any, *, create_topics: bool = True, verbose: bool = False
 ) -> int:
     """Run a worker with ``settings`` (starting the embedded broker if it names none)."""
-
     from streamguard.broker import BrokerError, EmbeddedBroker
     from streamguard.broker.admin import apply_topics
     from streamguard.settings import bootstrap_servers

@@ -63,6 +63,15 @@ class _Input:
         """
         return None if self.last_message is None else _stamp(self.last_message)
 
+    def covered(self) -> tuple[int, list[int] | None]:
+        """The last input offset the state includes, and its stamp if read since the restore.
+
+        With nothing read since the restore (the shutdown checkpoint saves every changed
+        stage), that is what the restored snapshot covered, not -1 (a restore from offset 0).
+        """
+        offset = max(self.last_offset, self.resume - 1)
+        return offset, self.last_stamp() if offset == self.last_offset else None
+
 
 class _Stamped:
     """A topic whose sends carry ``timestamp`` (seconds) as the Kafka message timestamp.

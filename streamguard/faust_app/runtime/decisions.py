@@ -91,7 +91,7 @@ class Stage3Handlers(RuntimeBase):
                 if not state.dirty:
                     continue
                 deployments = self.stage3_deployments[partition]
-                verdicts = max(state.last_offset, state.resume - 1)
+                verdicts, stamp = state.covered()
                 control = self.control_offsets[partition]
                 saved = {
                     "decider": self.engine.decider.snapshot(deployments),
@@ -99,7 +99,6 @@ class Stage3Handlers(RuntimeBase):
                     "verdicts_offset": verdicts,
                     "control_offset": control,
                 }
-                stamp = state.last_stamp() if verdicts == state.last_offset else None
                 if not await self.store.save("stage3", partition, verdicts, saved, stamp):
                     continue  # refused: what it would cover stays uncommitted, and dirty
                 # Verdict and control messages share partition numbers but not offsets.

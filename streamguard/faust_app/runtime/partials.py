@@ -101,9 +101,7 @@ class Stage2Handlers(RuntimeBase):
             for channel, state in list(self.stage2.items()):
                 if not state.dirty:
                     continue
-                # Nothing read since the restore: it covers what the restored snapshot did.
-                offset = max(state.last_offset, state.resume - 1)
-                stamp = state.last_stamp() if offset == state.last_offset else None
+                offset, stamp = state.covered()
                 snapshot = self.engine.stage2.snapshot(channel)
                 if await self.store.save("stage2", channel, offset, snapshot, stamp):
                     state.held = _release(state.held, offset)

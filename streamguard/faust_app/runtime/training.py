@@ -70,8 +70,8 @@ class LeakageHandlers(RuntimeBase):
             for partition, state in list(self.leakage.items()):  # restores may add some
                 if not state.dirty:
                     continue
-                offset = state.last_offset
-                snapshot, stamp = self.engine.leakage.snapshot(partition), state.last_stamp()
+                offset, stamp = state.covered()
+                snapshot = self.engine.leakage.snapshot(partition)
                 if await self.store.save("leakage", partition, offset, snapshot, stamp):
                     state.held = _release(state.held, offset)
                     state.dirty = False
