@@ -50,6 +50,7 @@ from streamguard.core.run_order import (
 from streamguard.core.slices import ROOT, SliceCoder
 from streamguard.core.stage1_flush import encode_partials
 from streamguard.core.stage1_state import (
+    HOLD_MAX,
     PAIR_STREAM,
     DeploymentState,
     Source,
@@ -152,6 +153,32 @@ class Stage1:
         # Group keys are (deployment, stream, version, window, ...).
         pending: Iterator[tuple[Any, ...]] = itertools.chain(source.groups, source.items)
         return not any(key[3] < first_open[key[0]] for key in pending)
+
+    def holdable(self, partition: int) -> bool:
+        """Whether ``partition``'s data since its last flush may wait for a later flush.
+
+        It may while all of it belongs to windows that have not ended (the watermark has not
+        passed their end) and it is fewer than :data:`HOLD_MAX` events. Stage 2 needs a
+        window's data only when the window closes, its allowed lateness after its end, and
+        a flush costs a fixed amount per (deployment, stream, version, window) group whatever
+        the group holds: at 20 deployments flushing every partition every second was most of
+        a worker's time (README, "Benchmarks"). Held, a window's data goes out in about one
+        flush, at the first tick after the window ends (or with a snapshot), instead of one
+        per tick. Holdable implies :meth:`announceable` (a window ends before it closes), so
+        the timer tells stage 2 the live watermark of a held partition in a heartbeat.
+        """
+        source = self._sources.get(partition)
+        if source is None or source.replay or source.outbox or source.unflushed >= HOLD_MAX:
+            return False
+        if source.watermark == -math.inf:  # nothing accounted yet
+            return not (source.groups or source.items)
+        current = {
+            name: math.floor(source.watermark / s.policy.window_s)
+            for name, s in source.deployments.items()
+        }
+        # Group keys are (deployment, stream, version, window, ...).
+        pending: Iterator[tuple[Any, ...]] = itertools.chain(source.groups, source.items)
+        return not any(key[3] < current[key[0]] for key in pending)
 
     def announce(
         self, partitions: list[int], caught_up: dict[int, bool] | None = None
@@ -348,6 +375,7 @@ class Stage1:
         message, or one per prediction for a piece of a run (each judged by its own message's).
         """
         previous = source.watermark
+        source.unflushed += len(predictions) + len(outcomes)
         report.predictions += len(predictions)
         report.outcomes += len(outcomes)
         if len(predictions):

@@ -85,6 +85,7 @@ def encode_partials(source: Source, max_bytes: int) -> list[tuple[str, bytes]]:
         state.touched = False
     source.groups.clear()
     source.items.clear()
+    source.unflushed = 0
     source.offset_lo = source.offset_hi
     source.flushed_watermark = source.watermark
     source.flushed_offset = source.offset_hi

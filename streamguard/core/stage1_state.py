@@ -28,6 +28,7 @@ from streamguard.policy import DeploymentPolicy
 
 __all__ = [
     "F64",
+    "HOLD_MAX",
     "I64",
     "PAIR_STREAM",
     "PENDING_MAX",
@@ -54,6 +55,9 @@ PAIR_STREAM = "pair"
 #: Events (or pairs) a group collects before it summarises them without waiting for a flush:
 #: bounds the memory of a replay that flushes rarely.
 PENDING_MAX = 1 << 16
+#: Events a partition may hold unflushed while they all belong to windows that have not ended
+#: (:meth:`streamguard.core.Stage1.holdable`): bounds the raw columns and item ids waiting.
+HOLD_MAX = 1 << 16
 #: Collected events from which :func:`settle` summarises per slice combination and rolls up.
 ROLLUP_MIN = 2048
 
@@ -163,6 +167,7 @@ class Source:
     replay: deque[int] = field(default_factory=deque)  # boundaries still to reproduce
     outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials
     run: Run = field(default_factory=Run)  # one-event messages read and not yet processed
+    unflushed: int = 0  # events accounted since the last flush (Stage1.holdable)
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     groups: dict[tuple[str, str, str, int], Group] = field(default_factory=dict)
     # (deployment, items:<role>, version, window, slice) -> item ids exposed since the last flush

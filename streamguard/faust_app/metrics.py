@@ -155,6 +155,12 @@ class Metrics:
             "(besides the timer's), because data for the closing window was pending.",
             registry=r,
         )
+        self.held_flushes = Counter(
+            "streamguard_held_flushes",
+            "Timer flushes of one partition that sent only a heartbeat with its live watermark: "
+            "its data since the last flush is all for windows that have not ended, and waits.",
+            registry=r,
+        )
         self.close_heartbeats = Counter(
             "streamguard_close_heartbeats",
             "Partitions whose watermark reached stage 2 in a heartbeat alone as it passed a "

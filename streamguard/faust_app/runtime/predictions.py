@@ -183,20 +183,27 @@ class Stage1Handlers(RuntimeBase):
             inputs = [(p, state) for p in owned if (state := self.stage1.get(p)) is not None]
             inputs.sort(key=lambda item: item[1].snapshot_at)
             slots = _SNAPSHOTS_PER_FLUSH
+            held: list[int] = []
             for partition, state in inputs:
                 letters.append((partition, self._units(stage1.cut(partition, max_ts))))
+                due = now - state.snapshot_at >= self.settings.snapshot_interval_s
+                wanted = force_snapshot or (due and slots > 0)
+                if not wanted and stage1.holdable(partition):
+                    # All its new data is for windows still open: it goes in one flush after
+                    # they end (or with a snapshot), and a heartbeat says the live watermark.
+                    held.append(partition)
+                    continue
                 partials = stage1.flush(partition)
                 # Taken right after the flush, before any await lets new messages in.
                 progress = stage1.progress(partition)
-                due = now - state.snapshot_at >= self.settings.snapshot_interval_s
                 snapshot = None
-                if (force_snapshot or (due and slots > 0)) and stage1.settled(partition):
+                if wanted and stage1.settled(partition):
                     snapshot = stage1.snapshot(partition)
                     slots -= 1
                 work.append((partition, state, partials, progress, snapshot))
             for partition, some in letters:
                 await self._dead_letters(some, self.specs["predictions"].name, partition)
-            caught_up = {p: self.caught_up(p) for p, *_ in work}
+            caught_up = {p: self.caught_up(p) for p in [p for p, *_ in work] + held}
             beating = [p for p, *_ in work]
             # The boundaries first: a restore must be able to reproduce these partials. Each
             # partition has its own record, so their round trips overlap.
@@ -223,7 +230,14 @@ class Stage1Handlers(RuntimeBase):
             await send_all_reliably(self.metrics, self.topics.partials, sends)
             # The heartbeat follows the acknowledged partials on every channel: stage 2 never
             # sees a watermark before the data it covers.
-            await self._beat(stage1.heartbeat(beating, caught_up), n_channels)
+            beat = stage1.heartbeat(beating, caught_up)
+            if held:
+                announced = stage1.announce(held, caught_up)["sources"]
+                beat["sources"] = sorted(
+                    beat["sources"] + announced, key=lambda entry: entry["partition"]
+                )
+                self.metrics.held_flushes.inc(len(held))
+            await self._beat(beat, n_channels)
             for partition, state, _, _, snapshot in work:
                 if snapshot is None:
                     continue

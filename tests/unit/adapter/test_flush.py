@@ -202,6 +202,8 @@ def test_progress_records_of_one_flush_overlap_and_a_refused_one_holds_its_parti
         rt, partials = await flushing(store, range(3))
         for p in range(3):
             await rt.on_prediction(Event(0, envelope(pair(f"r{p}", 1000.0)), partition=p))
+            # Past the end of the first one's window: its data is not held for later.
+            await rt.on_prediction(Event(1, envelope(pair(f"s{p}", 1010.0)), partition=p))
         requeued: set[int] = set()
         requeue = rt.engine.stage1.requeue
 
@@ -229,10 +231,10 @@ def test_a_close_heartbeat_waits_for_the_flush_in_progress() -> None:
         store = SlowProgressStore(refused=set())
         rt, partials = await flushing(store, range(1))
         await rt.on_prediction(Event(0, envelope(pair("a", 1000.0))))
-        await rt.flush([0], 1)  # the timer's first flush
+        await rt.flush([0], 1)  # the timer's first flush: held, [1000, 1010) is open
         partials.delivered.clear()
-        await rt.on_prediction(Event(1, envelope(pair("b", 1009.0))))
-        sending = asyncio.create_task(rt.flush([0], 1))  # cuts [1000, 1010)'s pair, then awaits
+        await rt.on_prediction(Event(1, envelope(pair("b", 1011.0))))  # [1000, 1010) ended
+        sending = asyncio.create_task(rt.flush([0], 1))  # cuts both pairs, then awaits
         await asyncio.sleep(0.001)
         rt.record_lag(0, highwater=3)
         await rt.on_prediction(Event(2, envelope(pair("c", 1016.0))))  # past its close
@@ -243,5 +245,46 @@ def test_a_close_heartbeat_waits_for_the_flush_in_progress() -> None:
 
     sent = asyncio.run(scenario())
     kinds = [(m["kind"], [s["watermark"] for s in m.get("sources", [])]) for m in sent]
-    assert kinds == [("partial", []), ("heartbeat", [1009.01]), ("heartbeat", [1016.01])]
-    assert {g["window"] for g in sent[0]["groups"]} == {100}
+    assert kinds == [("partial", []), ("heartbeat", [1011.01]), ("heartbeat", [1016.01])]
+    assert {g["window"] for g in sent[0]["groups"]} == {100, 101}
+
+
+def test_the_timer_holds_data_of_open_windows_and_sends_it_in_one_partial_once_they_end() -> None:
+    async def scenario() -> tuple[list[list[dict[str, Any]]], SavingStore, str]:
+        store = SavingStore()
+        rt, partials = await flushing(store, range(1))
+        ticks = []
+        for offset, ts in enumerate((1000.0, 1005.0, 1010.5)):
+            await rt.on_prediction(Event(offset, envelope(pair(f"r{offset}", ts))))
+            partials.delivered.clear()
+            await rt.flush([0], 1)
+            ticks.append([orjson.loads(m) for m in partials.delivered])
+        return ticks, store, generate_latest(rt.metrics.registry).decode()
+
+    ticks, store, text = asyncio.run(scenario())
+    beats = [[(m["kind"], m.get("sources")) for m in tick] for tick in ticks[:2]]
+    live = [
+        [{"partition": 0, "watermark": w, "offset": o, "caught_up": False}]
+        for w, o in ((1000.01, 0), (1005.01, 1))
+    ]
+    assert beats == [[("heartbeat", live[0])], [("heartbeat", live[1])]]
+    assert metric(text, "streamguard_held_flushes_total") == 2
+    assert ("stage1-progress", 0) in store.saved  # only for the flush that sent data
+    assert len([s for s in store.saved if s[0] == "stage1-progress"]) == 1
+    *data, beat = ticks[2]
+    assert [(d["source"]["offset_lo"], d["source"]["offset_hi"]) for d in data] == [(-1, 2)]
+    pair_windows = {g["window"] for g in data[0]["groups"] if g["stream"] == "pair"}
+    assert pair_windows == {100, 101}
+    assert beat["sources"][0]["watermark"] == 1010.51
+
+
+def test_a_partition_due_for_a_snapshot_is_flushed_even_if_it_could_hold() -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], list[tuple[str, int]]]:
+        store = SavingStore()
+        rt, partials = await flushing(store, range(1))
+        await feed_and_flush(rt, 0, 1000.0)  # [1000, 1010) is open, the snapshot is due
+        return [orjson.loads(m) for m in partials.delivered], store.saved
+
+    sent, saved = asyncio.run(scenario())
+    assert [m["kind"] for m in sent] == ["partial", "heartbeat"]
+    assert ("stage1", 0) in saved
