@@ -17,7 +17,6 @@ so the same input gives the same partials however the work is spread over worker
 import itertools
 import math
 from collections import defaultdict, deque
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -147,12 +146,7 @@ class Stage1:
         source = self._sources.get(partition)
         if source is None or source.replay or source.outbox:
             return False  # a replay cuts only at its boundaries; held partials go first
-        first_open = {
-            name: _first_open(source.watermark, s.policy) for name, s in source.deployments.items()
-        }
-        # Group keys are (deployment, stream, version, window, ...).
-        pending: Iterator[tuple[Any, ...]] = itertools.chain(source.groups, source.items)
-        return not any(key[3] < first_open[key[0]] for key in pending)
+        return _pending_from(source, lateness=True)
 
     def holdable(self, partition: int) -> bool:
         """Whether ``partition``'s data since its last flush may wait for a later flush.
@@ -170,15 +164,7 @@ class Stage1:
         source = self._sources.get(partition)
         if source is None or source.replay or source.outbox or source.unflushed >= HOLD_MAX:
             return False
-        if source.watermark == -math.inf:  # nothing accounted yet
-            return not (source.groups or source.items)
-        current = {
-            name: math.floor(source.watermark / s.policy.window_s)
-            for name, s in source.deployments.items()
-        }
-        # Group keys are (deployment, stream, version, window, ...).
-        pending: Iterator[tuple[Any, ...]] = itertools.chain(source.groups, source.items)
-        return not any(key[3] < current[key[0]] for key in pending)
+        return _pending_from(source, lateness=False)
 
     def announce(
         self, partitions: list[int], caught_up: dict[int, bool] | None = None
@@ -703,10 +689,26 @@ class Stage1:
         return {"schema_version": 1, "kind": "heartbeat", "sources": entries}
 
 
-def _first_open(watermark: float, policy: DeploymentPolicy) -> int:
+def _first_open(watermark: float, policy: DeploymentPolicy, lateness: bool = True) -> int:
     """The first window ``watermark`` leaves open: window w closes once
-    ``(w + 1) * window_s + allowed_lateness_s <= watermark``."""
-    return math.floor((watermark - policy.allowed_lateness_s) / policy.window_s)
+    ``(w + 1) * window_s + allowed_lateness_s <= watermark``. Without ``lateness``, the first
+    window it has not ended (``(w + 1) * window_s > watermark``)."""
+    late = policy.allowed_lateness_s if lateness else 0.0
+    return math.floor((watermark - late) / policy.window_s)
+
+
+def _pending_from(source: Source, lateness: bool) -> bool:
+    """Whether all of ``source``'s unflushed groups and item counts belong to windows its
+    watermark leaves open (``lateness``) or has not ended (without)."""
+    pending: list[tuple[Any, ...]] = [*source.groups, *source.items]
+    if source.watermark == -math.inf:  # nothing accounted yet
+        return not pending
+    first = {
+        name: _first_open(source.watermark, s.policy, lateness)
+        for name, s in source.deployments.items()
+    }
+    # Group keys are (deployment, stream, version, window, ...).
+    return not any(key[3] < first[key[0]] for key in pending)
 
 
 def _beat(partition: int, watermark: float, offset: int, caught_up: bool) -> dict[str, Any]:

@@ -203,8 +203,8 @@ class Stage1Handlers(RuntimeBase):
                 work.append((partition, state, partials, progress, snapshot))
             for partition, some in letters:
                 await self._dead_letters(some, self.specs["predictions"].name, partition)
-            caught_up = {p: self.caught_up(p) for p in [p for p, *_ in work] + held}
             beating = [p for p, *_ in work]
+            caught_up = {p: self.caught_up(p) for p in beating + held}
             # The boundaries first: a restore must be able to reproduce these partials. Each
             # partition has its own record, so their round trips overlap.
             records = {p: progress for p, _, partials, progress, _ in work if partials}
