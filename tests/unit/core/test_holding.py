@@ -32,7 +32,7 @@ def test_data_of_an_open_window_is_held_until_the_window_ends() -> None:
 
 
 def test_a_partition_holds_a_bounded_number_of_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("streamguard.core.stage1.HOLD_MAX", 4)
+    monkeypatch.setattr("streamguard.core.stage1_watermarks.HOLD_MAX", 4)
     stage1 = Stage1(POLICY)
     stage1.process(0, 0, decoded(pair("a", 1000.0)))
     assert stage1.holdable(0)
