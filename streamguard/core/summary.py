@@ -33,6 +33,7 @@ __all__ = [
     "Registry",
     "Table",
     "add_fields",
+    "remainders",
     "rollup",
     "subtract_fields",
     "sum_frozen",
@@ -140,6 +141,44 @@ def sum_rows(
             out[f.name] = total[None, :]
         else:
             out[f.name] = picked.sum(axis=0)[None, ...]
+    return out
+
+
+def remainders(
+    fields: tuple[Field, ...], arrays: dict[str, Array], queries: list[tuple[int, list[int]]]
+) -> dict[str, Array]:
+    """Row ``parent`` minus the total of rows ``parts``, for many ``(parent, parts)`` at once.
+
+    One row per query: ``subtract_fields(parent row, sum_rows(parts))`` for all of them in a
+    few array operations, as the complements of a slice lattice are asked for in bulk (counts
+    clipped at zero; moments merged with :func:`~streamguard.stats.merge_moments_by_group`,
+    then subtracted).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fields = (Field("pairs", "count"), Field("dev", "moments"))
+    >>> # rows: the values {1, 2, 3, 4}, then {1}, then {3, 4}
+    >>> arrays = {"pairs": np.array([4, 1, 2]),
+    ...           "dev": np.array([[4, 2.5, 5.0], [1, 1.0, 0.0], [2, 3.5, 0.5]])}
+    >>> out = remainders(fields, arrays, [(0, [1]), (0, [1, 2])])
+    >>> out["pairs"].tolist(), np.round(out["dev"], 9).tolist()  # {2, 3, 4}, then {2}
+    ([3, 1], [[3.0, 3.0, 2.0], [1.0, 2.0, 0.0]])
+    """
+    k = len(queries)
+    parents = np.fromiter((p for p, _ in queries), np.int64, k)
+    parts = np.fromiter((r for _, rows in queries for r in rows), np.int64)
+    groups = np.repeat(np.arange(k), [len(rows) for _, rows in queries])
+    out: dict[str, Array] = {}
+    for f in fields:
+        values = arrays[f.name]
+        if f.kind == "moments":
+            total = merge_moments_by_group(values[parts], groups, k)
+            out[f.name] = subtract_moments(values[parents], total)
+        else:
+            total = np.zeros((k, *values.shape[1:]), values.dtype)
+            np.add.at(total, groups, values[parts])
+            out[f.name] = np.maximum(values[parents] - total, 0)
     return out
 
 

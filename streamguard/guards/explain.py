@@ -24,11 +24,13 @@ from typing import Literal
 
 from streamguard.core.slices import ROOT
 
-__all__ = ["Rest", "explain"]
+__all__ = ["Rest", "Rests", "explain"]
 
 #: What is left of a slice once some of its sub-slices are removed: ``clean`` (enough data and
 #: clearly healthy), ``elevated`` (enough data, not clearly healthy) or ``unknown`` (too little).
 Rest = Literal["clean", "elevated", "unknown"]
+#: Many ``rest(parent, children)`` questions answered at once, in order.
+Rests = Callable[[list[tuple[str, list[str]]]], list[Rest]]
 
 
 def _items(label: str) -> frozenset[str]:
@@ -54,6 +56,7 @@ def explain(
     firing: set[str],
     rest: Callable[[str, list[str]], Rest],
     strength: dict[str, float] | None = None,
+    rests: Rests | None = None,
 ) -> list[str]:
     """Explanatory slices among ``firing``.
 
@@ -67,6 +70,12 @@ def explain(
         ``rest(parent, children)`` judges ``parent`` minus ``children`` (its descendants).
     strength
         How strongly each firing label breaches; the strongest breaches are explained first.
+    rests
+        Optional: the same judgement as ``rest`` for many questions at once. The questions of
+        one step (every split of a slice; every ancestor of a candidate) are asked together,
+        so a guard that judges in arrays pays its per-call cost once per step, not once per
+        question (the shadow guard's close at 20 deployments was mostly this; README,
+        "Benchmarks"). The answers must be ``rest``'s.
 
     Notes
     -----
@@ -81,6 +90,7 @@ def explain(
     without the explanations inside it is not elevated; otherwise the deviation reaches beyond
     the candidate and the finding waits until the broader slice breaches.
     """
+    ask: Rests = rests or (lambda questions: [rest(p, c) for p, c in questions])
     items = {label: _items(label) for label in labels}
     by_items = {own: label for label, own in items.items()}
     firing_items = {label: items[label] for label in firing if label in items}
@@ -102,12 +112,14 @@ def explain(
             if own < child_items:
                 extra = _dims(child_items) - own_dims
                 groups.setdefault(extra, []).append(child)
-        candidates = []
-        for extra, members in groups.items():
-            # Children that differ from the parent by exactly these dimensions split it.
-            children = sorted(members)
-            if rest(label, children) == "clean":
-                candidates.append((len(extra), len(children), children))
+        # Children that differ from the parent by exactly these dimensions split it.
+        splits = [(extra, sorted(members)) for extra, members in groups.items()]
+        answers = ask([(label, children) for _, children in splits]) if splits else []
+        candidates = [
+            (len(extra), len(children), children)
+            for (extra, children), answer in zip(splits, answers, strict=True)
+            if answer == "clean"
+        ]
         if not candidates:
             out.append(label)
             return
@@ -122,7 +134,7 @@ def explain(
         overlap = _intersection(own, other)
         if overlap is None or overlap == own or overlap not in by_items:
             return False
-        return rest(candidate, [by_items[overlap]]) == "clean"
+        return ask([(candidate, [by_items[overlap]])]) == ["clean"]
 
     accepted: list[str] = []
     seen: set[str] = set()
@@ -136,6 +148,7 @@ def explain(
 
     def confirmed(candidate: str, explanations: list[str]) -> bool:
         own = items[candidate]
+        questions = []
         for ancestor, ancestor_items in items.items():
             if not ancestor_items < own or ancestor in explanations:
                 continue
@@ -147,9 +160,8 @@ def explain(
                     parts.append(overlap)
             if any(p not in by_items for p in parts) or not _disjoint(parts):
                 continue  # not expressible as tracked, disjoint slices: cannot judge the rest
-            if rest(ancestor, sorted(by_items[p] for p in parts)) == "elevated":
-                return False
-        return True
+            questions.append((ancestor, sorted(by_items[p] for p in parts)))
+        return not questions or "elevated" not in ask(questions)
 
     # Strength order can accept a small, noisy slice before the slice that really explains it;
     # drop an explanation that another one explains, unless they explain each other.

@@ -14,6 +14,7 @@ from streamguard.core.summary import (
     Registry,
     Table,
     add_fields,
+    remainders,
     subtract_fields,
     sum_frozen,
     zeros,
@@ -101,6 +102,35 @@ def test_subtracting_a_part_gives_the_rest(batch, data: st.DataObject) -> None:
         if f.kind == "count":
             np.testing.assert_array_equal(again[f.name], total[f.name])
     del coder
+
+
+@settings(max_examples=50)
+@given(pair_batches(min_size=1), st.data())
+def test_remainders_are_the_summaries_of_what_is_left(batch, data: st.DataObject) -> None:
+    """Many complements at once equal the direct summary of the events they leave."""
+    _, primary, shadow = batch
+    n = len(primary)
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), min_size=2, max_size=2)))
+    chunks = [slice(0, cuts[0]), slice(cuts[0], cuts[1]), slice(cuts[1], n)]
+
+    def summary(index: np.ndarray) -> dict[str, Any]:
+        one_row = np.zeros((len(index), 1), dtype=np.int64)
+        return MEASURES.contributions(one_row, 1, primary[index], shadow[index])
+
+    # Row 0 holds every event, rows 1-3 the three chunks.
+    rows = [summary(np.arange(n))] + [summary(np.arange(n)[c]) for c in chunks]
+    arrays = {f.name: np.concatenate([r[f.name] for r in rows]) for f in MEASURES.fields}
+    subsets = data.draw(st.lists(st.sets(st.integers(1, 3), min_size=1), min_size=1, max_size=5))
+    got = remainders(MEASURES.fields, arrays, [(0, sorted(parts)) for parts in subsets])
+    for q, parts in enumerate(subsets):
+        kept = [np.arange(n)[chunks[i - 1]] for i in (1, 2, 3) if i not in parts]
+        want = summary(np.concatenate([np.zeros(0, np.int64), *kept]))
+        for f in MEASURES.fields:
+            if f.kind == "count":
+                np.testing.assert_array_equal(got[f.name][q], want[f.name][0])
+            else:
+                assert got[f.name][q, 0] == want[f.name][0, 0]
+                np.testing.assert_allclose(got[f.name][q, 1:], want[f.name][0, 1:], 1e-6, 1e-9)
 
 
 def test_registry_rows_are_stable_and_limited() -> None:
