@@ -164,6 +164,9 @@ class RuntimeBase:
         # (topic, partition) assigned now; None while joining the group or rebalancing.
         self.assignment: set[tuple[str, int]] | None = None
         self._recovery: asyncio.Task[None] | None = None
+        # The last window close's verdicts on their way to the broker (stage 2; each close's
+        # send waits for the one before, so verdicts keep their order).
+        self._verdicts_out: asyncio.Task[None] | None = None
         # Caught-up partitions whose watermark passed a window's close since the last eager
         # flush; the eager flusher (:meth:`eager_flushes`) takes them all at once.
         self._closing: set[int] = set()
