@@ -159,6 +159,8 @@ class Source:
     # The watermark a heartbeat alone last told stage 2 (Stage1.announce), above the flushed one
     # while the data since the flush is all for windows it leaves open.
     announced_watermark: float = -math.inf
+    # The watermark at which Stage1.ending last looked for a window end (not snapshotted).
+    end_checked: float = -math.inf
     # Offsets at which partials were flushed since the last stored snapshot (cleared by
     # Stage1.snapshot_stored): recorded before they are sent, so that after a restore the same
     # partials (same bytes, same stamps) are flushed again at the same offsets and stage 2 can

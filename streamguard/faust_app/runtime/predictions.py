@@ -65,9 +65,11 @@ class Stage1Handlers(RuntimeBase):
         state.last_offset = offset
         if units:  # most one-event messages only join their partition's run
             await self._dead_letters(self._units(units, value), message.topic, partition)
-        if self.engine.stage1.closing(partition) and self.caught_up(partition):
+        stage1 = self.engine.stage1
+        if (stage1.closing(partition) or stage1.ending(partition)) and self.caught_up(partition):
             # A window's close passed here: stage 2 hears of it with this partition's next
-            # flush, so flush it now rather than at the timer's next tick. Not while reading a
+            # flush, so flush it now rather than at the timer's next tick. Or a window's end,
+            # after which its data must be sent before it closes. Not while reading a
             # backlog, where closes pass every few messages and the timer's flush is as early.
             # Not here either: the other partitions' closing messages wait behind this agent,
             # so the eager flusher takes every partition that closed meanwhile in one flush.
@@ -124,11 +126,12 @@ class Stage1Handlers(RuntimeBase):
         self._closing_wake.set()
 
     async def flush_closing(self, owned: list[int], n_channels: int) -> list[int]:
-        """Tell stage 2 of every owned partition that passed a window's close since the last
-        call; returns them (a partition revoked meanwhile is left to its next owner).
+        """Tell stage 2 of every owned partition that passed a window's close or end since the
+        last call; returns them (a partition revoked meanwhile is left to its next owner).
 
-        A heartbeat alone tells it when nothing pending belongs to a window the watermark
-        closes (:meth:`streamguard.core.Stage1.announceable`); the others are flushed together.
+        A heartbeat alone tells it when the data since the last flush may still be held
+        (:meth:`streamguard.core.Stage1.holdable`: all of it for windows that have not ended,
+        so none for a window the watermark closes); the others are flushed together.
         """
         partitions = sorted(self._closing.intersection(owned))
         self._closing.clear()
@@ -140,12 +143,13 @@ class Stage1Handlers(RuntimeBase):
         return partitions
 
     async def _announce(self, partitions: list[int], n_channels: int) -> list[int]:
-        """Send one heartbeat for the announceable ``partitions``; return the others."""
+        """Send one heartbeat for the holdable ``partitions`` (holdable implies announceable);
+        return the others."""
         # Under the flush lock: a flush in progress may be sending data for a window this
         # watermark closes (pending when it was cut), which must reach stage 2 first.
         async with self.lock1:
             stage1 = self.engine.stage1
-            heard = [p for p in partitions if p in self.stage1 and stage1.announceable(p)]
+            heard = [p for p in partitions if p in self.stage1 and stage1.holdable(p)]
             if heard:
                 caught_up = {p: self.caught_up(p) for p in heard}
                 await self._beat(stage1.announce(heard, caught_up), n_channels)

@@ -288,3 +288,28 @@ def test_a_partition_due_for_a_snapshot_is_flushed_even_if_it_could_hold() -> No
     sent, saved = asyncio.run(scenario())
     assert [m["kind"] for m in sent] == ["partial", "heartbeat"]
     assert ("stage1", 0) in saved
+
+
+def test_a_window_end_with_its_data_waiting_is_flushed_at_once_not_at_the_next_tick() -> None:
+    async def scenario() -> tuple[set[int], set[int], list[dict[str, Any]]]:
+        rt, partials = await flushing(SavingStore(), range(1))
+        rt.record_lag(0, highwater=0)  # caught up throughout
+        for offset, ts in enumerate((1000.0, 1011.0)):
+            await rt.on_prediction(Event(offset, envelope(pair(f"r{offset}", ts))))
+        await rt.flush([0], 1)  # [1000, 1010) ended: the timer sends both pairs
+        await rt.on_prediction(Event(2, envelope(pair("c", 1016.0))))  # its close passed
+        await rt.flush_closing([0], 1)  # a heartbeat: c's window is open
+        at_close = set(rt._closing)
+        partials.delivered.clear()
+        await rt.on_prediction(Event(3, envelope(pair("d", 1021.0))))  # [1010, 1020) ended
+        at_end = set(rt._closing)
+        await rt.flush_closing([0], 1)
+        return at_close, at_end, [orjson.loads(m) for m in partials.delivered]
+
+    at_close, at_end, sent = asyncio.run(scenario())
+    assert at_close == set()
+    assert at_end == {0}  # no close passed here; the end did it
+    *data, beat = sent
+    assert [(d["source"]["offset_lo"], d["source"]["offset_hi"]) for d in data] == [(1, 3)]
+    assert {g["window"] for g in data[0]["groups"] if g["stream"] == "pair"} == {101, 102}
+    assert beat["sources"][0]["watermark"] == 1021.01

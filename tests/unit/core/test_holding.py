@@ -56,6 +56,33 @@ def test_requeued_partials_and_a_replay_are_never_held() -> None:
     assert not restored.holdable(0)  # replaying toward offset 5: it cuts only there
 
 
+def test_passing_a_window_end_with_its_data_waiting_asks_for_a_flush_once() -> None:
+    stage1 = Stage1(POLICY)
+    stage1.process(0, 0, decoded(pair("a", 1000.0)))
+    assert not stage1.ending(0)  # never flushed: the timer's first flush carries it
+    stage1.flush(0)
+    stage1.process(0, 1, decoded(pair("b", 1009.0)))
+    assert not stage1.ending(0)  # still inside [1000, 1010)
+    stage1.process(0, 2, decoded(pair("c", 1010.5)))
+    assert stage1.ending(0)  # [1000, 1010) ended with b waiting
+    assert not stage1.ending(0)  # looked at once per end
+    stage1.process(0, 3, decoded(pair("d", 1010.7)))
+    assert not stage1.ending(0)
+    stage1.flush(0)  # b, c and d
+    stage1.process(0, 4, decoded(pair("e", 1011.0)))
+    stage1.process(0, 5, decoded(pair("f", 1021.0)))  # [1010, 1020) ended, e waiting
+    assert stage1.ending(0)
+
+
+def test_an_end_with_nothing_of_the_ended_window_waiting_asks_for_nothing() -> None:
+    stage1 = Stage1(POLICY)
+    stage1.process(0, 0, decoded(pair("a", 1000.0)))
+    stage1.flush(0)
+    stage1.process(0, 1, decoded(pair("b", 1012.0)))  # jumps past the end: b is in [1010, 1020)
+    assert not stage1.ending(0)
+    assert stage1.holdable(0)
+
+
 def _pair_counts(messages: list[bytes]) -> Counter[tuple[str, int]]:
     """Whole-deployment counts per (stream, window) over partial messages."""
     out: Counter[tuple[str, int]] = Counter()
