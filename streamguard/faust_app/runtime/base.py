@@ -151,6 +151,8 @@ class RuntimeBase:
         self.control_offsets: dict[int, int] = {}
         self.stage3_deployments: dict[int, set[str]] = defaultdict(set)
         self.lock1 = asyncio.Lock()
+        # Held while a flush stores its stage-1 snapshots, after it let go of ``lock1``.
+        self.snapshot_lock1 = asyncio.Lock()
         self.lock2 = asyncio.Lock()
         self.lock3 = asyncio.Lock()
         self.lock_leakage = asyncio.Lock()

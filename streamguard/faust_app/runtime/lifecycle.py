@@ -60,7 +60,7 @@ class Runtime(Stage1Handlers, Stage2Handlers, Stage3Handlers, LeakageHandlers):
         only state consistent with the broker; windows in flight are lost, and that is said.
         """
         await self.stop_recovery()  # it would install state read before the reset
-        async with self.lock1, self.lock2, self.lock3, self.lock_leakage:
+        async with self.lock1, self.snapshot_lock1, self.lock2, self.lock3, self.lock_leakage:
             log.error("broker lost its logs (%s): all stage state is reset", reason)
             self.metrics.internal_errors.labels("log_lost").inc()
             for partition in list(self.stage1):
@@ -92,7 +92,7 @@ class Runtime(Stage1Handlers, Stage2Handlers, Stage3Handlers, LeakageHandlers):
         self.assignment = None
         await self.stop_recovery()
         names = {role: spec.name for role, spec in self.specs.items()}
-        async with self.lock1, self.lock2, self.lock3, self.lock_leakage:
+        async with self.lock1, self.snapshot_lock1, self.lock2, self.lock3, self.lock_leakage:
             for tp in revoked:
                 if tp.topic == names["predictions"]:
                     self.engine.stage1.drop(tp.partition)

@@ -179,6 +179,7 @@ class Stage1Handlers(RuntimeBase):
             stage1 = self.engine.stage1
             now = time.monotonic()
             work = []
+            taken: list[tuple[int, _Input, dict[str, Any]]] = []
             letters: list[tuple[int, list[tuple[int, Rejected]]]] = []
             max_ts = time.time() + self.settings.max_future_s
             # A few partitions' snapshots per flush, the most overdue first: all of them at
@@ -242,17 +243,31 @@ class Stage1Handlers(RuntimeBase):
                 )
                 self.metrics.held_flushes.inc(len(held))
             await self._beat(beat, n_channels)
-            for partition, state, _, _, snapshot in work:
-                if snapshot is None:
-                    continue
+            # The pending gauge sums every partition here, also after one partition's flush.
+            self._gauges(sorted(self.stage1))
+            taken = [(p, state, snapshot) for p, state, _, _, snapshot in work if snapshot]
+            for _, state, _ in taken:
+                # Tried again after the interval even if refused, not at every flush in others'
+                # slots; set now, as another flush may run while this one stores it.
+                state.snapshot_at = now
+            if taken:
+                # Taken before the flush lock is let go: a revocation waits for both.
+                await self.snapshot_lock1.acquire()
+        if not taken:
+            return
+        # Stored outside the flush lock: the heartbeat above is out, and a close heartbeat or
+        # the next flush need not wait for these round trips (they held closes up to ~0.4 s
+        # at 20 deployments; README, "Benchmarks"). The boundaries they let go of are only
+        # those up to each snapshot's offset, so a progress record stored meanwhile lists a
+        # superset, which a restore filters.
+        try:
+            for partition, state, snapshot in taken:
                 # A snapshot the broker refused covers nothing: its messages stay uncommitted.
-                # It is tried again after the interval, not at every flush in others' slots.
                 if await self.store.save("stage1", partition, snapshot["offset"], snapshot):
                     stage1.snapshot_stored(partition, snapshot["offset"])
                     state.held = _release(state.held, snapshot["offset"])
-                state.snapshot_at = now
-            # The pending gauge sums every partition here, also after one partition's flush.
-            self._gauges(sorted(self.stage1))
+        finally:
+            self.snapshot_lock1.release()
 
     async def _beat(self, heartbeat: dict[str, Any], n_channels: int) -> None:
         """Send ``heartbeat`` to every partials channel (stage 2 reads watermarks per channel)."""

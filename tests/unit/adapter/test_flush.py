@@ -4,6 +4,7 @@ import asyncio
 from typing import Any
 
 import orjson
+from aiokafka.structs import TopicPartition
 from prometheus_client import generate_latest
 
 from streamguard.faust_app.runtime import Runtime, Topics
@@ -313,3 +314,48 @@ def test_a_window_end_with_its_data_waiting_is_flushed_at_once_not_at_the_next_t
     assert [(d["source"]["offset_lo"], d["source"]["offset_hi"]) for d in data] == [(1, 3)]
     assert {g["window"] for g in data[0]["groups"] if g["stream"] == "pair"} == {101, 102}
     assert beat["sources"][0]["watermark"] == 1021.01
+
+
+class GatedSnapshotStore(SavingStore):
+    """Stage-1 snapshots wait for ``gate``; everything else is stored at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.storing = asyncio.Event()
+
+    async def save(
+        self, stage: str, partition: int, offset: int, state: Any, stamp: Any = None
+    ) -> bool:
+        if stage == "stage1":
+            self.storing.set()
+            await self.gate.wait()
+        return await super().save(stage, partition, offset, state)
+
+
+def test_a_close_heartbeat_does_not_wait_for_a_flushs_snapshots_but_a_revocation_does() -> None:
+    async def scenario() -> tuple[list[str], list[tuple[str, int]], bool]:
+        store = GatedSnapshotStore()
+        rt, partials = await flushing(store, range(1))
+        rt.record_lag(0, highwater=0)
+        await rt.on_prediction(Event(0, envelope(pair("a", 1000.0))))
+        rt.stage1[0].snapshot_at = -1000.0
+        flushing_task = asyncio.create_task(rt.flush([0], 1))  # sends, then stores a snapshot
+        await store.storing.wait()
+        partials.delivered.clear()
+        await rt.on_prediction(Event(1, envelope(pair("b", 1016.0))))  # [1000, 1010) closes
+        await asyncio.wait_for(rt.flush_closing([0], 1), 1.0)  # not behind the snapshot
+        kinds = [orjson.loads(m)["kind"] for m in partials.delivered]
+        revoking = asyncio.create_task(
+            rt.on_revoked({TopicPartition(SPECS["predictions"].name, 0)})
+        )
+        await asyncio.sleep(0.01)
+        waited = not revoking.done()  # the partition's snapshot is still being stored
+        store.gate.set()
+        await asyncio.gather(flushing_task, revoking)
+        return kinds, store.saved, waited
+
+    kinds, saved, waited = asyncio.run(scenario())
+    assert kinds == ["heartbeat"]
+    assert ("stage1", 0) in saved
+    assert waited
