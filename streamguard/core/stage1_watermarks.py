@@ -47,10 +47,7 @@ class Watermarks:
             # carries it), or a restored partition replaying up to its recorded flush
             # boundaries, where it flushes only there.
             return False
-        return any(
-            _first_open(source.watermark, s.policy) > _first_open(told, s.policy)
-            for s in source.deployments.values()
-        )
+        return _passed(source, told, lateness=True)
 
     def ending(self, partition: int) -> bool:
         """Whether ``partition``'s watermark just passed a window's end with data of an ended
@@ -67,11 +64,7 @@ class Watermarks:
         if source is None or source.replay or source.flushed_watermark == -math.inf:
             return False
         seen = max(source.flushed_watermark, source.end_checked)
-        if source.watermark <= seen or not any(
-            _first_open(source.watermark, s.policy, lateness=False)
-            > _first_open(seen, s.policy, lateness=False)
-            for s in source.deployments.values()
-        ):
+        if source.watermark <= seen or not _passed(source, seen, lateness=False):
             return False
         source.end_checked = source.watermark
         return not self.holdable(partition)
@@ -157,6 +150,15 @@ def _first_open(watermark: float, policy: DeploymentPolicy, lateness: bool = Tru
     window it has not ended (``(w + 1) * window_s > watermark``)."""
     late = policy.allowed_lateness_s if lateness else 0.0
     return math.floor((watermark - late) / policy.window_s)
+
+
+def _passed(source: Source, since: float, lateness: bool) -> bool:
+    """Whether ``source``'s watermark passed a window's close (``lateness``) or end (without)
+    that the watermark ``since`` had not, for any of its deployments."""
+    return any(
+        _first_open(source.watermark, s.policy, lateness) > _first_open(since, s.policy, lateness)
+        for s in source.deployments.values()
+    )
 
 
 def _pending_from(source: Source, lateness: bool) -> bool:

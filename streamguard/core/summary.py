@@ -169,17 +169,15 @@ def remainders(
     parents = np.fromiter((p for p, _ in queries), np.int64, k)
     parts = np.fromiter((r for _, rows in queries for r in rows), np.int64)
     groups = np.repeat(np.arange(k), [len(rows) for _, rows in queries])
-    out: dict[str, Array] = {}
+    totals: dict[str, Array] = {}
     for f in fields:
         values = arrays[f.name]
         if f.kind == "moments":
-            total = merge_moments_by_group(values[parts], groups, k)
-            out[f.name] = subtract_moments(values[parents], total)
+            totals[f.name] = merge_moments_by_group(values[parts], groups, k)
         else:
-            total = np.zeros((k, *values.shape[1:]), values.dtype)
-            np.add.at(total, groups, values[parts])
-            out[f.name] = np.maximum(values[parents] - total, 0)
-    return out
+            totals[f.name] = np.zeros((k, *values.shape[1:]), values.dtype)
+            np.add.at(totals[f.name], groups, values[parts])
+    return subtract_fields(fields, {f.name: arrays[f.name][parents] for f in fields}, totals)
 
 
 class Registry:

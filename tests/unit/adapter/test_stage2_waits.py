@@ -2,12 +2,12 @@
 close's verdicts go to the broker without the next close waiting for them."""
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.structs import TopicPartition
 
-from streamguard.faust_app.runtime import Topics
+from streamguard.faust_app.runtime import Runtime, Topics
 from tests.unit.adapter.test_recovery import SPECS, Store, runtime
 
 
@@ -34,12 +34,20 @@ class GatedSaves(Store):
         return True
 
 
+async def two_channels_snapshotting() -> tuple[GatedSaves, Runtime, asyncio.Task[None]]:
+    """Two changed stage-2 channels; a snapshot round started, held in channel 0's save."""
+    store = GatedSaves()
+    rt, _ = runtime(store)
+    await rt._restore2_locked([0, 1])
+    rt.stage2[0].dirty = rt.stage2[1].dirty = True
+    snapshots = asyncio.create_task(rt.snapshot_stage2())
+    await store.saving.wait()
+    return store, rt, snapshots
+
+
 def test_a_window_close_gets_in_between_two_channels_snapshots() -> None:
     async def scenario() -> None:
-        store = GatedSaves()
-        rt, _ = runtime(store)
-        await rt._restore2_locked([0, 1])
-        rt.stage2[0].dirty = rt.stage2[1].dirty = True
+        store, rt, snapshots = await two_channels_snapshotting()
         seen_by_close: list[list[int]] = []
         publish = rt._publish_verdicts
 
@@ -48,8 +56,6 @@ def test_a_window_close_gets_in_between_two_channels_snapshots() -> None:
             await publish(now)
 
         rt._publish_verdicts = recording  # type: ignore[method-assign]
-        snapshots = asyncio.create_task(rt.snapshot_stage2())
-        await store.saving.wait()
         closes = asyncio.create_task(rt.close_idle())
         await asyncio.sleep(0.01)
         assert not closes.done()  # channel 0's snapshot and save hold the lock
@@ -65,12 +71,7 @@ def test_a_window_close_gets_in_between_two_channels_snapshots() -> None:
 
 def test_a_channel_revoked_between_two_snapshots_is_not_saved() -> None:
     async def scenario() -> None:
-        store = GatedSaves()
-        rt, _ = runtime(store)
-        await rt._restore2_locked([0, 1])
-        rt.stage2[0].dirty = rt.stage2[1].dirty = True
-        snapshots = asyncio.create_task(rt.snapshot_stage2())
-        await store.saving.wait()
+        store, rt, snapshots = await two_channels_snapshotting()
         revoked = asyncio.create_task(rt.on_revoked({TopicPartition(SPECS["partials"].name, 1)}))
         await asyncio.sleep(0.01)
         store.gate.set()
@@ -87,7 +88,6 @@ class FakeVerdict:
 
     deployment: str
     guard: str = "shadow"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"deployment": self.deployment, "guard": self.guard, "slices": []}
