@@ -41,6 +41,7 @@ from streamguard.contracts.schemas import (
     rules_for,
     training_rules,
 )
+from streamguard.contracts.typed_columns import typed_columns
 from streamguard.contracts.typed_rows import typed_envelope
 
 __all__ = [
@@ -59,8 +60,9 @@ __all__ = [
 #: envelopes may be configured larger, so the bound is generous but finite).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
-#: Messages at least this long are first read as a row envelope of valid events in C
-#: (:mod:`.typed_rows`); one-event messages are shorter, and a miss costs a few bytes' parse.
+#: Messages at least this long are first read in C as a row envelope or a columnar batch of
+#: valid events (:mod:`.typed_rows`, :mod:`.typed_columns`); one-event messages are shorter,
+#: and a miss of the wrong kind fails at its first key.
 TYPED_MIN_BYTES = 2048
 
 #: Every reason a message or event is rejected with: the dead letter's ``reason`` and the
@@ -378,8 +380,9 @@ def decode_message(value: bytes | None, max_ts: float = math.inf, *, typed: bool
         Events later than this (epoch seconds) are rejected as ``ts_in_future``: one event
         from a wrong clock would otherwise move the watermark and make everything else late.
     typed
-        Read long row envelopes in C first (:data:`TYPED_MIN_BYTES`); False decodes every
-        message through parsed dicts. The results are the same (tests compare the two).
+        Read long row envelopes and columnar batches in C first (:data:`TYPED_MIN_BYTES`);
+        False decodes every message through parsed dicts. The results are the same (tests
+        compare the two).
     """
     parsed = parse_message(value, max_ts, typed=typed)
     if isinstance(parsed, Decoded):
@@ -399,8 +402,9 @@ def parse_message(
     messages can be decoded together by :func:`decode_events` (one pass of column building
     instead of one per message); anything else (envelopes, columnar batches, training
     examples, messages that are not an event) comes back as its :class:`Decoded`, exactly
-    as :func:`decode_message` gives it. Row envelopes of :data:`TYPED_MIN_BYTES` or more are
-    first read in C (:mod:`.typed_rows`), unless ``typed`` is False.
+    as :func:`decode_message` gives it. Row envelopes and columnar batches of
+    :data:`TYPED_MIN_BYTES` or more are first read in C (:mod:`.typed_rows`,
+    :mod:`.typed_columns`), unless ``typed`` is False.
 
     >>> parse_message(b'{"kind": "outcome", "ts": 1}')
     {'kind': 'outcome', 'ts': 1}
@@ -412,8 +416,11 @@ def parse_message(
     if len(value) > MAX_MESSAGE_BYTES:
         detail = f"message of {len(value)} bytes exceeds {MAX_MESSAGE_BYTES}"
         return _whole("oversized", detail, value[:1024])
-    if typed and len(value) >= TYPED_MIN_BYTES and (read := typed_envelope(value, max_ts)):
-        return _decoded(*read)
+    if typed and len(value) >= TYPED_MIN_BYTES:
+        if read := typed_envelope(value, max_ts):
+            return _decoded(*read)
+        if (batch := typed_columns(value, max_ts)) is not None:
+            return _decoded(batch, OutcomeBatch.empty(), len(batch))
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as exc:

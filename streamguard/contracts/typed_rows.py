@@ -41,7 +41,7 @@ from streamguard.contracts.events import OutcomeBatch, PredictionBatch
 from streamguard.contracts.exceptions import ContractError
 from streamguard.contracts.schemas import FieldRule, load_schema, rules_for
 
-__all__ = ["typed_envelope"]
+__all__ = ["number_type", "patterns_ok", "text_type", "typed_envelope"]
 
 _UNSET = msgspec.UNSET
 # The structs' field types are built at runtime from the schemas; as values of type Any these
@@ -52,14 +52,14 @@ _DICT: Any = dict
 _LIST: Any = list
 
 
-def _text(rule: FieldRule) -> Any:
+def text_type(rule: FieldRule) -> Any:
     """A string of the rule's lengths (msgspec counts code points, as JSON Schema does)."""
     if rule.enum is not None:
         return _LITERAL[tuple(sorted(rule.enum))]
     return _ANNOTATED[str, msgspec.Meta(min_length=rule.min_length, max_length=rule.max_length)]
 
 
-def _number(prop: dict[str, Any]) -> Any:
+def number_type(prop: dict[str, Any]) -> Any:
     """A JSON number (msgspec's float takes integers, never booleans), with its minimum."""
     if "minimum" in prop:
         return _ANNOTATED[float, msgspec.Meta(ge=float(prop["minimum"]))]
@@ -102,32 +102,32 @@ def _types() -> tuple[Any, Any, msgspec.json.Decoder[Any]]:
     rules = rules_for("prediction")
     s = rules.strings
     slice_type = _ANNOTATED[
-        _DICT[_text(rules.slice_key), _text(rules.slice_value)],
+        _DICT[text_type(rules.slice_key), text_type(rules.slice_value)],
         msgspec.Meta(max_length=rules.slice_max_properties),
     ]
-    items_type = _ANNOTATED[_LIST[_text(rules.item)], msgspec.Meta(max_length=rules.items_max)]
+    items_type = _ANNOTATED[_LIST[text_type(rules.item)], msgspec.Meta(max_length=rules.items_max)]
     prediction = _struct(
         "prediction",
         [
-            ("event_id", _text(s["event_id"])),
-            ("request_id", _text(s["request_id"])),
-            ("ts", _number(props["ts"])),
-            ("deployment", _text(s["deployment"])),
-            ("model_version", _text(s["model_version"])),
-            ("role", _text(s["role"])),
+            ("event_id", text_type(s["event_id"])),
+            ("request_id", text_type(s["request_id"])),
+            ("ts", number_type(props["ts"])),
+            ("deployment", text_type(s["deployment"])),
+            ("model_version", text_type(s["model_version"])),
+            ("role", text_type(s["role"])),
             ("slice", slice_type),
-            ("score", _number(props["score"])),
+            ("score", number_type(props["score"])),
         ],
         [
-            ("latency_ms", _number(props["latency_ms"])),
+            ("latency_ms", number_type(props["latency_ms"])),
             ("items", items_type),
             ("error", bool),
-            ("allocation", _text(s["allocation"])),
-            ("feature_schema", _text(s["feature_schema"])),
-            ("replica_id", _text(s["replica_id"])),
-            ("replica_age_s", _number(props["replica_age_s"])),
+            ("allocation", text_type(s["allocation"])),
+            ("feature_schema", text_type(s["feature_schema"])),
+            ("replica_id", text_type(s["replica_id"])),
+            ("replica_age_s", number_type(props["replica_age_s"])),
             ("replica_ready", bool),
-            ("env_fingerprint", _text(s["env_fingerprint"])),
+            ("env_fingerprint", text_type(s["env_fingerprint"])),
         ],
     )
     props = load_schema("outcome")["properties"]
@@ -135,11 +135,11 @@ def _types() -> tuple[Any, Any, msgspec.json.Decoder[Any]]:
     outcome = _struct(
         "outcome",
         [
-            ("event_id", _text(s["event_id"])),
-            ("request_id", _text(s["request_id"])),
-            ("ts", _number(props["ts"])),
-            ("deployment", _text(s["deployment"])),
-            ("value", _number(props["value"])),
+            ("event_id", text_type(s["event_id"])),
+            ("request_id", text_type(s["request_id"])),
+            ("ts", number_type(props["ts"])),
+            ("deployment", text_type(s["deployment"])),
+            ("value", number_type(props["value"])),
         ],
         [],
     )
@@ -158,7 +158,7 @@ def _types() -> tuple[Any, Any, msgspec.json.Decoder[Any]]:
     return prediction, outcome, msgspec.json.Decoder(envelope)
 
 
-def _patterns_ok(values: list[str], rule: FieldRule) -> bool:
+def patterns_ok(values: list[Any], rule: FieldRule) -> bool:
     """The one check msgspec was not asked for (its lengths and enums it made already)."""
     return rule.pattern is None or not values or strings_ok(list(set(values)), rule)
 
@@ -183,7 +183,7 @@ def _optional_strings(events: list[Any], name: str, rule: FieldRule) -> list[str
     if not given:
         return []
     column = _filled(column, given, "")
-    return column if _patterns_ok([v for v in column if v], rule) else None
+    return column if patterns_ok([v for v in column if v], rule) else None
 
 
 def _optional_numbers(events: list[Any], name: str, n: int) -> np.ndarray:
@@ -215,9 +215,9 @@ def _predictions(events: list[Any], max_ts: float) -> PredictionBatch | None:
     keys = list(set(chain.from_iterable(slices)))
     values = list(set(chain.from_iterable(map(dict.values, slices))))
     if not (
-        _patterns_ok(deployment, rules.strings["deployment"])
-        and _patterns_ok(keys, rules.slice_key)
-        and _patterns_ok(values, rules.slice_value)
+        patterns_ok(deployment, rules.strings["deployment"])
+        and patterns_ok(keys, rules.slice_key)
+        and patterns_ok(values, rules.slice_value)
     ):
         return None
     latency = _optional_numbers(events, "latency_ms", n)
@@ -263,7 +263,7 @@ def _outcomes(events: list[Any], max_ts: float) -> OutcomeBatch | None:
     ts = np.fromiter(map(attrgetter("ts"), events), np.float64, n)
     deployment = _column(events, "deployment")
     rule = rules_for("outcome").strings["deployment"]
-    if ts.max() > max_ts or not _patterns_ok(deployment, rule):
+    if ts.max() > max_ts or not patterns_ok(deployment, rule):
         return None
     value = np.fromiter(map(attrgetter("value"), events), np.float64, n)
     return OutcomeBatch(
