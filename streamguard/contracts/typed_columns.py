@@ -55,11 +55,12 @@ def _decoder() -> msgspec.json.Decoder[Any]:
     schema = load_schema(COLUMNS_KIND)
     max_rows = schema["properties"]["n"]["maximum"]
     item = _ANNOTATED[_LIST[text_type(rules.item)], msgspec.Meta(max_length=rules.items_max)]
+    strings = ["event_id", "request_id", "model_version", "role", "allocation"]
+    strings += ["feature_schema", "env_fingerprint"]
     types = {
-        **{name: text_type(s[name]) for name in ("event_id", "request_id", "deployment")},
-        **{name: text_type(s[name]) for name in ("model_version", "role", "allocation")},
-        **{name: text_type(s[name]) for name in ("feature_schema", "replica_id")},
-        "env_fingerprint": text_type(s["env_fingerprint"]),
+        **{name: text_type(s[name]) for name in strings},
+        # Patterns checked after decoding, on distinct values (typed_columns below).
+        **{name: text_type(s[name], pattern_after=True) for name in ("deployment", "replica_id")},
         **{name: number_type(props[name]) for name in ("ts", "score", "latency_ms")},
         "replica_age_s": number_type(props["replica_age_s"]),
         "items": item,
@@ -68,7 +69,7 @@ def _decoder() -> msgspec.json.Decoder[Any]:
     }
     required = schema["properties"]["columns"]["required"]
     # Slice keys are checked after (a row may still be valid where a check of all keys fails).
-    slices = _DICT[str, _LIST[text_type(rules.slice_value) | None]]
+    slices = _DICT[str, _LIST[text_type(rules.slice_value, pattern_after=True) | None]]
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("slice", slices)]
     for name, type_ in types.items():
         if name in required:

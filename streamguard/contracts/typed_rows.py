@@ -52,8 +52,15 @@ _DICT: Any = dict
 _LIST: Any = list
 
 
-def text_type(rule: FieldRule) -> Any:
-    """A string of the rule's lengths (msgspec counts code points, as JSON Schema does)."""
+def text_type(rule: FieldRule, *, pattern_after: bool = False) -> Any:
+    """A string of the rule's lengths (msgspec counts code points, as JSON Schema does).
+
+    A pattern is not handed to msgspec, which would run the regex on every value; the caller
+    checks it after, on distinct values, and says so with ``pattern_after``. A schema that
+    gives a pattern where the caller does not check one fails here, when the structs are built.
+    """
+    if rule.pattern is not None and not pattern_after:
+        raise ContractError(f"pattern {rule.pattern.pattern!r} is not checked by the typed decoder")
     if rule.enum is not None:
         return _LITERAL[tuple(sorted(rule.enum))]
     return _ANNOTATED[str, msgspec.Meta(min_length=rule.min_length, max_length=rule.max_length)]
@@ -102,7 +109,10 @@ def _types() -> tuple[Any, Any, msgspec.json.Decoder[Any]]:
     rules = rules_for("prediction")
     s = rules.strings
     slice_type = _ANNOTATED[
-        _DICT[text_type(rules.slice_key), text_type(rules.slice_value)],
+        _DICT[
+            text_type(rules.slice_key, pattern_after=True),
+            text_type(rules.slice_value, pattern_after=True),
+        ],
         msgspec.Meta(max_length=rules.slice_max_properties),
     ]
     items_type = _ANNOTATED[_LIST[text_type(rules.item)], msgspec.Meta(max_length=rules.items_max)]
@@ -112,7 +122,7 @@ def _types() -> tuple[Any, Any, msgspec.json.Decoder[Any]]:
             ("event_id", text_type(s["event_id"])),
             ("request_id", text_type(s["request_id"])),
             ("ts", number_type(props["ts"])),
-            ("deployment", text_type(s["deployment"])),
+            ("deployment", text_type(s["deployment"], pattern_after=True)),
             ("model_version", text_type(s["model_version"])),
             ("role", text_type(s["role"])),
             ("slice", slice_type),
@@ -124,7 +134,7 @@ def _types() -> tuple[Any, Any, msgspec.json.Decoder[Any]]:
             ("error", bool),
             ("allocation", text_type(s["allocation"])),
             ("feature_schema", text_type(s["feature_schema"])),
-            ("replica_id", text_type(s["replica_id"])),
+            ("replica_id", text_type(s["replica_id"], pattern_after=True)),
             ("replica_age_s", number_type(props["replica_age_s"])),
             ("replica_ready", bool),
             ("env_fingerprint", text_type(s["env_fingerprint"])),
@@ -138,7 +148,7 @@ def _types() -> tuple[Any, Any, msgspec.json.Decoder[Any]]:
             ("event_id", text_type(s["event_id"])),
             ("request_id", text_type(s["request_id"])),
             ("ts", number_type(props["ts"])),
-            ("deployment", text_type(s["deployment"])),
+            ("deployment", text_type(s["deployment"], pattern_after=True)),
             ("value", number_type(props["value"])),
         ],
         [],

@@ -24,7 +24,8 @@ from streamguard.contracts import (
 )
 from streamguard.contracts.decode import TYPED_MIN_BYTES
 from streamguard.contracts.exceptions import ContractError
-from streamguard.contracts.typed_rows import _struct, typed_envelope
+from streamguard.contracts.schemas import rules_for
+from streamguard.contracts.typed_rows import _struct, text_type, typed_envelope
 from tests.unit.contracts._strategies import (
     any_events,
     encode,
@@ -221,3 +222,10 @@ def test_a_schema_with_fields_the_typed_decoder_does_not_know_fails_loudly() -> 
         _struct("outcome", fields[:-1], [])  # value missing
     with pytest.raises(ContractError, match="does not know"):
         _struct("outcome", fields, [("note", str)])  # not in the schema
+
+
+def test_a_pattern_the_typed_decoder_would_not_check_fails_loudly() -> None:
+    rule = rules_for("prediction").strings["deployment"]
+    assert text_type(rule, pattern_after=True) is not None
+    with pytest.raises(ContractError, match="not checked"):
+        text_type(rule)
