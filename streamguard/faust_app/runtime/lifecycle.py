@@ -39,7 +39,7 @@ class Runtime(Stage1Handlers, Stage2Handlers, Stage3Handlers, LeakageHandlers):
             await self.flush(owned, n_channels, force_snapshot=True)
             for state in self.stage2.values():
                 state.dirty = True
-            await self.snapshot_stage2()
+            await self.snapshot_stage2(force=True)
             await self.snapshot_stage3()
             for state in self.leakage.values():
                 state.dirty = state.dirty or state.last_offset >= 0

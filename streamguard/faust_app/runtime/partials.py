@@ -13,7 +13,12 @@ from streamguard.core.partials import dumps
 from streamguard.faust_app.outbox import send_all_reliably
 from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, _Stamped, log
 
-__all__ = ["Stage2Handlers"]
+__all__ = ["HEARTBEATS_SNAPSHOT_S", "Stage2Handlers"]
+
+#: A channel that only heartbeats changed since its last snapshot (no partial applied, no
+#: window closed) is saved at most this often: at 20 deployments heartbeats made every channel
+#: dirty at every 2 s round (~6 % of the worker's CPU), and a restore replays them anyway.
+HEARTBEATS_SNAPSHOT_S = 30.0
 
 
 class Stage2Handlers(RuntimeBase):
@@ -44,6 +49,7 @@ class Stage2Handlers(RuntimeBase):
             return
         async with self.lock2:
             now = time.time()
+            revision = self.engine.stage2.revision(channel)
             try:
                 report = self.engine.stage2.apply(
                     orjson.loads(event.value), now=now, channel=channel
@@ -61,7 +67,10 @@ class Stage2Handlers(RuntimeBase):
             await self._publish_verdicts(now)
             state.held.append(event)
             state.last_offset, state.last_message = offset, event.message
-            state.dirty = True
+            if self.engine.stage2.revision(channel) != revision:
+                state.dirty = True  # a partial applied or a window closed
+            else:
+                state.heartbeats = True  # replayable: saved every HEARTBEATS_SNAPSHOT_S
 
     async def close_idle(self) -> None:
         """Close windows whose sources went idle, without a partial arriving."""
@@ -120,19 +129,27 @@ class Stage2Handlers(RuntimeBase):
         if self._verdicts_out is not None:
             await self._verdicts_out
 
-    async def snapshot_stage2(self) -> None:
-        """Store the state of every channel that changed (verdicts are already delivered)."""
+    async def snapshot_stage2(self, force: bool = False) -> None:
+        """Store the state of every channel that changed (verdicts are already delivered).
+
+        A channel changed only by heartbeats is stored every :data:`HEARTBEATS_SNAPSHOT_S`
+        (``force``: now, as at shutdown).
+        """
         # A list: a restore can add a channel while a save below awaits the broker.
         for channel, state in list(self.stage2.items()):
             # One channel at a time: all of them under one hold of the lock (up to ~0.1 s each
             # at 20 deployments, late in a horizon) kept every window closing meanwhile
             # waiting for the whole round (README, "Benchmarks").
             async with self.lock2:
-                if not state.dirty or self.stage2.get(channel) is not state:
-                    continue  # clean, or revoked (or reset) while an earlier channel saved
+                if self.stage2.get(channel) is not state:
+                    continue  # revoked (or reset) while an earlier channel saved
+                due = force or time.monotonic() - state.snapshot_at >= HEARTBEATS_SNAPSHOT_S
+                if not (state.dirty or (state.heartbeats and due)):
+                    continue  # clean, or heartbeats alone since the last save (a replay redoes)
                 await self.verdicts_delivered()  # of every partial this snapshot covers
                 offset, stamp = state.covered()
                 snapshot = self.engine.stage2.snapshot(channel)
                 if await self.store.save("stage2", channel, offset, snapshot, stamp):
                     state.held = _release(state.held, offset)
-                    state.dirty = False
+                    state.dirty = state.heartbeats = False
+                    state.snapshot_at = time.monotonic()

@@ -1,0 +1,146 @@
+"""Stage-2 snapshots skip channels that only heartbeats changed, for a while.
+
+A heartbeat that closes nothing only moves watermarks and offsets, which a replay from the last
+snapshot's offset rebuilds; so such a channel is saved at most every ``HEARTBEATS_SNAPSHOT_S``.
+Partials applied and windows closed are saved at the next round, and shutdown saves everything.
+"""
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+
+from streamguard.core.partials import dumps
+from streamguard.core.snapshot import pack, unpack
+from streamguard.engine import Pipeline
+from streamguard.faust_app.runtime import Runtime, Topics
+from streamguard.faust_app.runtime.partials import HEARTBEATS_SNAPSHOT_S
+from streamguard.policy import Policy
+from tests.unit.adapter.test_flush import PARTITIONS, SavingStore
+from tests.unit.adapter.test_outbox import Topic
+from tests.unit.adapter.test_recovery import SPECS, runtime
+from tests.unit.core._events import envelope, pair, partition_of
+
+T0 = 1_790_000_000.0  # a window boundary (60 s windows or shorter)
+
+
+class Partial:
+    """What the stage-2 agent hands the runtime: a partials message and its value."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.message = SimpleNamespace(
+            partition=0, offset=offset, topic=SPECS["partials"].name, value=value, timestamp=None
+        )
+        self.value = value
+        self.acked = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+
+def partial_and_heartbeat() -> tuple[bytes, Any]:
+    """A partial of one pair at T0 + 1 s, and heartbeats of every source at a given watermark."""
+    pipe = Pipeline(Policy(), partitions=PARTITIONS)
+    message = envelope(pair("r1", T0 + 1.0))
+    pipe.feed(message)
+    partition = partition_of(message, PARTITIONS)
+    pipe.stage1.cut(partition, float("inf"))
+    [(_, partial)] = pipe.stage1.flush(partition)
+    beat = pipe.stage1.heartbeat(list(range(PARTITIONS)))
+
+    def heartbeat(watermark: float) -> bytes:
+        return dumps({**beat, "sources": [{**s, "watermark": watermark} for s in beat["sources"]]})
+
+    return partial, heartbeat
+
+
+class Verdicts(Topic):
+    """A verdicts topic that records what it is sent (with the close time as timestamp)."""
+
+    async def send(self, *, key: Any, value: bytes, partition: Any, timestamp: Any = None) -> Any:
+        return await super().send(key=key, value=value, partition=partition)
+
+
+async def channel_0() -> tuple[SavingStore, Runtime, Verdicts]:
+    store = SavingStore()
+    rt, _ = runtime(store)
+    verdicts = Verdicts(fail=set())
+    rt.topics = Topics(None, verdicts, None, None, None, None)
+    await rt._restored("stage2", 0)
+    return store, rt, verdicts
+
+
+def saves(store: SavingStore) -> int:
+    return sum(stage == "stage2" for stage, _ in store.saved)
+
+
+def test_revision_counts_applied_partials_and_closes_not_heartbeats() -> None:
+    partial, heartbeat = partial_and_heartbeat()
+    stage2 = Pipeline(Policy(), partitions=PARTITIONS).stage2
+    seen = [stage2.revision(0)]
+    # A redelivered partial; a first heartbeat from every source (windows before T0 close);
+    # another within the pair's window; one past its close.
+    for value in (partial, partial, heartbeat(T0 + 2), heartbeat(T0 + 3), heartbeat(T0 + 3600)):
+        stage2.apply(orjson.loads(value), now=0.0, channel=0)
+        stage2.advance(now=0.0)
+        seen.append(stage2.revision(0))
+    assert seen == [0, 1, 1, 2, 2, 3]
+    assert stage2.revision(1) == 0  # another channel's count
+
+
+def test_heartbeats_alone_are_saved_only_after_a_while_partials_and_closes_at_once() -> None:
+    partial, heartbeat = partial_and_heartbeat()
+
+    async def scenario() -> None:
+        store, rt, verdicts = await channel_0()
+        state = rt.stage2[0]
+        await rt.on_partial(Partial(0, partial))
+        await rt.on_partial(Partial(1, heartbeat(T0 + 2)))
+        await rt.snapshot_stage2()
+        assert saves(store) == 1  # a partial and a close: saved at the next round
+
+        beat = Partial(2, heartbeat(T0 + 3))
+        await rt.on_partial(beat)
+        await rt.snapshot_stage2()
+        assert saves(store) == 1  # only a heartbeat since: not saved yet
+        assert state.heartbeats
+        assert not state.dirty
+        assert not beat.acked  # held until a snapshot covers it
+        state.snapshot_at -= HEARTBEATS_SNAPSHOT_S
+        await rt.snapshot_stage2()
+        assert saves(store) == 2  # ... until its time is up
+        assert beat.acked
+        assert not state.heartbeats
+
+        await rt.on_partial(Partial(3, heartbeat(T0 + 4)))
+        await rt.snapshot_stage2(force=True)
+        assert saves(store) == 3  # shutdown saves it at once
+
+        await rt.on_partial(Partial(4, heartbeat(T0 + 3600)))  # closes the pair's window
+        await rt.snapshot_stage2()
+        assert saves(store) == 4
+        assert verdicts.delivered  # that close judged the pair's window
+
+    asyncio.run(scenario())
+
+
+def test_a_restore_from_the_older_snapshot_replays_the_heartbeats_to_the_same_state() -> None:
+    partial, heartbeat = partial_and_heartbeat()
+    before = [partial, heartbeat(T0 + 2)]  # what the last snapshot covers
+    after = [heartbeat(T0 + 3), heartbeat(T0 + 4)]  # heartbeats alone: not saved
+
+    def apply(stage2: Any, values: list[bytes]) -> None:
+        for value in values:
+            stage2.apply(orjson.loads(value), now=0.0, channel=0)
+            stage2.advance(now=0.0)
+
+    straight = Pipeline(Policy(), partitions=PARTITIONS).stage2
+    apply(straight, before)
+    saved = unpack(pack(straight.snapshot(0)))
+    apply(straight, after)
+    replayed = Pipeline(Policy(), partitions=PARTITIONS).stage2
+    replayed.restore(0, saved)
+    apply(replayed, after)
+    assert pack(replayed.snapshot(0)) == pack(straight.snapshot(0))
+    assert replayed.revision(0) == 0  # a restore is no change to save again
