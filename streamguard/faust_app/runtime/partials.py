@@ -16,8 +16,8 @@ from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, _S
 __all__ = ["HEARTBEATS_SNAPSHOT_S", "Stage2Handlers"]
 
 #: A channel that only heartbeats changed since its last snapshot (no partial applied, no
-#: window closed) is saved at most this often: at 20 deployments heartbeats made every channel
-#: dirty at every 2 s round (~6 % of the worker's CPU), and a restore replays them anyway.
+#: window closed) is saved at most this often, not at every 2 s round: heartbeats follow every
+#: flush, data or not, and a restore replays them to the same state anyway.
 HEARTBEATS_SNAPSHOT_S = 30.0
 
 
