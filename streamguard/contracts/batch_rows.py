@@ -17,6 +17,7 @@ import numpy as np
 from streamguard.contracts.checks import (
     ABSENT,
     ROLE_CODE,
+    error_and_allocation,
     numbers,
     prediction_core,
     strings_ok,
@@ -146,14 +147,8 @@ def fast_predictions(events: list[dict[str, Any]], max_ts: float) -> PredictionB
     else:
         latency = np.full(len(events), math.nan)
     items = _fast_items(events, rules, present)
-    error: np.ndarray | None = np.zeros(0, dtype=bool)
-    allocation: list[str] | None = []
-    if "error" in present or "allocation" in present:
-        # Either field gives both columns their full length (False and "" where absent).
-        error = _optional_flags(events, "error", False, present | {"error"})
-        allocation = _optional_strings(events, "allocation", rules.strings["allocation"], present)
-        if allocation == []:
-            allocation = [""] * len(events)
+    error = _optional_flags(events, "error", False, present)
+    allocation = _optional_strings(events, "allocation", rules.strings["allocation"], present)
     feature_schema = _optional_strings(
         events, "feature_schema", rules.strings["feature_schema"], present
     )
@@ -174,6 +169,7 @@ def fast_predictions(events: list[dict[str, Any]], max_ts: float) -> PredictionB
         or ready is None
     ):
         return None
+    error, allocation = error_and_allocation(error, allocation, len(events))
     return PredictionBatch(
         event_id=col["event_id"],
         request_id=col["request_id"],

@@ -12,7 +12,15 @@ import numpy as np
 from streamguard.contracts.events import ROLES
 from streamguard.contracts.schemas import FieldRule, KindRules
 
-__all__ = ["ABSENT", "ROLE_CODE", "numbers", "prediction_core", "strings_ok", "versions_ok"]
+__all__ = [
+    "ABSENT",
+    "ROLE_CODE",
+    "error_and_allocation",
+    "numbers",
+    "prediction_core",
+    "strings_ok",
+    "versions_ok",
+]
 
 #: Role codes by name (the enum of the schema's ``role``).
 ROLE_CODE = {name: code for code, name in enumerate(ROLES)}
@@ -71,3 +79,16 @@ def prediction_core(
     if ts is None or score is None or ts.min() < rules.ts_minimum or ts.max() > max_ts:
         return None
     return ts, score
+
+
+def error_and_allocation(
+    error: np.ndarray, allocation: list[str], n: int
+) -> tuple[np.ndarray, list[str]]:
+    """Both columns at full length (False and "" where absent) when any event gives either.
+
+    The canary guards read the two together; batches from rows always had it so, and the
+    columnar and typed decoders must build the same batches.
+    """
+    if not len(error) and not allocation:
+        return error, allocation
+    return (error if len(error) else np.zeros(n, dtype=bool)), (allocation or [""] * n)

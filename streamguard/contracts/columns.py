@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streamguard.contracts.checks import ROLE_CODE, numbers, prediction_core, strings_ok
+from streamguard.contracts.checks import (
+    ROLE_CODE,
+    error_and_allocation,
+    numbers,
+    prediction_core,
+    strings_ok,
+)
 from streamguard.contracts.events import PredictionBatch
 from streamguard.contracts.exceptions import DecodeError
 from streamguard.contracts.schemas import FieldRule, KindRules, load_schema, rules_for
@@ -224,9 +230,7 @@ def columns_batch(
     ):
         return None
     allocation, feature_schema, replica_id, fingerprint = (strings[name] or [] for name in strings)
-    if len(error) or allocation:  # as from rows: either field gives both their full length
-        error = error if len(error) else np.zeros(n, dtype=bool)
-        allocation = allocation or [""] * n
+    error, allocation = error_and_allocation(error, allocation, n)
     return PredictionBatch(
         event_id=columns["event_id"],
         request_id=columns["request_id"],

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import numpy as np
 
-from streamguard.contracts.checks import ROLE_CODE, strings_ok
+from streamguard.contracts.checks import ROLE_CODE, error_and_allocation, strings_ok
 from streamguard.contracts.columns import COLUMNS_KIND
 from streamguard.contracts.events import PredictionBatch
 from streamguard.contracts.schemas import load_schema, rules_for
@@ -160,9 +160,7 @@ def typed_columns(value: bytes, max_ts: float = math.inf) -> PredictionBatch | N
     if allocation is None or feature_schema is None or replica_id is None or fingerprint is None:
         return None
     error = _flags(c.error, False, n)
-    if len(error) or allocation:  # as from rows: either field gives both their full length
-        error = error if len(error) else np.zeros(n, dtype=bool)
-        allocation = allocation or [""] * n
+    error, allocation = error_and_allocation(error, allocation, n)
     latency = _numbers(c.latency_ms, n)
     items = c.items if c.items is not None and c.items.count(None) != n else []
     return PredictionBatch(

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import numpy as np
 
-from streamguard.contracts.checks import ROLE_CODE, strings_ok
+from streamguard.contracts.checks import ROLE_CODE, error_and_allocation, strings_ok
 from streamguard.contracts.events import OutcomeBatch, PredictionBatch
 from streamguard.contracts.exceptions import ContractError
 from streamguard.contracts.schemas import FieldRule, load_schema, rules_for
@@ -237,9 +237,7 @@ def _predictions(events: list[Any], max_ts: float) -> PredictionBatch | None:
     allocation = _optional_strings(events, "allocation", rules.strings["allocation"])
     if allocation is None:
         return None
-    if len(error) or allocation:  # either field gives both their full length, as from rows
-        error = error if len(error) else np.zeros(n, dtype=bool)
-        allocation = allocation or [""] * n
+    error, allocation = error_and_allocation(error, allocation, n)
     strings = {
         name: _optional_strings(events, name, rules.strings[name])
         for name in ("feature_schema", "replica_id", "env_fingerprint")

@@ -54,9 +54,8 @@ class _Input:
     highwater: int | None = None  # end of the partition at the last fetch (stage 1)
     caught_up_once: bool = False  # read to the partition's end since the restore (stage 1)
     last_message: Any = None  # the one at last_offset (stages 2, 3, leakage), for its stamp
-    # Stage 2: heartbeats that closed nothing were applied since the last snapshot (``dirty``
-    # says a partial was applied or a window closed).
-    heartbeats: bool = False
+    # Stage 2: Stage2.revision of the channel when its last snapshot was taken (or restored).
+    saved_revision: int = 0
 
     def last_stamp(self) -> list[int] | None:
         """Stamp of the message at ``last_offset``; None if none was read since the restore.

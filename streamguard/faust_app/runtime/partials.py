@@ -38,7 +38,11 @@ class Stage2Handlers(RuntimeBase):
                 resume = int(snapshot["offset"]) + 1
                 self.metrics.restores.labels("stage2").inc()
                 log.warning("stage 2 channel %d restored; resuming at offset %d", c, resume)
-            self.stage2[c] = _Input(resume=resume, snapshot_at=time.monotonic())
+            self.stage2[c] = _Input(
+                resume=resume,
+                snapshot_at=time.monotonic(),
+                saved_revision=self.engine.stage2.revision(c),
+            )
 
     async def on_partial(self, event: Any) -> None:
         """One message of the partials topic (a partial or a heartbeat)."""
@@ -49,7 +53,6 @@ class Stage2Handlers(RuntimeBase):
             return
         async with self.lock2:
             now = time.time()
-            revision = self.engine.stage2.revision(channel)
             try:
                 report = self.engine.stage2.apply(
                     orjson.loads(event.value), now=now, channel=channel
@@ -66,11 +69,9 @@ class Stage2Handlers(RuntimeBase):
                 self.metrics.capped.inc(report.capped_slices)
             await self._publish_verdicts(now)
             state.held.append(event)
+            # What changed is told by Stage2.revision (snapshot_stage2), not by a flag here:
+            # a close can also come from close_idle, or from another channel's message.
             state.last_offset, state.last_message = offset, event.message
-            if self.engine.stage2.revision(channel) != revision:
-                state.dirty = True  # a partial applied or a window closed
-            else:
-                state.heartbeats = True  # replayable: saved every HEARTBEATS_SNAPSHOT_S
 
     async def close_idle(self) -> None:
         """Close windows whose sources went idle, without a partial arriving."""
@@ -132,9 +133,11 @@ class Stage2Handlers(RuntimeBase):
     async def snapshot_stage2(self, force: bool = False) -> None:
         """Store the state of every channel that changed (verdicts are already delivered).
 
-        A channel changed only by heartbeats is stored every :data:`HEARTBEATS_SNAPSHOT_S`
-        (``force``: now, as at shutdown).
+        A channel changed (:meth:`~streamguard.core.Stage2.revision`: a partial applied, a
+        window closed, by a message or not) is stored at the next round; one that only read
+        heartbeats since, every :data:`HEARTBEATS_SNAPSHOT_S` (``force``: now, as at shutdown).
         """
+        stage2 = self.engine.stage2
         # A list: a restore can add a channel while a save below awaits the broker.
         for channel, state in list(self.stage2.items()):
             # One channel at a time: all of them under one hold of the lock (up to ~0.1 s each
@@ -143,13 +146,16 @@ class Stage2Handlers(RuntimeBase):
             async with self.lock2:
                 if self.stage2.get(channel) is not state:
                     continue  # revoked (or reset) while an earlier channel saved
+                revision = stage2.revision(channel)
+                changed = state.dirty or revision != state.saved_revision
                 due = force or time.monotonic() - state.snapshot_at >= HEARTBEATS_SNAPSHOT_S
-                if not (state.dirty or (state.heartbeats and due)):
+                if not (changed or (state.held and due)):
                     continue  # clean, or heartbeats alone since the last save (a replay redoes)
                 await self.verdicts_delivered()  # of every partial this snapshot covers
                 offset, stamp = state.covered()
-                snapshot = self.engine.stage2.snapshot(channel)
+                snapshot = stage2.snapshot(channel)
                 if await self.store.save("stage2", channel, offset, snapshot, stamp):
                     state.held = _release(state.held, offset)
-                    state.dirty = state.heartbeats = False
+                    state.dirty = False
+                    state.saved_revision = revision
                     state.snapshot_at = time.monotonic()

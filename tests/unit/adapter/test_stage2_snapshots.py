@@ -104,14 +104,13 @@ def test_heartbeats_alone_are_saved_only_after_a_while_partials_and_closes_at_on
         await rt.on_partial(beat)
         await rt.snapshot_stage2()
         assert saves(store) == 1  # only a heartbeat since: not saved yet
-        assert state.heartbeats
-        assert not state.dirty
-        assert not beat.acked  # held until a snapshot covers it
+        assert state.held == [beat]  # unacknowledged until a snapshot covers it
+        assert not beat.acked
         state.snapshot_at -= HEARTBEATS_SNAPSHOT_S
         await rt.snapshot_stage2()
         assert saves(store) == 2  # ... until its time is up
         assert beat.acked
-        assert not state.heartbeats
+        assert not state.held
 
         await rt.on_partial(Partial(3, heartbeat(T0 + 4)))
         await rt.snapshot_stage2(force=True)
@@ -121,6 +120,29 @@ def test_heartbeats_alone_are_saved_only_after_a_while_partials_and_closes_at_on
         await rt.snapshot_stage2()
         assert saves(store) == 4
         assert verdicts.delivered  # that close judged the pair's window
+
+    asyncio.run(scenario())
+
+
+def test_a_close_without_a_message_on_the_channel_is_saved_at_the_next_round() -> None:
+    partial, heartbeat = partial_and_heartbeat()
+
+    async def scenario() -> None:
+        store, rt, verdicts = await channel_0()
+        await rt.on_partial(Partial(0, partial))
+        await rt.on_partial(Partial(1, heartbeat(T0 + 2)))
+        await rt.snapshot_stage2()
+        assert saves(store) == 1
+        # Watermarks reach stage 2 without a message read on this channel (as idle sources'
+        # do), and the idle-windows timer closes the pair's window.
+        rt.engine.stage2.apply(orjson.loads(heartbeat(T0 + 3600)), now=0.0, channel=0)
+        await rt.close_idle()
+        await rt.verdicts_delivered()
+        assert verdicts.delivered
+        await rt.snapshot_stage2()
+        assert saves(store) == 2  # not left to be judged again after a restart
+        await rt.snapshot_stage2()
+        assert saves(store) == 2  # and saved once
 
     asyncio.run(scenario())
 
