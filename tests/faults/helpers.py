@@ -70,7 +70,11 @@ def assert_same_statistics(
     missing = sorted(set(replayed) - set(worker))
     assert not missing, f"windows replay judged that the worker did not: {missing}"
     for key in sorted(replayed):
-        assert worker[key] == replayed[key], f"window {key} differs"
+        got, want = worker[key], replayed[key]
+        diff = {
+            s: (got.get(s), want.get(s)) for s in set(got) | set(want) if got.get(s) != want.get(s)
+        }
+        assert not diff, f"window {key} differs (slice: worker, replay): {diff}"
     last: dict[str, float] = {}
     for guard, end in replayed:
         last[guard] = max(end, last.get(guard, end))

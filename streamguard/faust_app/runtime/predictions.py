@@ -206,10 +206,16 @@ class Stage1Handlers(RuntimeBase):
                     snapshot = stage1.snapshot(partition)
                     slots -= 1
                 work.append((partition, state, partials, progress, snapshot))
-            for partition, some in letters:
-                await self._dead_letters(some, self.specs["predictions"].name, partition)
             beating = [p for p, *_ in work]
             caught_up = {p: self.caught_up(p) for p in beating + held}
+            # What the heartbeat says is taken with the partials, before any await: messages
+            # read meanwhile move a replaying partition's flushed watermark to its next
+            # recorded boundary (that partial waits in its outbox for the next flush), and a
+            # held partition's live watermark past a close its unsent data belongs to.
+            beat = stage1.heartbeat(beating, caught_up)
+            announced = stage1.announce(held, caught_up)["sources"] if held else []
+            for partition, some in letters:
+                await self._dead_letters(some, self.specs["predictions"].name, partition)
             # The boundaries first: a restore must be able to reproduce these partials. Each
             # partition has its own record, so their round trips overlap.
             records = {p: progress for p, _, partials, progress, _ in work if partials}
@@ -235,13 +241,11 @@ class Stage1Handlers(RuntimeBase):
             await send_all_reliably(self.metrics, self.topics.partials, sends)
             # The heartbeat follows the acknowledged partials on every channel: stage 2 never
             # sees a watermark before the data it covers.
-            beat = stage1.heartbeat(beating, caught_up)
-            if held:
-                announced = stage1.announce(held, caught_up)["sources"]
-                beat["sources"] = sorted(
-                    beat["sources"] + announced, key=lambda entry: entry["partition"]
-                )
-                self.metrics.held_flushes.inc(len(held))
+            beat["sources"] = sorted(
+                [e for e in beat["sources"] if e["partition"] in beating] + announced,
+                key=lambda entry: entry["partition"],
+            )
+            self.metrics.held_flushes.inc(len(held))
             await self._beat(beat, n_channels)
             # The pending gauge sums every partition here, also after one partition's flush.
             self._gauges(sorted(self.stage1))
