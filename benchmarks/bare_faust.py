@@ -5,8 +5,9 @@
 A minimal faust-streaming app configured like the worker (raw bytes, the same consumer group
 timings, no topic declaration, no leader topic), with one agent that iterates the stream's
 events (acknowledging each, Faust's default). When the agent has seen ``--expect`` messages it
-writes ``{"messages", "first", "last"}`` (``time.time()`` of the first and the last message)
-to ``--out``; whoever started the process then stops it by pid.
+writes ``{"messages", "first", "last", "cpu_first", "cpu_last"}`` (``time.time()`` and the
+process's CPU time, ``time.process_time()``, at the first and the last message) to ``--out``;
+whoever started the process then stops it by pid.
 """
 
 import argparse
@@ -60,14 +61,22 @@ def main() -> None:
     @app.agent(topic, name="bare")
     async def bare(stream: Any) -> None:
         count = 0
-        first = 0.0
+        first = cpu_first = 0.0
         async for _event in stream.events():
             count += 1
             if count == 1:
-                first = time.time()
+                first, cpu_first = time.time(), time.process_time()
             if count == expect:
-                last = time.time()
-                text = json.dumps({"messages": count, "first": first, "last": last})
+                last, cpu_last = time.time(), time.process_time()
+                text = json.dumps(
+                    {
+                        "messages": count,
+                        "first": first,
+                        "last": last,
+                        "cpu_first": cpu_first,
+                        "cpu_last": cpu_last,
+                    }
+                )
                 await asyncio.to_thread(out.write_text, text)
 
     del bare

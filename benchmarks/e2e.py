@@ -23,6 +23,13 @@ envelopes of one partition and one second of traffic each, about 500 events, as
    does not pay; polls only bound the run, so fewer of them lose no precision.
    Its flush, stage 2, stage 3 and snapshot work run in the same process and are included.
 
+Each side's CPU time over the same stretch is read too: the bare agent's
+``time.process_time()`` at its first and last message, the worker's ``/proc/PID/stat`` at each
+poll (between the first and the last interior poll, as for its rate; it includes the scrapes'
+3-10 ms each). Per event (µs), these depend less than the rates on what else the machine runs:
+on 11-24 the bare agent's rate halved from one day to the next while the worker's fell by a
+quarter, which inflated every rate ratio.
+
 Ratios (the figures that carry across machines), against the bare agent's messages per second
 on one-event messages, i.e. what Faust alone delivers per event when every event is a message:
 
@@ -30,7 +37,9 @@ on one-event messages, i.e. what Faust alone delivers per event when every event
   (issue 8's goal: ≥ 0.8);
 * ``batch_vs_bare`` = worker events/s with batch envelopes / bare messages/s (goal: ≥ 20);
 * ``columns_vs_bare``: the same batches sent as columnar batches (``prediction_columns``, what
-  ``Emitter(columnar=True)`` sends), a third mode unless ``--no-columns``.
+  ``Emitter(columnar=True)`` sends), a third mode unless ``--no-columns``;
+* ``*_vs_bare_cpu``: the same ratios by CPU, the bare agent's CPU µs per message over the
+  worker's CPU µs per event (None when a run was too short for two interior polls).
 
 Each repetition starts from a fresh broker (the worker's state topic must be empty); with
 ``--repeat N`` the best of N is reported per figure, and every run is listed.
@@ -56,6 +65,7 @@ from benchmarks.common import (
     as_columns,
     as_envelopes,
     as_singles,
+    cpu_seconds,
     environment,
     past_start,
     poll_until,
@@ -88,6 +98,10 @@ def _messages(mode: str, events: int, seed: int) -> tuple[list[Message], int]:
     return batches, count
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -100,8 +114,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(20)
 
 
-def run_bare(broker: EmbeddedBroker, messages: int, workdir: Path, timeout_s: float) -> float:
-    """Messages per second of the bare Faust agent over ``messages`` pre-produced messages."""
+def run_bare(
+    broker: EmbeddedBroker, messages: int, workdir: Path, timeout_s: float
+) -> tuple[float, float]:
+    """Messages per second of the bare Faust agent over ``messages`` pre-produced messages,
+    and its CPU µs per message over the same stretch."""
     out = workdir / "bare.json"
     out.unlink(missing_ok=True)
     args = [sys.executable, "-m", "benchmarks.bare_faust", "--broker", broker.url]
@@ -120,19 +137,39 @@ def run_bare(broker: EmbeddedBroker, messages: int, workdir: Path, timeout_s: fl
         result = json.loads(out.read_text())
     finally:
         _stop(process)
-    return float((result["messages"] - 1) / (result["last"] - result["first"]))
+    n = result["messages"] - 1
+    cpu_us = 1e6 * (result["cpu_last"] - result["cpu_first"]) / n
+    return float(n / (result["last"] - result["first"])), cpu_us
+
+
+def cpu_per_event(points: list[tuple[float, float]], target: float) -> float | None:
+    """CPU µs per event between the first and the last (count, CPU seconds) poll strictly
+    between 0 and ``target`` (see :class:`benchmarks.common.Samples`); None without two."""
+    inner = [(c, cpu) for c, cpu in points if 0 < c < target and math.isfinite(cpu)]
+    if len(inner) < 2 or inner[-1][0] <= inner[0][0]:
+        return None
+    (c0, cpu0), (c1, cpu1) = inner[0], inner[-1]
+    return 1e6 * (cpu1 - cpu0) / (c1 - c0)
 
 
 def run_worker(
     broker: EmbeddedBroker, events: int, workdir: Path, timeout_s: float, poll_s: float = 0.5
-) -> float:
-    """Events per second of one worker's stage 1 over ``events`` pre-produced events."""
+) -> tuple[float, float | None]:
+    """Events per second of one worker's stage 1 over ``events`` pre-produced events, and its
+    CPU µs per event (None for runs too short to tell)."""
     worker = WorkerProcess(broker.url, workdir / "worker.log").start()
+    points: list[tuple[float, float]] = []
+
+    def read() -> float:
+        count = worker_events([worker])
+        points.append((count, cpu_seconds(worker.pid)))
+        return count
+
     try:
-        samples = poll_until(lambda: worker_events([worker]), events, timeout_s, poll_s)
+        samples = poll_until(read, events, timeout_s, poll_s)
     finally:
         worker.stop()
-    return samples.rate_or_bound()
+    return samples.rate_or_bound(), cpu_per_event(points, events)
 
 
 def measure(
@@ -159,8 +196,8 @@ def measure(
                 messages, count = _messages(mode, events, seed=r + 1)
                 with running_broker(workdir / "broker.log") as broker:
                     produce(broker.bootstrap, messages, PREDICTIONS.name)
-                    bare = run_bare(broker, len(messages), workdir, timeout_s)
-                    worker = run_worker(broker, count, workdir, timeout_s, poll_s)
+                    bare, bare_cpu = run_bare(broker, len(messages), workdir, timeout_s)
+                    worker, worker_cpu = run_worker(broker, count, workdir, timeout_s, poll_s)
                 runs.append(
                     {
                         "mode": mode,
@@ -168,12 +205,27 @@ def measure(
                         "events": count,
                         "bare_messages_per_s": round(bare),
                         "worker_events_per_s": round(worker),
+                        "bare_cpu_us_per_message": _rounded(bare_cpu),
+                        "worker_cpu_us_per_event": _rounded(worker_cpu),
                         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                     }
                 )
 
     def best(mode: str, key: str) -> float:
         return max(float(run[key]) for run in runs if run["mode"] == mode)
+
+    def least_cpu(mode: str, key: str) -> float | None:
+        known = [float(run[key]) for run in runs if run["mode"] == mode and run[key] is not None]
+        return min(known, default=None)
+
+    bare_cpu = least_cpu("single", "bare_cpu_us_per_message")
+    cpu = {m: least_cpu(m, "worker_cpu_us_per_event") for m in ("single", "batch", "columns")}
+
+    def by_cpu(mode: str) -> float | None:
+        worker_cpu = cpu[mode]
+        if bare_cpu is None or not worker_cpu:
+            return None
+        return round(bare_cpu / worker_cpu, 3)
 
     bare = best("single", "bare_messages_per_s")
     single = best("single", "worker_events_per_s")
@@ -196,6 +248,13 @@ def measure(
         "batch_vs_bare": round(batch / bare, 2),
         "worker_columns_events_per_s": round(by_columns) if columns else None,
         "columns_vs_bare": round(by_columns / bare, 2) if columns else None,
+        "bare_cpu_us_per_message": _rounded(bare_cpu),
+        "worker_single_cpu_us_per_event": _rounded(cpu["single"]),
+        "worker_batch_cpu_us_per_event": _rounded(cpu["batch"]),
+        "worker_columns_cpu_us_per_event": _rounded(cpu["columns"]) if columns else None,
+        "single_vs_bare_cpu": by_cpu("single"),
+        "batch_vs_bare_cpu": by_cpu("batch"),
+        "columns_vs_bare_cpu": by_cpu("columns") if columns else None,
         "goals": {"single_vs_bare": 0.8, "batch_vs_bare": 20.0, "columns_vs_bare": 20.0},
         "runs": runs,
     }
@@ -239,6 +298,11 @@ def main() -> None:
             f"worker, columnar batches: {result['worker_columns_events_per_s']:,} events/s "
             f"({result['columns_vs_bare']} x bare)"
         )
+    print(
+        f"CPU µs per message (bare) / per event (worker: one per message, batches, columns): "
+        f"{result['bare_cpu_us_per_message']} / {result['worker_single_cpu_us_per_event']}, "
+        f"{result['worker_batch_cpu_us_per_event']}, {result['worker_columns_cpu_us_per_event']}"
+    )
     print(f"environment: {result['environment']}")
 
 

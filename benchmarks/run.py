@@ -132,6 +132,20 @@ def _batches_vs_bare(mode: str, events_per_s: float, ratio: float) -> list[Row]:
     ]
 
 
+def _by_cpu(r: dict[str, Any]) -> list[Row]:
+    """The end-to-end figures by CPU time (results before 2026-11-24 have none)."""
+    if "bare_cpu_us_per_message" not in r:
+        return []
+    modes = ("single", "batch", "columns")
+    per_event = " / ".join(_n(r[f"worker_{m}_cpu_us_per_event"], 2) for m in modes)
+    ratios = " / ".join(_n(r[f"{m}_vs_bare_cpu"], 2) for m in modes)
+    return [
+        ("bare agent, CPU µs per message", _n(r["bare_cpu_us_per_message"], 2), "", None),
+        ("worker, CPU µs per event (1/message / batches / columns)", per_event, "", None),
+        ("by CPU: bare µs/message ÷ worker µs/event (same order)", ratios, "", None),
+    ]
+
+
 def rows(name: str, result: dict[str, Any]) -> list[Row]:
     """The figures of one benchmark's result, with their goals where issue 8 sets one."""
     r = result
@@ -195,6 +209,7 @@ def rows(name: str, result: dict[str, Any]) -> list[Row]:
                     "columnar batches", r["worker_columns_events_per_s"], r["columns_vs_bare"]
                 )
             ),
+            *_by_cpu(r),
         ]
     if name == "latency":
         c, v = r["command_latency_s"], r["verdict_latency_s"]

@@ -27,6 +27,8 @@ def test_e2e_measures_the_worker_and_the_bare_agent() -> None:
     assert result["worker_columns_events_per_s"] > 0
     assert [r["mode"] for r in result["runs"]] == ["single", "batch", "columns"]
     assert [r["events"] for r in result["runs"]][1] == result["runs"][2]["events"]
+    assert result["bare_cpu_us_per_message"] > 0  # the agent's CPU between its first and last
+    assert all(r["bare_cpu_us_per_message"] > 0 for r in result["runs"])
     renders("e2e", result)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import latency, memory, run
+from benchmarks import e2e, latency, memory, run
 from benchmarks.common import Samples, cpu_seconds, environment
 
 
@@ -30,6 +30,14 @@ def test_two_polls_of_the_same_count_give_no_rate_but_a_bound() -> None:
     steps = Samples(100, [(0.0, 0), (1.0, 50), (2.0, 50), (3.0, 100)])
     assert steps.rate() is None
     assert steps.rate_or_bound() == pytest.approx(100 / 3)
+
+
+def test_cpu_per_event_uses_the_polls_between_zero_and_the_target() -> None:
+    # (count, CPU seconds): 2.0 s of CPU for 40 events between the interior polls
+    points = [(0.0, 1.0), (10.0, 1.5), (30.0, 2.5), (50.0, 3.5), (100.0, 9.0)]
+    assert e2e.cpu_per_event(points, 100) == pytest.approx(1e6 * 2.0 / 40)
+    assert e2e.cpu_per_event([(0.0, 1.0), (50.0, 2.0), (100.0, 3.0)], 100) is None
+    assert e2e.cpu_per_event([(10.0, math.nan), (50.0, 2.0), (90.0, 3.0)], 100) == 25_000
 
 
 def test_cpu_seconds_reads_a_process_cpu_time_and_nan_for_no_process() -> None:
