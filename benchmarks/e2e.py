@@ -62,6 +62,7 @@ from benchmarks.common import (
     PREDICTIONS,
     ROOT,
     Message,
+    Samples,
     as_columns,
     as_envelopes,
     as_singles,
@@ -144,12 +145,10 @@ def run_bare(
 
 def cpu_per_event(points: list[tuple[float, float]], target: float) -> float | None:
     """CPU µs per event between the first and the last (count, CPU seconds) poll strictly
-    between 0 and ``target`` (see :class:`benchmarks.common.Samples`); None without two."""
-    inner = [(c, cpu) for c, cpu in points if 0 < c < target and math.isfinite(cpu)]
-    if len(inner) < 2 or inner[-1][0] <= inner[0][0]:
-        return None
-    (c0, cpu0), (c1, cpu1) = inner[0], inner[-1]
-    return 1e6 * (cpu1 - cpu0) / (c1 - c0)
+    between 0 and ``target``: :meth:`benchmarks.common.Samples.rate` with CPU seconds for
+    time (polls whose CPU could not be read left out); None without two such polls."""
+    rate = Samples(target, [(cpu, c) for c, cpu in points if math.isfinite(cpu)]).rate()
+    return None if rate is None else 1e6 / rate
 
 
 def run_worker(

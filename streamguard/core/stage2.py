@@ -19,7 +19,7 @@ When a window closes, each guard judges the horizon (the last ``horizon_windows`
 """
 
 import math
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAMS
@@ -79,7 +79,7 @@ class Stage2:
         self._started_at: float | None = None
         # Per channel, a count of the changes only a snapshot keeps: applied partials and
         # closes. Heartbeats alone do not count, since replaying them rebuilds what they did.
-        self._revisions: dict[int, int] = {}
+        self._revisions: Counter[int] = Counter()
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class Stage2:
         if stamp[1] == int(source.get("parts", 1)) - 1:
             self._progress(channel, partition, message.get("watermark"), hi, now)
         report.applied = 1
-        self._revisions[channel] = self._revisions.get(channel, 0) + 1
+        self._revisions[channel] += 1
         return report
 
     def revision(self, channel: int) -> int:
@@ -131,7 +131,7 @@ class Stage2:
         a snapshot taken before them, replayed from its offset, rebuilds the same state, so the
         worker may save less often while only heartbeats arrive.
         """
-        return self._revisions.get(channel, 0)
+        return self._revisions[channel]
 
     def _progress(
         self, channel: int, partition: int, watermark: float | None, offset: int, now: float | None
@@ -286,7 +286,7 @@ class Stage2:
         after = d.last_closed if d.last_closed is not None else -(2**62)
         if target <= after:
             return []
-        self._revisions[d.channel] = self._revisions.get(d.channel, 0) + 1
+        self._revisions[d.channel] += 1
         # Close windows with data and the windows after them while their data is in the horizon;
         # long stretches without data are skipped instead of iterated.
         candidates: set[int] = set()
