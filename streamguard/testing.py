@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamguard.broker.embedded import free_port
+from streamguard.broker.embedded import free_port, listens
 from streamguard.contracts.partitioning import envelopes
 
 __all__ = ["WorkerProcess", "envelopes", "metric", "produce", "read_topic", "rss_bytes"]
@@ -202,7 +202,11 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {self.log_path}")
-            document = self.health()
+            # Only once this worker listens on the port: a test running beside this one may
+            # have been given the same free port, and its worker would answer.
+            document = (
+                self.health() if listens(self.process.pid, self.web_port) is not False else None
+            )
             if document is not None and len(document.get("sources", [])) >= sources:
                 return document
             time.sleep(0.3)

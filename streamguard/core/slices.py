@@ -109,6 +109,21 @@ class SliceParts:
     table: I64
 
 
+def _unique(ids: I64, bound: int) -> tuple[I64, I64]:
+    """``np.unique(ids, return_inverse=True)`` of ids in ``[0, bound)``, by a presence table
+    rather than a sort: combination ids are dense and few, and a flush asks this per group.
+    A table much larger than the ids (many combinations known, few in the batch) sorts."""
+    if bound > 64 * len(ids) + 1024:
+        unique, inverse = np.unique(ids, return_inverse=True)
+        return unique, inverse.reshape(-1)
+    present = np.zeros(bound, dtype=np.bool_)
+    present[ids] = True
+    unique = np.flatnonzero(present)
+    lookup = np.empty(bound, dtype=np.int64)
+    lookup[unique] = np.arange(len(unique))
+    return unique.astype(np.int64, copy=False), lookup[ids]
+
+
 class SliceCoder:
     """Turns the ``slice`` objects of events into slice rows, one per tracked level.
 
@@ -257,7 +272,7 @@ class SliceCoder:
 
     def parts(self, combos: I64) -> SliceParts:
         """Distinct combinations of encoded events and their slice rows for every level."""
-        unique, inverse = np.unique(combos, return_inverse=True)
+        unique, inverse = _unique(combos, len(self._labels))
         key = unique.tobytes()
         cached = self._rows_cache.get(key)
         if cached is None:
