@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamguard.core.slices import MISSING, OTHER, ROOT, SliceCoder, label_dims, levels_of
+from streamguard.core.slices import (
+    MISSING,
+    OTHER,
+    ROOT,
+    SliceCoder,
+    _unique,
+    label_dims,
+    levels_of,
+)
 from streamguard.policy import SlicePolicy
 
 DIMS = ("platform", "region", "tier", "os")
@@ -191,3 +199,18 @@ def test_encode_is_stable_across_calls() -> None:
     first = coder.encode(batch)
     second = coder.encode(list(reversed(batch)))
     np.testing.assert_array_equal(first, second[::-1])
+
+
+@given(
+    st.lists(st.integers(0, 3000), min_size=1, max_size=200),
+    st.integers(0, 5000),
+)
+def test_unique_ids_equal_numpy_unique(ids: list[int], extra: int) -> None:
+    array = np.array(ids, dtype=np.int64)
+    bound = int(array.max()) + 1 + extra  # both ways: presence table and sort
+    unique, inverse = _unique(array, bound)
+    expected, expected_inverse = np.unique(array, return_inverse=True)
+    assert unique.dtype == np.int64
+    assert inverse.dtype == np.int64
+    assert unique.tolist() == expected.tolist()
+    assert inverse.tolist() == expected_inverse.tolist()

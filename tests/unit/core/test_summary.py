@@ -305,3 +305,30 @@ def test_frozen_table_round_trips_through_its_snapshot_json() -> None:
     saved["cells"]["h"][0] = [99]  # a cell beyond the 4 x 5 table
     with pytest.raises(ValueError, match="beyond"):
         FrozenTable.from_dict(fields, saved)
+
+
+def _rows_one_by_one(registry: Registry, labels: list[str], limit: int | None) -> list[int]:
+    """What rows_for gives, label by label (the rule its fast path must keep)."""
+    out = []
+    for label in labels:
+        if label not in registry.index:
+            if limit is not None and len(registry.labels) >= limit:
+                out.append(-1)
+                continue
+            registry.index[label] = len(registry.labels)
+            registry.labels.append(label)
+        out.append(registry.index[label])
+    return out
+
+
+@given(
+    st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=10), min_size=1, max_size=4),
+    st.one_of(st.none(), st.integers(0, 10)),
+)
+def test_rows_for_equals_label_by_label(calls: list[list[str]], limit: int | None) -> None:
+    fast, slow = Registry(), Registry()
+    for labels in calls:
+        got = fast.rows_for(labels, limit=limit).tolist()
+        assert got == _rows_one_by_one(slow, labels, limit)
+        assert fast.labels == slow.labels
+        assert fast.index == slow.index
