@@ -161,11 +161,12 @@ def run(
 ) -> RunResult:
     """Run scenario ``name`` with ``seed`` through streamguard and the reference judges.
 
-    The engine's stage 1 is flushed every ``flush_every_s`` seconds of event time (the worker
-    flushes every 0.5 s of wall clock, about as often for traffic arriving in real time).
-    Commands do not depend on it, their issue times do: up to ``flush_every_s - 1`` seconds
-    later than the worker's, which only counts against streamguard. At 300 requests/s, flushing
-    every second took no longer than every 5 s (43 s against 60 s for a 1,200 s run).
+    The engine's stage 1 is flushed every ``flush_every_s`` seconds of event time (the worker's
+    flush timer ticks every second of wall clock, about as often for traffic arriving in real
+    time). As in the worker, a flush holds a partition's data while it is all for windows that
+    have not ended and tells stage 2 the live watermark (:meth:`Pipeline.flush`). Commands do
+    not depend on it, their issue times do: up to ``flush_every_s - 1`` seconds later than the
+    worker's, which only counts against streamguard.
     """
     scenario = SCENARIOS[name]
     phase = onset_phase(name, seed)
