@@ -116,6 +116,9 @@ class Settings:
     broker_heartbeat_interval_s: float = 1.0
     #: Longest wait of one consumer fetch (see streamguard/faust_app/transport.py).
     fetch_max_wait_ms: int = 100
+    #: The worker's young-generation garbage-collection threshold (CPython's default is 700);
+    #: 0 leaves the interpreter's collector as it is. See :func:`streamguard.cli.gc_tuning`.
+    gc_young_threshold: int = 20_000
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -136,6 +139,7 @@ class Settings:
             command_ttl_s=_env_float("STREAMGUARD_COMMAND_TTL_S", 3600.0),
             idle_source_timeout_s=_env_float("STREAMGUARD_IDLE_SOURCE_TIMEOUT_S", 30.0),
             fetch_max_wait_ms=int(_env_float("STREAMGUARD_FETCH_MAX_WAIT_MS", 100)),
+            gc_young_threshold=int(_env_float("STREAMGUARD_GC_YOUNG_THRESHOLD", 20_000)),
             broker_session_timeout_s=_env_float(SESSION_TIMEOUT_ENV, 10.0),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -167,6 +171,11 @@ class Settings:
             raise ConfigError(
                 "broker session timeout must be at least 3 heartbeat intervals "
                 f"({least:g} s), got {given:g} s"
+            )
+        if self.gc_young_threshold < 0:
+            raise ConfigError(
+                f"gc young threshold must be 0 (leave the collector alone) or more, "
+                f"got {self.gc_young_threshold}"
             )
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"web port {self.web_port} is not a TCP port")

@@ -143,10 +143,12 @@ async def _check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
 def _run_faust(settings: Any, policy: Any, verbose: bool) -> int:
     from faust import Worker
 
+    from streamguard.cli.gc_tuning import tune_gc
     from streamguard.faust_app import create_app
     from streamguard.security import INSECURE_BANNER
 
     built = create_app(settings, policy)
+    tune_gc(settings.gc_young_threshold)  # after the app is built: its objects are frozen
     if not built.runtime.publisher.signs:
         print(INSECURE_BANNER, file=sys.stderr, flush=True)
     worker = Worker(built.app, loglevel="info" if verbose else "warning", quiet=True)

@@ -30,11 +30,11 @@ Examples
 import math
 from functools import cache
 from itertools import chain
-from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
+from msgspec.structs import astuple
 
 from streamguard.contracts.checks import ROLE_CODE, error_and_allocation, strings_ok
 from streamguard.contracts.events import OutcomeBatch, PredictionBatch
@@ -99,6 +99,9 @@ def _struct(kind: str, required: list[tuple[str, Any]], optional: list[tuple[str
         # beyond a double or a UTF-8 surrogate there is invalid JSON for orjson. Events with
         # other fields take the dict path.
         forbid_unknown_fields=True,
+        # Decoded events hold strings, numbers, a dict and a list, never a cycle: the garbage
+        # collector need not track them (decoding ~10 % faster, and fewer objects to traverse).
+        gc=False,
     )
 
 
@@ -173,8 +176,13 @@ def patterns_ok(values: list[Any], rule: FieldRule) -> bool:
     return rule.pattern is None or not values or strings_ok(list(set(values)), rule)
 
 
-def _column(events: list[Any], name: str) -> list[Any]:
-    return list(map(attrgetter(name), events))
+def _columns(events: list[Any]) -> dict[str, list[Any]]:
+    """Every field of the events (all of one struct type) as a column, UNSET where absent.
+
+    One transposition in C (``astuple``, then ``zip``): half the time of a pass per field.
+    """
+    names = type(events[0]).__struct_fields__
+    return dict(zip(names, map(list, zip(*map(astuple, events), strict=True)), strict=True))
 
 
 def _given(column: list[Any]) -> int:
@@ -186,9 +194,8 @@ def _filled(column: list[Any], given: int, fill: Any) -> list[Any]:
     return column if given == len(column) else [fill if v is _UNSET else v for v in column]
 
 
-def _optional_strings(events: list[Any], name: str, rule: FieldRule) -> list[str] | None:
+def _optional_strings(column: list[Any], rule: FieldRule) -> list[str] | None:
     """ "" where absent, [] when no event has the field; None when a pattern fails."""
-    column = _column(events, name)
     given = _given(column)
     if not given:
         return []
@@ -196,17 +203,15 @@ def _optional_strings(events: list[Any], name: str, rule: FieldRule) -> list[str
     return column if patterns_ok([v for v in column if v], rule) else None
 
 
-def _optional_numbers(events: list[Any], name: str, n: int) -> np.ndarray:
+def _optional_numbers(column: list[Any], n: int) -> np.ndarray:
     """NaN where absent; empty when no event has the field."""
-    column = _column(events, name)
     given = _given(column)
     if not given:
         return np.zeros(0)
     return np.fromiter(_filled(column, given, math.nan), np.float64, n)
 
 
-def _optional_flags(events: list[Any], name: str, default: bool, n: int) -> np.ndarray:
-    column = _column(events, name)
+def _optional_flags(column: list[Any], default: bool, n: int) -> np.ndarray:
     given = _given(column)
     if not given:
         return np.zeros(0, dtype=bool)
@@ -217,11 +222,12 @@ def _predictions(events: list[Any], max_ts: float) -> PredictionBatch | None:
     """The batch :func:`~streamguard.contracts.batch_rows.fast_predictions` would build."""
     rules = rules_for("prediction")
     n = len(events)
-    ts = np.fromiter(map(attrgetter("ts"), events), np.float64, n)
+    c = _columns(events)
+    ts = np.fromiter(c["ts"], np.float64, n)
     if ts.max() > max_ts:
         return None
-    deployment = _column(events, "deployment")
-    slices: list[dict[str, str]] = _column(events, "slice")
+    deployment = c["deployment"]
+    slices: list[dict[str, str]] = c["slice"]
     keys = list(set(chain.from_iterable(slices)))
     values = list(set(chain.from_iterable(map(dict.values, slices))))
     if not (
@@ -230,29 +236,29 @@ def _predictions(events: list[Any], max_ts: float) -> PredictionBatch | None:
         and patterns_ok(values, rules.slice_value)
     ):
         return None
-    latency = _optional_numbers(events, "latency_ms", n)
-    items = _column(events, "items")
+    latency = _optional_numbers(c["latency_ms"], n)
+    items = c["items"]
     given_items = _given(items)
-    error = _optional_flags(events, "error", False, n)
-    allocation = _optional_strings(events, "allocation", rules.strings["allocation"])
+    error = _optional_flags(c["error"], False, n)
+    allocation = _optional_strings(c["allocation"], rules.strings["allocation"])
     if allocation is None:
         return None
     error, allocation = error_and_allocation(error, allocation, n)
     strings = {
-        name: _optional_strings(events, name, rules.strings[name])
+        name: _optional_strings(c[name], rules.strings[name])
         for name in ("feature_schema", "replica_id", "env_fingerprint")
     }
     feature_schema, replica_id, fingerprint = strings.values()
     if feature_schema is None or replica_id is None or fingerprint is None:
         return None
     return PredictionBatch(
-        event_id=_column(events, "event_id"),
-        request_id=_column(events, "request_id"),
+        event_id=c["event_id"],
+        request_id=c["request_id"],
         ts=ts,
         deployment=deployment,
-        model_version=_column(events, "model_version"),
-        role=np.fromiter(map(ROLE_CODE.__getitem__, map(attrgetter("role"), events)), np.int8, n),
-        score=np.fromiter(map(attrgetter("score"), events), np.float64, n),
+        model_version=c["model_version"],
+        role=np.fromiter(map(ROLE_CODE.__getitem__, c["role"]), np.int8, n),
+        score=np.fromiter(c["score"], np.float64, n),
         latency_ms=latency if len(latency) else np.full(n, math.nan),
         slice=slices,
         items=_filled(items, given_items, None) if given_items else [],
@@ -260,23 +266,22 @@ def _predictions(events: list[Any], max_ts: float) -> PredictionBatch | None:
         allocation=allocation,
         feature_schema=feature_schema,
         replica_id=replica_id,
-        replica_age_s=_optional_numbers(events, "replica_age_s", n),
-        replica_ready=_optional_flags(events, "replica_ready", True, n),
+        replica_age_s=_optional_numbers(c["replica_age_s"], n),
+        replica_ready=_optional_flags(c["replica_ready"], True, n),
         env_fingerprint=fingerprint,
     )
 
 
 def _outcomes(events: list[Any], max_ts: float) -> OutcomeBatch | None:
     n = len(events)
-    ts = np.fromiter(map(attrgetter("ts"), events), np.float64, n)
-    deployment = _column(events, "deployment")
+    c = _columns(events)
+    ts = np.fromiter(c["ts"], np.float64, n)
+    deployment = c["deployment"]
     rule = rules_for("outcome").strings["deployment"]
     if ts.max() > max_ts or not patterns_ok(deployment, rule):
         return None
-    value = np.fromiter(map(attrgetter("value"), events), np.float64, n)
-    return OutcomeBatch(
-        _column(events, "event_id"), _column(events, "request_id"), ts, deployment, value
-    )
+    value = np.fromiter(c["value"], np.float64, n)
+    return OutcomeBatch(c["event_id"], c["request_id"], ts, deployment, value)
 
 
 def typed_envelope(

@@ -107,6 +107,18 @@ def test_a_session_timeout_too_short_for_the_heartbeats_is_refused() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "fragment"), [("-1", "gc young threshold"), ("lots", "GC_YOUNG_THRESHOLD")]
+)
+def test_a_bad_gc_threshold_is_refused(value: str, fragment: str) -> None:
+    import os
+
+    env = {**os.environ, "STREAMGUARD_GC_YOUNG_THRESHOLD": value}
+    assert_one_error_line(
+        streamguard("worker", "--broker", "127.0.0.1:1", "--insecure", env=env), 3, fragment
+    )
+
+
 def test_demo_rejects_nonsense() -> None:
     assert_one_error_line(streamguard("demo", "--rate", "-5"), 2, "positive")
 
