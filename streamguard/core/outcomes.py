@@ -28,7 +28,7 @@ Examples
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import compress
+from itertools import chain, compress
 from operator import not_
 from typing import Any
 
@@ -232,13 +232,16 @@ class OutcomeJoin:
         ts = np.concatenate([c.ts[r] for c, r in taken])
         seq = np.concatenate([c.first_seq + r for c, r in taken])
         order = np.lexsort((seq, ts))
-        request_id = [c.request_id[i] for c, r in taken for i in r.tolist()]
-        request_id = [request_id[i] for i in order.tolist()]
+        # map, not comprehensions: every exposure passes here once (C-level lookups).
+        request_id = list(
+            chain.from_iterable(map(c.request_id.__getitem__, r.tolist()) for c, r in taken)
+        )
+        request_id = list(map(request_id.__getitem__, order.tolist()))
         codes = np.concatenate([c.version[r] for c, r in taken])[order]
         matured = Matured(
             request_id=request_id,
             role=np.concatenate([c.role[r] for c, r in taken])[order],
-            version=[self._version_names[i] for i in codes.tolist()],
+            version=list(map(self._version_names.__getitem__, codes.tolist())),
             combo=np.concatenate([c.combo[r] for c, r in taken])[order],
             ts=ts[order],
             value=np.concatenate([c.value[r] for c, r in taken])[order],
@@ -263,9 +266,11 @@ class OutcomeJoin:
         codes = column("version", np.int32)
         return {
             "seq": self._seq,
-            "request_id": [c.request_id[i] for c, r in live for i in r.tolist()],
+            "request_id": list(
+                chain.from_iterable(compress(c.request_id, c.alive.tolist()) for c in self._chunks)
+            ),
             "role": column("role", np.int8),
-            "version": [self._version_names[i] for i in codes.tolist()],
+            "version": list(map(self._version_names.__getitem__, codes.tolist())),
             "combo": column("combo", np.int64),
             "ts": column("ts", np.float64),
             "value": column("value", np.float64),

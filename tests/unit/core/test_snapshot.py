@@ -70,6 +70,8 @@ def test_a_missing_part_is_a_snapshot_error_not_a_hole() -> None:
         [[0.5, math.nan], (2, -math.inf)],
         [True, 2, 3.5],
         ["a", 1.0, None],
+        ["r1", None, True, 7],  # plain values only: kept as they are
+        [["r1", "r2"], [1, math.inf]],
     ],
 )
 def test_lists_keep_their_non_finite_floats(value: list) -> None:
