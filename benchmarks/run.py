@@ -80,7 +80,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "e2e",
             "End to end through the broker, one worker, against a bare Faust agent",
-            {"single_events": 60_000, "batch_events": 600_000, "repeat": 3},
+            {"single_events": 60_000, "batch_events": 2_400_000, "repeat": 3},
             {"single_events": 3_000, "batch_events": 40_000, "repeat": 1},
             lambda p: f"python -m benchmarks.e2e {_flags(p)}",
             lambda p: e2e.measure(**p),
