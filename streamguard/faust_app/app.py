@@ -113,7 +113,12 @@ def create_app(
     predictions_name = specs["predictions"].name
 
     def owned(topic: str) -> list[int]:
-        assignment = app.consumer.assignment() if app.consumer else set()
+        try:
+            assignment = app.consumer.assignment() if app.consumer else set()
+        except faust.exceptions.ConsumerNotStarted:
+            # /health and /ready answer from the start, before Faust's consumer thread runs
+            # (it raised through the page: a 500 where "nothing owned yet" is the answer).
+            assignment = set()
         return sorted(tp.partition for tp in assignment if tp.topic == topic)
 
     publisher = load_publisher(

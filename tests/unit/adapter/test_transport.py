@@ -67,3 +67,21 @@ def test_a_worker_on_the_embedded_broker_joins_with_a_short_session_unless_told(
     assert embedded.broker_session_timeout_s == EMBEDDED_SESSION_TIMEOUT_S < 10.0
     monkeypatch.setenv(SESSION_TIMEOUT_ENV, "12")
     assert Settings.from_env().on_embedded("kafka://127.0.0.1:9").broker_session_timeout_s == 12.0
+
+
+def test_pages_asked_before_the_consumer_starts_see_no_partition_owned() -> None:
+    """/health and /ready answer from the start; before Faust's consumer thread runs, its
+    ``assignment()`` raises, which made /ready a 500 once in a CI rehearsal. Nothing is owned."""
+    from faust.exceptions import ConsumerNotStarted
+
+    from streamguard.faust_app.app import create_app
+    from streamguard.policy import Policy
+    from streamguard.settings import Settings
+
+    async def owned_before_start() -> list[int]:
+        worker = create_app(Settings(broker="kafka://127.0.0.1:1", insecure=True), Policy())
+        with pytest.raises(ConsumerNotStarted):
+            worker.app.consumer.assignment()
+        return worker.runtime.owned("streamguard.predictions")
+
+    assert asyncio.run(owned_before_start()) == []
