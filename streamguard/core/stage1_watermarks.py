@@ -17,7 +17,7 @@ from typing import Any
 from streamguard.core.stage1_state import HOLD_MAX, Source
 from streamguard.policy import DeploymentPolicy
 
-__all__ = ["Watermarks"]
+__all__ = ["Watermarks", "one_heartbeat"]
 
 
 class Watermarks:
@@ -173,6 +173,17 @@ def _pending_from(source: Source, lateness: bool) -> bool:
     }
     # Group keys are (deployment, stream, version, window, ...).
     return not any(key[3] < first[key[0]] for key in pending)
+
+
+def one_heartbeat(
+    beat: dict[str, Any], flushed: list[int], announced: dict[str, Any]
+) -> dict[str, Any]:
+    """``beat``'s entries for the ``flushed`` partitions and the ``announced`` (held) ones, in
+    partition order: what a flush tells stage 2 (:meth:`Watermarks.heartbeat`,
+    :meth:`Watermarks.announce`)."""
+    keep = set(flushed)
+    sources = [e for e in beat["sources"] if e["partition"] in keep] + announced["sources"]
+    return {**beat, "sources": sorted(sources, key=lambda entry: entry["partition"])}
 
 
 def _beat(partition: int, watermark: float, offset: int, caught_up: bool) -> dict[str, Any]:

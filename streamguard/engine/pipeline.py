@@ -33,6 +33,7 @@ from streamguard.contracts import (
 )
 from streamguard.core.partials import dumps
 from streamguard.core.stage1 import Unit
+from streamguard.core.stage1_watermarks import one_heartbeat
 from streamguard.engine.build import Engine
 from streamguard.guards import Verdict
 from streamguard.policy import Policy
@@ -207,12 +208,7 @@ class Pipeline:
         for partition in flushed:
             for _, partial in self.stage1.flush(partition):
                 self.stage2.apply(orjson.loads(partial))
-        beat = self.stage1.heartbeat(flushed)
-        if held:
-            beat["sources"] = sorted(
-                beat["sources"] + self.stage1.announce(held)["sources"],
-                key=lambda entry: entry["partition"],
-            )
+        beat = one_heartbeat(self.stage1.heartbeat(flushed), flushed, self.stage1.announce(held))
         self.stage2.apply(orjson.loads(dumps(beat)))
         new: list[Command] = []
         for verdict in self.stage2.advance(final=final):

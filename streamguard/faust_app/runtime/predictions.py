@@ -14,6 +14,7 @@ from typing import Any
 from streamguard.contracts import Rejected, parse_message
 from streamguard.core.partials import dumps
 from streamguard.core.stage1 import Stage1Report, Unit
+from streamguard.core.stage1_watermarks import one_heartbeat
 from streamguard.faust_app.outbox import send_all_reliably
 from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, log
 
@@ -213,7 +214,7 @@ class Stage1Handlers(RuntimeBase):
             # recorded boundary (that partial waits in its outbox for the next flush), and a
             # held partition's live watermark past a close its unsent data belongs to.
             beat = stage1.heartbeat(beating, caught_up)
-            announced = stage1.announce(held, caught_up)["sources"] if held else []
+            announced = stage1.announce(held, caught_up)
             for partition, some in letters:
                 await self._dead_letters(some, self.specs["predictions"].name, partition)
             # The boundaries first: a restore must be able to reproduce these partials. Each
@@ -241,10 +242,7 @@ class Stage1Handlers(RuntimeBase):
             await send_all_reliably(self.metrics, self.topics.partials, sends)
             # The heartbeat follows the acknowledged partials on every channel: stage 2 never
             # sees a watermark before the data it covers.
-            beat["sources"] = sorted(
-                [e for e in beat["sources"] if e["partition"] in beating] + announced,
-                key=lambda entry: entry["partition"],
-            )
+            beat = one_heartbeat(beat, beating, announced)
             self.metrics.held_flushes.inc(len(held))
             await self._beat(beat, n_channels)
             # The pending gauge sums every partition here, also after one partition's flush.
