@@ -24,6 +24,15 @@ a slice with at least ``health_min_primaries`` primaries and a pairing rate belo
 ``health`` lists the smallest untrusted slices that explain the gap (same descent as for
 deviations), which stage 3 turns into an alert, never a pause or rollback.
 
+A shadow version that sends predictions but pairs none in the horizon (it fails on every
+request, ``error: true``) has nothing to compare. When it is the latest shadow version, the
+guard gives a verdict with its health alone, against the latest primary version, once a slice
+is untrusted: no findings, the untrusted slices with ``n`` 0, and the same ``health`` (so the
+same notice). A shadow that stops answering altogether is reported through its pairs, which
+stay in the horizon while the unpaired primaries pull its pairing rate under the floor (about
+the pairing TTL plus a tenth of the horizon after it goes dark); one that never sent a
+prediction cannot be named, and is not reported.
+
 Two looks at the same statistics: the horizon, and the last ``recent_windows`` windows (3,
 30 s) alone. A sudden shift is diluted in the horizon by the windows before it and would wait
 for the horizon to fill; the recent look sees it whole within a window or two. It may only
@@ -356,6 +365,11 @@ class ShadowDeviationGuard:
         if not policy.shadow.enabled:
             return None
         versions = ctx.versions(PAIR_STREAM)
+        answering = ctx.versions(SHADOW_ARM)
+        if answering and answering[0] not in versions:
+            # The latest shadow version sent predictions but paired none in the horizon (it
+            # failed on every request): there is nothing to compare, only its health to report.
+            return self._unpaired_verdict(ctx, policy, answering[0])
         if not versions:
             return None
         version = versions[0]
@@ -386,7 +400,6 @@ class ShadowDeviationGuard:
             if recent.severity_of(quick) > horizon.severity_of(explanations):
                 chosen, explanations = recent, quick
         named.update(explanations)
-        window_start = float(ctx.window * ctx.window_s)
         findings = [
             self._finding(label, chosen, state.get((version, label))) for label in explanations
         ]
@@ -407,12 +420,46 @@ class ShadowDeviationGuard:
             )
             if result is not None and result.state in ("ok", "pause"):
                 result.state = finding.action
-        health = self._health(ctx, policy, version, slices)
+        baseline = ctx.baseline_version(PAIR_STREAM, version)
+        health = self._health(ctx, policy, version, baseline, slices)
+        return self._verdict(
+            ctx, version, baseline, slices=slices, findings=findings, health=health
+        )
+
+    def _unpaired_verdict(
+        self, ctx: GuardContext, policy: DeploymentPolicy, version: str
+    ) -> Verdict | None:
+        """Health alone for a shadow version with predictions but no pair in the horizon.
+
+        Its baseline is the latest primary version (no pair says which one it shadowed). None
+        while no slice is untrusted: without pairs nothing else can be said, and a verdict
+        without findings must not pass the version as judged.
+        """
+        primaries = ctx.versions(PRIMARY_ARM)
+        if not primaries:
+            return None
+        slices: list[SliceResult] = []
+        health = self._health(ctx, policy, version, primaries[0], slices)
+        if not health["untrusted"]:
+            return None
+        return self._verdict(ctx, version, primaries[0], slices=slices, findings=[], health=health)
+
+    @staticmethod
+    def _verdict(
+        ctx: GuardContext,
+        version: str,
+        baseline: str,
+        *,
+        slices: list[SliceResult],
+        findings: list[Finding],
+        health: dict[str, Any],
+    ) -> Verdict:
+        window_start = float(ctx.window * ctx.window_s)
         return Verdict(
             deployment=ctx.deployment,
             guard=NAME,
             model_version=version,
-            baseline_version=ctx.baseline_version(PAIR_STREAM, version),
+            baseline_version=baseline,
             window_start=window_start,
             window_end=window_start + ctx.window_s,
             horizon_start=float((ctx.window - ctx.horizon_windows + 1) * ctx.window_s),
@@ -423,13 +470,17 @@ class ShadowDeviationGuard:
 
     @staticmethod
     def _health(
-        ctx: GuardContext, policy: DeploymentPolicy, version: str, slices: list[SliceResult]
+        ctx: GuardContext,
+        policy: DeploymentPolicy,
+        version: str,
+        baseline: str,
+        slices: list[SliceResult],
     ) -> dict[str, Any]:
         """Add pairing and error rates to ``slices`` (in place); the verdict's ``health``.
 
         Slices the shadow never answered have no pairs, so they are added here when untrusted.
         """
-        health = _Health.gather(ctx, version, ctx.baseline_version(PAIR_STREAM, version))
+        health = _Health.gather(ctx, version, baseline)
         rates = health.rates()
         floor = policy.shadow.pairing_floor
         minimum = policy.shadow.health_min_primaries

@@ -10,6 +10,7 @@ import pytest
 
 from streamguard.contracts import load_schema
 from streamguard.decisions import Decider
+from streamguard.decisions.status import StatusView
 from streamguard.engine import Pipeline
 from streamguard.guards import Verdict
 from streamguard.guards.shadow import shadow_health
@@ -18,6 +19,7 @@ from streamguard.sim import ShadowOutage, TrafficGenerator
 from streamguard.testing import envelopes
 
 ALERT_SCHEMA = jsonschema.Draft202012Validator(load_schema("alert"))
+VERDICT_SCHEMA = jsonschema.Draft202012Validator(load_schema("verdict"))
 OUTAGE = {"platform": "android", "region": "eu"}
 
 
@@ -95,6 +97,89 @@ def test_healthy_shadow_is_trusted_everywhere() -> None:
     assert verdict.extra["health"] == {"pairing_floor": 0.9, "untrusted": [], "findings": []}
     assert all(r.stats["pairing_rate"] == 1.0 for r in verdict.slices)
     assert all(r.stats["error_rate"] == 0.0 for r in verdict.slices)
+    assert (pipe.commands, pipe.notices) == ([], [])
+
+
+def second_by_second(*generators: tuple[TrafficGenerator, int]) -> tuple[Pipeline, list[Verdict]]:
+    """The generators' traffic one message per partition and second, as the emitter sends it
+    (so pairing halves expire as the watermark moves, not all at the end)."""
+    verdicts: list[Verdict] = []
+    pipe = Pipeline(Policy(), 8, on_verdict=verdicts.append)
+    for gen, seconds in generators:
+        for events in gen.seconds(seconds):
+            for _, _, value in envelopes(events, 8):
+                pipe.feed(value)
+    pipe.finish()
+    return pipe, [v for v in verdicts if v.guard == "shadow"]
+
+
+def test_a_shadow_that_fails_every_request_is_reported_though_it_never_pairs() -> None:
+    start = float(int(time.time()) // 10 * 10 - 7200)
+    failing = ShadowOutage({}, after_s=0, timeout_share=0.0, error_share=1.0)
+    gen = TrafficGenerator(rate=300, seed=4, start_ts=start, shadow_outage=failing)
+    pipe, verdicts = second_by_second((gen, 120))
+    assert verdicts, "no shadow verdict for a shadow with predictions and no pair"
+    for verdict in verdicts:
+        assert verdict.findings == []  # nothing compared, nothing to pause on
+        assert verdict.model_version == "ranker-v42"
+        assert verdict.baseline_version == "ranker-v41"
+        VERDICT_SCHEMA.validate(orjson.loads(orjson.dumps(verdict.to_dict())))
+    last = verdicts[-1]
+    assert "*" in last.extra["health"]["untrusted"]
+    assert [f["slice"] for f in last.extra["health"]["findings"]] == ["*"]
+    star = next(r for r in last.slices if r.slice == "*")
+    assert (star.state, star.n, star.stats["error_rate"]) == ("untrusted", 0, 1.0)
+    assert star.stats["pairing_rate"] < 0.9
+    # One notice for all traffic, within the pairing TTL (30 s) and two confirming windows.
+    assert pipe.commands == []
+    assert [(a.guard, a.slice, a.model_version) for a in pipe.notices] == [
+        ("shadow", None, "ranker-v42")
+    ]
+    assert pipe.notices[0].ts - start <= 60
+    assert pipe.notices[0].evidence["error_rate"] == 1.0
+    ALERT_SCHEMA.validate(orjson.loads(pipe.notices[0].to_json()))
+    view = StatusView()
+    for verdict in verdicts:
+        view.on_verdict(orjson.loads(orjson.dumps(verdict.to_dict())))
+    assert view.judgement("home-ranker", version="ranker-v42") == "pending"
+
+
+def test_a_new_shadow_version_failing_everywhere_is_reported_while_the_old_one_still_pairs() -> (
+    None
+):
+    start = float(int(time.time()) // 10 * 10 - 7200)
+    old = TrafficGenerator(rate=300, seed=5, start_ts=start)
+    failing = ShadowOutage({}, after_s=0, timeout_share=0.0, error_share=1.0)
+    new = TrafficGenerator(
+        rate=300, seed=6, start_ts=start + 100, shadow_version="ranker-v43", shadow_outage=failing
+    )
+    pipe, verdicts = second_by_second((old, 100), (new, 120))
+    assert {v.model_version for v in verdicts} == {"ranker-v42", "ranker-v43"}
+    # Healthy before the switch: no health-only verdict and no notice for the old version.
+    assert all(v.findings == [] and not v.extra["health"]["untrusted"] for v in verdicts[:9])
+    assert pipe.commands == []
+    assert [(a.slice, a.model_version) for a in pipe.notices] == [(None, "ranker-v43")]
+    # Within the TTL, the horizon's dilution by the old version's pairs, and two windows.
+    assert pipe.notices[0].ts - (start + 100) <= 90
+
+
+def test_a_shadow_that_goes_dark_is_reported_while_its_pairs_fill_the_horizon() -> None:
+    start = float(int(time.time()) // 10 * 10 - 7200)
+    dark = ShadowOutage({}, after_s=60, timeout_share=1.0, error_share=0.0)
+    gen = TrafficGenerator(rate=300, seed=7, start_ts=start, shadow_outage=dark)
+    pipe, verdicts = second_by_second((gen, 200))
+    assert {v.model_version for v in verdicts} == {"ranker-v42"}
+    assert pipe.commands == []
+    assert [(a.slice, a.model_version) for a in pipe.notices] == [(None, "ranker-v42")]
+    assert pipe.notices[0].ts - (start + 60) <= 90
+
+
+def test_a_healthy_shadow_gets_no_health_only_verdict() -> None:
+    start = float(int(time.time()) // 10 * 10 - 7200)
+    pipe, verdicts = second_by_second((TrafficGenerator(rate=300, seed=8, start_ts=start), 90))
+    assert verdicts
+    assert all(v.extra["health"]["untrusted"] == [] and v.slices for v in verdicts)
+    assert all(any(r.n > 0 for r in v.slices) for v in verdicts)
     assert (pipe.commands, pipe.notices) == ([], [])
 
 
