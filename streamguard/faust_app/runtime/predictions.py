@@ -59,9 +59,11 @@ class Stage1Handlers(RuntimeBase):
         value = event.value
         parsed = parse_message(value, max_ts)
         units = self.engine.stage1.feed(partition, offset, value, parsed, max_ts)
-        # The payload is parsed; keeping it until the snapshot would only cost memory. (So stage
-        # 1's snapshots are not stamped: a restore checks them against the log's end alone.)
+        # The payload is parsed; keeping it until the snapshot would only cost memory (the event
+        # holds its own reference). So stage 1's snapshots are not stamped: a restore checks them
+        # against the log's end alone.
         message.value = None
+        event.value = None
         state.held.append(event)
         state.last_offset = offset
         if units:  # most one-event messages only join their partition's run

@@ -359,3 +359,31 @@ def test_a_close_heartbeat_does_not_wait_for_a_flushs_snapshots_but_a_revocation
     assert kinds == ["heartbeat"]
     assert ("stage1", 0) in saved
     assert waited
+
+
+class AckedEvent(Event):
+    """An event that records its acknowledgement."""
+
+    acked = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+
+def test_held_events_keep_no_payload_and_are_acknowledged_once_a_snapshot_covers_them() -> None:
+    async def scenario() -> tuple[list[tuple[Any, Any]], list[bool], list[bool]]:
+        rt, _ = await flushing(SavingStore(), range(1))
+        events = [AckedEvent(o, envelope(pair(f"r{o}", 1000.0 + o))) for o in range(3)]
+        for event in events:
+            await rt.on_prediction(event)
+        held = [(e.value, e.message.value) for e in rt.stage1[0].held]
+        before = [e.acked for e in events]
+        rt.stage1[0].snapshot_at = -1000.0
+        await rt.flush([0], 1)
+        return held, before, [e.acked for e in events]
+
+    held, before, after = asyncio.run(scenario())
+    # Parsed payloads are let go at once: held until a snapshot, they would pile up in memory.
+    assert held == [(None, None)] * 3
+    assert before == [False] * 3
+    assert after == [True] * 3
