@@ -101,31 +101,36 @@ def explain(
         if not any(other < own for other in firing_items.values())
     ]
 
-    def descend(label: str, out: list[str], seen: set[str]) -> None:
-        if label in seen:
-            return
-        seen.add(label)
-        own = items[label]
-        own_dims = _dims(own)
-        groups: dict[frozenset[str], list[str]] = {}
-        for child, child_items in firing_items.items():
-            if own < child_items:
-                extra = _dims(child_items) - own_dims
-                groups.setdefault(extra, []).append(child)
-        # Children that differ from the parent by exactly these dimensions split it.
-        splits = [(extra, sorted(members)) for extra, members in groups.items()]
-        answers = ask([(label, children) for _, children in splits]) if splits else []
-        candidates = [
-            (len(extra), len(children), children)
-            for (extra, children), answer in zip(splits, answers, strict=True)
-            if answer == "clean"
-        ]
-        if not candidates:
-            out.append(label)
-            return
-        candidates.sort()
-        for child in candidates[0][2]:
-            descend(child, out, seen)
+    def descend(root: str, out: list[str], seen: set[str]) -> None:
+        # Depth first with an explicit stack, not a recursive closure: a nested function that
+        # calls itself is a reference cycle, which kept ``ask`` (and through it a guard's
+        # arrays for every slice) alive until the garbage collector's next full pass.
+        stack = [root]
+        while stack:
+            label = stack.pop()
+            if label in seen:
+                continue
+            seen.add(label)
+            own = items[label]
+            own_dims = _dims(own)
+            groups: dict[frozenset[str], list[str]] = {}
+            for child, child_items in firing_items.items():
+                if own < child_items:
+                    extra = _dims(child_items) - own_dims
+                    groups.setdefault(extra, []).append(child)
+            # Children that differ from the parent by exactly these dimensions split it.
+            splits = [(extra, sorted(members)) for extra, members in groups.items()]
+            answers = ask([(label, children) for _, children in splits]) if splits else []
+            candidates = [
+                (len(extra), len(children), children)
+                for (extra, children), answer in zip(splits, answers, strict=True)
+                if answer == "clean"
+            ]
+            if not candidates:
+                out.append(label)
+                continue
+            candidates.sort()
+            stack.extend(reversed(candidates[0][2]))  # the first child is taken next
 
     def explained_by(candidate: str, accepted: str) -> bool:
         own, other = items[candidate], items[accepted]
