@@ -369,7 +369,11 @@ class ShadowDeviationGuard:
         if answering and answering[0] not in versions:
             # The latest shadow version sent predictions but paired none in the horizon (it
             # failed on every request): there is nothing to compare, only its health to report.
-            return self._unpaired_verdict(ctx, policy, answering[0])
+            # While its health is fine (its first pairs may land in the next window), the
+            # older version's pairs are judged as before.
+            unpaired = self._unpaired_verdict(ctx, policy, answering[0])
+            if unpaired is not None or not versions:
+                return unpaired
         if not versions:
             return None
         version = versions[0]
