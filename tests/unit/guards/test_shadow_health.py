@@ -224,3 +224,40 @@ def test_decider_notices_once_per_slice_after_confirmation_and_survives_a_restor
     again.decide(verdict_with("platform=ios", 10.0))
     assert again.decide(verdict_with("platform=ios", 20.0)).notices == second.notices
     assert str(decider.state("d", "v2")) == "healthy"
+
+
+class _NewShadowWithoutPairs:
+    """A stage-2 context in which a newer shadow version (``ranker-v99``) has predictions in
+    the horizon but no pair yet, with the healthy counts of the current one."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def versions(self, stream: str) -> list[str]:
+        found: list[str] = self._ctx.versions(stream)
+        return ["ranker-v99", *found] if stream == "arm:shadow" and found else found
+
+    def horizon(self, stream: str, version: str) -> Any:
+        return self._ctx.horizon(stream, "ranker-v42" if version == "ranker-v99" else version)
+
+
+def test_a_new_shadow_version_without_pairs_yet_does_not_hide_the_current_ones_verdict() -> None:
+    start = float(int(time.time()) // 10 * 10 - 7200)
+    plain = second_by_second((TrafficGenerator(rate=300, seed=9, start_ts=start), 60))[1]
+    verdicts: list[Verdict] = []
+    pipe = Pipeline(Policy(), 8, on_verdict=verdicts.append)
+    shadow = next(g for g in pipe.stage2.guards if g.name == "shadow")
+    evaluate = shadow.evaluate
+    shadow.evaluate = lambda ctx: evaluate(_NewShadowWithoutPairs(ctx))  # type: ignore[method-assign]
+    for events in TrafficGenerator(rate=300, seed=9, start_ts=start).seconds(60):
+        for _, _, value in envelopes(events, 8):
+            pipe.feed(value)
+    pipe.finish()
+    mine = [v for v in verdicts if v.guard == "shadow"]
+    # Its health is fine, so the current version is judged at every close as before.
+    assert [v.model_version for v in mine] == [v.model_version for v in plain]
+    assert [v.window_end for v in mine] == [v.window_end for v in plain]
+    assert plain
