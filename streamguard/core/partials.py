@@ -7,8 +7,9 @@ serialised once (numpy arrays straight to JSON by orjson) and parts are assemble
 Count fields with a trailing width (histograms and sketches) travel as their non-zero cells,
 ``{"width": w, "cells": [flat indices], "counts": [values]}``: half a second of a slice's
 events touches a few of its 100 score bins and 232 sketch buckets, and dense rows were 87 %
-zeros, most of the bytes stage 1 encoded and stage 2 parsed (:func:`from_cells` reads them
-back; stage 2 still reads dense rows, as older workers sent them).
+zeros, most of the bytes stage 1 encoded and stage 2 parsed (:func:`cells_of` reads them
+back as :class:`Cells`, which stage 2 merges into its open windows as they are; stage 2 still
+reads dense rows, as older workers sent them).
 
 Examples
 --------
@@ -21,7 +22,7 @@ Examples
 """
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,9 @@ from streamguard.core.summary import Array
 __all__ = [
     "HEADER_RESERVE",
     "MAX_PARTIAL_BYTES",
+    "Cells",
     "cells",
+    "cells_of",
     "dumps",
     "encode_group",
     "from_cells",
@@ -58,8 +61,30 @@ def cells(counts: Array) -> dict[str, Any]:
     return {"width": counts.shape[1], "cells": where.tolist(), "counts": flat[where].tolist()}
 
 
-def from_cells(wire: dict[str, Any], shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
-    """The count array of ``shape`` that :func:`cells` gave ``wire`` for.
+class Cells(NamedTuple):
+    """A sparse count field as read from the wire: flat indices (ascending, distinct) into a
+    ``(rows, width)`` array and their counts, kept sparse so stage 2 never builds the dense
+    array (:func:`cells_of`)."""
+
+    where: npt.NDArray[np.int64]
+    counts: npt.NDArray[np.int64]
+
+    def dense(self, shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+        """The count array of ``shape`` these cells stand for."""
+        out = np.zeros(math.prod(shape), dtype=np.int64)
+        out[self.where] = self.counts
+        return out.reshape(shape)
+
+    def select(self, keep: npt.NDArray[np.bool_], width: int) -> "Cells":
+        """The cells of the rows ``keep`` marks, renumbered as ``array[keep]`` renumbers them."""
+        row, column = np.divmod(self.where, width)
+        mine = keep[row]
+        renumbered = np.cumsum(keep) - 1
+        return Cells(renumbered[row[mine]] * width + column[mine], self.counts[mine])
+
+
+def cells_of(wire: dict[str, Any], shape: tuple[int, ...]) -> Cells:
+    """The cells that :func:`cells` gave ``wire`` for, checked against ``shape``.
 
     Raises
     ------
@@ -77,19 +102,30 @@ def from_cells(wire: dict[str, Any], shape: tuple[int, ...]) -> npt.NDArray[np.i
         raise ValueError("cells and counts must be arrays of the same length")
     if not set(map(type, where)) | set(map(type, values)) <= {int}:
         raise ValueError("cells and counts must be integers")
+    if not where:
+        empty = np.zeros(0, dtype=np.int64)
+        return Cells(empty, empty.copy())
     size = math.prod(shape)
-    out = np.zeros(size, dtype=np.int64)
-    if where:  # one conversion for both lists: stage 2 reads thousands of these a second
-        try:
-            index, counts = np.array((where, values), dtype=np.int64)
-        except OverflowError:
-            raise ValueError("cells or counts beyond 64 bits") from None
-        if index[0] < 0 or index[-1] >= size or (index[1:] <= index[:-1]).any():
-            raise ValueError(f"cells must ascend strictly within [0, {size})")
-        if counts.min() < 0:
-            raise ValueError("negative counts")
-        out[index] = counts
-    return out.reshape(shape)
+    try:  # one conversion for both lists: stage 2 reads thousands of these a second
+        index, counts = np.array((where, values), dtype=np.int64)
+    except OverflowError:
+        raise ValueError("cells or counts beyond 64 bits") from None
+    if index[0] < 0 or index[-1] >= size or (index[1:] <= index[:-1]).any():
+        raise ValueError(f"cells must ascend strictly within [0, {size})")
+    if counts.min() < 0:
+        raise ValueError("negative counts")
+    return Cells(index, counts)
+
+
+def from_cells(wire: dict[str, Any], shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    """The count array of ``shape`` that :func:`cells` gave ``wire`` for.
+
+    Raises
+    ------
+    ValueError
+        As :func:`cells_of`.
+    """
+    return cells_of(wire, shape).dense(shape)
 
 
 def group_fields(group: dict[str, Any]) -> dict[str, Any]:

@@ -25,10 +25,18 @@ from typing import Any
 from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAMS
 from streamguard.core.items import ITEMS_PREFIX, ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
+from streamguard.core.open_table import OpenTable
 from streamguard.core.replicas import REPLICA_STREAM, ReplicaMeasures
 from streamguard.core.slices import ROOT
 from streamguard.core.stage1 import PAIR_STREAM
-from streamguard.core.stage2_rows import arrays_of, env_rows, frozen_table, replica_rows, table_of
+from streamguard.core.stage2_rows import (
+    arrays_of,
+    env_rows,
+    frozen_table,
+    open_table,
+    replica_rows,
+    select_rows,
+)
 from streamguard.core.stage2_state import (
     ARM_STREAMS,
     ChannelSource,
@@ -40,7 +48,6 @@ from streamguard.core.stage2_state import (
     Stream,
     tracked_slices,
 )
-from streamguard.core.summary import Table
 from streamguard.core.verdict import Guard, Verdict
 from streamguard.policy import Policy
 
@@ -171,7 +178,10 @@ class Stage2:
                 continue
             fields = d.fields_of(stream)
             labels = [str(label) for label in group["slices"]]
-            arrays = arrays_of(fields, group["fields"], len(labels))
+            # Histograms and sketches stay cells up to the open window; replica and
+            # environment rows are folded and capped on dense arrays (they are few).
+            capped = stream == REPLICA_STREAM or stream in ENV_STREAMS
+            arrays = arrays_of(fields, group["fields"], len(labels), sparse=not capped)
             if d.last_closed is not None and window <= d.last_closed:
                 if stream == PAIR_STREAM:
                     report.late_at_merge += int(arrays["pairs"][0]) if labels else 0
@@ -198,11 +208,11 @@ class Stage2:
             keep = rows >= 0
             if not keep.all():
                 report.capped_slices += int((~keep).sum())
-                arrays = {k: v[keep] for k, v in arrays.items()}
+                arrays = select_rows(fields, arrays, keep)
                 rows = rows[keep]
             table = s.open.get(window)
             if table is None:
-                table = s.open[window] = Table(fields, capacity=max(16, len(s.registry)))
+                table = s.open[window] = OpenTable(fields, capacity=max(16, len(s.registry)))
             table.add(rows, arrays)
 
     @staticmethod
@@ -361,7 +371,7 @@ class Stage2:
                     "version": version,
                     "baseline_version": s.baseline_version,
                     "labels": list(s.registry.labels),
-                    "open": [[i, t.view(rows)] for i, t in sorted(s.open.items())],
+                    "open": [[i, t.to_dict(rows)] for i, t in sorted(s.open.items())],
                     "closed": [[i, t.encoded()] for i, t in s.closed],
                 }
             )
@@ -406,7 +416,7 @@ class Stage2:
                 fields = d.fields_of(str(st["stream"]))
                 stream = Stream(fields, baseline_version=str(st["baseline_version"]))
                 stream.registry.rows_for(list(st["labels"]))
-                stream.open = {int(i): table_of(fields, arrays) for i, arrays in st["open"]}
+                stream.open = {int(i): open_table(fields, table) for i, table in st["open"]}
                 stream.closed = deque(
                     (int(i), frozen_table(fields, saved_table, len(stream.registry)))
                     for i, saved_table in st["closed"]
@@ -437,6 +447,19 @@ class Stage2:
     def deployments(self) -> list[str]:
         """Deployments with state."""
         return sorted(self._deployments)
+
+    def open_windows(self, deployment: str) -> tuple[int, int]:
+        """How many windows of ``deployment`` are open, and the bytes their tables hold.
+
+        Open windows pile up while stage 1's partitions drift apart in event time (a backlog
+        read faster on some partitions than others): what a burst costs stage 2.
+        """
+        d = self._deployments.get(deployment)
+        if d is None:
+            return 0, 0
+        windows = {i for s in d.streams.values() for i in s.open}
+        held = sum(t.nbytes() for s in d.streams.values() for t in s.open.values())
+        return len(windows), held
 
     def last_closed_end(self, deployment: str) -> float | None:
         """Event time at which the deployment's last closed window ended."""

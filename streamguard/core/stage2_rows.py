@@ -12,10 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.environments import admitted
-from streamguard.core.partials import from_cells
+from streamguard.core.open_table import OpenTable
+from streamguard.core.partials import Cells, cells_of
 from streamguard.core.replicas import ALL_ROW, OVERFLOW_ROW
 from streamguard.core.stage2_state import PartialError, Stream
-from streamguard.core.summary import Array, Field, FrozenTable, Registry, Table, sum_rows
+from streamguard.core.summary import Array, Field, FrozenTable, Registry, sum_rows
 from streamguard.policy import DeploymentPolicy
 
 __all__ = [
@@ -24,8 +25,9 @@ __all__ = [
     "env_rows",
     "fold_overflow",
     "frozen_table",
+    "open_table",
     "replica_rows",
-    "table_of",
+    "select_rows",
 ]
 
 
@@ -96,7 +98,7 @@ def compact(s: Stream, oldest: int) -> None:
     while s.closed and s.closed[0][0] < oldest:
         s.closed.popleft()
     n = len(s.registry)
-    tables: list[Table | FrozenTable] = [*s.open.values(), *(t for _, t in s.closed)]
+    tables: list[OpenTable | FrozenTable] = [*s.open.values(), *(t for _, t in s.closed)]
     live = np.zeros(n, dtype=bool)
     for table in tables:
         live |= table.view(n)["events"] > 0
@@ -110,9 +112,9 @@ def compact(s: Stream, oldest: int) -> None:
     registry = Registry()
     registry.rows_for([s.registry.labels[i] for i in keep.tolist()])
 
-    def shrink(table: Table | FrozenTable) -> Table:
+    def shrink(table: OpenTable | FrozenTable) -> OpenTable:
         arrays = table.view(n)
-        return table_of(s.fields, {k: v[keep] for k, v in arrays.items()})
+        return OpenTable.of(s.fields, {k: v[keep] for k, v in arrays.items()})
 
     s.open = {i: shrink(t) for i, t in s.open.items()}
     s.closed = deque((i, shrink(t).freeze(len(keep))) for i, t in s.closed)
@@ -123,29 +125,50 @@ def frozen_table(fields: tuple[Field, ...], saved: dict[str, Any], rows: int) ->
     """A closed window from a snapshot: compact, or dense arrays (older snapshots)."""
     if "cells" in saved and "rows" in saved:
         return FrozenTable.from_dict(fields, saved)
-    return table_of(fields, saved).freeze(rows)
+    return OpenTable.of(fields, saved).freeze(rows)
 
 
-def table_of(fields: tuple[Field, ...], arrays: dict[str, Array]) -> Table:
-    """A table holding exactly ``arrays`` (merging into zeros copies moments exactly)."""
-    rows = len(next(iter(arrays.values()))) if arrays else 0
-    table = Table(fields, capacity=max(16, rows))
-    table.add(np.arange(rows, dtype=np.int64), arrays)
-    return table
+def open_table(fields: tuple[Field, ...], saved: dict[str, Any]) -> OpenTable:
+    """An open window from a snapshot: compact, or dense arrays (older snapshots)."""
+    if "cells" in saved and "rows" in saved:
+        return OpenTable.of(fields, FrozenTable.from_dict(fields, saved))
+    return OpenTable.of(fields, saved)
 
 
-def arrays_of(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict[str, Array]:
-    out: dict[str, Array] = {}
+def select_rows(
+    fields: tuple[Field, ...], arrays: dict[str, Any], keep: npt.NDArray[np.bool_]
+) -> dict[str, Any]:
+    """The rows ``keep`` marks of every field, dense or :class:`Cells`."""
+    return {
+        f.name: (
+            arrays[f.name].select(keep, f.width)
+            if isinstance(arrays[f.name], Cells)
+            else arrays[f.name][keep]
+        )
+        for f in fields
+    }
+
+
+def arrays_of(
+    fields: tuple[Field, ...], raw: dict[str, Any], rows: int, *, sparse: bool = False
+) -> dict[str, Any]:
+    """A partial group's fields as arrays, checked against the policy's shapes.
+
+    With ``sparse``, histograms and sketches sent as cells stay :class:`Cells` (what
+    :class:`OpenTable` merges) instead of dense arrays.
+    """
+    out: dict[str, Any] = {}
     for f in fields:
         if f.name not in raw:
             raise PartialError(f"partial lacks field {f.name!r}")
         value = raw[f.name]
-        sparse = type(value) is dict and f.kind == "count" and f.width
+        wire = type(value) is dict and f.kind == "count" and f.width
         try:
-            if sparse:
-                array = from_cells(value, f.shape(rows))  # checks its counts itself
-            else:
-                array = np.asarray(value, dtype=f.dtype())
+            if wire:
+                found = cells_of(value, f.shape(rows))  # checks its counts itself
+                out[f.name] = found if sparse and rows else found.dense(f.shape(rows))
+                continue
+            array = np.asarray(value, dtype=f.dtype())
         except (TypeError, ValueError, OverflowError) as exc:
             raise PartialError(f"field {f.name!r}: {exc}") from None
         if rows == 0:
@@ -155,7 +178,7 @@ def arrays_of(fields: tuple[Field, ...], raw: dict[str, Any], rows: int) -> dict
             raise PartialError(
                 f"field {f.name!r} has shape {array.shape}, this worker's policy expects {expected}"
             )
-        if f.kind == "count" and rows and not sparse and array.min() < 0:
+        if f.kind == "count" and rows and array.min() < 0:
             raise PartialError(f"field {f.name!r} has negative counts")
         out[f.name] = array
     return out

@@ -18,6 +18,7 @@ from typing import Any
 from streamguard.core.environments import ENV_STREAMS, EnvMeasures
 from streamguard.core.feature_schemas import SCHEMA_FIELDS, SCHEMA_STREAM
 from streamguard.core.items import ItemWindow
+from streamguard.core.open_table import OpenTable
 from streamguard.core.replicas import REPLICA_STREAM
 from streamguard.core.slices import ROOT
 from streamguard.core.stage1 import PAIR_STREAM
@@ -26,7 +27,6 @@ from streamguard.core.summary import (
     Field,
     FrozenTable,
     Registry,
-    Table,
     sum_frozen,
     zeros,
 )
@@ -74,7 +74,7 @@ class ChannelSource:
 class Stream:
     fields: tuple[Field, ...]
     registry: Registry = field(default_factory=Registry)
-    open: dict[int, Table] = field(default_factory=dict)
+    open: dict[int, OpenTable] = field(default_factory=dict)
     closed: deque[tuple[int, FrozenTable]] = field(default_factory=deque)
     baseline_version: str = ""
 

@@ -314,6 +314,22 @@ class FrozenTable:
                 where = np.flatnonzero(flat)
                 self.cells[f.name] = (where, flat[where])
 
+    @classmethod
+    def assemble(
+        cls,
+        fields: tuple[Field, ...],
+        rows: int,
+        arrays: dict[str, Array],
+        cells: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+    ) -> "FrozenTable":
+        """The table of ``rows`` rows whose count fields in ``cells`` already are non-zero cells
+        (flat indices ascending, within ``rows``) and whose other fields are dense ``arrays``."""
+        table = cls(tuple(f for f in fields if f.name not in cells), arrays, rows)
+        table.fields = fields
+        given = {**table.cells, **cells}
+        table.cells = {f.name: given[f.name] for f in fields if f.name in given}  # field order
+        return table
+
     def to_dict(self) -> dict[str, Any]:
         """Snapshot form, as compact as the table (numpy arrays, for orjson's numpy option)."""
         return {

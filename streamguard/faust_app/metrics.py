@@ -98,6 +98,18 @@ class Metrics:
             ["deployment"],
             registry=r,
         )
+        self.open_windows = Gauge(
+            "streamguard_open_windows",
+            "Windows stage 2 holds open (waiting for every source's watermark), by deployment.",
+            ["deployment"],
+            registry=r,
+        )
+        self.open_window_bytes = Gauge(
+            "streamguard_open_window_bytes",
+            "Bytes of the slice tables of the windows stage 2 holds open, by deployment.",
+            ["deployment"],
+            registry=r,
+        )
         self.close_to_verdict = Histogram(
             "streamguard_window_close_to_verdict_seconds",
             "Wall-clock seconds from a window's close (stage 2 sees every source's watermark past "

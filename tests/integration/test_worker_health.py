@@ -91,6 +91,11 @@ def test_a_restarted_worker_is_ready_only_once_restored_and_caught_up(
         deadline = time.monotonic() + 60
         while metric(first.metrics(), applied) < 1 and time.monotonic() < deadline:
             time.sleep(0.2)
+        # The traffic's last windows stay open until its partitions count as idle (30 s).
+        while metric(first.metrics(), "streamguard_open_windows") < 1:
+            assert time.monotonic() < deadline, first.log_tail()
+            time.sleep(0.2)
+        assert metric(first.metrics(), "streamguard_open_window_bytes") > 0
     # Stage 2's snapshots are stamped with the partial at their offset, and the log holds it;
     # stage 1's (payloads dropped once parsed) are checked against the log's end.
     inputs = {

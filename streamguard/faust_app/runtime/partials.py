@@ -105,6 +105,9 @@ class Stage2Handlers(RuntimeBase):
             end = stage2.last_closed_end(deployment)
             if end is not None and math.isfinite(high):
                 self.metrics.window_lag.labels(deployment).set(max(0.0, high - end))
+            windows, held = stage2.open_windows(deployment)
+            self.metrics.open_windows.labels(deployment).set(windows)
+            self.metrics.open_window_bytes.labels(deployment).set(held)
 
     async def _send_verdicts(
         self,

@@ -11,7 +11,8 @@ import pytest
 
 from streamguard.core import PAIR_STREAM, PartialError, Stage1, Stage2
 from streamguard.core.partials import group_fields
-from streamguard.core.snapshot import pack
+from streamguard.core.snapshot import pack, unpack
+from streamguard.core.summary import FrozenTable
 from streamguard.guards import Verdict, default_guards
 from streamguard.guards.base import GuardContext
 from streamguard.policy import Policy, parse_policy
@@ -97,6 +98,30 @@ def test_partition_without_data_holds_every_window() -> None:
     )
     stage2.advance()
     assert recorder.closed[0][1:] == (10, 1)
+
+
+def test_open_windows_are_counted_and_hold_their_cells_not_dense_rows() -> None:
+    stage1, stage2 = Stage1(POLICY), Stage2(POLICY, n_sources=2, guards=[])
+    events = []
+    for i in range(300):  # 300 slices, one pair each, in windows 10, 11 and 12
+        slice_ = {"platform": f"p{i}", "region": f"r{i % 7}", "tier": f"t{i % 3}"}
+        events += pair(f"q{i}", 100.0 + i / 10, slice_=slice_)
+    feed(stage1, stage2, 0, 0, events)
+    feed(stage1, stage2, 0, 1, [prediction("later", "canary", 400.0)])
+    stage2.advance()  # partition 1 has sent nothing: every window stays open
+    windows, held = stage2.open_windows("d")
+    assert windows == 4  # 10, 11, 12 and the canary's 40
+    pair_stream = stage2._deployment("d").streams[(PAIR_STREAM, "v2")]
+    rows = len(pair_stream.registry)
+    assert rows > 150
+    dense_row = sum(
+        8 * max(f.width, 1) * (3 if f.kind == "moments" else 1) for f in pair_stream.fields
+    )
+    assert held < 3 * rows * dense_row / 10  # dense, the pair stream alone was 3 × rows × 3.5 KB
+    assert stage2.open_windows("unknown") == (0, 0)
+    feed(stage1, stage2, 1, 0, [prediction("e", "canary", 415.0)])
+    stage2.advance()  # the low watermark is 400 now: 10, 11 and 12 close; 40 and 41 are open
+    assert stage2.open_windows("d")[0] == 2
 
 
 def test_idle_partition_stops_holding_windows() -> None:
@@ -253,6 +278,42 @@ def test_redelivered_stretches_give_the_same_verdicts(published, once) -> None:
             deliveries.extend(again)
     assert len(deliveries) > len(published)
     assert verdicts_of(POLICY, 3, deliveries) == once
+
+
+def dense_open_windows(stage2: Stage2, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """``snapshot`` with its open windows as dense arrays, as workers before cells saved them."""
+    older = copy.deepcopy(snapshot)
+    for saved in older["deployments"]:
+        for st in saved["streams"]:
+            fields = stage2._deployment(saved["name"]).fields_of(st["stream"])
+            rows = len(st["labels"])
+            st["open"] = [
+                [i, {k: v.tolist() for k, v in FrozenTable.from_dict(fields, t).view(rows).items()}]
+                for i, t in st["open"]
+            ]
+    return older
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["cells", "dense open windows"])
+def test_a_snapshot_with_open_windows_restores_the_same_verdicts(published, once, older) -> None:
+    cut = len(published) // 2
+    first = Stage2(POLICY, 3, default_guards(POLICY))
+    verdicts = []
+    for raw in published[:cut]:
+        first.apply(orjson.loads(raw))
+        verdicts.extend(v.to_dict() for v in first.advance())
+    snapshot = unpack(pack(first.snapshot(0)))
+    assert any(st["open"] for d in snapshot["deployments"] for st in d["streams"])
+    if older:
+        snapshot = dense_open_windows(first, snapshot)
+    second = Stage2(POLICY, 3, default_guards(POLICY))
+    second.restore(0, snapshot)
+    assert pack(second.snapshot(0)) == pack(first.snapshot(0))  # open windows come back whole
+    for raw in published[cut:]:
+        second.apply(orjson.loads(raw))
+        verdicts.extend(v.to_dict() for v in second.advance())
+    verdicts.extend(v.to_dict() for v in second.advance(final=True))
+    assert verdicts == once
 
 
 def test_duplicates_are_reported(published) -> None:
