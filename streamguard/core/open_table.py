@@ -92,6 +92,15 @@ class CellSums:
         where = np.concatenate([self._where, *self._pending_where])
         counts = np.concatenate([self._counts, *self._pending_counts])
         self._pending_where, self._pending_counts, self._pending = [], [], 0
+        span = int(where.max()) + 1
+        if span <= 4 * len(where):
+            # Dense enough to scatter into the span: quicker than sorting, and the array is
+            # at most twice the bytes of the cells (16 bytes each) for a moment.
+            total = np.zeros(span, dtype=np.int64)
+            np.add.at(total, where, counts)
+            self._where = np.flatnonzero(total)
+            self._counts = total[self._where]
+            return
         order = np.argsort(where, kind="stable")
         where, counts = where[order], counts[order]
         starts = np.flatnonzero(np.concatenate(([True], where[1:] != where[:-1])))
