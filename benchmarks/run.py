@@ -273,6 +273,17 @@ def rows(name: str, result: dict[str, Any]) -> list[Row]:
                 None,
             )
         )
+        if "rss_mb_by_step" in ev:  # results written before the events came in equal bursts
+            steps = " / ".join(_n(v, 1) for v in ev["rss_mb_by_step"])
+            peaks = " / ".join(_n(v, 1) for v in ev["peak_rss_mb_by_step"])
+            out.append(
+                (
+                    "… RSS after N / 2N / 3N / 4N (MB); peak so far (MB)",
+                    f"{steps}; {peaks}",
+                    "",
+                    None,
+                )
+            )
         growth = ev["growth_4n_vs_n"]
         out.append(("RSS after 4N events ÷ after N", _n(growth, 3), "≤ 1.10", growth <= 1.10))
         return out

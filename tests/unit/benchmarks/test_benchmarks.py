@@ -74,6 +74,36 @@ def test_memory_shares_have_the_slice_counts_they_claim() -> None:
         assert math.prod(len(values) for values in dims.values()) == count
 
 
+def memory_result(**by_events: object) -> dict[str, object]:
+    step = {"rss_mb": 150.0, "peak_rss_mb": 220.0, "rss_stage1_done_mb": 200.0, "drain_s": 2.0}
+    return {
+        "by_slices": [{"slices": 1000, "events": 66_000, "idle_rss_mb": 81.0, **step}],
+        "by_events": {
+            "slices": 1000,
+            "n_events": 66_000,
+            "after_n": step,
+            "after_4n_events": 264_000,
+            "after_4n": {**step, "rss_mb": 156.0},
+            "growth_4n_vs_n": 1.04,
+            **by_events,
+        },
+    }
+
+
+def test_memory_figures_show_every_step_of_equal_bursts_and_read_older_results() -> None:
+    steps = memory_result(
+        rss_mb_by_step=[150.0, 152.5, 155.0, 156.0],
+        peak_rss_mb_by_step=[220.0, 221.0, 222.0, 223.0],
+    )
+    figures = {name: (value, goal, met) for name, value, goal, met in run.rows("memory", steps)}
+    assert figures["… RSS after N / 2N / 3N / 4N (MB); peak so far (MB)"][0] == (
+        "150.0 / 152.5 / 155.0 / 156.0; 220.0 / 221.0 / 222.0 / 223.0"
+    )
+    assert figures["RSS after 4N events ÷ after N"] == ("1.040", "≤ 1.10", True)
+    older = {name for name, *_ in run.rows("memory", memory_result())}
+    assert set(figures) - older == {"… RSS after N / 2N / 3N / 4N (MB); peak so far (MB)"}
+
+
 def test_the_engine_benchmark_runs_and_its_figures_render(tmp_path: Path) -> None:
     result = run.BENCHMARKS["engine"].run({"seconds": 2, "rate": 100.0, "repeat": 1})
     assert result["events"] > 0
