@@ -1,20 +1,21 @@
-"""Opt-in tuning of the worker's garbage collector: fewer collections for more memory.
+"""Tuning of the worker's garbage collector: fewer collections for a little more memory.
 
-``STREAMGUARD_GC_YOUNG_THRESHOLD=N`` (N > 0) makes ``streamguard worker`` freeze the objects
-startup built and collect the young generation every N net allocations of container objects
-instead of CPython's 700. Off by default, because it trades memory for CPU (README,
-"Benchmarks"; 2026-11-24, worker runs measured with ``gc.callbacks``):
+``streamguard worker`` freezes the objects startup built and collects the young generation
+every N net allocations of container objects instead of CPython's 700, N being
+``STREAMGUARD_GC_YOUNG_THRESHOLD`` (20000 by default; 0 leaves the collector alone). It
+trades memory for CPU (README, "Benchmarks"):
 
-* CPU: collections took 0.96-1.13 s of a worker run of 1.2M events in batch envelopes and
-  1.23-1.30 s of 120k one-event messages, about a tenth of the worker's CPU; with N = 20000,
-  0.13-0.15 s and 0.37-0.39 s.
-* Memory: cycles are collected later. With N = 20000 the worker's peak while it read a
-  10,000-slice burst was 1.69-2.10 GB in three runs against 1.42-1.96 GB in four without (the
-  ranges overlap), and RSS after 4N events over after N was 1.05-1.10 against 1.00-1.08 (the
-  benchmark's bound is 1.10). Raising the oldest threshold instead (700, 10, 1000) halved the
-  collections' time and gave 1.10 and 1.13. On 2026-11-25, after a reference cycle in
-  ``explain()`` (holding a guard's per-slice arrays) was removed, growth was still 1.121 and
-  1.162 tuned against 0.970 and 0.949 untuned, so it stays opt-in.
+* CPU (2026-11-24, worker runs measured with ``gc.callbacks``): collections took 0.96-1.13 s
+  of a worker run of 1.2M events in batch envelopes and 1.23-1.30 s of 120k one-event
+  messages, about a tenth of the worker's CPU; with N = 20000, 0.13-0.15 s and 0.37-0.39 s.
+* Memory (2026-11-25, ``python -m benchmarks.memory``, stage 2's open windows kept as cells):
+  the 10,000-slice burst peaked at 722-796 MB in three runs with N = 20000 against 694-737 MB
+  in four without; RSS kept 527-546 MB against 522-533 MB. With events (1,000 slices, four
+  equal bursts of N events, RSS after N, 2N, 3N, 4N): 156/165/174/171, 157/170/177/164 and
+  160/170/151/157 MB with it (4N over N 1.093, 1.045, 0.981) against 1.031-1.119 in four runs
+  without: no growth with events either way. It was opt-in until then because the earlier
+  measure (one burst of 3N events after N) gave 1.12-1.16 with it against 0.95-1.08 without;
+  that measure mixed burst size with events.
 """
 
 import gc

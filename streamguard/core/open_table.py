@@ -5,7 +5,7 @@ reads a backlog its partitions drift apart by minutes of event time, so a deploy
 many open windows at once, each for every slice seen. Dense, a slice's row of one open window
 is its 100 + 100 score bins and 232 sketch buckets (3.5 KB for the pair stream), though a slice
 with a few events touches a few of them: in a 10,000-slice burst the dense open windows were
-647 of the 946 MB a worker held. :class:`OpenTable` keeps those wide count fields as their
+647 of the 946 MB traced in a worker. :class:`OpenTable` keeps those wide count fields as their
 non-zero cells, summed by :class:`CellSums`, and the narrow fields (counts, moments) dense in a
 :class:`~streamguard.core.summary.Table`; closing freezes it into the same compact
 :class:`~streamguard.core.summary.FrozenTable` as before, bit for bit.

@@ -50,8 +50,11 @@ def test_zero_leaves_the_collector_alone() -> None:
     assert result["tracked_kept"] is True
 
 
-def test_tuning_is_opt_in_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tuning_is_on_by_default_and_off_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("STREAMGUARD_GC_YOUNG_THRESHOLD", raising=False)
-    assert Settings.from_env().gc_young_threshold == 0  # it costs memory: not by default
-    monkeypatch.setenv("STREAMGUARD_GC_YOUNG_THRESHOLD", "20000")
     assert Settings.from_env().gc_young_threshold == 20_000
+    assert Settings().gc_young_threshold == 20_000
+    monkeypatch.setenv("STREAMGUARD_GC_YOUNG_THRESHOLD", "0")
+    assert Settings.from_env().gc_young_threshold == 0
