@@ -173,13 +173,15 @@ def measure(
         gens = _generators(events_slices, rate, start)
         steps: list[dict[str, float]] = []
         totals: list[int] = []
+        total = 0
         with running_broker(workdir / "broker.log") as broker:
             worker = WorkerProcess(broker.url, workdir / "worker-events.log").start()
             try:
                 worker.wait_ready(sources=PREDICTIONS.partitions)
                 for _ in range(4):
-                    totals.append(sum(totals[-1:]) + _feed(broker.bootstrap, gens, seconds))
-                    steps.append(_settled(worker, totals[-1], timeout_s))
+                    total += _feed(broker.bootstrap, gens, seconds)
+                    totals.append(total)
+                    steps.append(_settled(worker, total, timeout_s))
             finally:
                 worker.stop()
         n, after_n, after_4n = totals[0], steps[0], steps[-1]

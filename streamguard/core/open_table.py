@@ -122,37 +122,34 @@ class OpenTable:
     def __init__(self, fields: tuple[Field, ...], capacity: int = 16) -> None:
         self.fields = fields
         self._narrow = Table(tuple(f for f in fields if not _wide(f)), capacity)
-        self._cells = {f.name: CellSums() for f in fields if _wide(f)}
+        self._cells = {f.name: (f.width, CellSums()) for f in fields if _wide(f)}
 
     def add(self, rows: npt.NDArray[np.int64], contribution: dict[str, Any]) -> None:
         """Merge per-row contributions into ``rows`` (distinct row numbers)."""
         if len(rows) == 0:
             return
         self._narrow.add(rows, contribution)
-        for f in self.fields:
-            if not _wide(f):
-                continue
-            value = contribution[f.name]
+        for name, (width, sums) in self._cells.items():
+            value = contribution[name]
             if isinstance(value, Cells):
                 where, counts = value
             else:
                 flat = np.asarray(value, dtype=np.int64).reshape(-1)
                 where = np.flatnonzero(flat)
                 counts = flat[where]
-            row, column = np.divmod(where, f.width)
-            self._cells[f.name].add(rows[row] * f.width + column, counts)
+            row, column = np.divmod(where, width)
+            sums.add(rows[row] * width + column, counts)
 
     def nbytes(self) -> int:
         """Bytes of the arrays held."""
         narrow = sum(a.nbytes for a in self._narrow.arrays.values())
-        return narrow + sum(sums.nbytes() for sums in self._cells.values())
+        return narrow + sum(sums.nbytes() for _, sums in self._cells.values())
 
     def freeze(self, rows: int) -> FrozenTable:
         """The closed window: what :meth:`Table.freeze` gives for the same adds."""
         narrow = self._narrow.view(rows)
         cells = {}
-        for name, sums in self._cells.items():
-            width = next(f.width for f in self.fields if f.name == name)
+        for name, (width, sums) in self._cells.items():
             where, counts = sums.summed()
             if len(where) and where[-1] >= rows * width:  # fewer rows than were written
                 keep = where < rows * width
@@ -177,7 +174,7 @@ class OpenTable:
             dense = zeros(out._narrow.fields, rows)
             table.add_into(dense, only=frozenset(dense))
             out._narrow.add(np.arange(rows, dtype=np.int64), dense)
-            for name, sums in out._cells.items():
+            for name, (_, sums) in out._cells.items():
                 where, counts = table.cells[name]
                 sums.add(where, counts.astype(np.int64, copy=False))
             return out
