@@ -1,6 +1,7 @@
 """The baseline of the end-to-end benchmark: a Faust agent that reads a topic and does nothing.
 
     python -m benchmarks.bare_faust --broker kafka://127.0.0.1:PORT --expect N --out FILE
+                                    [--fetch-loop faust|streamguard]
 
 A minimal faust-streaming app configured like the worker (raw bytes, the same consumer group
 timings, no topic declaration, no leader topic), with one agent that iterates the stream's
@@ -8,6 +9,11 @@ events (acknowledging each, Faust's default). When the agent has seen ``--expect
 writes ``{"messages", "first", "last", "cpu_first", "cpu_last"}`` (``time.time()`` and the
 process's CPU time, ``time.process_time()``, at the first and the last message) to ``--out``;
 whoever started the process then stops it by pid.
+
+``--fetch-loop streamguard`` runs the same agent on the worker's Faust app class, whose
+consumer delivers messages without Faust's four tasks per message
+(:mod:`streamguard.faust_app.drain`): what Faust would deliver per message with that loop.
+The issue's baseline is Faust's own loop, the default.
 """
 
 import argparse
@@ -20,6 +26,7 @@ from typing import Any
 
 import faust  # noqa: TID251 - the baseline is a Faust app by definition
 
+from streamguard.faust_app.transport import App as WorkerApp
 from streamguard.settings import Settings, faust_broker_url
 
 __all__ = ["main"]
@@ -34,9 +41,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--app-id", default="bench-bare-faust")
     parser.add_argument("--datadir", type=Path, default=None, help="Faust's data folder")
+    parser.add_argument(
+        "--fetch-loop",
+        choices=("faust", "streamguard"),
+        default="faust",
+        help="Faust's own fetch loop, or the worker's (streamguard.faust_app.drain)",
+    )
     args = parser.parse_args()
     defaults = Settings()
-    app = faust.App(
+    app_class = faust.App if args.fetch_loop == "faust" else WorkerApp
+    app = app_class(
         args.app_id,
         broker=faust_broker_url(args.broker),
         autodiscover=False,

@@ -45,7 +45,12 @@ on one-event messages, i.e. what Faust alone delivers per event when every event
 * ``columns_vs_bare``: the same batches sent as columnar batches (``prediction_columns``, what
   ``Emitter(columnar=True)`` sends), a third mode unless ``--no-columns``;
 * ``*_vs_bare_cpu``: the same ratios by CPU, the bare agent's CPU µs per message over the
-  worker's CPU µs per event (None when a run was too short for two interior polls).
+  worker's CPU µs per event (None when a run was too short for two interior polls);
+* ``single_vs_lean_bare`` (and ``_cpu``): one event per message against the bare agent run on
+  the worker's own fetch loop (``bare_faust --fetch-loop streamguard``), which skips the four
+  asyncio tasks Faust's loop makes per message (:mod:`streamguard.faust_app.drain`). The
+  goals are against Faust's own loop; this ratio says what the worker costs beyond the
+  loop it runs on.
 
 Each repetition starts from a fresh broker (the worker's state topic must be empty); with
 ``--repeat N`` the best of N is reported per figure, and every run is listed.
@@ -122,14 +127,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def run_bare(
-    broker: EmbeddedBroker, messages: int, workdir: Path, timeout_s: float
+    broker: EmbeddedBroker,
+    messages: int,
+    workdir: Path,
+    timeout_s: float,
+    fetch_loop: str = "faust",
 ) -> tuple[float, float]:
     """Messages per second of the bare Faust agent over ``messages`` pre-produced messages,
-    and its CPU µs per message over the same stretch."""
+    and its CPU µs per message over the same stretch (``fetch_loop``: Faust's own, or the
+    worker's, :mod:`benchmarks.bare_faust`)."""
     out = workdir / "bare.json"
     out.unlink(missing_ok=True)
     args = [sys.executable, "-m", "benchmarks.bare_faust", "--broker", broker.url]
     args += ["--expect", str(messages), "--out", str(out), "--datadir", str(workdir / "bare-data")]
+    # Each loop reads in its own consumer group (the agent commits what it read).
+    args += ["--fetch-loop", fetch_loop, "--app-id", f"bench-bare-{fetch_loop}"]
     with open(workdir / "bare.log", "ab") as log:
         process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -202,6 +214,9 @@ def measure(
                 with running_broker(workdir / "broker.log") as broker:
                     produce(broker.bootstrap, messages, PREDICTIONS.name)
                     bare, bare_cpu = run_bare(broker, len(messages), workdir, timeout_s)
+                    lean: tuple[float, float] | None = None
+                    if mode == "single":
+                        lean = run_bare(broker, len(messages), workdir, timeout_s, "streamguard")
                     worker, worker_cpu = run_worker(broker, count, workdir, timeout_s, poll_s)
                 runs.append(
                     {
@@ -212,6 +227,8 @@ def measure(
                         "worker_events_per_s": round(worker),
                         "bare_cpu_us_per_message": _rounded(bare_cpu),
                         "worker_cpu_us_per_event": _rounded(worker_cpu),
+                        "lean_bare_messages_per_s": round(lean[0]) if lean else None,
+                        "lean_bare_cpu_us_per_message": _rounded(lean[1]) if lean else None,
                         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                     }
                 )
@@ -233,6 +250,8 @@ def measure(
         return round(bare_cpu / worker_cpu, 3)
 
     bare = best("single", "bare_messages_per_s")
+    lean = best("single", "lean_bare_messages_per_s")
+    lean_cpu = least_cpu("single", "lean_bare_cpu_us_per_message")
     single = best("single", "worker_events_per_s")
     batch = best("batch", "worker_events_per_s")
     by_columns = best("columns", "worker_events_per_s") if columns else math.nan
@@ -258,6 +277,12 @@ def measure(
         "worker_batch_cpu_us_per_event": _rounded(cpu["batch"]),
         "worker_columns_cpu_us_per_event": _rounded(cpu["columns"]) if columns else None,
         "single_vs_bare_cpu": by_cpu("single"),
+        "lean_bare_messages_per_s": round(lean),
+        "lean_bare_cpu_us_per_message": _rounded(lean_cpu),
+        "single_vs_lean_bare": round(single / lean, 3),
+        "single_vs_lean_bare_cpu": (
+            round(lean_cpu / cpu["single"], 3) if lean_cpu and cpu["single"] else None
+        ),
         "batch_vs_bare_cpu": by_cpu("batch"),
         "columns_vs_bare_cpu": by_cpu("columns") if columns else None,
         "goals": {"single_vs_bare": 0.8, "batch_vs_bare": 20.0, "columns_vs_bare": 20.0},
@@ -293,6 +318,10 @@ def main() -> None:
     print(
         f"worker, one event per message: {result['worker_single_events_per_s']:,} events/s "
         f"({result['single_vs_bare']} x bare; goal >= 0.8)"
+    )
+    print(
+        f"bare agent on the worker's fetch loop: {result['lean_bare_messages_per_s']:,} msg/s "
+        f"(worker {result['single_vs_lean_bare']} x that)"
     )
     print(
         f"worker, batch envelopes: {result['worker_batch_events_per_s']:,} events/s "

@@ -203,6 +203,24 @@ def rows(name: str, result: dict[str, Any]) -> list[Row]:
                 "batch envelopes", r["worker_batch_events_per_s"], r["batch_vs_bare"]
             ),
             *(
+                []  # results before 2026-11-25 have no lean baseline
+                if r.get("single_vs_lean_bare") is None
+                else [
+                    (
+                        "bare agent on the worker's fetch loop, messages/s",
+                        _n(r["lean_bare_messages_per_s"]),
+                        "",
+                        None,
+                    ),
+                    (
+                        "worker 1 event/message ÷ that bare agent",
+                        _n(r["single_vs_lean_bare"], 3),
+                        "",
+                        None,
+                    ),
+                ]
+            ),
+            *(
                 []
                 if r.get("columns_vs_bare") is None
                 else _batches_vs_bare(

@@ -15,6 +15,8 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
 
+from streamguard.faust_app.drain import drain
+
 __all__ = ["App"]
 
 
@@ -29,6 +31,9 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class _Consumer(driver.Consumer):
+    async def _drain_messages(self, fetcher: Any) -> None:
+        await drain(self, fetcher)  # without four tasks per message (drain's docstring)
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

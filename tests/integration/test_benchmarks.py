@@ -29,6 +29,14 @@ def test_e2e_measures_the_worker_and_the_bare_agent() -> None:
     assert [r["events"] for r in result["runs"]][1] == result["runs"][2]["events"]
     assert result["bare_cpu_us_per_message"] > 0  # the agent's CPU between its first and last
     assert all(r["bare_cpu_us_per_message"] > 0 for r in result["runs"])
+    # the bare agent on the worker's fetch loop read every message too, in single mode only
+    assert result["lean_bare_messages_per_s"] > 0
+    assert result["single_vs_lean_bare"] > 0
+    assert [r["lean_bare_messages_per_s"] is not None for r in result["runs"]] == [
+        True,
+        False,
+        False,
+    ]
     renders("e2e", result)
 
 
