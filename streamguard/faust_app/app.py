@@ -98,6 +98,7 @@ def create_app(
         producer_max_request_size=max(1 << 20, specs["state"].max_message_bytes or 0),
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.stream_buffer_max_bytes = int(settings.stream_buffer_mb * (1 << 20))
     metrics = Metrics()
     engine = Engine.create(policy, specs["predictions"].partitions, settings.idle_source_timeout_s)
     topics = Topics(

@@ -15,6 +15,7 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
 
+from streamguard.faust_app.buffer import BoundedBuffer
 from streamguard.faust_app.drain import drain
 
 __all__ = ["App"]
@@ -43,9 +44,22 @@ class _Transport(driver.Transport):
 
 
 class App(faust.App):
-    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch, delivers
+    through :func:`~streamguard.faust_app.drain.drain`, and whose streams buffer at most
+    ``stream_buffer_max_bytes`` of message values each (:mod:`streamguard.faust_app.buffer`)."""
 
     fetch_max_wait_ms: int = 1500
+    stream_buffer_max_bytes: int = 64 << 20
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+    def FlowControlQueue(  # noqa: N802 - Faust's name for the factory
+        self, maxsize: int | None = None, *, clear_on_resume: bool = False
+    ) -> BoundedBuffer:
+        return BoundedBuffer(
+            maxsize or 0,
+            max_bytes=self.stream_buffer_max_bytes,
+            flow_control=self.flow_control,
+            clear_on_resume=clear_on_resume,
+        )
