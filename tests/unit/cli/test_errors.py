@@ -119,6 +119,24 @@ def test_a_bad_gc_threshold_is_refused(value: str, fragment: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("STREAMGUARD_FETCH_MAX_WAIT_MS", "nan", "not a whole number"),  # was a traceback
+        ("STREAMGUARD_WEB_PORT", "1.5", "not a whole number"),  # was silently port 1
+        ("STREAMGUARD_SNAPSHOT_HELD_MESSAGES", "0", "at least 1"),
+        ("STREAMGUARD_STREAM_BUFFER_MB", "inf", "stream buffer"),
+    ],
+)
+def test_bad_worker_numbers_are_one_plain_error(name: str, value: str, fragment: str) -> None:
+    import os
+
+    env = {**os.environ, name: value}
+    assert_one_error_line(
+        streamguard("worker", "--broker", "127.0.0.1:1", "--insecure", env=env), 3, fragment
+    )
+
+
 def test_demo_rejects_nonsense() -> None:
     assert_one_error_line(streamguard("demo", "--rate", "-5"), 2, "positive")
 
