@@ -65,10 +65,6 @@ class _Rest:
                 return stop.value
 
 
-async def _finish(coro: Coroutine[Any, Any, Any], waiting: Any) -> Any:
-    return await _Rest(coro, waiting)
-
-
 def deliver(coro: Coroutine[Any, Any, Any]) -> Awaitable[Any] | None:
     """Run ``coro``'s first step now: None if that finished it, else an awaitable of the rest.
 
@@ -78,7 +74,7 @@ def deliver(coro: Coroutine[Any, Any, Any]) -> Awaitable[Any] | None:
         waiting = coro.send(None)
     except StopIteration:
         return None
-    return _finish(coro, waiting)
+    return _Rest(coro, waiting)  # an awaitable: wait_first and ensure_future wrap it in a task
 
 
 async def drain(consumer: Any, fetcher: Any) -> None:
