@@ -88,7 +88,6 @@ def encode_partials(source: Source, max_bytes: int) -> list[tuple[str, bytes]]:
             out.append((name, head[:-1] + b',"groups":[' + b",".join(groups) + b"]}"))
         state.late = 0
         state.touched = False
-    source.groups.clear()
     source.items.clear()
     source.unflushed = 0
     source.offset_lo = source.offset_hi

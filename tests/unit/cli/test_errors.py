@@ -1,5 +1,6 @@
 """Every bad argument, config or input gives one plain line and a non-zero exit."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,15 +82,11 @@ def test_malformed_broker_url() -> None:
 
 
 def test_topics_apply_needs_a_broker() -> None:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k != "STREAMGUARD_BROKER"}
     assert_one_error_line(streamguard("topics", "apply", env=env), 2, "no broker")
 
 
 def test_bad_environment_value() -> None:
-    import os
-
     env = {**os.environ, "STREAMGUARD_WEB_PORT": "eighty"}
     assert_one_error_line(
         streamguard("worker", "--broker", "127.0.0.1:1", env=env), 3, "STREAMGUARD_WEB_PORT"
@@ -97,8 +94,6 @@ def test_bad_environment_value() -> None:
 
 
 def test_a_session_timeout_too_short_for_the_heartbeats_is_refused() -> None:
-    import os
-
     env = {**os.environ, "STREAMGUARD_BROKER_SESSION_TIMEOUT_S": "2.5"}
     assert_one_error_line(
         streamguard("worker", "--broker", "127.0.0.1:1", "--insecure", env=env),
@@ -111,8 +106,6 @@ def test_a_session_timeout_too_short_for_the_heartbeats_is_refused() -> None:
     ("value", "fragment"), [("-1", "gc young threshold"), ("lots", "GC_YOUNG_THRESHOLD")]
 )
 def test_a_bad_gc_threshold_is_refused(value: str, fragment: str) -> None:
-    import os
-
     env = {**os.environ, "STREAMGUARD_GC_YOUNG_THRESHOLD": value}
     assert_one_error_line(
         streamguard("worker", "--broker", "127.0.0.1:1", "--insecure", env=env), 3, fragment
@@ -129,8 +122,6 @@ def test_a_bad_gc_threshold_is_refused(value: str, fragment: str) -> None:
     ],
 )
 def test_bad_worker_numbers_are_one_plain_error(name: str, value: str, fragment: str) -> None:
-    import os
-
     env = {**os.environ, name: value}
     assert_one_error_line(
         streamguard("worker", "--broker", "127.0.0.1:1", "--insecure", env=env), 3, fragment
