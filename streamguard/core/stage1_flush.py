@@ -25,9 +25,10 @@ def encode_partials(source: Source, max_bytes: int) -> list[tuple[str, bytes]]:
     # One group at a time: settled just before it is encoded, and let go right after. Settling
     # builds a group's table from its collected events; settling every group first held all
     # the tables at once, and a flush after a backlog (hundreds of groups at 10,000 slices)
-    # took ~450 MB more for a second (tracemalloc in the worker, 2026-11-25). The price: should
-    # settling or encoding raise (a bug, or MemoryError), the groups encoded before it are gone
-    # with this flush, where they used to stay for the next one; the worker reports the crash.
+    # took ~450 MB more for a second (tracemalloc in the worker, 2026-11-25). Should settling
+    # or encoding raise (a bug, or MemoryError), the groups taken so far are gone from this
+    # state: the worker then stops at once and its successor replays from the last snapshot
+    # (streamguard.faust_app.halt); replay and the tests let the exception propagate.
     for key in sorted(source.groups):
         group = source.groups.pop(key)
         deployment, stream, version, window = key

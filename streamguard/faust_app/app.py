@@ -21,9 +21,12 @@ restored and stage 1 has caught up, see :meth:`~streamguard.faust_app.runtime.Ru
 
 Every stream is acknowledged manually, once a state snapshot covers the message (see
 :mod:`streamguard.faust_app.runtime`), so a crash or a rebalance never loses or double counts.
+An exception in any stage's work ends the process at once, as ``kill -9`` would
+(:mod:`streamguard.faust_app.halt`): Faust would restart the agent on half-changed state.
 No app or agent exists at import time; every worker builds its own with ``create_app``.
 """
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,7 @@ import faust
 
 from streamguard.contracts import TopicSpec, load_topic_specs
 from streamguard.engine import Engine
+from streamguard.faust_app.halt import stops_worker
 from streamguard.faust_app.heap import HeapTrimmer
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.probe import BrokerProbe
@@ -145,37 +149,33 @@ def create_app(
     def owned_sources() -> list[int]:
         return owned(predictions_name)
 
+    def stops(where: str) -> AbstractContextManager[None]:
+        # Any exception in a stage's work ends the process at once (faust_app.halt).
+        return stops_worker(where, runtime.agent_crashed)
+
     @app.agent(_topic(app, predictions_name), name="stage1")
     async def stage1(stream: Any) -> None:
-        try:
+        with stops("stage1"):
             async for event in stream.noack().events():
                 await runtime.on_prediction(event)
-        except Exception as exc:
-            runtime.agent_crashed("stage1", exc)
-            raise
 
     @app.agent(_topic(app, specs["partials"].name), name="stage2")
     async def stage2(stream: Any) -> None:
-        try:
+        with stops("stage2"):
             async for event in stream.noack().events():
                 await runtime.on_partial(event)
-        except Exception as exc:
-            runtime.agent_crashed("stage2", exc)
-            raise
 
     @app.agent(_topic(app, specs["training_examples"].name), name="leakage")
     async def leakage(stream: Any) -> None:
-        async for event in stream.noack().events():
-            await runtime.on_training_example(event)
+        with stops("leakage"):
+            async for event in stream.noack().events():
+                await runtime.on_training_example(event)
 
     @app.agent(_topic(app, specs["verdicts"].name, control_name), name="stage3")
     async def stage3(stream: Any) -> None:
-        try:
+        with stops("stage3"):
             async for event in stream.noack().events():
                 await runtime.on_decision_input(event, control_name)
-        except Exception as exc:
-            runtime.agent_crashed("stage3", exc)
-            raise
 
     def refresh_lag() -> list[int]:
         """Record lag; return partitions whose log ends before what was already read."""
@@ -188,28 +188,32 @@ def create_app(
 
     @app.timer(interval=settings.flush_interval_s, name="flush")
     async def flush() -> None:
-        lost = refresh_lag()  # heartbeats say which sources are caught up
-        if lost:
-            await runtime.forget_everything(f"predictions partitions {lost} shrank")
-        await runtime.flush(owned_sources(), n_channels)
+        with stops("flush"):
+            lost = refresh_lag()  # heartbeats say which sources are caught up
+            if lost:
+                await runtime.forget_everything(f"predictions partitions {lost} shrank")
+            await runtime.flush(owned_sources(), n_channels)
 
     @app.task
     async def eager_flushes() -> None:
         # Partitions whose watermark passed a window's close, flushed together (runtime).
-        await runtime.eager_flushes(owned_sources, n_channels)
+        with stops("eager_flush"):
+            await runtime.eager_flushes(owned_sources, n_channels)
 
     @app.timer(interval=settings.flush_interval_s, name="idle-windows")
     async def close_idle() -> None:
         # Windows also close when sources fall idle, without any partial arriving.
-        await runtime.close_idle()
+        with stops("close_idle"):
+            await runtime.close_idle()
 
     heap = HeapTrimmer()
 
     @app.timer(interval=settings.stage_snapshot_interval_s, name="snapshots")
     async def snapshots() -> None:
-        await runtime.snapshot_stage2()
-        await runtime.snapshot_stage3()
-        await runtime.snapshot_leakage()
+        with stops("snapshots"):
+            await runtime.snapshot_stage2()
+            await runtime.snapshot_stage3()
+            await runtime.snapshot_leakage()
         heap.maybe_trim()  # after the snapshots, the largest transient allocations
 
     @app.timer(interval=settings.broker_probe_interval_s, name="broker-probe")

@@ -172,3 +172,33 @@ def wait_assigned(workers: list[WorkerProcess], timeout_s: float = 120) -> None:
         last = owned
         time.sleep(0.5)
     raise TimeoutError(f"partitions never settled: {last}")
+
+
+def check(
+    broker: Any,
+    expected: list[dict[str, Any]],
+    sizes: dict[tuple[str, float], dict[str, int]],
+    worker: WorkerProcess,
+) -> None:
+    """The worker's commands and judged windows are replay's (``replay(messages)``)."""
+    commands = read(
+        broker, "control", 120, until=lambda v: len({c["command_id"] for c in v}) >= len(expected)
+    )
+    # Until the worker judged replay's last window: every window replay judged is compared.
+    verdicts = read(
+        broker, "verdicts", 90, until=judged_until("shadow", last_window(sizes, "shadow"))
+    )
+    try:
+        # Statistics first: a lost or doubled pair explains a missing command; equal
+        # statistics with a missing command point at timing instead.
+        assert_same_statistics(
+            window_sizes([v for v in verdicts if v["guard"] == "shadow"]),
+            {k: v for k, v in sizes.items() if k[0] == "shadow"},
+        )
+        assert_one_id_per_decision(commands)
+        got = sorted({c["command_id"] for c in commands})
+        assert got == sorted(c["command_id"] for c in expected)
+        assert_same_commands(commands, expected)
+    except AssertionError:
+        print(f"--- last lines of {worker.log_path}:\n{worker.log_tail()}")
+        raise

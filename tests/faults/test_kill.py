@@ -12,46 +12,16 @@ from streamguard.testing import WorkerProcess
 from tests.faults.helpers import (
     PARTITIONS,
     SPECS,
-    assert_one_id_per_decision,
-    assert_same_commands,
-    assert_same_statistics,
-    judged_until,
-    last_window,
-    read,
+    check,
     replay,
     samples,
     shadow_scenario,
     wait_assigned,
-    window_sizes,
 )
 from tests.integration.conftest import produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 FAST_SNAPSHOTS = {"STREAMGUARD_SNAPSHOT_INTERVAL_S": "2"}
-
-
-def check(broker: EmbeddedBroker, expected: list[dict], sizes: dict, worker: WorkerProcess) -> None:
-    commands = read(
-        broker, "control", 120, until=lambda v: len({c["command_id"] for c in v}) >= len(expected)
-    )
-    # Until the worker judged replay's last window: every window replay judged is compared.
-    verdicts = read(
-        broker, "verdicts", 90, until=judged_until("shadow", last_window(sizes, "shadow"))
-    )
-    try:
-        # Statistics first: a lost or doubled pair explains a missing command; equal
-        # statistics with a missing command point at timing instead.
-        assert_same_statistics(
-            window_sizes([v for v in verdicts if v["guard"] == "shadow"]),
-            {k: v for k, v in sizes.items() if k[0] == "shadow"},
-        )
-        assert_one_id_per_decision(commands)
-        got = sorted({c["command_id"] for c in commands})
-        assert got == sorted(c["command_id"] for c in expected)
-        assert_same_commands(commands, expected)
-    except AssertionError:
-        print(f"--- last lines of {worker.log_path}:\n{worker.log_tail()}")
-        raise
 
 
 @pytest.mark.parametrize("seed", [1])  # three kills per seed; more seeds cost a minute each

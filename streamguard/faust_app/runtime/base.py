@@ -248,7 +248,11 @@ class RuntimeBase:
         log.warning("command %s %s: %s", command.action, command.command_id, alert.summary)
 
     def agent_crashed(self, agent: str, exc: BaseException) -> None:
-        """An agent raised: Faust restarts it, but the worker is unhealthy until it holds."""
+        """A stage raised: count it, log its traceback, and have /health say so for a minute.
+
+        A failed restore is retried on the partition's next message; any other stage's
+        exception then stops the worker (:mod:`streamguard.faust_app.halt`).
+        """
         self.metrics.internal_errors.labels(f"{agent}_crash").inc()
         self.crashed[agent] = (time.monotonic(), f"{type(exc).__name__}: {exc}"[:300])
         log.exception("agent %s crashed", agent, exc_info=exc)

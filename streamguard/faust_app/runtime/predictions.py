@@ -170,11 +170,9 @@ class Stage1Handlers(RuntimeBase):
         while True:
             await self._closing_wake.wait()
             self._closing_wake.clear()
-            try:
-                await self.flush_closing(owned(), n_channels)
-            except Exception as exc:  # the timer's flush still runs; say it
-                self.agent_crashed("eager_flush", exc)
-                await asyncio.sleep(self.settings.flush_interval_s)
+            # An exception ends the worker (the app wraps this task in faust_app.halt): the
+            # flush may have taken its partitions' data and not sent it.
+            await self.flush_closing(owned(), n_channels)
 
     async def flush(self, owned: list[int], n_channels: int, force_snapshot: bool = False) -> None:
         """Send partials and heartbeats; store progress, and snapshots when due."""

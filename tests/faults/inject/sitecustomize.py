@@ -1,0 +1,45 @@
+"""Fault injection for ``tests/faults/test_internal_error.py``: a worker whose stage 1 raises.
+
+With this folder on ``PYTHONPATH``, Python imports this module at start-up. In a
+``streamguard worker`` process with ``STREAMGUARD_TEST_RAISE_IN=feed:N`` the Nth call of
+``Stage1._predictions`` (one deployment's predictions of one message) raises, after the
+message's counts were partly taken; with ``flush:N`` the Nth flush of a partition that holds
+groups raises, after taking them. Any other process is left alone.
+"""
+
+import os
+import sys
+
+_WHERE = os.environ.get("STREAMGUARD_TEST_RAISE_IN", "")
+
+if _WHERE and "worker" in sys.argv:
+    from typing import Any
+
+    import streamguard.core.stage1 as _stage1
+
+    _point, _, _n = _WHERE.partition(":")
+    _calls = [0]
+
+    def _due() -> bool:
+        _calls[0] += 1
+        return _calls[0] == int(_n)
+
+    if _point == "feed":
+        _predictions = _stage1.Stage1._predictions
+
+        def _failing_predictions(self: Any, *args: Any, **kwargs: Any) -> None:
+            if _due():
+                raise RuntimeError(f"injected: {_WHERE}")
+            _predictions(self, *args, **kwargs)
+
+        _stage1.Stage1._predictions = _failing_predictions  # type: ignore[method-assign]
+    elif _point == "flush":
+        _encode = _stage1.encode_partials
+
+        def _failing_encode(source: Any, max_bytes: int) -> list[tuple[str, bytes]]:
+            if source.groups and _due():
+                source.groups.clear()  # taken, as a flush that raised half-way leaves it
+                raise RuntimeError(f"injected: {_WHERE}")
+            return _encode(source, max_bytes)
+
+        _stage1.encode_partials = _failing_encode
