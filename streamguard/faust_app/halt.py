@@ -1,19 +1,20 @@
 """A stage that raises stops the worker at once, so a restart rebuilds its state exactly.
 
 An exception inside a stage's work (a bug, ``MemoryError``) can leave its state half-changed:
-a message half-accounted, a flush half-encoded, a window half-closed. Faust's own answers make
-that state visible: it restarts a crashed agent on the same state in the same process (the
+a message half-accounted, a flush half-encoded, a window half-closed. Faust's own answers let
+that state out: it restarts a crashed agent on the same state in the same process (the
 message that raised is skipped), and a crashed timer stops the app *gracefully*, whose
-shutdown checkpoint would flush and store that state. Measured on 2026-11-25, an exception
+shutdown checkpoint flushes and stores that state. Measured on 2026-11-25, an exception
 injected into stage 1's accounting left the worker running with the message lost, and
 ``/health`` back at ``ok`` a minute later.
 
 :func:`stops_worker` instead ends the process on the spot, with :data:`EXIT_STAGE_FAILED`,
-after logging the traceback and counting it (``streamguard_internal_errors_total``). Nothing
-more is flushed, sent, acknowledged or stored, which is what ``kill -9`` does, and the fault
-tests prove that a worker started after a ``kill -9`` at any point restores every partition
-from its last stored snapshot and gives the partials, verdicts and commands of a worker that
-never stopped (``tests/faults/test_kill.py``; for this path ``test_internal_error.py``).
+once the traceback is logged (a counter would die with the process; the exit status and the
+log line are what an operator sees). Nothing more is flushed, sent, acknowledged or stored,
+which is what ``kill -9`` does, and the fault tests prove that a worker started after a
+``kill -9`` at any point restores every partition from its last stored snapshot and gives
+the partials, verdicts and commands of a worker that never stopped
+(``tests/faults/test_kill.py``; for this path ``test_internal_error.py``).
 
 The price: an error that repeats on the same input (a bug) stops every restart at the same
 message, so the guard stays down, loudly (exit status, restarts, the log), until the bug is
