@@ -18,6 +18,8 @@ from streamguard.testing import WorkerProcess, envelopes, read_topic
 
 SPECS = load_topic_specs()
 PARTITIONS = SPECS["predictions"].partitions
+# Snapshots every 2 s: a worker stopped mid-stream has stored some, and its successor uses them.
+FAST_SNAPSHOTS = {"STREAMGUARD_SNAPSHOT_INTERVAL_S": "2"}
 Message = tuple[int | None, bytes | None, bytes]
 
 

@@ -9,7 +9,7 @@ replay's commands and statistics, as after ``kill -9``.
 """
 
 import os
-import time
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,22 +17,11 @@ import pytest
 from streamguard.broker import EmbeddedBroker
 from streamguard.faust_app.halt import EXIT_STAGE_FAILED
 from streamguard.testing import WorkerProcess
-from tests.faults.helpers import SPECS, check, replay, shadow_scenario
+from tests.faults.helpers import FAST_SNAPSHOTS, SPECS, check, replay, shadow_scenario
 from tests.integration.conftest import produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 INJECT = Path(__file__).parent / "inject"
-FAST_SNAPSHOTS = {"STREAMGUARD_SNAPSHOT_INTERVAL_S": "2"}
-
-
-def _exit_status(worker: WorkerProcess, timeout_s: float) -> int | None:
-    deadline = time.monotonic() + timeout_s
-    while worker.process is not None and time.monotonic() < deadline:
-        status = worker.process.poll()
-        if status is not None:
-            return status
-        time.sleep(0.2)
-    return None
 
 
 # feed:600: one deployment's predictions of a message in the first half of the traffic;
@@ -53,7 +42,11 @@ def test_a_stage_that_raises_stops_the_worker_and_the_next_one_changes_nothing(
     try:
         failing.wait_ready(sources=8)
         produce(broker_with_topics.bootstrap, messages[:half], SPECS["predictions"].name)
-        status = _exit_status(failing, 120)
+        assert failing.process is not None
+        try:
+            status: int | None = failing.process.wait(120)
+        except subprocess.TimeoutExpired:
+            status = None
         log = failing.log_tail(400)
     finally:
         failing.stop()

@@ -10,6 +10,7 @@ import pytest
 from streamguard.broker import EmbeddedBroker
 from streamguard.testing import WorkerProcess
 from tests.faults.helpers import (
+    FAST_SNAPSHOTS,
     PARTITIONS,
     SPECS,
     check,
@@ -21,7 +22,6 @@ from tests.faults.helpers import (
 from tests.integration.conftest import produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
-FAST_SNAPSHOTS = {"STREAMGUARD_SNAPSHOT_INTERVAL_S": "2"}
 
 
 @pytest.mark.parametrize("seed", [1])  # three kills per seed; more seeds cost a minute each
