@@ -69,11 +69,19 @@ def cell_label(first: str, second: str) -> str:
 
 
 def parse_cell(label: str) -> tuple[str, str] | None:
-    """The two parts of a :func:`cell_label` (None for ``~overflow``)."""
+    """The two parts of a :func:`cell_label` (None for ``~overflow``).
+
+    Raises
+    ------
+    ValueError
+        When ``label`` is not such a label (stage 2 checks a partial's labels with this).
+    """
     if label == OVERFLOW_ROW:
         return None
-    first, second = orjson.loads(label)
-    return str(first), str(second)
+    cell = orjson.loads(label)
+    if not (type(cell) is list and len(cell) == 2 and {type(part) for part in cell} == {str}):
+        raise ValueError(f"{label!r:.60} is not an environment label (two strings)")
+    return cell[0], cell[1]
 
 
 def admitted(known: list[str], labels: list[str], limit: int, paired: bool) -> list[bool]:

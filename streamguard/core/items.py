@@ -17,7 +17,7 @@ and may then depend on how the partials were cut.
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,10 +27,12 @@ from streamguard.stats.heavy_hitters import DistinctCounter, SpaceSaving, hash64
 
 __all__ = [
     "ITEMS_PREFIX",
+    "ItemRecord",
     "ItemWindow",
     "count_items",
     "exposures_by_slice",
     "item_levels",
+    "item_record",
     "item_stream",
 ]
 
@@ -104,6 +106,59 @@ def count_items(items: Sequence[str], top_k: int, precision: int) -> dict[str, A
     }
 
 
+class ItemRecord(NamedTuple):
+    """A partial's ``items`` record, checked (:func:`item_record`): merging it cannot fail."""
+
+    ids: list[str]
+    counts: list[int]
+    total: int
+    hll_index: npt.NDArray[np.int64]
+    hll_values: npt.NDArray[np.uint8]
+
+
+def item_record(raw: dict[str, Any], precision: int) -> ItemRecord:
+    """Check a partial's ``items`` record against HyperLogLog ``precision``.
+
+    Stage 2 checks every group of a partial before it merges any, so that a malformed group
+    leaves nothing of its partial merged (a redelivery then merges it whole, once).
+
+    Raises
+    ------
+    ValueError
+        When ids and counts differ in length, counts or the total are negative, or the
+        HyperLogLog registers are of another precision or out of range.
+    KeyError, TypeError
+        When a key is missing or a value is not of its type.
+
+    Examples
+    --------
+    >>> item_record({"ids": ["a"], "counts": [2], "total": 2, "hll": [[3], [1]]}, 4).total
+    2
+    >>> item_record({"ids": ["a"], "counts": [2], "total": 2, "hll": [[16], [1]]}, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: items record: HyperLogLog registers of another precision
+    """
+    ids = [str(i) for i in raw["ids"]]
+    counts = [int(c) for c in raw["counts"]]
+    total = int(raw["total"])
+    if len(ids) != len(counts) or any(c < 0 for c in counts) or total < 0:
+        raise ValueError("items record: ids and counts differ in length or are negative")
+    index, values = raw["hll"]
+    try:
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        registers = np.asarray(values, dtype=np.int64).reshape(-1)
+    except OverflowError:
+        raise ValueError("items record: HyperLogLog registers beyond 64 bits") from None
+    if len(idx) != len(registers):
+        raise ValueError("items record: HyperLogLog indices and values differ in length")
+    if len(idx) and (idx.min() < 0 or idx.max() >= 1 << precision):
+        raise ValueError("items record: HyperLogLog registers of another precision")
+    if len(registers) and (registers.min() < 0 or registers.max() > 64):
+        raise ValueError("items record: HyperLogLog register values outside 0..64")
+    return ItemRecord(ids, counts, total, idx, registers.astype(np.uint8))
+
+
 @dataclass(slots=True)
 class ItemWindow:
     """Item exposures of one arm in one window, merged from partials (bounded memory)."""
@@ -123,23 +178,17 @@ class ItemWindow:
         self.sketch = SpaceSaving(self.capacity)
         self.registers = np.zeros(1 << self.precision, dtype=np.uint8)
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Merge one partial's ``items`` record."""
-        ids = [str(i) for i in record["ids"]]
-        counts = [int(c) for c in record["counts"]]
-        if len(ids) != len(counts) or any(c < 0 for c in counts):
-            raise ValueError("items record: ids and counts differ in length or are negative")
+    def add(self, record: "dict[str, Any] | ItemRecord") -> None:
+        """Merge one partial's ``items`` record (raw, or checked by :func:`item_record`)."""
+        if not isinstance(record, ItemRecord):
+            record = item_record(record, self.precision)
         self._counts = None
         self._part = None
-        if ids:
-            self.sketch.update_many(ids, counts)
-        self.total += int(record["total"])
-        index, values = record["hll"]
-        if index:
-            idx = np.asarray(index, dtype=np.int64)
-            if idx.min() < 0 or idx.max() >= self.registers.size:
-                raise ValueError("items record: HyperLogLog registers of another precision")
-            np.maximum.at(self.registers, idx, np.asarray(values, dtype=np.uint8))
+        if record.ids:
+            self.sketch.update_many(record.ids, record.counts)
+        self.total += record.total
+        if len(record.hll_index):
+            np.maximum.at(self.registers, record.hll_index, record.hll_values)
 
     def counts(self) -> tuple[list[str], npt.NDArray[np.float64]]:
         """Tracked items and their (estimated) counts, largest first (do not modify them)."""

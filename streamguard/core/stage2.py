@@ -22,23 +22,16 @@ import math
 from collections import Counter, deque
 from typing import Any
 
-from streamguard.core.environments import ENV_PAIR_STREAM, ENV_STREAMS
-from streamguard.core.items import ITEMS_PREFIX, ItemWindow
+from streamguard.core.items import ItemWindow
 from streamguard.core.measures import ArmMeasures, PairMeasures
-from streamguard.core.open_table import OpenTable
-from streamguard.core.replicas import REPLICA_STREAM, ReplicaMeasures
+from streamguard.core.replicas import ReplicaMeasures
 from streamguard.core.slices import ROOT
-from streamguard.core.stage1 import PAIR_STREAM
+from streamguard.core.stage2_merge import check_groups, merge_groups
 from streamguard.core.stage2_rows import (
-    arrays_of,
-    env_rows,
     frozen_table,
     open_table,
-    replica_rows,
-    select_rows,
 )
 from streamguard.core.stage2_state import (
-    ARM_STREAMS,
     ChannelSource,
     DeploymentState,
     GuardContext,
@@ -46,7 +39,6 @@ from streamguard.core.stage2_state import (
     PartialError,
     Stage2Report,
     Stream,
-    tracked_slices,
 )
 from streamguard.core.verdict import Guard, Verdict
 from streamguard.policy import Policy
@@ -101,6 +93,11 @@ class Stage2:
     ) -> Stage2Report:
         """Apply a partial or heartbeat (already parsed from JSON) read on ``channel``."""
         report = Stage2Report()
+        if not isinstance(message, dict):
+            raise PartialError("a message on the partials topic is not a JSON object")
+        version = message.get("schema_version", 1)
+        if type(version) is not int or version != 1:  # a newer worker's: could count wrong
+            raise PartialError(f"partials of schema_version {version!r:.40}; this worker reads 1")
         kind = message.get("kind")
         if kind == "heartbeat":
             for entry in message["sources"]:
@@ -112,21 +109,35 @@ class Stage2:
             raise PartialError(f"unexpected message kind {kind!r} on the partials topic")
         source = message["source"]
         partition, hi = int(source["partition"]), int(source["offset_hi"])
-        stamp = (hi, int(source.get("part", 0)))
-        deployment = self._deployment(str(message["deployment"]))
-        deployment.channel = channel
+        part, parts = int(source.get("part", 0)), int(source.get("parts", 1))
+        watermark = message.get("watermark")
+        watermark = None if watermark is None else float(watermark)
+        late = int(message.get("late", 0))
+        if not 0 <= partition < self.n_sources:
+            raise PartialError(f"source partition {partition} outside 0..{self.n_sources - 1}")
+        name = str(message["deployment"])
+        deployment = self._deployments.get(name)
+        if deployment is None:  # registered only once the partial is found good
+            deployment = self._new_deployment(name)
         # Parts of one source and deployment arrive in order on one partition, so anything at
         # or below the last applied stamp is a redelivery.
-        if stamp <= deployment.applied.get(partition, (-1, -1)):
+        if (hi, part) <= deployment.applied.get(partition, (-1, -1)):
+            self._deployments[name] = deployment
+            deployment.channel = channel
             report.duplicates = 1
             return report
-        self._merge(deployment, message["groups"], report)
-        report.late_at_source = int(message.get("late", 0))
-        deployment.applied[partition] = stamp
+        # Everything is read and checked before anything changes: a partial that raises
+        # leaves no trace, and its redelivery is merged whole.
+        groups = check_groups(deployment, message["groups"])
+        self._deployments[name] = deployment
+        deployment.channel = channel
+        merge_groups(deployment, groups, report)
+        report.late_at_source = late
+        deployment.applied[partition] = (hi, part)
         # Only the last part of a flush may move the watermark: windows must not close while
         # the flush's other parts, which may hold data for them, are still on their way.
-        if stamp[1] == int(source.get("parts", 1)) - 1:
-            self._progress(channel, partition, message.get("watermark"), hi, now)
+        if part == parts - 1:
+            self._progress(channel, partition, watermark, hi, now)
         report.applied = 1
         self._revisions[channel] += 1
         return report
@@ -155,96 +166,15 @@ class Stage2:
     def _deployment(self, name: str) -> DeploymentState:
         state = self._deployments.get(name)
         if state is None:
-            policy = self.policy.for_deployment(name)
-            pair_fields = PairMeasures.from_policy(policy.shadow).fields
-            arm_fields = ArmMeasures.from_policy(policy.canary).fields
-            replica_fields = ReplicaMeasures.from_policy(policy.cold_start).fields
-            state = self._deployments[name] = DeploymentState(
-                name, policy, pair_fields, arm_fields, replica_fields
-            )
+            state = self._deployments[name] = self._new_deployment(name)
         return state
 
-    def _merge(
-        self, d: DeploymentState, groups: list[dict[str, Any]], report: Stage2Report
-    ) -> None:
-        for group in groups:
-            stream, version, window = (
-                str(group["stream"]),
-                str(group["version"]),
-                int(group["window"]),
-            )
-            if stream.startswith(ITEMS_PREFIX):
-                self._merge_items(d, group)
-                continue
-            fields = d.fields_of(stream)
-            labels = [str(label) for label in group["slices"]]
-            # Histograms and sketches stay cells up to the open window; replica and
-            # environment rows are folded and capped on dense arrays (they are few).
-            capped = stream == REPLICA_STREAM or stream in ENV_STREAMS
-            arrays = arrays_of(fields, group["fields"], len(labels), sparse=not capped)
-            if d.last_closed is not None and window <= d.last_closed:
-                if stream == PAIR_STREAM:
-                    report.late_at_merge += int(arrays["pairs"][0]) if labels else 0
-                continue
-            s = d.streams.get((stream, version))
-            if s is None:
-                s = d.streams[(stream, version)] = Stream(fields)
-            if group.get("baseline_version"):
-                s.baseline_version = str(group["baseline_version"])
-            # Windows before this one leave the horizon by the time the next window closes.
-            oldest = -(2**62)
-            if d.last_closed is not None:
-                oldest = d.last_closed - d.policy.horizon_windows + 2
-            if stream == REPLICA_STREAM:
-                rows, arrays = replica_rows(
-                    s, labels, arrays, d.policy.cold_start.max_replicas, oldest
-                )
-            elif stream in ENV_STREAMS:
-                rows, arrays = env_rows(
-                    s, labels, arrays, d.policy, oldest, paired=stream == ENV_PAIR_STREAM
-                )
-            else:
-                rows = s.registry.rows_for(labels, limit=d.policy.slices.max_slices)
-            keep = rows >= 0
-            if not keep.all():
-                report.capped_slices += int((~keep).sum())
-                arrays = select_rows(fields, arrays, keep)
-                rows = rows[keep]
-            table = s.open.get(window)
-            if table is None:
-                table = s.open[window] = OpenTable(fields, capacity=max(16, len(s.registry)))
-            table.add(rows, arrays)
-
-    @staticmethod
-    def _merge_items(d: DeploymentState, group: dict[str, Any]) -> None:
-        stream, version, window = str(group["stream"]), str(group["version"]), int(group["window"])
-        if stream.removeprefix(ITEMS_PREFIX) not in {s.split(":", 1)[1] for s in ARM_STREAMS}:
-            raise PartialError(f"unknown stream {stream!r}")
-        record = group.get("items")
-        if not isinstance(record, dict):
-            raise PartialError(f"group of stream {stream!r} lacks its items")
-        labels = group.get("slices") or [ROOT]
-        if not (isinstance(labels, list) and len(labels) == 1 and isinstance(labels[0], str)):
-            raise PartialError(f"items group of stream {stream!r} names more than one slice")
-        label = labels[0]
-        if d.last_closed is not None and window <= d.last_closed:
-            return
-        settings = d.policy.popularity
-        key = (stream, version, label)
-        items = d.items.get(key)
-        if items is None:
-            if label != ROOT and tracked_slices(d) >= settings.max_slices:
-                d.untracked_slices += 1
-                return
-            items = d.items[key] = ItemStreams()
-        target = items.open.get(window)
-        if target is None:
-            capacity = settings.sketch_capacity if label == ROOT else settings.slice_sketch_capacity
-            target = items.open[window] = ItemWindow(capacity, settings.hll_precision)
-        try:
-            target.add(record)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PartialError(f"bad items in stream {stream!r}: {exc}") from None
+    def _new_deployment(self, name: str) -> DeploymentState:
+        policy = self.policy.for_deployment(name)
+        pair_fields = PairMeasures.from_policy(policy.shadow).fields
+        arm_fields = ArmMeasures.from_policy(policy.canary).fields
+        replica_fields = ReplicaMeasures.from_policy(policy.cold_start).fields
+        return DeploymentState(name, policy, pair_fields, arm_fields, replica_fields)
 
     # -- windows -------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import pytest
 from streamguard.broker import EmbeddedBroker
 from streamguard.contracts import load_topic_specs
 from streamguard.sim import ShadowDeviation, TrafficGenerator
-from streamguard.testing import WorkerProcess, envelopes, read_topic
+from streamguard.testing import WorkerProcess, envelopes, metric, read_topic
 from tests.integration.conftest import produce
 
 pytestmark = pytest.mark.integration
@@ -139,3 +139,62 @@ def test_malformed_message_goes_to_dead_letters_and_worker_goes_on(
         time.sleep(0.5)
     assert worker.health() is not None
     assert float(pairs[0].split()[-1]) > 0
+
+
+def test_junk_on_internal_topics_is_dead_lettered_and_the_worker_still_judges(
+    broker_with_topics: EmbeddedBroker, worker: WorkerProcess
+) -> None:
+    """A foreign writer on the partials, verdicts or control topic: skipped, never a stop.
+
+    A stage that raises stops the worker (faust_app/halt), and each restart would stop at the
+    same message again; what a stage cannot use must be refused before it changes anything.
+    """
+    partial = {
+        "schema_version": 1,
+        "kind": "partial",
+        "deployment": "home-ranker",
+        "source": {"partition": 0, "offset_lo": -1, "offset_hi": 0, "part": 0, "parts": 1},
+        "watermark": None,
+        "late": 0,
+    }
+    group = {"stream": "pair", "version": "v", "window": 1, "slices": ["*"], "fields": {}}
+    bad_partials = [
+        b"{not json",
+        b"[1, 2]",
+        orjson.dumps(partial | {"schema_version": 2, "groups": []}),
+        orjson.dumps(partial | {"groups": [group]}),  # lacks its fields
+    ]
+    bad_verdicts = [b"{", orjson.dumps({"schema_version": 1, "kind": "verdict"})]
+    bootstrap = broker_with_topics.bootstrap
+    produce(bootstrap, [(0, b"home-ranker", v) for v in bad_partials], SPECS["partials"].name)
+    produce(bootstrap, [(0, b"home-ranker", v) for v in bad_verdicts], SPECS["verdicts"].name)
+    approval = {"schema_version": 1, "action": "resume", "deployment": "home-ranker"}
+    produce(bootstrap, [(0, b"home-ranker", orjson.dumps(approval))], SPECS["control"].name)
+    start = start_ts()
+    produce(
+        bootstrap,
+        traffic(ShadowDeviation(TARGET, after_s=150, shift=0.08), start=start),
+        PREDICTIONS.name,
+    )
+    found = [c for c in commands(broker_with_topics, 60, expect=2) if c.get("guard")]
+    assert [(c["action"], c["slice"]) for c in found] == [("pause", TARGET)]
+    letters = asyncio.run(
+        read_topic(bootstrap, SPECS["deadletters"].name, 30, until=lambda v: len(v) >= 6)
+    )
+    by_source = sorted(
+        (letter["source"]["topic"], letter["source"]["offset"], letter["reason"])
+        for letter in letters
+    )
+    assert by_source == sorted(
+        [(SPECS["partials"].name, offset, "bad_partial") for offset in range(4)]
+        + [(SPECS["verdicts"].name, offset, "bad_verdict") for offset in range(2)]
+    )
+    details = " ".join(letter["detail"] for letter in letters)
+    assert "schema_version 2" in details
+    assert "lacks field" in details
+    assert "deployment is missing" in details
+    text = worker.metrics()
+    assert metric(text, 'streamguard_internal_errors_total{stage="stage2"}') == 4
+    assert metric(text, 'streamguard_internal_errors_total{stage="stage3"}') == 2
+    assert metric(text, 'streamguard_control_rejected_total{reason="malformed"}') == 1
+    assert worker.health() is not None  # still serving its endpoints

@@ -216,6 +216,26 @@ class RuntimeBase:
                 self.metrics, self.topics.deadletters, record, key=rejected.reason.encode()
             )
 
+    async def _refuse(self, stage: str, reason: str, detail: str, event: Any) -> None:
+        """An internal topic's message this stage cannot use: counted, logged, dead-lettered.
+
+        Skipped rather than raised: an exception stops the worker (halt), and every restart
+        would stop again at the same message.
+        """
+        self.metrics.internal_errors.labels(stage).inc()
+        message = event.message
+        log.error(
+            "%s: %s message at %s[%d]@%d skipped: %s",
+            stage,
+            reason,
+            message.topic,
+            message.partition,
+            message.offset,
+            detail,
+        )
+        rejected = Rejected(reason, detail[:1000], bytes(event.value or b""))
+        await self._dead_letters([(message.offset, rejected)], message.topic, message.partition)
+
     async def _publish(
         self, command: Command, alert: Alert | None, closed_at: float | None = None
     ) -> None:

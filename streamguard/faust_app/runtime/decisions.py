@@ -6,6 +6,9 @@ from typing import Any
 
 import orjson
 
+from streamguard.client.validate import validate_any_command
+from streamguard.contracts import DecodeError
+from streamguard.decisions import VerdictError, check_verdict
 from streamguard.faust_app.outbox import send_reliably
 from streamguard.faust_app.runtime.base import RuntimeBase, _Input, log
 
@@ -46,9 +49,16 @@ class Stage3Handlers(RuntimeBase):
         async with self.lock3:
             try:
                 payload = orjson.loads(event.value)
-            except orjson.JSONDecodeError:
-                self.metrics.internal_errors.labels("stage3").inc()
+            except orjson.JSONDecodeError as exc:
                 payload = None
+                if not is_control:  # the control topic is serving's too: not ours to judge
+                    await self._refuse("stage3", "bad_verdict", f"not JSON: {exc}", event)
+            if not (is_control or payload is None):
+                try:
+                    check_verdict(payload)
+                except VerdictError as exc:
+                    await self._refuse("stage3", "bad_verdict", str(exc), event)
+                    payload = None
             if is_control:
                 if isinstance(payload, dict):
                     self._apply_control(payload)
@@ -77,6 +87,12 @@ class Stage3Handlers(RuntimeBase):
         """An approval on the control topic, acted on only if its signature holds."""
         if payload.get("action") != "resume":
             return  # the worker's own commands and rollbacks change nothing here
+        try:
+            validate_any_command(payload)  # what on_control reads, signed (v2) or not
+        except DecodeError as exc:
+            self.metrics.control_rejected.labels("malformed").inc()
+            log.error("ignored a malformed approval (%s): %s", exc.reason, exc.detail)
+            return
         refused = self.publisher.check_control(payload, time.time())
         if refused is not None:
             self.metrics.control_rejected.labels(refused).inc()

@@ -58,8 +58,8 @@ class Stage2Handlers(RuntimeBase):
                     orjson.loads(event.value), now=now, channel=channel
                 )
             except (PartialError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                self.metrics.internal_errors.labels("stage2").inc()
-                log.error("partial dropped: %s", exc)
+                # Nothing of it was merged (Stage2.apply checks the whole partial first).
+                await self._refuse("stage2", "bad_partial", f"{type(exc).__name__}: {exc}", event)
             else:
                 if message_kind := (
                     "applied" if report.applied else "duplicate" if report.duplicates else ""
