@@ -15,8 +15,6 @@ so the same input gives the same partials however the work is spread over worker
 """
 
 import itertools
-import math
-from collections import defaultdict, deque
 from typing import Any
 
 import numpy as np
@@ -30,13 +28,9 @@ from streamguard.contracts import (
     PredictionBatch,
 )
 from streamguard.contracts.runs import DecodedRun, Run, decode_run
-from streamguard.core.environments import EnvMeasures
 from streamguard.core.items import exposures_by_slice, item_levels, item_stream
-from streamguard.core.measures import ArmMeasures, PairMeasures
-from streamguard.core.outcomes import Matured, OutcomeJoin
-from streamguard.core.pairing import Half, PairingBuffer, Pairs
+from streamguard.core.pairing import Pairs
 from streamguard.core.partials import MAX_PARTIAL_BYTES, dumps
-from streamguard.core.replicas import ReplicaMeasures
 from streamguard.core.run_order import (
     add_report,
     in_order,
@@ -46,8 +40,10 @@ from streamguard.core.run_order import (
     single,
     watermarks,
 )
-from streamguard.core.slices import ROOT, SliceCoder
+from streamguard.core.slices import ROOT
+from streamguard.core.stage1_expiry import settle
 from streamguard.core.stage1_flush import encode_partials
+from streamguard.core.stage1_partitions import Partitions
 from streamguard.core.stage1_state import (
     PAIR_STREAM,
     DeploymentState,
@@ -58,10 +54,8 @@ from streamguard.core.stage1_state import (
     arm_versions,
     by_version_window,
     defer,
-    defer_outcomes,
     factorize,
     group_of,
-    merge,
     window_of,
 )
 from streamguard.core.stage1_streams import (
@@ -70,8 +64,6 @@ from streamguard.core.stage1_streams import (
     count_replicas,
     count_schemas,
 )
-from streamguard.core.stage1_watermarks import Watermarks
-from streamguard.policy import Policy
 
 __all__ = [
     "MAX_PARTIAL_BYTES",
@@ -84,57 +76,14 @@ __all__ = [
 ]
 
 
-class Stage1(Watermarks):
-    """Pairing and partial summaries for the source partitions one worker owns."""
+class Stage1(Partitions):
+    """Pairing and partial summaries for the source partitions one worker owns.
 
-    def __init__(self, policy: Policy, max_partial_bytes: int = MAX_PARTIAL_BYTES) -> None:
-        self.policy = policy
-        # One size for every flush, including those reproduced after a restore: the same data
-        # must split into the same parts with the same stamps.
-        self.max_partial_bytes = max_partial_bytes
-        self._sources: dict[int, Source] = {}
-
-    # -- ownership -----------------------------------------------------------------------------
-
-    def partitions(self) -> list[int]:
-        """Source partitions with state."""
-        return sorted(self._sources)
-
-    def drop(self, partition: int) -> None:
-        """Forget a partition (revoked from this worker)."""
-        self._sources.pop(partition, None)
-
-    def pending(self, partition: int) -> int:
-        """Halves waiting for a partner in ``partition``."""
-        source = self._sources.get(partition)
-        if source is None:
-            return 0
-        return sum(len(d.pairing) for d in source.deployments.values())
+    Built as :class:`~streamguard.core.stage1_partitions.Partitions` is (the policy and the
+    largest partial in bytes), which holds the state, its snapshots and restores.
+    """
 
     # -- processing ----------------------------------------------------------------------------
-
-    def _source(self, partition: int) -> Source:
-        source = self._sources.get(partition)
-        if source is None:
-            source = self._sources[partition] = Source(partition)
-        return source
-
-    def _deployment(self, source: Source, name: str) -> DeploymentState:
-        state = source.deployments.get(name)
-        if state is None:
-            policy = self.policy.for_deployment(name)
-            state = source.deployments[name] = DeploymentState(
-                name=name,
-                policy=policy,
-                coder=SliceCoder(policy.slices),
-                pairing=PairingBuffer(policy.pair_ttl_s, policy.max_pending),
-                measures=PairMeasures.from_policy(policy.shadow),
-                arms=ArmMeasures.from_policy(policy.canary),
-                join=OutcomeJoin(policy.canary.outcome_join_s, policy.canary.max_exposures),
-                replicas=ReplicaMeasures.from_policy(policy.cold_start),
-                envs=EnvMeasures.from_policy(policy.determinism),
-            )
-        return state
 
     def feed(
         self, partition: int, offset: int, value: bytes | None, parsed: Any, max_ts: float
@@ -299,25 +248,7 @@ class Stage1(Watermarks):
                     [outcomes.request_id[i] for i in pick], outcomes.value[pick].tolist()
                 )
         source.watermark = watermark
-        advanced = watermark > previous
-        for state in source.deployments.values():
-            full = (
-                len(state.pairing) > state.pairing.max_pending
-                or len(state.join) > state.join.max_pending
-            )
-            if not (advanced or full):
-                continue
-            evicted = (state.pairing.evicted, state.join.evicted)
-            expired = state.pairing.expire(watermark)
-            if expired:
-                report.unpaired += len(expired)
-                self._unpaired(source, state, expired)
-            matured = state.join.mature(watermark)
-            if matured:
-                report.matured += len(matured)
-                self._matured(source, state, matured)
-            report.evicted_halves += state.pairing.evicted - evicted[0]
-            report.evicted_exposures += state.join.evicted - evicted[1]
+        settle(source, advanced=watermark > previous, report=report)
 
     def _predictions(
         self,
@@ -429,28 +360,6 @@ class Stage1(Watermarks):
         report.pairs += int(on_time.sum())
         return int((~on_time).sum())
 
-    def _unpaired(self, source: Source, state: DeploymentState, halves: list[Half]) -> None:
-        # Attributed to the window in which they expired (the watermark's), which is never late.
-        window = math.floor(source.watermark / state.policy.window_s)
-        by_key: dict[tuple[int, str], list[Half]] = defaultdict(list)
-        for half in halves:
-            by_key[(half.role, half.model_version)].append(half)
-        for (role, version), group_halves in sorted(by_key.items()):
-            combos = np.fromiter((h.combo for h in group_halves), np.int64, len(group_halves))
-            rows = state.coder.rows(combos)
-            key = (group_halves[0].deployment, arm_stream(role), version, window)
-            group = group_of(source, state, key)
-            contribution = state.arms.unpaired(rows.index, len(rows.labels))
-            merge(group, rows.labels, contribution, state)
-
-    def _matured(self, source: Source, state: DeploymentState, matured: Matured) -> None:
-        # Counted in the window in which their join window closed, which is never late.
-        window = math.floor(source.watermark / state.policy.window_s)
-        deployment = state.name
-        for role, version, positions in matured.groups():
-            group = group_of(source, state, (deployment, arm_stream(role), version, window))
-            defer_outcomes(group, state, matured.combo[positions], matured.value[positions])
-
     # -- flushing ------------------------------------------------------------------------------
 
     def flush(self, partition: int) -> list[tuple[str, bytes]]:
@@ -479,110 +388,3 @@ class Stage1(Watermarks):
         source = self._sources.get(partition)
         if source is not None:  # else dropped (revoked): its next owner replays them
             source.outbox[:0] = partials
-
-    # -- snapshots ------------------------------------------------------------------------------
-
-    def snapshot(self, partition: int) -> dict[str, Any]:
-        """State of ``partition`` right after :meth:`flush` (nothing left to send).
-
-        Raises
-        ------
-        ValueError
-            If measurements are waiting to be flushed (they are not part of a snapshot).
-        """
-        source = self._sources.get(partition)
-        if source is None:
-            return {"partition": partition, "offset": -1, "deployments": {}}
-        if not self.settled(partition):
-            raise ValueError(f"partition {partition} has unflushed measurements")
-        # The boundaries stay until the snapshot is stored (snapshot_stored): if the state
-        # topic refuses it, the older snapshot a restart falls back to still needs them.
-        return {
-            "partition": partition,
-            "offset": source.offset_hi,
-            "watermark": source.watermark,
-            "flushed_offset": source.flushed_offset,
-            "flushed_watermark": source.flushed_watermark,
-            "deployments": {
-                name: {
-                    "coder": state.coder.snapshot(),
-                    "pairing": state.pairing.snapshot(),
-                    "join": state.join.snapshot(),
-                    "shadowed": state.shadowed,
-                }
-                for name, state in sorted(source.deployments.items())
-            },
-        }
-
-    def snapshot_stored(self, partition: int, offset: int) -> None:
-        """A snapshot of ``partition`` taken at ``offset`` is stored: forget boundaries up to it.
-
-        Only then: a progress record that lacked boundaries between the stored snapshot and a
-        refused one would make a restart cut one partial over data stage 2 already applied in
-        several, stamped above them, so counted twice.
-        """
-        source = self._sources.get(partition)
-        if source is not None:
-            source.boundaries = [b for b in source.boundaries if b > offset]
-
-    def settled(self, partition: int) -> bool:
-        """True when ``partition`` has nothing waiting: no replay left, nothing unflushed."""
-        source = self._sources.get(partition)
-        return source is None or not (
-            source.groups
-            or source.items
-            or source.offset_hi > source.offset_lo
-            or source.replay
-            or source.outbox
-            or len(source.run)
-        )
-
-    def progress(self, partition: int) -> dict[str, Any]:
-        """The flush boundaries since the last stored snapshot; store it before sending partials.
-
-        A restored partition still replaying lists the recorded boundaries it has not reached
-        yet too: a second restart before it reaches them must still flush and cut there.
-        """
-        source = self._sources.get(partition)
-        boundaries = list(source.boundaries) + list(source.replay) if source else []
-        return {
-            "partition": partition,
-            "offset": boundaries[-1] if boundaries else -1,
-            "boundaries": boundaries,
-        }
-
-    def restore(
-        self,
-        partition: int,
-        snapshot: dict[str, Any] | None,
-        progress: dict[str, Any] | None = None,
-    ) -> int:
-        """Rebuild ``partition`` from a snapshot and the last progress record.
-
-        Returns the first offset to read. Processing from there flushes again exactly at the
-        recorded boundaries, so the partials sent before the restart are reproduced byte for
-        byte (stage 2 drops those it already applied and applies any that were lost).
-        """
-        self._sources.pop(partition, None)
-        if snapshot is None or int(snapshot["offset"]) < 0:
-            source = self._source(partition)
-            offset = -1
-        else:
-            offset = int(snapshot["offset"])
-            source = self._sources[partition] = Source(
-                partition,
-                watermark=float(snapshot["watermark"]),
-                offset_lo=offset,
-                offset_hi=offset,
-                flushed_watermark=float(snapshot["flushed_watermark"]),
-                flushed_offset=int(snapshot["flushed_offset"]),
-            )
-            for name, saved in snapshot["deployments"].items():
-                state = self._deployment(source, name)
-                state.coder.restore(saved["coder"])
-                state.pairing.restore(saved["pairing"])
-                state.join.restore(saved["join"])
-                state.shadowed = bool(saved["shadowed"])
-        if progress is not None:
-            source.replay = deque(sorted(int(b) for b in progress["boundaries"] if int(b) > offset))
-        return offset + 1
