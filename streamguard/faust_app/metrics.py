@@ -196,7 +196,7 @@ class Metrics:
         )
         self.control_rejected = Counter(
             "streamguard_control_rejected",
-            "Approvals on the control topic ignored because their signature did not verify.",
+            "Approvals on the control topic ignored: signature not verified, or malformed.",
             ["reason"],
             registry=r,
         )
