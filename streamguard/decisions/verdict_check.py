@@ -37,7 +37,8 @@ class VerdictError(ValueError):
 
 
 def _number(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    """A finite JSON number (``true`` is not one, though Python's bool is an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _need(record: dict[str, Any], name: str, kind: str, where: str = "") -> Any:

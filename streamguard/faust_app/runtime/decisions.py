@@ -47,23 +47,17 @@ class Stage3Handlers(RuntimeBase):
             event.ack()
             return
         async with self.lock3:
-            try:
-                payload = orjson.loads(event.value)
-            except orjson.JSONDecodeError as exc:
-                payload = None
-                if not is_control:  # the control topic is serving's too: not ours to judge
-                    await self._refuse("stage3", "bad_verdict", f"not JSON: {exc}", event)
-            if not (is_control or payload is None):
-                try:
-                    check_verdict(payload)
-                except VerdictError as exc:
-                    await self._refuse("stage3", "bad_verdict", str(exc), event)
-                    payload = None
             if is_control:
-                if isinstance(payload, dict):
-                    self._apply_control(payload)
+                try:
+                    control = orjson.loads(event.value)
+                except orjson.JSONDecodeError:
+                    # Serving's topic too: counted, not dead-lettered (not ours to judge).
+                    self.metrics.internal_errors.labels("stage3").inc()
+                    control = None
+                if isinstance(control, dict):
+                    self._apply_control(control)
                 self.control_offsets[partition] = offset
-            elif isinstance(payload, dict):
+            elif (payload := await self._verdict(event)) is not None:
                 self.stage3_deployments[partition].add(str(payload.get("deployment")))
                 decisions = self.engine.decider.decide(payload)
                 # Stage 2 stamps a verdict with its window's close time (see _Stamped).
@@ -82,6 +76,18 @@ class Stage3Handlers(RuntimeBase):
                 state.last_offset, state.last_message = offset, message
             state.held.append(event)
             state.dirty = True
+
+    async def _verdict(self, event: Any) -> dict[str, Any] | None:
+        """The verdict ``event`` holds, checked; None (dead-lettered) if there is none."""
+        try:
+            verdict = orjson.loads(event.value)
+            check_verdict(verdict)
+        except (orjson.JSONDecodeError, VerdictError) as exc:
+            detail = f"not JSON: {exc}" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
+            await self._refuse("stage3", "bad_verdict", detail, event)
+            return None
+        assert isinstance(verdict, dict)  # check_verdict accepted it, so it is an object
+        return verdict
 
     def _apply_control(self, payload: dict[str, Any]) -> None:
         """An approval on the control topic, acted on only if its signature holds."""
