@@ -27,9 +27,8 @@ Examples
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, compress
-from operator import not_
 from typing import Any
 
 import numpy as np
@@ -45,24 +44,41 @@ Bool = npt.NDArray[np.bool_]
 
 @dataclass(slots=True)
 class Matured:
-    """Exposures whose join window closed, in (time, arrival) order, as columns."""
+    """Exposures whose join window closed, in (time, arrival) order, as columns.
 
-    request_id: list[str]
+    Versions are held as codes into ``names``, and request ids as the chunks' rows they came
+    from: stage 1 reads neither per exposure, so neither is built unless asked for.
+    """
+
     role: I8
-    version: list[str]  # the arm's version key (model version, with @allocation for canaries)
+    codes: npt.NDArray[np.int32]  # the arm's version key, as a code into ``names``
+    names: list[str]  # version keys (model version, with @allocation for canaries)
     combo: I64  # slice combination ids
     ts: F64
     value: F64  # summed outcome values (0 when none came)
+    _ids: list[tuple[list[str], list[int]]] = field(default_factory=list)
+    _order: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
 
     def __len__(self) -> int:
-        return len(self.request_id)
+        return len(self.ts)
+
+    @property
+    def request_id(self) -> list[str]:
+        """The exposures' request ids (for tests and diagnostics)."""
+        ids = list(chain.from_iterable(map(owner.__getitem__, rows) for owner, rows in self._ids))
+        return list(map(ids.__getitem__, self._order.tolist()))
+
+    @property
+    def version(self) -> list[str]:
+        """The exposures' version keys."""
+        return list(map(self.names.__getitem__, self.codes.tolist()))
 
     def groups(self) -> Iterator[tuple[int, str, I64]]:
         """``(role, version, positions)`` per arm, sorted by role and version."""
-        keys = sorted({(int(r), v) for r, v in zip(self.role.tolist(), self.version, strict=True)})
-        versions = np.array(self.version, dtype=object)
-        for role, version in keys:
-            yield role, version, np.flatnonzero((self.role == role) & (versions == version))
+        keys = self.role.astype(np.int64) * len(self.names) + self.codes
+        arms = [divmod(int(k), len(self.names)) for k in np.unique(keys).tolist()]
+        for role, code in sorted(arms, key=lambda arm: (arm[0], self.names[arm[1]])):
+            yield role, self.names[code], np.flatnonzero(keys == role * len(self.names) + code)
 
 
 @dataclass(slots=True)
@@ -115,43 +131,38 @@ class OutcomeJoin:
         n = len(request_ids)
         if not n:
             return
-        index = self._index
-        keep = np.fromiter(map(not_, map(index.__contains__, request_ids)), np.bool_, n)
-        if len(set(request_ids)) != n:  # a request twice in the batch: the first one counts
-            first: dict[str, int] = {}
-            for i, request_id in enumerate(request_ids):
-                first.setdefault(request_id, i)
-            firsts = np.zeros(n, dtype=np.bool_)
-            firsts[list(first.values())] = True
-            keep &= firsts
-        rows = np.flatnonzero(keep)
-        if not len(rows):
+        first_seq = self._seq + 1
+        # One dict pass that both looks up and inserts: setdefault keeps a request's first
+        # exposure (open before, or earlier in the batch) and hands back its sequence number.
+        seqs = np.fromiter(
+            map(self._index.setdefault, request_ids, range(first_seq, first_seq + n)), np.int64, n
+        )
+        alive = seqs == np.arange(first_seq, first_seq + n)
+        n_alive = int(alive.sum())
+        if not n_alive:
             return
-        ids = request_ids if len(rows) == n else list(compress(request_ids, keep.tolist()))
+        self._seq += n  # rows that lost to an open exposure stay in the chunk, dead
         names = set(versions)
         if len(names) == 1:
-            codes = np.full(len(rows), self._code(next(iter(names))), dtype=np.int32)
+            codes = np.full(n, self._code(next(iter(names))), dtype=np.int32)
         else:
             lookup = {name: self._code(name) for name in sorted(names)}
-            codes = np.fromiter(map(lookup.__getitem__, versions), np.int32, n)[rows]
-        k = len(rows)
+            codes = np.fromiter(map(lookup.__getitem__, versions), np.int32, n)
+        ts_ = np.array(ts, dtype=np.float64)
         chunk = _Chunk(
-            first_seq=self._seq + 1,
-            request_id=ids,
-            role=np.asarray(roles, dtype=np.int8)[rows],
+            first_seq=first_seq,
+            request_id=request_ids,
+            role=np.array(roles, dtype=np.int8),
             version=codes,
-            combo=np.asarray(combos, dtype=np.int64)[rows],
-            ts=np.asarray(ts, dtype=np.float64)[rows],
-            value=np.zeros(k, dtype=np.float64),
-            alive=np.ones(k, dtype=np.bool_),
-            n_alive=k,
-            min_ts=0.0,
+            combo=np.array(combos, dtype=np.int64),
+            ts=ts_,
+            value=np.zeros(n, dtype=np.float64),
+            alive=alive,
+            n_alive=n_alive,
+            min_ts=float(ts_.min() if n_alive == n else ts_[alive].min()),
         )
-        chunk.min_ts = float(chunk.ts.min())
-        index.update(zip(ids, range(chunk.first_seq, chunk.first_seq + k), strict=True))
-        self._seq += k
         self._chunks.append(chunk)
-        self._firsts.append(chunk.first_seq)
+        self._firsts.append(first_seq)
         self._oldest = min(self._oldest, chunk.min_ts)
 
     def _code(self, version: str) -> int:
@@ -232,21 +243,20 @@ class OutcomeJoin:
         ts = np.concatenate([c.ts[r] for c, r in taken])
         seq = np.concatenate([c.first_seq + r for c, r in taken])
         order = np.lexsort((seq, ts))
-        # map, not comprehensions: every exposure passes here once (C-level lookups).
-        request_id = list(
-            chain.from_iterable(map(c.request_id.__getitem__, r.tolist()) for c, r in taken)
-        )
-        request_id = list(map(request_id.__getitem__, order.tolist()))
-        codes = np.concatenate([c.version[r] for c, r in taken])[order]
+        ids = [(c.request_id, r.tolist()) for c, r in taken]
         matured = Matured(
-            request_id=request_id,
             role=np.concatenate([c.role[r] for c, r in taken])[order],
-            version=list(map(self._version_names.__getitem__, codes.tolist())),
+            codes=np.concatenate([c.version[r] for c, r in taken])[order],
+            names=self._version_names,
             combo=np.concatenate([c.combo[r] for c, r in taken])[order],
             ts=ts[order],
             value=np.concatenate([c.value[r] for c, r in taken])[order],
+            _ids=ids,
+            _order=order,
         )
-        deque(map(self._index.__delitem__, request_id), maxlen=0)
+        # map, not a loop: every exposure passes here once (C-level lookups).
+        for owner, rows in ids:
+            deque(map(self._index.__delitem__, map(owner.__getitem__, rows)), maxlen=0)
         for chunk in {id(c): c for c, _ in taken}.values():
             chunk.refresh()
         kept = [c for c in self._chunks if c.n_alive]
@@ -313,4 +323,6 @@ class OutcomeJoin:
             self._index.update(zip(chunk.request_id, seq_range, strict=True))
 
 
-_EMPTY = Matured([], np.zeros(0, np.int8), [], np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+_EMPTY = Matured(
+    np.zeros(0, np.int8), np.zeros(0, np.int32), [], np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+)
