@@ -22,7 +22,10 @@ streamguard.decisions.verdict_check.VerdictError: finding 0: action is missing
 import math
 from typing import Any
 
+from streamguard.contracts.checks import strings_ok
 from streamguard.contracts.commands import ACTIONS, NOTICE
+from streamguard.contracts.schemas import rules_for
+from streamguard.core.slices import ROOT
 from streamguard.decisions.decider import COMPAT_GUARD
 
 __all__ = ["VerdictError", "check_verdict"]
@@ -52,13 +55,37 @@ def _need(record: dict[str, Any], name: str, kind: str, where: str = "") -> Any:
     return value
 
 
+def _check_slice(label: str, where: str) -> None:
+    """A finding's slice must be a canonical label: ``*``, or ``key=value`` parts, keys sorted.
+
+    The decider turns the label into the command's slice (``label_dims``), which splits on
+    ``,`` and ``=`` without complaint: ``""`` would become ``{"": ""}``, and
+    ``platform=ios,platform=android`` would lose a dimension; serving would act on either.
+    Keys and values follow the prediction schema's slice rules (replica ids, the one other kind
+    of label value, are a subset of them), and sorted keys keep command ids deterministic.
+    """
+    if label == ROOT:
+        return
+    rules = rules_for("prediction")
+    parts = [part.partition("=") for part in label.split(",")]
+    keys = [key for key, _, _ in parts]
+    if (
+        not all(eq for _, eq, _ in parts)
+        or not strings_ok(keys, rules.slice_key)
+        or not strings_ok([value for _, _, value in parts], rules.slice_value)
+    ):
+        raise VerdictError(f"{where}slice {label!r:.80} is not a slice label (key=value,...)")
+    if keys != sorted(set(keys)) or len(keys) > rules.slice_max_properties:
+        raise VerdictError(f"{where}slice {label!r:.80}: dimensions not distinct and sorted")
+
+
 def check_verdict(verdict: object) -> None:
     """Raise :class:`VerdictError` unless ``verdict`` holds what the decider reads.
 
     Checks the identity (deployment, guard, model version, baseline), the window bounds,
-    every finding (slice, action, and the statistic, threshold and n its summary quotes
-    unless it brings its own), the shadow guard's ``health`` findings and the compatibility
-    guard's ``schemas`` table.
+    every finding (a canonical slice label, action, and the statistic, threshold and n its
+    summary quotes unless it brings its own), the shadow guard's ``health`` findings and the
+    compatibility guard's ``schemas`` table.
     """
     if type(verdict) is not dict:
         raise VerdictError(f"a verdict is a JSON object, not {type(verdict).__name__}")
@@ -87,7 +114,7 @@ def check_verdict(verdict: object) -> None:
             where = f"health finding {index}: "
             if type(note) is not dict:
                 raise VerdictError(f"{where}not an object")
-            _need(note, "slice", "str", where)
+            _check_slice(_need(note, "slice", "str", where), where)
             _need(note, "pairing_floor", "number", where)
             if "primaries" not in note:
                 raise VerdictError(f"{where}primaries is missing")
@@ -98,7 +125,7 @@ def check_verdict(verdict: object) -> None:
 def _check_finding(finding: object, where: str) -> None:
     if type(finding) is not dict:
         raise VerdictError(f"{where}not an object")
-    _need(finding, "slice", "str", where)
+    _check_slice(_need(finding, "slice", "str", where), where)
     action = _need(finding, "action", "str", where)
     if action not in FINDING_ACTIONS:
         raise VerdictError(f"{where}action {action!r:.40} is not one of {sorted(FINDING_ACTIONS)}")

@@ -34,6 +34,7 @@ from streamguard.contracts import (
 from streamguard.core.partials import dumps
 from streamguard.core.stage1 import Unit
 from streamguard.core.stage1_watermarks import one_heartbeat
+from streamguard.decisions import VerdictError, check_verdict
 from streamguard.engine.build import Engine
 from streamguard.guards import Verdict
 from streamguard.policy import Policy
@@ -215,7 +216,13 @@ class Pipeline:
             self.stats.verdicts += 1
             if self.on_verdict is not None:
                 self.on_verdict(verdict)
-            decisions = self.decider.decide(orjson.loads(dumps(verdict.to_dict())))
+            sent = orjson.loads(dumps(verdict.to_dict()))
+            try:
+                check_verdict(sent)  # as the worker's stage 3 does, so replay decides alike
+            except VerdictError:
+                self.stats.rejected["bad_verdict"] += 1
+                continue
+            decisions = self.decider.decide(sent)
             for command, alert in decisions.commands:
                 self.commands.append(command)
                 if alert is not None:  # notices (``schemas``) have no alert

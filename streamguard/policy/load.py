@@ -24,6 +24,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from streamguard.contracts.checks import strings_ok
+from streamguard.contracts.schemas import rules_for
 from streamguard.exceptions import ConfigError
 from streamguard.policy.model import (
     CANARY_METRICS,
@@ -354,6 +356,14 @@ def _slices(path: str, raw: dict[str, Any], base: SlicePolicy) -> SlicePolicy:
                 raise ConfigError(f"{where} must be a list of dimension names")
             if len(set(value)) != len(value) or len(value) > _MAX_DIMENSIONS:
                 raise ConfigError(f"{where}: at most {_MAX_DIMENSIONS} distinct dimensions")
+            key = rules_for("prediction").slice_key
+            unusable = [v for v in value if not strings_ok([v], key)]
+            if unusable:  # no prediction can carry it: every event would be __missing__ there
+                pattern = key.pattern.pattern if key.pattern else ""
+                raise ConfigError(
+                    f"{where}: {unusable[0]!r} is not a slice key a prediction can carry "
+                    f"({key.min_length}-{key.max_length} characters of {pattern})"
+                )
             values[name] = tuple(value)
         elif name == "include_full":
             if type(value) is not bool:

@@ -92,6 +92,46 @@ def test_a_malformed_verdict_is_refused_with_its_reason(change, reason) -> None:
         check_verdict(shadow() | change)
 
 
+@pytest.mark.parametrize(
+    ("label", "reason"),
+    [
+        ("", "is not a slice label"),
+        ("platform", "is not a slice label"),
+        ("platform=", "is not a slice label"),
+        ("=ios", "is not a slice label"),
+        ("platform=ios,,tier=free", "is not a slice label"),
+        ("plat form=ios", "is not a slice label"),
+        ("platform=ios|x", "is not a slice label"),
+        ("platform=ios,platform=android", "dimensions not distinct and sorted"),
+        ("tier=free,platform=ios", "dimensions not distinct and sorted"),
+    ],
+)
+def test_a_finding_whose_slice_is_not_a_canonical_label_is_refused(label, reason) -> None:
+    # label_dims would turn these into a garbled command slice ({"": ""}, one dimension lost).
+    for where, change in (
+        ("finding 0", {"findings": [finding(label, "pause")]}),
+        ("health finding 0", {"health": {"findings": [{**_HEALTH, "slice": label}]}}),
+    ):
+        with pytest.raises(VerdictError, match=f"{where}: slice .*{reason}"):
+            check_verdict(shadow() | change)
+
+
+_HEALTH = {"slice": "*", "pairing_rate": 0.5, "pairing_floor": 0.9, "primaries": 800}
+_LABEL_TEXT = st.text(alphabet="pt=,* |ié", max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(label=_LABEL_TEXT | st.sampled_from(["*", "p=i", "p=i,t=f", "replica=r-1:8080"]))
+def test_a_slice_label_that_passes_reaches_the_command_unchanged(label) -> None:
+    try:
+        check_verdict(shadow() | {"findings": [finding(label, "pause")]})
+    except VerdictError:
+        return
+    sent = [orjson.loads(raw) for raw in decide_all([verdict([finding(label, "pause")])])]
+    (dims,) = [m["slice"] for m in sent if m.get("action") == "pause"]
+    assert (",".join(f"{k}={v}" for k, v in (dims or {}).items()) or "*") == label
+
+
 def test_a_malformed_schemas_table_is_refused() -> None:
     with pytest.raises(VerdictError, match="accepted is not a list"):
         check_verdict(compat() | {"schemas": {"v1": {"accepted": "1"}}})

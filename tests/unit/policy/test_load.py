@@ -199,6 +199,14 @@ def test_duplicate_dimensions() -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["device type", "a,b", "a=b", "x" * 65, "région"])
+def test_a_dimension_no_prediction_can_carry_is_refused(name: str) -> None:
+    # Labels are "key=value,..." text: such a key would never match, or garble the labels.
+    message = config_error(f"[defaults.slices]\ndimensions = ['platform', {name!r}]")
+    assert message.startswith("defaults.slices.dimensions:")
+    assert "is not a slice key a prediction can carry" in message
+
+
 def test_six_dimensions_are_fine() -> None:
     dims = [f"d{i}" for i in range(6)]
     policy = parse_policy(f"[defaults.slices]\ndimensions = {dims!r}")
