@@ -8,14 +8,10 @@
 """
 
 from streamguard.client.emitter import ENVELOPE_OVERHEAD, Emitter, EmitterError
-from streamguard.client.subscriber import (
-    ControlSubscriber,
-    Handler,
-    Verifier,
-    accept_all,
-    read_commands,
-)
+from streamguard.client.reader import read_commands
+from streamguard.client.subscriber import ControlSubscriber, Handler
 from streamguard.client.validate import parse_command, validate_command
+from streamguard.client.verification import Verifier, accept_all
 
 __all__ = [
     "ENVELOPE_OVERHEAD",

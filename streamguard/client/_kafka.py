@@ -27,6 +27,7 @@ from aiokafka.errors import (
 )
 
 __all__ = [
+    "GROUP_TIMINGS",
     "PERMANENT_SEND_ERRORS",
     "AIOKafkaConsumer",
     "AIOKafkaProducer",
@@ -37,6 +38,15 @@ __all__ = [
     "TopicPartition",
     "leave_group_on_stop",
 ]
+
+#: Consumer-group timings that keep joins and hand-overs short (the first join on the embedded
+#: broker takes a few seconds) and are harmless on Apache Kafka; ``consumer_config`` overrides
+#: them (the control subscriber and the alert relay).
+GROUP_TIMINGS: dict[str, int] = {
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 1_000,
+    "rebalance_timeout_ms": 3_000,
+}
 
 #: Produce errors that the same request would hit again; every other failure (timeouts while
 #: the broker is away, leader changes, lost connections) is worth a bounded retry.

@@ -51,25 +51,28 @@ from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable,
 from typing import Any, TypeVar
 
 from streamguard.client._kafka import (
+    GROUP_TIMINGS,
     AIOKafkaConsumer,
     CallbackListener,
     KafkaError,
     TopicPartition,
     leave_group_on_stop,
 )
+from streamguard.client.reader import read_all
 from streamguard.client.validate import DecodeError, parse_json, validate_any_command
-from streamguard.contracts import Command, load_topic_specs
+from streamguard.client.verification import (
+    Verifier,
+    accept_all,
+    authenticate,
+    claimed_id,
+    control_topic,
+    signature_policy,
+)
+from streamguard.contracts import Command
 from streamguard.contracts.commands import NOTICE_ACTION
-from streamguard.security import CommandVerifier, KeyRing
+from streamguard.security import KeyRing
 
-__all__ = [
-    "GROUP_TIMINGS",
-    "ControlSubscriber",
-    "Handler",
-    "Verifier",
-    "accept_all",
-    "read_commands",
-]
+__all__ = ["ControlSubscriber", "Handler"]
 
 log = logging.getLogger(__name__)
 
@@ -77,81 +80,6 @@ _T = TypeVar("_T")
 
 #: What the subscriber calls for each command.
 Handler = Callable[[Command], Awaitable[None]]
-#: Checks a valid command's JSON object; returns a rejection reason, or None to accept it.
-Verifier = Callable[[dict[str, Any]], str | None]
-
-#: Consumer-group timings that keep joins and rebalances short (the first join on the embedded
-#: broker takes a few seconds); ``consumer_config`` overrides them.
-GROUP_TIMINGS: dict[str, int] = {
-    "session_timeout_ms": 10_000,
-    "heartbeat_interval_ms": 1_000,
-    "rebalance_timeout_ms": 3_000,
-}
-
-
-def accept_all(raw: dict[str, Any]) -> str | None:
-    """Default verifier: accept every valid command.
-
-    Signature verification replaces this with a check of ``raw``'s signature.
-    """
-    return None
-
-
-def _control_topic(topic: str | None) -> str:
-    return topic or load_topic_specs()["control"].name
-
-
-def _signature_policy(
-    keyring: KeyRing | None,
-    *,
-    audiences: Collection[str] | None,
-    require_signature: bool | None,
-    clock_skew_s: float,
-    issuers: Collection[str] | None,
-    clock: Callable[[], float],
-) -> CommandVerifier:
-    """The :class:`~streamguard.security.CommandVerifier` for a consumer's arguments.
-
-    ``require_signature=None`` means "required if a keyring is given": existing callers that
-    pass no keyring keep receiving unsigned commands, and are warned at start.
-    """
-    required = keyring is not None if require_signature is None else require_signature
-    return CommandVerifier(
-        keyring,
-        audiences,
-        require_signature=required,
-        skew_s=clock_skew_s,
-        issuers=issuers,
-        clock=clock,
-    )
-
-
-def _id_of(raw: object) -> str | None:
-    """The command id a (possibly invalid) message claims, for logging it once."""
-    if isinstance(raw, dict) and isinstance(raw.get("command_id"), str):
-        return str(raw["command_id"])[:64]
-    return None
-
-
-def _authenticate(
-    raw: dict[str, Any], command: Command, signatures: CommandVerifier, verify: Verifier
-) -> None:
-    """Signature policy, then the caller's own check; raises DecodeError with the reason."""
-    rejection = signatures.check(raw)
-    if rejection is not None:
-        raise DecodeError(rejection.reason, f"command {command.command_id}: {rejection.detail}")
-    refusal = verify(raw)
-    if refusal is not None:
-        raise DecodeError("unverified", refusal)
-
-
-def _decode(value: bytes | None, signatures: CommandVerifier, verify: Verifier) -> Command:
-    """Parse, validate, authenticate and verify one message value."""
-    raw = parse_json(value)
-    command = validate_any_command(raw)
-    assert isinstance(raw, dict)  # validate_any_command accepted it, so it is an object
-    _authenticate(raw, command, signatures, verify)
-    return command
 
 
 class ControlSubscriber:
@@ -228,14 +156,14 @@ class ControlSubscriber:
         self.bootstrap = bootstrap
         self.preload_schemas = preload_schemas
         self.group_id = group_id
-        self.topic = _control_topic(topic)
+        self.topic = control_topic(topic)
         self.deployments = frozenset(deployments) if deployments is not None else None
         self.dedup_capacity = dedup_capacity
         self.retry_backoff_s = retry_backoff_s
         self.max_backoff_s = max_backoff_s
         self._handler = handler
         self._verify = verify
-        self._signatures = _signature_policy(
+        self._signatures = signature_policy(
             keyring,
             audiences=audiences,
             require_signature=require_signature,
@@ -286,7 +214,7 @@ class ControlSubscriber:
                 self.topic,
             )
         if self.preload_schemas:
-            commands = await _read(
+            commands = await read_all(
                 self.bootstrap,
                 30.0,
                 None,
@@ -456,7 +384,7 @@ class ControlSubscriber:
             raw = parse_json(record.value)
             command = validate_any_command(raw)
         except DecodeError as exc:
-            self._reject(exc, where, _id_of(raw))
+            self._reject(exc, where, claimed_id(raw))
             return False
         assert isinstance(raw, dict)  # validate_any_command accepted it, so it is an object
         # Filter before authenticating: commands for other fleets' deployments are not ours to
@@ -465,11 +393,11 @@ class ControlSubscriber:
             self.filtered += 1
             return False
 
-        async def authenticate() -> None:
-            _authenticate(raw, command, self._signatures, self._verify)
+        async def check() -> None:
+            authenticate(raw, command, self._signatures, self._verify)
 
         try:
-            await self._retrying(authenticate, f"verify {where}")
+            await self._retrying(check, f"verify {where}")
         except DecodeError as exc:
             self._reject(exc, where, command.command_id)
             return False
@@ -513,98 +441,3 @@ class ControlSubscriber:
                 delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
                 log.warning("%s failed (attempt %d, retry in %.2fs): %r", what, attempt, delay, exc)
                 await asyncio.sleep(delay)
-
-
-async def _caught_up(consumer: Any, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
-
-
-async def read_commands(
-    bootstrap: str,
-    timeout_s: float,
-    expected: int | None = None,
-    topic: str | None = None,
-    *,
-    verify: Verifier = accept_all,
-    keyring: KeyRing | None = None,
-    audiences: Collection[str] | None = None,
-    require_signature: bool | None = None,
-    clock_skew_s: float = 30.0,
-    issuers: Collection[str] | None = None,
-    clock: Callable[[], float] = time.time,
-) -> list[Command]:
-    """Read the control topic from the beginning, without a consumer group.
-
-    Parameters
-    ----------
-    bootstrap
-        Kafka bootstrap servers.
-    timeout_s
-        Longest time to read.
-    expected
-        Stop once this many commands were read. None: stop at the end of every partition as
-        it was when reading started.
-    topic
-        Control topic; the ``control`` topic of the specs when omitted.
-    verify, keyring, audiences, require_signature, clock_skew_s, issuers, clock
-        As for :class:`ControlSubscriber`; refused and invalid messages are logged and skipped.
-
-    Returns
-    -------
-    list[Command]
-        In per-partition order (partitions interleave arbitrarily), duplicates included.
-    """
-    signatures = _signature_policy(
-        keyring,
-        audiences=audiences,
-        require_signature=require_signature,
-        clock_skew_s=clock_skew_s,
-        issuers=issuers,
-        clock=clock,
-    )
-    name = _control_topic(topic)
-    return await _read(bootstrap, timeout_s, expected, name, signatures=signatures, verify=verify)
-
-
-async def _read(
-    bootstrap: str,
-    timeout_s: float,
-    expected: int | None,
-    name: str,
-    *,
-    signatures: CommandVerifier,
-    verify: Verifier,
-) -> list[Command]:
-    deadline = time.monotonic() + timeout_s
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    commands: list[Command] = []
-    try:
-        await consumer.topics()  # loads metadata, so partitions_for_topic knows the topic
-        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
-        if not tps:
-            raise KafkaError(f"topic {name} does not exist")
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        while expected is None or len(commands) < expected:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if expected is None and await _caught_up(consumer, ends):
-                break
-            batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.2) * 1000) + 1)
-            for records in batches.values():
-                for record in records:
-                    try:
-                        commands.append(_decode(record.value, signatures, verify))
-                    except DecodeError as exc:
-                        log.warning("read_commands skipped offset %d: %s", record.offset, exc)
-    finally:
-        await consumer.stop()
-    return commands

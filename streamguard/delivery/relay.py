@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 
 from streamguard.client._kafka import (
+    GROUP_TIMINGS,
     AIOKafkaConsumer,
     CallbackListener,
     KafkaError,
@@ -41,20 +42,12 @@ from streamguard.delivery.alertmanager import parse_alert
 from streamguard.delivery.exceptions import AlertDecodeError, RelayError
 from streamguard.delivery.sinks import HttpSink
 
-__all__ = ["DEFAULT_GROUP", "GROUP_TIMINGS", "AlertRelay"]
+__all__ = ["DEFAULT_GROUP", "AlertRelay"]
 
 log = logging.getLogger(__name__)
 
 #: Consumer group of the relay; relays of one group share the work and the committed offsets.
 DEFAULT_GROUP = "streamguard-relay"
-
-#: Consumer-group timings that keep joins and hand-overs short on the embedded broker and are
-#: harmless on Apache Kafka; ``consumer_config`` overrides them.
-GROUP_TIMINGS: dict[str, int] = {
-    "session_timeout_ms": 10_000,
-    "heartbeat_interval_ms": 1_000,
-    "rebalance_timeout_ms": 3_000,
-}
 
 
 class AlertRelay:
