@@ -8,6 +8,7 @@ per-partition input state (:class:`_Input`), restores on demand, dead letters an
 import asyncio
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -171,6 +172,8 @@ class RuntimeBase:
         # The last window close's verdicts on their way to the broker (stage 2; each close's
         # send waits for the one before, so verdicts keep their order).
         self._verdicts_out: asyncio.Task[None] | None = None
+        # How a background task that fails stops the process (faust_app.halt); tests replace it.
+        self.exit_: Callable[[int], object] = os._exit
         # Caught-up partitions whose watermark passed a window's close since the last eager
         # flush; the eager flusher (:meth:`eager_flushes`) takes them all at once.
         self._closing: set[int] = set()

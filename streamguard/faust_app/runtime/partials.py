@@ -10,6 +10,7 @@ import orjson
 
 from streamguard.core import PartialError
 from streamguard.core.partials import dumps
+from streamguard.faust_app.halt import stops_worker
 from streamguard.faust_app.outbox import send_all_reliably
 from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, _Stamped, log
 
@@ -115,15 +116,19 @@ class Stage2Handlers(RuntimeBase):
         batch: list[tuple[bytes | None, bytes, int | None]],
         closed_at: float,
     ) -> None:
-        """One close's verdicts, once the broker has the previous close's (order is kept)."""
-        try:
+        """One close's verdicts, once the broker has the previous close's (order is kept).
+
+        Transient broker errors are retried (:func:`send_all_reliably`); anything else stops
+        the worker here, as an exception in stage 2 itself does (:mod:`..halt`). Stage 2 has
+        closed these windows, so going on would let a snapshot store them without their
+        verdicts; before, the failure was logged here, then again by every later close's
+        send and by the snapshot that awaited it, and only that snapshot stopped the worker.
+        """
+        with stops_worker("stage2_verdicts", self.agent_crashed, self.exit_):
             if before is not None:
                 await before
             # One round trip for a window close's verdicts, not one per verdict.
             await send_all_reliably(self.metrics, _Stamped(self.topics.verdicts, closed_at), batch)
-        except Exception as exc:
-            self.agent_crashed("stage2", exc)
-            raise
         latency = time.time() - closed_at
         for _ in batch:
             self.metrics.close_to_verdict.observe(latency)

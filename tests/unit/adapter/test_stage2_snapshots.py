@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
 
 from streamguard.core.partials import dumps
 from streamguard.core.snapshot import pack, unpack
@@ -166,3 +167,39 @@ def test_a_restore_from_the_older_snapshot_replays_the_heartbeats_to_the_same_st
     apply(replayed, after)
     assert pack(replayed.snapshot(0)) == pack(straight.snapshot(0))
     assert replayed.revision(0) == 0  # a restore is no change to save again
+
+
+class BrokenVerdicts(Verdicts):
+    """A verdicts topic whose send has a bug (not a broker error, which is retried)."""
+
+    async def send(self, *, key: Any, value: bytes, partition: Any, timestamp: Any = None) -> Any:
+        raise RuntimeError("a bug in sending")
+
+
+def test_a_verdict_send_that_fails_stops_the_worker_once() -> None:
+    # The windows are closed in stage 2: going on would let a snapshot store them without
+    # their verdicts. Before, the failure was logged by the send, by every later close's send
+    # and by the snapshot that awaited it, which alone stopped the worker.
+    partial, heartbeat = partial_and_heartbeat()
+    crashed: list[str] = []
+    exits: list[int] = []
+
+    def exit_(status: int) -> None:
+        exits.append(status)
+        raise SystemExit(status)  # as os._exit, nothing after it runs
+
+    async def scenario() -> None:
+        _, rt, _ = await channel_0()
+        rt.topics = Topics(None, BrokenVerdicts(fail=set()), None, None, None, None)
+        rt.agent_crashed = lambda agent, exc: crashed.append(agent)  # a recorder
+        rt.exit_ = exit_
+        await rt.on_partial(Partial(0, partial))
+        await rt.on_partial(Partial(1, heartbeat(T0 + 2)))
+        rt.engine.stage2.apply(orjson.loads(heartbeat(T0 + 3600)), now=0.0, channel=0)
+        await rt.close_idle()  # closes the pair's window: its verdicts go out in a task
+        await asyncio.sleep(0.1)
+        await rt.snapshot_stage2()  # never reached: the send stopped the worker
+
+    with pytest.raises(SystemExit):
+        asyncio.run(scenario())
+    assert (crashed, exits) == (["stage2_verdicts"], [70])
