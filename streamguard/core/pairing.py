@@ -159,22 +159,25 @@ class PairingBuffer:
         second arrived gives None too.
         """
         n = len(request_ids)
-        index = np.arange(n)
         last = dict(zip(request_ids, range(n), strict=True))
         if len(last) == n:
             second = first_of = np.zeros(0, dtype=np.intp)
             single = np.ones(n, dtype=bool)
         else:
-            first = dict(zip(reversed(request_ids), range(n - 1, -1, -1), strict=True))
-            first_at = np.fromiter(map(first.__getitem__, request_ids), np.intp, n)
+            # Every event of a request points at its last one; how many point at an event is
+            # its request's count. One dict and one lookup pass, not two of each.
             last_at = np.fromiter(map(last.__getitem__, request_ids), np.intp, n)
-            if ((first_at < index) & (last_at > index)).any():
+            count = np.bincount(last_at, minlength=n)
+            if (count > 2).any():
                 return None  # a request three times or more
-            second = np.flatnonzero(first_at < index)
-            first_of = first_at[second]
+            earlier = np.flatnonzero(last_at != np.arange(n))
+            partner = np.empty(n, dtype=np.intp)
+            partner[last_at[earlier]] = earlier
+            second = np.flatnonzero(count == 2)  # in the order of the later halves, as before
+            first_of = partner[second]
             if (roles[first_of] == roles[second]).any():
                 return None  # the same role twice
-            single = first_at == last_at
+            single = count[last_at] == 1
         pending = self._pending
         waiting_ids = list(filter(pending.__contains__, last))
         at: list[int] = []
