@@ -1,7 +1,6 @@
 """Simulated serving traffic and training pipelines for the demo, tests and benchmarks (pure)."""
 
-from streamguard.sim.traffic import (
-    DEFAULT_SHARES,
+from streamguard.sim.injections import (
     Canary,
     Environments,
     FeatureSchemas,
@@ -9,8 +8,8 @@ from streamguard.sim.traffic import (
     Replicas,
     ShadowDeviation,
     ShadowOutage,
-    TrafficGenerator,
 )
+from streamguard.sim.traffic import DEFAULT_SHARES, TrafficGenerator
 from streamguard.sim.training import Backfill, TrainingPipeline, WithTraining
 
 __all__ = [

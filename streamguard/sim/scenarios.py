@@ -46,16 +46,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from streamguard.sim.traffic import (
-    DEFAULT_SHARES,
+from streamguard.sim.injections import (
     Canary,
     Environments,
     FeatureSchemas,
     Items,
     Replicas,
     ShadowDeviation,
-    TrafficGenerator,
 )
+from streamguard.sim.traffic import DEFAULT_SHARES, TrafficGenerator
 from streamguard.sim.training import Backfill, WithTraining
 
 __all__ = ["SCENARIOS", "Scenario", "Source", "build", "many_slices"]

@@ -18,8 +18,7 @@ from streamguard.contracts import decode_message
 from streamguard.core import PartialError, Stage1, Stage2
 from streamguard.core.snapshot import pack
 from streamguard.policy import parse_policy
-from streamguard.sim import TrafficGenerator
-from streamguard.sim.traffic import Canary, Environments, FeatureSchemas, Items, Replicas
+from streamguard.sim import Canary, Environments, FeatureSchemas, Items, Replicas, TrafficGenerator
 from tests.unit._mutations import mutated
 from tests.unit.core._events import sim_messages
 
