@@ -415,3 +415,21 @@ def test_the_change_look_can_be_tuned_or_turned_off() -> None:
     assert policy.for_deployment("a").canary.change_windows == 12
     assert policy.for_deployment("a").canary.change_alarms_per_day == 0.5
     assert policy.for_deployment("quiet").canary.change_windows == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("canary", "alpha", 0.02),
+        ("canary", "practical_fraction", 0.25),
+        ("stratification", "tv_floor", 0.2),
+        ("popularity", "top_fraction", 0.05),
+        ("compat", "max_error_rate", 0.1),
+        ("cold_start", "alpha", 0.02),
+        ("determinism", "max_share", 0.3),
+    ],
+)
+def test_a_fraction_is_read_into_its_guard_policy(section: str, key: str, value: float) -> None:
+    policy = parse_policy(f"[deployments.d.guards.{section}]\n{key} = {value}")
+    assert getattr(getattr(policy.for_deployment("d"), section), key) == value
+    assert getattr(getattr(policy.defaults, section), key) != value  # it changed something
