@@ -42,6 +42,16 @@ def _check_double(name: str, value: int | float) -> None:
         raise DecodeError("bad_value", f"{name} is beyond the range of a double") from None
 
 
+def _check_number(name: str, value: object, *, negative: bool = True) -> None:
+    """A JSON number within a double's range (and not below 0 unless ``negative``)."""
+    if not _is_number(value):
+        raise DecodeError("wrong_type", f"{name} must be a number, got {value!r:.40}")
+    assert isinstance(value, int | float)  # _is_number: exactly int or float
+    _check_double(name, value)
+    if not negative and value < 0:
+        raise DecodeError("bad_value", f"{name}={value!r} is negative")
+
+
 def _check_string(name: str, value: object, rule: FieldRule) -> str:
     if type(value) is not str:
         raise DecodeError("wrong_type", f"{name} must be a string, got {type(value).__name__}")
@@ -84,16 +94,9 @@ def _check_common(event: dict[str, Any], rules: KindRules, max_ts: float) -> Non
 
 def _check_prediction(event: dict[str, Any], rules: KindRules, max_ts: float) -> None:
     _check_common(event, rules, max_ts)
-    if not _is_number(event["score"]):
-        raise DecodeError("wrong_type", f"score must be a number, got {event['score']!r:.40}")
-    _check_double("score", event["score"])
+    _check_number("score", event["score"])
     if "latency_ms" in event:
-        latency = event["latency_ms"]
-        if not _is_number(latency):
-            raise DecodeError("wrong_type", f"latency_ms must be a number, got {latency!r:.40}")
-        _check_double("latency_ms", latency)
-        if latency < 0:
-            raise DecodeError("bad_value", f"latency_ms={latency!r} is negative")
+        _check_number("latency_ms", event["latency_ms"], negative=False)
     slice_ = event["slice"]
     if type(slice_) is not dict:
         raise DecodeError("wrong_type", "slice must be an object")
@@ -105,12 +108,7 @@ def _check_prediction(event: dict[str, Any], rules: KindRules, max_ts: float) ->
     if "error" in event and type(event["error"]) is not bool:
         raise DecodeError("wrong_type", f"error must be true or false, got {event['error']!r:.40}")
     if "replica_age_s" in event:
-        age = event["replica_age_s"]
-        if not _is_number(age):
-            raise DecodeError("wrong_type", f"replica_age_s must be a number, got {age!r:.40}")
-        _check_double("replica_age_s", age)
-        if age < 0:
-            raise DecodeError("bad_value", f"replica_age_s={age!r} is negative")
+        _check_number("replica_age_s", event["replica_age_s"], negative=False)
     if "replica_ready" in event and type(event["replica_ready"]) is not bool:
         ready = event["replica_ready"]
         raise DecodeError("wrong_type", f"replica_ready must be true or false, got {ready!r:.40}")
@@ -126,9 +124,7 @@ def _check_prediction(event: dict[str, Any], rules: KindRules, max_ts: float) ->
 
 def _check_outcome(event: dict[str, Any], rules: KindRules, max_ts: float) -> None:
     _check_common(event, rules, max_ts)
-    if not _is_number(event["value"]):
-        raise DecodeError("wrong_type", f"value must be a number, got {event['value']!r:.40}")
-    _check_double("value", event["value"])
+    _check_number("value", event["value"])
 
 
 def _check_training(event: dict[str, Any]) -> None:
@@ -139,12 +135,7 @@ def _check_training(event: dict[str, Any]) -> None:
     check_version(event)
     for name, rule in rules.strings.items():
         _check_string(name, event[name], rule)
-    label_ts = event["label_ts"]
-    if not _is_number(label_ts):
-        raise DecodeError("wrong_type", f"label_ts must be a number, got {label_ts!r:.40}")
-    _check_double("label_ts", label_ts)
-    if label_ts < 0:
-        raise DecodeError("bad_value", f"label_ts={label_ts!r} is negative")
+    _check_number("label_ts", event["label_ts"], negative=False)
     features = event["feature_ts"]
     if type(features) is not dict:
         raise DecodeError("wrong_type", "feature_ts must be an object of feature -> timestamp")
@@ -152,11 +143,7 @@ def _check_training(event: dict[str, Any]) -> None:
         raise DecodeError("bad_value", f"feature_ts has {len(features)} features, too many")
     for name, ts in features.items():
         _check_string("feature_ts key", name, rules.feature_name)
-        if not _is_number(ts):
-            raise DecodeError("wrong_type", f"feature_ts.{name:.40} must be a number")
-        _check_double(f"feature_ts.{name:.40}", ts)
-        if ts < 0:
-            raise DecodeError("bad_value", f"feature_ts.{name:.40}={ts!r} is negative")
+        _check_number(f"feature_ts.{name:.40}", ts, negative=False)
 
 
 def validate_event(event: object, max_ts: float = math.inf) -> str:
