@@ -30,15 +30,16 @@ stay in the horizon while the unpaired primaries pull its pairing rate under the
 the pairing TTL plus a tenth of the horizon after it goes dark); one that never sent a
 prediction cannot be named, and is not reported.
 
-Two looks at the same statistics: the horizon, and the last ``recent_windows`` windows (3,
-30 s) alone. A sudden shift is diluted in the horizon by the windows before it and would wait
-for the horizon to fill; the recent look sees it whole within a window or two. It may only
-pause (a rollback needs the horizon), it judges the same thresholds and ``min_pairs``, and it
-names only slices it can tell from their parts (:meth:`_Look.resolved`): with few pairs per
-child, the explanation would otherwise stop at a broad slice. Nor does it widen what the guard
-has already named for the version: after ``platform=android,region=eu,tier=free``, a short look
-that cannot judge the paid part would name ``platform=android,region=eu`` and pause paid users
-on no evidence about them. Widening takes the horizon.
+Two looks at the same statistics (:mod:`streamguard.guards.shadow_look`): the horizon, and
+the last ``recent_windows`` windows (3, 30 s) alone. A sudden shift is diluted in the horizon
+by the windows before it and would wait for the horizon to fill; the recent look sees it whole
+within a window or two. It may only pause (a rollback needs the horizon), it judges the same
+thresholds and ``min_pairs``, and it names only slices it can tell from their parts
+(``Look.resolved``): with few pairs per child, the explanation would otherwise stop at a broad
+slice. Nor does it widen what the guard has already named for the version: after
+``platform=android,region=eu,tier=free``, a short look that cannot judge the paid part would
+name ``platform=android,region=eu`` and pause paid users on no evidence about them. Widening
+takes the horizon.
 
 A slice with fewer than ``min_pairs`` pairs is *insufficient*, never judged. A statistic at or
 above its ``pause`` threshold calls for a pause, at or above ``rollback`` for a rollback; the
@@ -47,16 +48,14 @@ slice takes the most severe. Findings name the smallest slices that explain the 
 :class:`~streamguard.stats.OnsetTracker` over the slice's window-level series.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.measures import PairMeasures
-from streamguard.core.slices import ROOT, label_within
+from streamguard.core.slices import label_within
 from streamguard.core.stage1 import PAIR_STREAM
-from streamguard.core.summary import Array, remainders
 from streamguard.guards.base import (
     SEVERITY_ACTION,
     Finding,
@@ -65,220 +64,19 @@ from streamguard.guards.base import (
     Verdict,
     clean_float,
 )
-from streamguard.guards.explain import Rest, explain
 from streamguard.guards.shadow_health import PRIMARY_ARM, SHADOW_ARM, judge_health, shadow_health
+from streamguard.guards.shadow_look import CLEAN_FRACTION, Look, bands_for, shadow_statistics
 from streamguard.policy import SHADOW_STATISTICS, DeploymentPolicy
 from streamguard.stats import (
     OnsetTracker,
-    js_distance,
-    psi,
-    quantile_groups,
-    regroup,
 )
 
 __all__ = ["CLEAN_FRACTION", "ShadowDeviationGuard", "shadow_health", "shadow_statistics"]
 
 F64 = npt.NDArray[np.float64]
 NAME = "shadow"
-#: A complement counts as healthy only when every statistic stays below this fraction of its
-#: pause threshold; a child that narrowly missed its own threshold must not pass as healthy.
-CLEAN_FRACTION = 0.5
-#: The short look judges a rest smaller than ``min_pairs`` on its two means against their
-#: pause thresholds themselves: at a few hundred pairs a healthy slice's flip rate alone
-#: reaches half its threshold by chance (Android/EU/premium, 389 pairs: 0.51-0.62 of it while
-#: healthy), which made the short look name the whole of Android/EU for a shift in its free
-#: tier. Below the threshold, the rest does not explain the breach; the firing part does.
-SHORT_REST_FRACTION = 1.0
 #: Key of the guard's state holding, per shadow version, the slices its findings have named.
 _NAMED = "named"
-
-
-def shadow_statistics(
-    arrays: dict[str, Array], measures: PairMeasures, psi_groups: int
-) -> dict[str, F64]:
-    """Every statistic of the guard for each row of pair-stream arrays."""
-    n = arrays["pairs"].astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        flip_rate = arrays["flips"] / n
-        mean_abs_dev = np.where(n > 0, arrays["dev"][:, 1], np.nan)
-    primary = arrays["primary_hist"]
-    groups = quantile_groups(primary, psi_groups)
-    reference = regroup(primary, groups, psi_groups)
-    current = regroup(arrays["shadow_hist"], groups, psi_groups)
-    return {
-        "mean_abs_dev": mean_abs_dev,
-        "p95_abs_dev": measures.deviations.quantile(arrays["dev_sketch"], 0.95),
-        "flip_rate": flip_rate,
-        "psi": psi(reference, current),
-        "js_distance": js_distance(reference, current),
-    }
-
-
-@dataclass(slots=True)
-class _Judged:
-    stats: dict[str, F64]
-    severity: npt.NDArray[np.int64]
-    worst: list[str]  # per row: the statistic that sets its severity
-    ratio: list[float]  # per row: that statistic over its pause threshold
-
-
-def _bands(policy: DeploymentPolicy, labels: list[str]) -> F64:
-    """Thresholds per row: shape (rows, statistics, 2) with pause and rollback."""
-    out = np.empty((len(labels), len(SHADOW_STATISTICS), 2))
-    for j, name in enumerate(SHADOW_STATISTICS):
-        band = policy.shadow.thresholds[name]
-        out[:, j] = (band.pause, band.rollback)
-    for i, label in enumerate(labels):
-        override = policy.shadow_slice_thresholds.get(label)
-        if override:
-            for j, name in enumerate(SHADOW_STATISTICS):
-                custom = override.get(name)
-                if custom is not None:
-                    out[i, j] = (custom.pause, custom.rollback)
-    return out
-
-
-def _judge(stats: dict[str, F64], bands: F64, enough: npt.NDArray[np.bool_]) -> _Judged:
-    values = np.stack([stats[name] for name in SHADOW_STATISTICS], axis=1)
-    finite = np.isfinite(values)
-    safe = np.where(finite, values, -np.inf)
-    level = (safe >= bands[:, :, 0]).astype(np.int64) + (safe >= bands[:, :, 1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(finite, values / np.maximum(bands[:, :, 0], 1e-12), -np.inf)
-    # The statistic that matters: highest level first, then furthest past its pause threshold.
-    score = level * 1e6 + np.minimum(ratio, 1e5)
-    worst_index = np.argmax(score, axis=1)
-    severity = np.where(enough, level.max(axis=1), 0)
-    worst_ratio = np.take_along_axis(ratio, worst_index[:, None], axis=1)[:, 0]
-    return _Judged(
-        stats, severity, [SHADOW_STATISTICS[j] for j in worst_index], worst_ratio.tolist()
-    )
-
-
-#: Children with fewer pairs than this share of ``min_pairs`` say nothing about a slice's split.
-RESOLVE_FRACTION = 0.2
-_MAD = SHADOW_STATISTICS.index("mean_abs_dev")
-_FLIP = SHADOW_STATISTICS.index("flip_rate")
-
-
-@dataclass(slots=True)
-class _Look:
-    """The guard's statistics over some windows: the whole horizon, or only the last ones."""
-
-    name: str  # "horizon" or "recent"
-    windows: int
-    labels: list[str]
-    arrays: dict[str, Array]
-    n: Array
-    enough: npt.NDArray[np.bool_]
-    bands: F64
-    judged: _Judged
-    index: dict[str, int]
-    policy: DeploymentPolicy
-    measures: PairMeasures
-
-    @classmethod
-    def of(
-        cls,
-        name: str,
-        windows: int,
-        summed: tuple[list[str], dict[str, Array]],
-        policy: DeploymentPolicy,
-        measures: PairMeasures,
-    ) -> "_Look | None":
-        """The look at ``summed`` (labels, arrays), or None when no slice has a pair."""
-        labels, arrays = summed
-        present = np.flatnonzero(arrays["pairs"] > 0)
-        if not len(present):
-            return None
-        # Rows are in first-seen order, which depends on flush timing; labels are not.
-        present = present[np.argsort([labels[i] for i in present.tolist()], kind="stable")]
-        labels = [labels[i] for i in present.tolist()]
-        arrays = {k: v[present] for k, v in arrays.items()}
-        n = arrays["pairs"]
-        enough = n >= policy.shadow.min_pairs
-        bands = _bands(policy, labels)
-        stats = shadow_statistics(arrays, measures, policy.shadow.psi_groups)
-        judged = _judge(stats, bands, enough)
-        if name == "recent":  # a short look pauses; only the whole horizon rolls back
-            judged.severity = np.minimum(judged.severity, 1)
-        index = {label: i for i, label in enumerate(labels)}
-        return cls(name, windows, labels, arrays, n, enough, bands, judged, index, policy, measures)
-
-    def severity_of(self, labels: list[str]) -> int:
-        """The highest severity among ``labels`` (0 for none)."""
-        return max((int(self.judged.severity[self.index[label]]) for label in labels), default=0)
-
-    def explain(self) -> list[str]:
-        """The smallest slices that explain this look's breaches."""
-        judged, labels = self.judged, self.labels
-        firing_rows = np.flatnonzero(judged.severity > 0).tolist()
-        if not firing_rows:
-            return []
-        firing = {labels[i] for i in firing_rows}
-        strength = {labels[i]: judged.ratio[i] for i in firing_rows}
-        return explain(labels, firing, lambda p, c: self._rests([(p, c)])[0], strength, self._rests)
-
-    def resolved(self, label: str) -> bool:
-        """Whether this look can tell that all of ``label`` deviates, not only a part of it.
-
-        A short look has too few pairs in most children to judge them, so the descent of
-        :func:`~streamguard.guards.explain.explain` stops early and would name a broad slice
-        (``*``) for a deviation in one of its children (Android). So a slice counts as
-        resolved only when, along every further dimension, each child with at least
-        ``RESOLVE_FRACTION`` of ``min_pairs`` pairs is itself not clean: its mean absolute
-        deviation or flip rate at ``CLEAN_FRACTION`` of their pause thresholds or above. Those
-        two are means, nearly unbiased at a hundred pairs (PSI, JS and the p95 are not, and
-        are left out). Otherwise the horizon names the slice as it fills.
-        """
-        own = frozenset() if label == ROOT else frozenset(label.split(","))
-        own_dims = {item.split("=", 1)[0] for item in own}
-        floor = self._resolve_floor()
-        level = np.fmax(
-            self.judged.stats["mean_abs_dev"] / self.bands[:, _MAD, 0],
-            self.judged.stats["flip_rate"] / self.bands[:, _FLIP, 0],
-        )
-        for child, i in self.index.items():
-            items = frozenset() if child == ROOT else frozenset(child.split(","))
-            if len(items) != len(own) + 1 or not own < items or self.n[i] < floor:
-                continue
-            (extra,) = items - own
-            if extra.split("=", 1)[0] not in own_dims and not level[i] >= CLEAN_FRACTION:
-                return False  # a clean part: the deviation is narrower than ``label``
-        return True
-
-    def _resolve_floor(self) -> int:
-        return max(1, int(RESOLVE_FRACTION * self.policy.shadow.min_pairs))
-
-    def _rests(self, questions: list[tuple[str, list[str]]]) -> list[Rest]:
-        """Each ``(parent, children)``: is ``parent`` without ``children`` clean (explain)?
-
-        All questions in one :func:`~streamguard.core.summary.remainders` and one
-        :func:`shadow_statistics` call: one at a time, at ~0.3 ms each, they were most of a
-        window's close at 20 deployments (README, "Benchmarks").
-        """
-        index, shadow = self.index, self.policy.shadow
-        rows = [(index[parent], [index[c] for c in children]) for parent, children in questions]
-        parents = [p for p, _ in rows]
-        remainder = remainders(self.measures.fields, self.arrays, rows)
-        stats = shadow_statistics(remainder, self.measures, shadow.psi_groups)
-        bands = self.bands[parents, :, 0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratios = np.stack([stats[name] for name in SHADOW_STATISTICS], axis=1) / bands
-        # The short look judges a small rest on its two unbiased means (see ``resolved``);
-        # the horizon waits until the rest is large enough for every statistic.
-        short = np.fmax(ratios[:, _MAD], ratios[:, _FLIP])
-        worst = np.max(np.where(np.isfinite(ratios), ratios, 0.0), axis=1)
-        floor = self._resolve_floor() if self.name == "recent" else None
-        answers: list[Rest] = []
-        for i, pairs in enumerate(remainder["pairs"].tolist()):
-            if pairs >= shadow.min_pairs:
-                answers.append("clean" if worst[i] < CLEAN_FRACTION else "elevated")
-            elif floor is None or pairs < floor:
-                answers.append("unknown")  # too little left to tell whether the rest is healthy
-            else:
-                answers.append("clean" if short[i] < SHORT_REST_FRACTION else "elevated")
-        return answers
 
 
 def _widens(label: str, named: set[str]) -> bool:
@@ -313,7 +111,7 @@ class ShadowDeviationGuard:
             return None
         version = versions[0]
         measures = PairMeasures.from_policy(policy.shadow)
-        horizon = _Look.of(
+        horizon = Look.of(
             "horizon", ctx.horizon_windows, ctx.horizon(PAIR_STREAM, version), policy, measures
         )
         if horizon is None:
@@ -326,9 +124,9 @@ class ShadowDeviationGuard:
         k = policy.shadow.recent_windows
         recent = None
         if 0 < k < ctx.horizon_windows:
-            recent = _Look.of("recent", k, ctx.recent(PAIR_STREAM, version, k), policy, measures)
+            recent = Look.of("recent", k, ctx.recent(PAIR_STREAM, version, k), policy, measures)
         if recent is not None:
-            # Only slices the short look can tell apart from their children (see _Look.resolved)
+            # Only slices the short look can tell apart from their children (see Look.resolved)
             # and that do not widen an earlier finding; it wins only when more severe than what
             # the horizon finds.
             quick = [
@@ -443,7 +241,7 @@ class ShadowDeviationGuard:
             del named[version]
 
     @staticmethod
-    def _finding(label: str, look: "_Look", tracker: OnsetTracker | None) -> Finding:
+    def _finding(label: str, look: "Look", tracker: OnsetTracker | None) -> Finding:
         i, judged, bands = look.index[label], look.judged, look.bands
         severity = int(judged.severity[i])
         statistic = judged.worst[i]
@@ -490,7 +288,7 @@ class ShadowDeviationGuard:
         mad = SHADOW_STATISTICS.index("mean_abs_dev")
         flip = SHADOW_STATISTICS.index("flip_rate")
         row_labels = [labels[r] for r in rows.tolist()]
-        row_bands = _bands(policy, row_labels)
+        row_bands = bands_for(policy, row_labels)
         level = np.maximum(
             stats["mean_abs_dev"] / np.maximum(row_bands[:, mad, 0], 1e-12),
             stats["flip_rate"] / np.maximum(row_bands[:, flip, 0], 1e-12),

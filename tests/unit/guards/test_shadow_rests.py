@@ -1,6 +1,6 @@
 """The shadow guard's complements, asked in bulk, answer as one at a time.
 
-``_Look._rests`` judges many "slice minus these sub-slices" questions in one array pass. The
+``Look._rests`` judges many "slice minus these sub-slices" questions in one array pass. The
 reference here is the judgement written out for a single question, on the row-by-row sums
 (``sum_rows`` and ``subtract_fields``), as the guard computed it before it asked in bulk.
 """
@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from streamguard.core.slices import SliceCoder, label_within
 from streamguard.core.summary import Registry, Table, subtract_fields, sum_rows
 from streamguard.guards.explain import Rest
-from streamguard.guards.shadow import (
+from streamguard.guards.shadow_look import (
     _FLIP,
     _MAD,
     CLEAN_FRACTION,
     RESOLVE_FRACTION,
     SHORT_REST_FRACTION,
-    _Look,
+    Look,
     shadow_statistics,
 )
 from streamguard.policy import SHADOW_STATISTICS, Policy, ShadowPolicy
@@ -34,7 +34,7 @@ POLICY = replace(
 )
 
 
-def one_rest(look: _Look, parent: str, children: list[str]) -> Rest:
+def one_rest(look: Look, parent: str, children: list[str]) -> Rest:
     """The single-question judgement (the reference)."""
     p, shadow = look.index[parent], look.policy.shadow
     remainder = subtract_fields(
@@ -60,7 +60,7 @@ def one_rest(look: _Look, parent: str, children: list[str]) -> Rest:
     return "clean" if worst < CLEAN_FRACTION else "elevated"
 
 
-def look_at(slices: list[dict[str, str]], seed: int, spikes: float, name: str) -> _Look:
+def look_at(slices: list[dict[str, str]], seed: int, spikes: float, name: str) -> Look:
     """Shadow = primary, except a ``spikes`` share of pairs 0.3 apart and a shift on Android.
 
     Sparse spikes keep the two means low while the p95 deviation breaches: the two ways of
@@ -80,7 +80,7 @@ def look_at(slices: list[dict[str, str]], seed: int, spikes: float, name: str) -
         MEASURES.contributions(rows.index, len(rows.labels), primary, shadow),
     )
     summed = (list(registry.labels), table.view(len(registry)))
-    look = _Look.of(name, 1, summed, POLICY, MEASURES)
+    look = Look.of(name, 1, summed, POLICY, MEASURES)
     assert look is not None
     return look
 
