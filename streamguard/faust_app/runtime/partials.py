@@ -119,10 +119,9 @@ class Stage2Handlers(RuntimeBase):
         """One close's verdicts, once the broker has the previous close's (order is kept).
 
         Transient broker errors are retried (:func:`send_all_reliably`); anything else stops
-        the worker here, as an exception in stage 2 itself does (:mod:`..halt`). Stage 2 has
-        closed these windows, so going on would let a snapshot store them without their
-        verdicts; before, the failure was logged here, then again by every later close's
-        send and by the snapshot that awaited it, and only that snapshot stopped the worker.
+        the worker here, once, as an exception in stage 2 itself does
+        (:mod:`streamguard.faust_app.halt`): stage 2 has closed these windows, so going on
+        would let a snapshot store them without their verdicts.
         """
         with stops_worker("stage2_verdicts", self.agent_crashed, self.exit_):
             if before is not None:
