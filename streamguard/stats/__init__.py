@@ -57,7 +57,6 @@ from streamguard.stats.equivalence import (
 from streamguard.stats.heavy_hitters import CountMin, DistinctCounter, SpaceSaving, hash64
 from streamguard.stats.histogram import quantile_from_counts, quantile_groups, regroup
 from streamguard.stats.moments import (
-    Moments,
     merge_moments,
     merge_moments_by_group,
     moment_mean,
@@ -73,6 +72,7 @@ from streamguard.stats.multiple import (
 )
 from streamguard.stats.onset import OnsetTracker
 from streamguard.stats.page_hinkley import PageHinkley
+from streamguard.stats.running_moments import Moments
 from streamguard.stats.sequential import (
     Msprt,
     confidence_sequence,

@@ -10,7 +10,6 @@ from hypothesis.extra import numpy as hnp
 from river import stats as river_stats
 
 from streamguard.stats.moments import (
-    Moments,
     merge_moments,
     merge_moments_by_group,
     moment_mean,
@@ -18,6 +17,7 @@ from streamguard.stats.moments import (
     moments_by_group,
     subtract_moments,
 )
+from streamguard.stats.running_moments import Moments
 
 sane = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 # Subnormal inputs round differently in numpy's and our formulas; below this nothing matters.
