@@ -1,5 +1,5 @@
-"""Hypothesis strategies and schema oracles for the decoder's tests (shared by test_decode
-and test_columns)."""
+"""Hypothesis strategies and schema oracles for the decoder's tests (shared by the
+``test_decode*`` files and test_columns)."""
 
 import json
 import string
@@ -318,3 +318,25 @@ def mutated_events(draw: st.DrawFn, huge: bool = False) -> dict[str, Any]:
 
 
 any_events = valid_events | mutated_events()
+
+
+@st.composite
+def envelopes(draw: st.DrawFn, huge: bool = True) -> dict[str, Any]:
+    items = valid_events | mutated_events(huge=huge) | json_values
+    envelope: dict[str, Any] = {"schema_version": 1, "events": draw(st.lists(items, max_size=8))}
+    op = draw(st.sampled_from(["none", "none", "version", "events", "extra", "kind", "drop"]))
+    if op == "version":
+        envelope["schema_version"] = draw(wrong_values)
+    elif op == "events":
+        envelope["events"] = draw(wrong_values | json_values)
+    elif op == "extra":
+        envelope[draw(st.text(min_size=1, max_size=6))] = draw(json_values)
+    elif op == "kind":
+        envelope["kind"] = draw(st.sampled_from(["prediction", "outcome", "x"]))
+    elif op == "drop":
+        del envelope["schema_version"]
+    return envelope
+
+
+#: Events the JSON Schema refuses (mutations that happen to stay valid are filtered out).
+strictly_invalid = mutated_events().filter(lambda e: not schema_accepts(orjson.loads(encode(e))))

@@ -1,40 +1,33 @@
-"""The decoder never raises, agrees with the JSON Schemas, keeps good neighbours of bad events."""
+"""The decoder never raises, keeps its books, and dead-letters the original bytes.
 
-import json
+Agreement with the JSON Schemas: ``test_decode_schema.py``; the columnar fast path against the
+per-event validator: ``test_decode_columns.py``.
+"""
+
 import math
 from typing import Any
 
-import jsonschema
-import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamguard.contracts import ROLES, load_schema
 from streamguard.contracts.decode import (
     MAX_MESSAGE_BYTES,
     Decoded,
-    DecodeError,
     decode_events,
     decode_message,
-    validate_event,
 )
 from tests.unit.contracts._strategies import (
-    ENVELOPE_MAX_EVENTS,
     REASONS,
     accepted,
-    any_events,
     encode,
+    envelopes,
     json_values,
     mutated_events,
     parses,
-    schema_accepts,
+    strictly_invalid,
     valid_events,
-    valid_outcomes,
-    valid_predictions,
-    valid_training,
-    wrong_values,
 )
 
 # --- (a) never raises, bookkeeping ------------------------------------------------------------
@@ -103,24 +96,6 @@ def test_never_raises_on_mutated_events(event: dict[str, Any]) -> None:
     decoded = decode_message(raw)
     check_bookkeeping(decoded)
     assert accepted(decoded) + len(decoded.rejected) == 1
-
-
-@st.composite
-def envelopes(draw: st.DrawFn, huge: bool = True) -> dict[str, Any]:
-    items = valid_events | mutated_events(huge=huge) | json_values
-    envelope: dict[str, Any] = {"schema_version": 1, "events": draw(st.lists(items, max_size=8))}
-    op = draw(st.sampled_from(["none", "none", "version", "events", "extra", "kind", "drop"]))
-    if op == "version":
-        envelope["schema_version"] = draw(wrong_values)
-    elif op == "events":
-        envelope["events"] = draw(wrong_values | json_values)
-    elif op == "extra":
-        envelope[draw(st.text(min_size=1, max_size=6))] = draw(json_values)
-    elif op == "kind":
-        envelope["kind"] = draw(st.sampled_from(["prediction", "outcome", "x"]))
-    elif op == "drop":
-        del envelope["schema_version"]
-    return envelope
 
 
 @settings(max_examples=75)
@@ -197,253 +172,6 @@ def test_empty_envelope_has_no_events() -> None:
     assert decoded.n_events == 0
     assert decoded.rejected == []
     assert accepted(decoded) == 0
-
-
-# --- (b) agreement with the JSON Schema ---------------------------------------------------------
-
-
-@settings(max_examples=200)
-@given(any_events)
-def test_decoder_accepts_exactly_what_the_schema_accepts(event: dict[str, Any]) -> None:
-    raw = encode(event)
-    parsed = orjson.loads(raw)  # what the decoder sees (big integers become doubles)
-    expected = schema_accepts(parsed)
-    decoded = decode_message(raw)
-    assert accepted(decoded) == int(expected), (decoded.rejected, event)
-    if not expected:
-        assert len(decoded.rejected) == 1
-    # The same verdict from the per-event validator, on the parsed and on the original objects.
-    for candidate in (parsed, event):
-        reason = validator_reason(candidate)
-        assert (reason is None) == expected, reason
-        assert reason is None or reason in REASONS
-
-
-def validator_reason(event: Any) -> str | None:
-    """The per-event validator's reason for rejecting ``event`` (None: accepted)."""
-    try:
-        validate_event(event)
-    except DecodeError as exc:
-        return exc.reason
-    return None
-
-
-@settings(max_examples=100)
-@given(st.lists(any_events, min_size=1, max_size=8))
-def test_envelope_keeps_exactly_the_schema_valid_events(events: list[dict[str, Any]]) -> None:
-    raw = encode({"schema_version": 1, "events": events})
-    parsed = orjson.loads(raw)["events"]
-    valid = [schema_accepts(e) for e in parsed]
-    decoded = decode_message(raw)
-    assert accepted(decoded) == sum(valid)
-    assert [r.event_index for r in decoded.rejected] == [i for i, ok in enumerate(valid) if not ok]
-    kinds = [e["kind"] for e, ok in zip(parsed, valid, strict=True) if ok]
-    assert len(decoded.predictions) == kinds.count("prediction")
-    assert len(decoded.outcomes) == kinds.count("outcome")
-    assert len(decoded.training) == kinds.count("training_example")
-
-
-def _envelope_schema_without_item_types() -> dict[str, Any]:
-    # Documented difference: a non-object event is rejected alone, its neighbours are kept.
-    schema = json.loads(json.dumps(load_schema("envelope")))
-    del schema["properties"]["events"]["items"]
-    return schema
-
-
-ENVELOPE_VALIDATOR = jsonschema.Draft202012Validator(_envelope_schema_without_item_types())
-
-
-@settings(max_examples=60)
-@given(envelopes(huge=False).filter(lambda e: "kind" not in e))  # with a kind it is one event
-def test_envelope_rejected_whole_iff_envelope_schema_rejects(envelope: dict[str, Any]) -> None:
-    raw = encode(envelope)
-    decoded = decode_message(raw)
-    whole = any(r.event_index is None for r in decoded.rejected)
-    assert whole == (not ENVELOPE_VALIDATOR.is_valid(orjson.loads(raw)))
-
-
-def test_envelope_beyond_max_items_is_rejected_whole() -> None:
-    event = {
-        "schema_version": 1,
-        "kind": "outcome",
-        "event_id": "e",
-        "request_id": "r",
-        "ts": 1,
-        "deployment": "d",
-        "value": 0,
-    }
-    at_limit = orjson.dumps({"schema_version": 1, "events": [event] * ENVELOPE_MAX_EVENTS})
-    over = orjson.dumps({"schema_version": 1, "events": [event] * (ENVELOPE_MAX_EVENTS + 1)})
-    assert len(over) <= MAX_MESSAGE_BYTES  # so only the item limit can reject it
-    assert not ENVELOPE_VALIDATOR.is_valid(orjson.loads(over))
-    assert len(decode_message(at_limit).outcomes) == ENVELOPE_MAX_EVENTS
-    decoded = decode_message(over)
-    assert accepted(decoded) == 0
-    assert [(r.reason, r.event_index) for r in decoded.rejected] == [("bad_value", None)]
-
-
-@pytest.mark.parametrize("huge", [10**400, -(10**400), 2**1024], ids=["1e400", "-1e400", "2^1024"])
-@pytest.mark.parametrize("field", ["ts", "score", "latency_ms"])
-def test_numbers_beyond_double_range_are_rejected_alone(huge: int, field: str) -> None:
-    """Parsed objects can hold integers no double holds; they must not take neighbours along."""
-    good = {
-        "schema_version": 1,
-        "kind": "prediction",
-        "event_id": "e1",
-        "request_id": "r1",
-        "ts": 5.0,
-        "deployment": "d",
-        "model_version": "v",
-        "role": "primary",
-        "slice": {},
-        "score": 0.5,
-    }
-    bad = {**good, "event_id": "e2", field: huge}
-    decoded = decode_events([good, bad, good])
-    assert len(decoded.predictions) == 2
-    assert [r.event_index for r in decoded.rejected] == [1]
-    assert decoded.rejected[0].reason in {"bad_value", "wrong_type"}
-
-
-# --- future timestamps --------------------------------------------------------------------------
-
-
-@settings(max_examples=100)
-@given(valid_predictions | valid_outcomes, st.floats(0, 4e9))
-def test_future_events_are_rejected_by_max_ts(event: dict[str, Any], max_ts: float) -> None:
-    raw = encode(event)
-    ts = orjson.loads(raw)["ts"]
-    decoded = decode_message(raw, max_ts=max_ts)
-    if ts > max_ts:
-        assert [r.reason for r in decoded.rejected] == ["ts_in_future"]
-        assert accepted(decoded) == 0
-    else:
-        assert accepted(decoded) == 1
-        assert decoded.rejected == []
-
-
-@settings(max_examples=30)
-@given(valid_training)
-def test_training_examples_have_no_future_bound(event: dict[str, Any]) -> None:
-    """Backfills are historical and label times move no watermark: max_ts does not apply."""
-    decoded = decode_message(encode(event), max_ts=0.0)
-    assert (len(decoded.training), decoded.rejected) == (1, [])
-
-
-def test_future_event_in_envelope_does_not_reject_neighbours() -> None:
-    base = {
-        "schema_version": 1,
-        "kind": "outcome",
-        "request_id": "r",
-        "deployment": "d",
-        "value": 1,
-    }
-    events = [
-        {**base, "event_id": "a", "ts": 100.0},
-        {**base, "event_id": "b", "ts": 100.5},  # later than the bound
-        {**base, "event_id": "c", "ts": 100.25},  # exactly at the bound: accepted
-    ]
-    decoded = decode_message(orjson.dumps({"schema_version": 1, "events": events}), max_ts=100.25)
-    assert decoded.outcomes.event_id == ["a", "c"]
-    assert [(r.reason, r.event_index) for r in decoded.rejected] == [("ts_in_future", 1)]
-    assert decoded.max_ts == 100.25
-
-
-# --- (c) the fast columnar path agrees with the per-event validator -----------------------------
-
-strictly_invalid = mutated_events().filter(lambda e: not schema_accepts(orjson.loads(encode(e))))
-
-
-def same_predictions(a: Decoded, b: Decoded) -> None:
-    pa, pb = a.predictions, b.predictions
-    assert pa.event_id == pb.event_id
-    assert pa.request_id == pb.request_id
-    assert pa.deployment == pb.deployment
-    assert pa.model_version == pb.model_version
-    assert pa.slice == pb.slice
-    assert pa.items == pb.items
-    np.testing.assert_array_equal(pa.ts, pb.ts)
-    np.testing.assert_array_equal(pa.role, pb.role)
-    np.testing.assert_array_equal(pa.score, pb.score)
-    np.testing.assert_array_equal(pa.latency_ms, pb.latency_ms)
-    assert pa.replica_id == pb.replica_id
-    assert pa.env_fingerprint == pb.env_fingerprint
-    np.testing.assert_array_equal(pa.ages(), pb.ages())
-    np.testing.assert_array_equal(pa.not_ready(), pb.not_ready())
-    oa, ob = a.outcomes, b.outcomes
-    assert oa.event_id == ob.event_id
-    assert oa.request_id == ob.request_id
-    assert oa.deployment == ob.deployment
-    np.testing.assert_array_equal(oa.ts, ob.ts)
-    np.testing.assert_array_equal(oa.value, ob.value)
-
-
-@settings(max_examples=60)
-@given(st.lists(valid_events, min_size=1, max_size=10), strictly_invalid, st.data())
-def test_one_bad_event_costs_only_itself(
-    good: list[dict[str, Any]], bad: dict[str, Any], data: st.DataObject
-) -> None:
-    index = data.draw(st.integers(0, len(good)))
-    mixed = [*good[:index], bad, *good[index:]]
-    decoded = decode_message(encode({"schema_version": 1, "events": mixed}))
-    alone = decode_message(encode({"schema_version": 1, "events": good}))
-    assert alone.rejected == []
-    assert [r.event_index for r in decoded.rejected] == [index]
-    assert orjson.loads(decoded.rejected[0].original) == orjson.loads(encode(bad))
-    same_predictions(decoded, alone)
-    assert decoded.max_ts == alone.max_ts
-    assert decoded.n_events == len(mixed)
-
-
-@settings(max_examples=50)
-@given(st.lists(valid_predictions, min_size=1, max_size=10))
-def test_columns_hold_the_event_values(events: list[dict[str, Any]]) -> None:
-    """The columnar batch is a transposition of the events (oracle: plain Python)."""
-    parsed = orjson.loads(encode({"schema_version": 1, "events": events}))["events"]
-    batch = decode_message(encode({"schema_version": 1, "events": events})).predictions
-    assert batch.event_id == [e["event_id"] for e in parsed]
-    assert batch.slice == [e["slice"] for e in parsed]
-    assert batch.role.tolist() == [ROLES.index(e["role"]) for e in parsed]
-    assert batch.ts.tolist() == [float(e["ts"]) for e in parsed]
-    assert batch.score.tolist() == [float(e["score"]) for e in parsed]
-    latency = [float(e.get("latency_ms", math.nan)) for e in parsed]
-    np.testing.assert_array_equal(batch.latency_ms, np.array(latency))
-    if any("items" in e for e in parsed):
-        assert batch.items == [e.get("items") for e in parsed]
-    else:
-        assert batch.items == []
-    ages = [float(e.get("replica_age_s", math.nan)) for e in parsed]
-    np.testing.assert_array_equal(batch.ages(), np.array(ages))
-    assert batch.not_ready().tolist() == [e.get("replica_ready") is False for e in parsed]
-    for name in ("replica_id", "env_fingerprint"):
-        column = getattr(batch, name)
-        if any(name in e for e in parsed):
-            assert column == [e.get(name, "") for e in parsed]
-        else:
-            assert column == []
-
-
-@settings(max_examples=50)
-@given(st.lists(valid_training, min_size=1, max_size=10))
-def test_training_columns_flatten_the_features(events: list[dict[str, Any]]) -> None:
-    """Features flatten to (row, name, ts) in event order (oracle: plain Python)."""
-    parsed = orjson.loads(encode({"schema_version": 1, "events": events}))["events"]
-    batch = decode_message(encode({"schema_version": 1, "events": events})).training
-    assert batch.pipeline == [e["pipeline"] for e in parsed]
-    assert batch.example_id == [e["example_id"] for e in parsed]
-    assert batch.label_ts.tolist() == [float(e["label_ts"]) for e in parsed]
-    flat = [(i, k, float(v)) for i, e in enumerate(parsed) for k, v in e["feature_ts"].items()]
-    assert (
-        list(
-            zip(
-                batch.feature_row.tolist(),
-                batch.feature_name,
-                batch.feature_ts.tolist(),
-                strict=True,
-            )
-        )
-        == flat
-    )
 
 
 # --- (d) dead-letter originals ------------------------------------------------------------------
