@@ -204,3 +204,9 @@ def check(
     except AssertionError:
         print(f"--- last lines of {worker.log_path}:\n{worker.log_tail()}")
         raise
+
+
+def valid_events(count: int) -> list[dict[str, Any]]:
+    """About ``count`` valid prediction events of an hour ago (two seconds of traffic)."""
+    gen = TrafficGenerator(rate=count / 2, seed=3, start_ts=float(int(time.time()) - 3600))
+    return [e for second in gen.seconds(2) for e in second]
