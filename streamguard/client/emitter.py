@@ -30,15 +30,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import orjson
 
-from streamguard.client._kafka import PERMANENT_SEND_ERRORS, AIOKafkaProducer
+from streamguard.client._kafka import AIOKafkaProducer
+from streamguard.client.batching import (
+    ENVELOPE_OVERHEAD,
+    ENVELOPE_PREFIX,
+    ENVELOPE_SUFFIX,
+    Batch,
+    PartitionBuffer,
+)
+from streamguard.client.sending import send_with_retries
 from streamguard.contracts import load_topic_specs, partition_for
 from streamguard.contracts.columns import encode_columns
 
@@ -46,44 +52,12 @@ __all__ = ["ENVELOPE_OVERHEAD", "Emitter", "EmitterError"]
 
 log = logging.getLogger(__name__)
 
-_PREFIX = b'{"schema_version":1,"events":['
-_SUFFIX = b"]}"
-#: Bytes an envelope adds around its events (the commas between events come on top).
-ENVELOPE_OVERHEAD = len(_PREFIX) + len(_SUFFIX)
-
 _NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
 _ROUTE_CACHE_SIZE = 8192
 
 
 class EmitterError(RuntimeError):
     """The emitter cannot run: the topic is missing or the emitter is not started."""
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Events bound for one message (envelope mode) or one producer hand-off (single mode)."""
-
-    events: list[tuple[bytes, bytes]]  # (key, serialized event)
-
-
-@dataclass(slots=True)
-class _Partition:
-    """Buffer of one partition: an open batch being filled and sealed batches waiting to go."""
-
-    index: int
-    wake: asyncio.Event
-    open: list[tuple[bytes, bytes]] = field(default_factory=list)
-    open_bytes: int = 0  # events plus the commas between them, without ENVELOPE_OVERHEAD
-    opened_at: float = 0.0
-    sealed: deque[_Batch] = field(default_factory=deque)
-    accepted: int = 0  # events ever put in this buffer
-    finished: int = 0  # events ever sent or dropped; flush() waits on this catching up
-
-    def seal(self) -> None:
-        if self.open:
-            self.sealed.append(_Batch(self.open))
-            self.open, self.open_bytes = [], 0
-            self.wake.set()
 
 
 class Emitter:
@@ -178,7 +152,7 @@ class Emitter:
         self.send_errors = 0  # failed send attempts, retried or not
         self._state = _NEW
         self._producer: Any = None
-        self._partitions: list[_Partition] = []
+        self._partitions: list[PartitionBuffer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._buffered = 0
         self._routes: dict[bytes, int] = {}  # recent request_id -> partition
@@ -230,7 +204,7 @@ class Emitter:
             await producer.stop()
             raise EmitterError(f"topic {self.topic} has partitions {sorted(found)}, not 0..n-1")
         self._producer = producer
-        self._partitions = [_Partition(i, asyncio.Event()) for i in range(len(found))]
+        self._partitions = [PartitionBuffer(i, asyncio.Event()) for i in range(len(found))]
         self._room.set()
         self._state = _RUNNING
         self._tasks = [
@@ -385,7 +359,7 @@ class Emitter:
 
     # --- sending --------------------------------------------------------------------------------
 
-    async def _run_partition(self, part: _Partition) -> None:
+    async def _run_partition(self, part: PartitionBuffer) -> None:
         """Send this partition's batches one at a time, in order; seal open ones on linger."""
         while True:
             if part.sealed:
@@ -405,7 +379,7 @@ class Emitter:
                 await part.wake.wait()
             part.wake.clear()  # no await since the wait returned: no wake-up can be missed
 
-    async def _finished(self, part: _Partition, n: int) -> None:
+    async def _finished(self, part: PartitionBuffer, n: int) -> None:
         part.finished += n
         self._buffered -= n
         if self._buffered < self.max_buffered_events:
@@ -413,9 +387,9 @@ class Emitter:
         async with self._progress:
             self._progress.notify_all()
 
-    async def _send(self, partition: int, batch: _Batch) -> None:
+    async def _send(self, partition: int, batch: Batch) -> None:
         if self.batch:
-            value = _PREFIX + b",".join(data for _, data in batch.events) + _SUFFIX
+            value = ENVELOPE_PREFIX + b",".join(data for _, data in batch.events) + ENVELOPE_SUFFIX
             if self.columnar:
                 value = self._columns(value) or value
             sent = await self._with_retries(partition, [(batch.events[0][0], value)])
@@ -444,47 +418,16 @@ class Emitter:
 
     async def _with_retries(self, partition: int, messages: list[tuple[bytes, bytes]]) -> int:
         """Send messages to one partition, retrying the failed ones; return how many were acked."""
-        pending, acked = messages, 0
-        for attempt in range(1, self.max_send_attempts + 1):
-            results = await self._send_once(partition, pending)
-            failed = [m for m, exc in zip(pending, results, strict=True) if exc is not None]
-            acked += len(pending) - len(failed)
-            if not failed:
-                return acked
-            errors = [exc for exc in results if exc is not None]
-            self.send_errors += len(errors)
-            permanent = any(isinstance(exc, PERMANENT_SEND_ERRORS) for exc in errors)
-            if permanent or attempt == self.max_send_attempts:
-                log.error(
-                    "send to partition %d failed (attempt %d): %r", partition, attempt, errors[0]
-                )
-                break
-            delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
-            log.warning(
-                "send to partition %d failed (attempt %d, retry in %.2fs): %r",
-                partition,
-                attempt,
-                delay,
-                errors[0],
-            )
-            await asyncio.sleep(delay)
-            pending = failed
-        return acked
+        return await send_with_retries(
+            self._producer,
+            self.topic,
+            partition,
+            messages,
+            attempts=self.max_send_attempts,
+            backoff_s=self.retry_backoff_s,
+            max_backoff_s=self.max_backoff_s,
+            on_errors=self._count_send_errors,
+        )
 
-    async def _send_once(
-        self, partition: int, messages: list[tuple[bytes, bytes]]
-    ) -> list[BaseException | None]:
-        """Hand all messages to the producer, then wait for all acks; one error slot each."""
-        results: list[BaseException | None] = [None] * len(messages)
-        futures: list[tuple[int, asyncio.Future[Any]]] = []
-        for i, (key, value) in enumerate(messages):
-            try:
-                futures.append((i, await self._producer.send(self.topic, value, key, partition)))
-            except Exception as exc:
-                results[i] = exc
-        for i, future in futures:
-            try:
-                await future
-            except Exception as exc:
-                results[i] = exc
-        return results
+    def _count_send_errors(self, n: int) -> None:
+        self.send_errors += n

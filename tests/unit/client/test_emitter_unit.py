@@ -7,14 +7,14 @@ import orjson
 import pytest
 
 from streamguard.client import ENVELOPE_OVERHEAD, Emitter, EmitterError
-from streamguard.client.emitter import _PREFIX, _SUFFIX
+from streamguard.client.batching import ENVELOPE_PREFIX, ENVELOPE_SUFFIX
 
 
 def test_envelope_framing_is_the_json_of_the_envelope() -> None:
     events = [{"request_id": "a", "x": 1}, {"request_id": "b", "y": [1, 2]}]
-    framed = _PREFIX + b",".join(orjson.dumps(e) for e in events) + _SUFFIX
+    framed = ENVELOPE_PREFIX + b",".join(orjson.dumps(e) for e in events) + ENVELOPE_SUFFIX
     assert orjson.loads(framed) == {"schema_version": 1, "events": events}
-    assert len(_PREFIX) + len(_SUFFIX) == ENVELOPE_OVERHEAD
+    assert len(ENVELOPE_PREFIX) + len(ENVELOPE_SUFFIX) == ENVELOPE_OVERHEAD
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,8 @@ def test_emit_before_start_is_an_error() -> None:
 
 
 def test_training_examples_emitter_routes_by_pipeline() -> None:
-    from streamguard.client.emitter import _RUNNING, _Partition
+    from streamguard.client.batching import PartitionBuffer
+    from streamguard.client.emitter import _RUNNING
     from streamguard.contracts import load_topic_specs, partition_for
     from streamguard.sim import TrainingPipeline
 
@@ -45,7 +46,7 @@ def test_training_examples_emitter_routes_by_pipeline() -> None:
         emitter = Emitter.for_training_examples("127.0.0.1:1")
         assert emitter.topic == load_topic_specs()["training_examples"].name
         # As start() leaves it, without a broker: 8 partitions, running.
-        emitter._partitions = [_Partition(i, asyncio.Event()) for i in range(8)]
+        emitter._partitions = [PartitionBuffer(i, asyncio.Event()) for i in range(8)]
         emitter._state = _RUNNING
         for name in ("ctr-trainer", "ranker-trainer", "ads-trainer"):
             for example in TrainingPipeline(pipeline=name).examples(5):
@@ -62,7 +63,8 @@ def test_training_examples_emitter_routes_by_pipeline() -> None:
 
 
 def test_columnar_emitter_sends_predictions_as_columns_and_the_rest_as_rows() -> None:
-    from streamguard.client.emitter import _RUNNING, _Partition
+    from streamguard.client.batching import PartitionBuffer
+    from streamguard.client.emitter import _RUNNING
     from streamguard.contracts import decode_message
     from streamguard.sim import TrafficGenerator
 
@@ -74,7 +76,7 @@ def test_columnar_emitter_sends_predictions_as_columns_and_the_rest_as_rows() ->
 
     async def scenario() -> None:
         emitter = Emitter("127.0.0.1:1", columnar=True)
-        emitter._partitions = [_Partition(i, asyncio.Event()) for i in range(8)]
+        emitter._partitions = [PartitionBuffer(i, asyncio.Event()) for i in range(8)]
         emitter._state = _RUNNING
         emitter._with_retries = capture  # type: ignore[method-assign]
         events = next(TrafficGenerator(rate=200, seed=1, start_ts=1_790_000_000.0).seconds(1))
