@@ -3,7 +3,7 @@
 ``streamguard worker`` freezes the objects startup built and collects the young generation
 every N net allocations of container objects instead of CPython's 700, N being
 ``STREAMGUARD_GC_YOUNG_THRESHOLD`` (20000 by default; 0 leaves the collector alone). It
-trades memory for CPU (README, "Benchmarks"):
+trades memory for CPU (benchmarks/HISTORY.md):
 
 * CPU (2026-11-24, worker runs measured with ``gc.callbacks``): collections took 0.96-1.13 s
   of a worker run of 1.2M events in batch envelopes and 1.23-1.30 s of 120k one-event

@@ -12,7 +12,7 @@ keeps its neighbours. So this path only ever accepts messages whose every event 
 builds exactly the batches the other path would (a property test compares the two).
 
 Why: parsing a row envelope into Python dicts and checking each field across them was half the
-engine's time on row envelopes (README, "Benchmarks").
+engine's time on row envelopes (benchmarks/HISTORY.md).
 
 Examples
 --------

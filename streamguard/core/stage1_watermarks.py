@@ -57,7 +57,7 @@ class Watermarks:
         At 20 deployments that flush is the largest step a window costs (~0.4 s of stage 1
         and stage 2 work for 8 partitions) and it must be done before the window closes, an
         allowed lateness later; waiting for the timer's next tick started it up to a second
-        late (README, "Benchmarks"). Looked at once per window end: a straggler for an ended
+        late (benchmarks/HISTORY.md). Looked at once per window end: a straggler for an ended
         window that arrives later is the timer's.
         """
         source = self._sources.get(partition)
@@ -79,7 +79,7 @@ class Watermarks:
         five timer flushes) that is the rule: the closing window's data has long been sent.
         A flush at a close instead ships every pending group, almost all of the *current*
         window, and stage 2 merges them before the heartbeat behind them: at 20 deployments
-        that was most of a close's latency (README, "Benchmarks").
+        that was most of a close's latency (benchmarks/HISTORY.md).
         """
         source = self._sources.get(partition)
         if source is None or source.replay or source.outbox:
@@ -94,7 +94,7 @@ class Watermarks:
         window's data only when the window closes, its allowed lateness after its end, and
         a flush costs a fixed amount per (deployment, stream, version, window) group whatever
         the group holds: at 20 deployments flushing every partition every second was most of
-        a worker's time (README, "Benchmarks"). Held, a window's data goes out in about one
+        a worker's time (benchmarks/HISTORY.md). Held, a window's data goes out in about one
         flush, at the first tick after the window ends (or with a snapshot), instead of one
         per tick. Holdable implies :meth:`announceable` (a window ends before it closes), so
         the timer tells stage 2 the live watermark of a held partition in a heartbeat.

@@ -201,7 +201,7 @@ class Look:
 
         All questions in one :func:`~streamguard.core.summary.remainders` and one
         :func:`shadow_statistics` call: one at a time, at ~0.3 ms each, they were most of a
-        window's close at 20 deployments (README, "Benchmarks").
+        window's close at 20 deployments (benchmarks/HISTORY.md).
         """
         index, shadow = self.index, self.policy.shadow
         rows = [(index[parent], [index[c] for c in children]) for parent, children in questions]

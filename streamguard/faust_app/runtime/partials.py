@@ -91,7 +91,7 @@ class Stage2Handlers(RuntimeBase):
         if batch:
             # Sent behind the previous close's verdicts, without waiting here for the broker:
             # a close is judged channel by channel, and each channel's judging waited for the
-            # round trip of the one before (README, "Benchmarks"). Snapshots wait for it.
+            # round trip of the one before (benchmarks/HISTORY.md). Snapshots wait for it.
             self._verdicts_out = asyncio.create_task(
                 self._send_verdicts(self._verdicts_out, batch, closed_at)
             )
@@ -149,7 +149,7 @@ class Stage2Handlers(RuntimeBase):
         for channel, state in list(self.stage2.items()):
             # One channel at a time: all of them under one hold of the lock (up to ~0.1 s each
             # at 20 deployments, late in a horizon) kept every window closing meanwhile
-            # waiting for the whole round (README, "Benchmarks").
+            # waiting for the whole round (benchmarks/HISTORY.md).
             async with self.lock2:
                 if self.stage2.get(channel) is not state:
                     continue  # revoked (or reset) while an earlier channel saved

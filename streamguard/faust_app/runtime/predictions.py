@@ -264,7 +264,7 @@ class Stage1Handlers(RuntimeBase):
             return
         # Stored outside the flush lock: the heartbeat above is out, and a close heartbeat or
         # the next flush need not wait for these round trips (they held closes up to ~0.4 s
-        # at 20 deployments; README, "Benchmarks"). The boundaries they let go of are only
+        # at 20 deployments; benchmarks/HISTORY.md). The boundaries they let go of are only
         # those up to each snapshot's offset, so a progress record stored meanwhile lists a
         # superset, which a restore filters.
         try:
