@@ -28,7 +28,6 @@ __all__ = [
 Verifier = Callable[[dict[str, Any]], str | None]
 
 
-# VER
 def accept_all(raw: dict[str, Any]) -> str | None:
     """Default verifier: accept every valid command.
 
