@@ -25,7 +25,7 @@ from typing import Any
 from streamguard.contracts.checks import strings_ok
 from streamguard.contracts.commands import ACTIONS, NOTICE
 from streamguard.contracts.schemas import rules_for
-from streamguard.core.slices import ROOT
+from streamguard.core.slices import ROOT, label_dims
 from streamguard.decisions.decider import COMPAT_GUARD
 
 __all__ = ["VerdictError", "check_verdict"]
@@ -61,21 +61,20 @@ def _check_slice(label: str, where: str) -> None:
     The decider turns the label into the command's slice (``label_dims``), which splits on
     ``,`` and ``=`` without complaint: ``""`` would become ``{"": ""}``, and
     ``platform=ios,platform=android`` would lose a dimension; serving would act on either.
-    Keys and values follow the prediction schema's slice rules (replica ids, the one other kind
-    of label value, are a subset of them), and sorted keys keep command ids deterministic.
+    So the label must read back through ``label_dims`` unchanged, with keys and values that
+    follow the prediction schema's slice rules (replica ids, the one other kind of label
+    value, are a subset of them); sorted keys keep command ids deterministic.
     """
     if label == ROOT:
         return
     rules = rules_for("prediction")
-    parts = [part.partition("=") for part in label.split(",")]
-    keys = [key for key, _, _ in parts]
-    if (
-        not all(eq for _, eq, _ in parts)
-        or not strings_ok(keys, rules.slice_key)
-        or not strings_ok([value for _, _, value in parts], rules.slice_value)
+    dims = label_dims(label)  # what the decider will read
+    if not strings_ok(list(dims), rules.slice_key) or not strings_ok(
+        list(dims.values()), rules.slice_value
     ):
         raise VerdictError(f"{where}slice {label!r:.80} is not a slice label (key=value,...)")
-    if keys != sorted(set(keys)) or len(keys) > rules.slice_max_properties:
+    canonical = ",".join(f"{key}={dims[key]}" for key in sorted(dims))
+    if label != canonical or len(dims) > rules.slice_max_properties:
         raise VerdictError(f"{where}slice {label!r:.80}: dimensions not distinct and sorted")
 
 
