@@ -4,6 +4,7 @@ Every value comes from an argument, else an environment variable, else a default
 core never reads settings; the adapters pass what the core needs explicitly.
 """
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -139,6 +140,13 @@ class Settings:
     #: (the default) for ~10 % less CPU at the cost of ~6 % higher burst peaks; 0 leaves the
     #: interpreter's collector as it is. See :mod:`streamguard.cli.gc_tuning`.
     gc_young_threshold: int = GC_YOUNG_THRESHOLD
+    #: Backpressure (:mod:`streamguard.core.pacing`): a predictions partition whose watermark
+    #: is this many event-time seconds ahead of stage 2's low watermark stops being read
+    #: until it is within half of it; 0 (the default) turns it off. Off by default: with
+    #: 60 s, one worker read a 2.4M-event backlog at 148-150k events/s against 199k, idle
+    #: between flush ticks while paused; the 10,000-slice burst peaked at 787 MB against
+    #: 867-909 (benchmarks/HISTORY.md).
+    max_ahead_s: float = 0.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -162,6 +170,7 @@ class Settings:
             fetch_max_wait_ms=_env_int("STREAMGUARD_FETCH_MAX_WAIT_MS", 100),
             stream_buffer_mb=_env_float("STREAMGUARD_STREAM_BUFFER_MB", 64.0),
             gc_young_threshold=_env_int("STREAMGUARD_GC_YOUNG_THRESHOLD", GC_YOUNG_THRESHOLD),
+            max_ahead_s=_env_float("STREAMGUARD_MAX_AHEAD_S", 0.0),
             broker_session_timeout_s=_env_float(SESSION_TIMEOUT_ENV, 10.0),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -206,6 +215,11 @@ class Settings:
             raise ConfigError(
                 f"gc young threshold must be 0 (leave the collector alone) or more, "
                 f"got {self.gc_young_threshold}"
+            )
+        if not (math.isfinite(self.max_ahead_s) and self.max_ahead_s >= 0):
+            raise ConfigError(
+                f"max ahead must be 0 (no backpressure) or a positive number of seconds, "
+                f"got {self.max_ahead_s}"
             )
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"web port {self.web_port} is not a TCP port")

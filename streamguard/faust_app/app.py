@@ -37,6 +37,7 @@ from streamguard.engine import Engine
 from streamguard.faust_app.halt import stops_worker
 from streamguard.faust_app.heap import HeapTrimmer
 from streamguard.faust_app.metrics import Metrics
+from streamguard.faust_app.pacing import PartitionPauser
 from streamguard.faust_app.probe import BrokerProbe
 from streamguard.faust_app.rewind import rewinder
 from streamguard.faust_app.runtime import Runtime, Topics
@@ -186,12 +187,16 @@ def create_app(
                 lost.append(tp.partition)
         return lost
 
+    pauser = PartitionPauser(app, predictions_name)
+
     @app.timer(interval=settings.flush_interval_s, name="flush")
     async def flush() -> None:
         with stops("flush"):
             lost = refresh_lag()  # heartbeats say which sources are caught up
             if lost:
                 await runtime.forget_everything(f"predictions partitions {lost} shrank")
+            # Backpressure: partitions far ahead of stage 2 wait (core.pacing).
+            metrics.pauses.inc(await pauser.apply(runtime.pacing()))
             await runtime.flush(owned_sources(), n_channels)
 
     @app.task

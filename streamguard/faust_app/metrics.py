@@ -161,6 +161,17 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.paused_partitions = Gauge(
+            "streamguard_paused_partitions",
+            "Predictions partitions not read now because they ran more than max_ahead_s of "
+            "event time ahead of stage 2's low watermark (backpressure).",
+            registry=r,
+        )
+        self.pauses = Counter(
+            "streamguard_partition_pauses",
+            "Times a predictions partition was paused for running ahead of stage 2.",
+            registry=r,
+        )
         self.eager_flushes = Counter(
             "streamguard_eager_flushes",
             "Stage-1 flushes of one partition made as its watermark passed a window's close "

@@ -35,6 +35,14 @@ class _Consumer(driver.Consumer):
     async def _drain_messages(self, fetcher: Any) -> None:
         await drain(self, fetcher)  # without four tasks per message (drain's docstring)
 
+    def on_buffer_drop(self, tp: Any) -> None:
+        # Faust makes a partition active again when its stream's buffer drains, paused or
+        # not: a partition paused for running ahead (faust_app.pacing) stays paused.
+        if tp in self._paused_partitions:
+            self._buffered_partitions.discard(tp)
+            return
+        super().on_buffer_drop(tp)
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

@@ -1,6 +1,8 @@
 """Shared pieces of the fault tests: scenario traffic, replay expectations, comparisons."""
 
 import asyncio
+import os
+import signal
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +17,7 @@ from streamguard.guards import Verdict
 from streamguard.policy import Policy
 from streamguard.sim import ShadowDeviation, TrafficGenerator
 from streamguard.testing import WorkerProcess, envelopes, read_topic
+from tests.integration.conftest import produce
 
 SPECS = load_topic_specs()
 PARTITIONS = SPECS["predictions"].partitions
@@ -42,6 +45,20 @@ def replay(
     pipeline.flush()
     sizes = {(v.guard, v.window_end): {s.slice: s.n for s in v.slices} for v in verdicts}
     return [c.to_dict() for c in pipeline.commands], sizes
+
+
+def produce_behind(broker: Any, worker: WorkerProcess, messages: list[Message]) -> None:
+    """Write ``messages`` while ``worker`` is frozen, so it resumes behind and reads a backlog.
+
+    The freeze lasts as long as the writing (~1.5 s for a few thousand envelopes), well within
+    the 10 s session timeout, so the worker keeps its partitions.
+    """
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        produce(broker.bootstrap, messages, SPECS["predictions"].name)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
 
 
 def read(broker: Any, role: str, timeout_s: float, until: Any = None) -> list[dict[str, Any]]:

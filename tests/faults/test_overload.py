@@ -1,7 +1,5 @@
 """Overload: buffers stay within their limits, lag is exported, health says what is dropped."""
 
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -10,8 +8,7 @@ import pytest
 from streamguard.broker import EmbeddedBroker
 from streamguard.sim import TrafficGenerator
 from streamguard.testing import WorkerProcess, envelopes, rss_bytes
-from tests.faults.helpers import PARTITIONS, SPECS, Message, samples
-from tests.integration.conftest import produce
+from tests.faults.helpers import PARTITIONS, Message, produce_behind, samples
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 
@@ -56,14 +53,8 @@ def test_a_shadow_outage_under_load_is_bounded_and_reported(
     ).start()
     try:
         worker.wait_ready(sources=8)
-        assert worker.pid is not None
-        # Frozen while the traffic is written (~1.5 s, well within the 10 s session timeout),
-        # so events certainly arrive faster than they are processed: the worker resumes behind.
-        os.kill(worker.pid, signal.SIGSTOP)
-        try:
-            produce(broker_with_topics.bootstrap, messages, SPECS["predictions"].name)
-        finally:
-            os.kill(worker.pid, signal.SIGCONT)
+        # Events certainly arrive faster than they are processed: the worker resumes behind.
+        produce_behind(broker_with_topics, worker, messages)
         peak = dict.fromkeys(map(str, range(PARTITIONS)), 0.0)
         lag: dict[str, float] = {}
         deadline = time.monotonic() + 120

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamguard.contracts import Alert, Command, Rejected, TopicSpec, dead_letter
+from streamguard.core.pacing import Pacer
 from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_reliably
@@ -179,6 +180,8 @@ class RuntimeBase:
         self._closing: set[int] = set()
         self._closing_wake = asyncio.Event()
         self._lag_at = -math.inf  # when the window-lag gauges were last updated (monotonic)
+        # Predictions partitions to leave unread while stage 2 is far behind (backpressure).
+        self.pacer = Pacer(settings.max_ahead_s)
         # Looked up on every message: built once.
         self._stage_of = {stage[1]: stage for stage in self._stages()}
 

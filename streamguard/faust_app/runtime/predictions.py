@@ -307,6 +307,23 @@ class Stage1Handlers(RuntimeBase):
             state.caught_up_once = state.caught_up_once or lag == 0
         return True
 
+    def pacing(self) -> set[int]:
+        """Owned predictions partitions to leave unread now (:mod:`streamguard.core.pacing`).
+
+        Measured against the lowest of the owned partials channels' low watermarks: what
+        stage 2 has heard from every source. A worker that owns no channel paces nothing;
+        the workers that own them pace their own partitions.
+        """
+        if not self.stage2:
+            return self.pacer.update({}, -math.inf)
+        now = time.time()
+        stage1, stage2 = self.engine.stage1, self.engine.stage2
+        low = min(stage2.low_watermark(now, channel) for channel in self.stage2)
+        watermarks = {p: stage1.watermark(p) for p in self.stage1}
+        paused = self.pacer.update(watermarks, low)
+        self.metrics.paused_partitions.set(len(paused))
+        return paused
+
     def caught_up(self, partition: int) -> bool:
         """Whether the worker has read everything the partition held at its last fetch."""
         state = self.stage1.get(partition)

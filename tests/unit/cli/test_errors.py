@@ -119,6 +119,9 @@ def test_a_bad_gc_threshold_is_refused(value: str, fragment: str) -> None:
         ("STREAMGUARD_WEB_PORT", "1.5", "not a whole number"),  # was silently port 1
         ("STREAMGUARD_SNAPSHOT_HELD_MESSAGES", "0", "at least 1"),
         ("STREAMGUARD_STREAM_BUFFER_MB", "inf", "stream buffer"),
+        ("STREAMGUARD_MAX_AHEAD_S", "-5", "max ahead"),
+        ("STREAMGUARD_MAX_AHEAD_S", "nan", "max ahead"),
+        ("STREAMGUARD_MAX_AHEAD_S", "soon", "not a number"),
     ],
 )
 def test_bad_worker_numbers_are_one_plain_error(name: str, value: str, fragment: str) -> None:
