@@ -145,7 +145,7 @@ class Settings:
     #: until it is within half of it; 0 (the default) turns it off. Off by default: with
     #: 60 s, one worker read a 2.4M-event backlog at 148-150k events/s against 199k, idle
     #: between flush ticks while paused; the 10,000-slice burst peaked at 787 MB against
-    #: 867-909 (benchmarks/HISTORY.md).
+    #: 882-886 (benchmarks/HISTORY.md).
     max_ahead_s: float = 0.0
 
     @classmethod

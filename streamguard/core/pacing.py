@@ -4,19 +4,17 @@ Stage 2 holds a deployment's windows open until every source partition's waterma
 passed them. When stage 1 reads faster than stage 2 merges (a backlog at many slices: in the
 10,000-slice burst of ``benchmarks/memory.py`` stage 1 was done 28 s before stage 2, with up
 to 25 windows open per deployment; ``benchmarks/HISTORY.md``), or faster on some partitions
-than others, what lies between
-stage 2's low watermark and stage 1's newest data is held in memory: partials waiting to be
-merged and windows waiting to close. A :class:`Pacer` bounds that span: a partition whose
-watermark is more than ``max_ahead_s`` ahead of stage 2's low watermark is paused until it is
-within half of that (the hysteresis keeps a partition near the bound from pausing and
-resuming at every look).
+than others, what lies between stage 2's low watermark and stage 1's newest data is held in
+memory: partials waiting to be merged and windows waiting to close. A :class:`Pacer` bounds
+that span: a partition whose watermark is more than ``max_ahead_s`` ahead of stage 2's low
+watermark is paused until it is within half of that (the hysteresis keeps a partition near
+the bound from pausing and resuming at every look).
 
 A partition at stage 2's low watermark is never paused, so the slowest source keeps
 advancing; when every partition is paused, stage 2 is behind in reading what stage 1 already
 sent, and it reads that without stage 1. An unknown low watermark (-inf: some source not heard
-of yet; NaN) pauses nothing.
-Pausing only delays reading; the worker's adapter resumes a paused partition at the first
-offset it did not deliver (:mod:`streamguard.faust_app.pacing`).
+of yet; NaN) pauses nothing. Pausing only delays reading; the worker's adapter resumes a
+paused partition at the first offset it did not deliver (:mod:`streamguard.faust_app.pacing`).
 """
 
 import math

@@ -36,6 +36,8 @@ class PartitionPauser:
         it paused now. Does nothing while the group rebalances (Faust pauses everything)."""
         app = self.app
         consumer = app.consumer
+        if not (wanted or self._ours):  # nothing to pause or resume: most ticks, and when off
+            return 0
         if consumer is None or app.rebalancing or not consumer.flow_active:
             return 0
         assigned = {tp.partition: tp for tp in consumer.assignment() if tp.topic == self.topic}

@@ -314,7 +314,7 @@ class Stage1Handlers(RuntimeBase):
         stage 2 has heard from every source. A worker that owns no channel paces nothing;
         the workers that own them pace their own partitions.
         """
-        if not self.stage2:
+        if not (self.pacer.max_ahead_s and self.stage2):  # off, or nothing to pace against
             return self.pacer.update({}, -math.inf)
         now = time.time()
         stage1, stage2 = self.engine.stage1, self.engine.stage2
