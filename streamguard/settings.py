@@ -147,6 +147,10 @@ class Settings:
     #: between flush ticks while paused; the 10,000-slice burst peaked at 787 MB against
     #: 882-886 (benchmarks/HISTORY.md).
     max_ahead_s: float = 0.0
+    #: Crashes of stage 1 on the same message after which a restarted worker dead-letters it
+    #: as ``quarantined`` and goes on without it (:mod:`streamguard.core.quarantine`); 0 never
+    #: does, and every restart stops at that message (exit status 70) until the bug is fixed.
+    quarantine_after: int = 2
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -171,6 +175,7 @@ class Settings:
             stream_buffer_mb=_env_float("STREAMGUARD_STREAM_BUFFER_MB", 64.0),
             gc_young_threshold=_env_int("STREAMGUARD_GC_YOUNG_THRESHOLD", GC_YOUNG_THRESHOLD),
             max_ahead_s=_env_float("STREAMGUARD_MAX_AHEAD_S", 0.0),
+            quarantine_after=_env_int("STREAMGUARD_QUARANTINE_AFTER", 2),
             broker_session_timeout_s=_env_float(SESSION_TIMEOUT_ENV, 10.0),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -220,6 +225,11 @@ class Settings:
             raise ConfigError(
                 f"max ahead must be 0 (no backpressure) or a positive number of seconds, "
                 f"got {self.max_ahead_s}"
+            )
+        if self.quarantine_after < 0:
+            raise ConfigError(
+                f"quarantine after must be 0 (never leave a message out) or a number of "
+                f"crashes, got {self.quarantine_after}"
             )
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"web port {self.web_port} is not a TCP port")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from streamguard.cli.errors import EXIT_CONFIG, fail
+from streamguard.cli.errors import EXIT_CONFIG, EXIT_RUNTIME, fail
 
 __all__ = ["register"]
 
@@ -67,6 +67,7 @@ class _Progress:
     def close(self) -> None:
         if self.enabled:
             sys.stderr.write("\n")
+            self.enabled = False
 
 
 def _open(path: str) -> tuple[IO[bytes], int | None]:
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import orjson
 
     from streamguard.contracts import load_topic_specs
+    from streamguard.core.exceptions import AccountingError
     from streamguard.engine import Pipeline
     from streamguard.guards import Verdict
     from streamguard.policy import load_policy
@@ -128,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
     handle, total = _open(args.events)
     progress = _Progress(total, not args.no_progress)
 
-    done = 0
+    done = number = 0
     try:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):  # noqa: B007 - read in the handler
             done += len(line)
             value = line.strip()
             if not value:
@@ -140,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
             progress.update(done, pipeline.stats.messages, printed, noticed)
         pipeline.finish()
         emit()
+    except AccountingError as exc:
+        # A bug a message triggers: the worker leaves such a message out after it stopped
+        # twice on it (core.quarantine); replay has no earlier state to go back to.
+        progress.close()
+        fail(f"line {number}: {exc} (a bug in streamguard: please report it)", EXIT_RUNTIME)
     finally:
         progress.close()
         if handle is not sys.stdin.buffer:

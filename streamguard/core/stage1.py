@@ -28,6 +28,7 @@ from streamguard.contracts import (
     PredictionBatch,
 )
 from streamguard.contracts.runs import DecodedRun, Run, decode_run
+from streamguard.core.exceptions import AccountingError
 from streamguard.core.items import exposures_by_slice, item_levels, item_stream
 from streamguard.core.pairing import Pairs
 from streamguard.core.partials import MAX_PARTIAL_BYTES, dumps
@@ -100,7 +101,10 @@ class Stage1(Partitions):
         source = self._source(partition)
         if isinstance(parsed, Decoded):
             units = self._run(source, max_ts)
-            report = self.process(partition, offset, parsed)
+            try:
+                report = self.process(partition, offset, parsed)
+            except Exception as exc:  # the worker records the message before it stops
+                raise AccountingError(partition, offset, offset, exc) from exc
             units.append(Unit(offset, offset, parsed, report, [offset] * len(parsed.rejected)))
             return units
         source.run.add(offset, value or b"", parsed)
@@ -119,12 +123,28 @@ class Stage1(Partitions):
             return []
         return self._run(source, max_ts)
 
+    def skip(self, partition: int, offset: int, max_ts: float) -> list[Unit]:
+        """Leave the message at ``offset`` out (quarantined: :mod:`~streamguard.core.quarantine`).
+
+        The run before it is processed first, as before any message accounted alone; then its
+        offset counts as read, so partials and snapshots cover it and no restart reads it again.
+        """
+        source = self._source(partition)
+        units = self._run(source, max_ts)
+        if offset > source.offset_hi:
+            self._cover(source, offset, offset)
+            self._reproduce(source, offset)
+        return units
+
     def _run(self, source: Source, max_ts: float) -> list[Unit]:
         run, source.run = source.run, Run()
         if not len(run):
             return []
-        decoded = decode_run(run, max_ts)
-        report = self._process_run(source, run.offsets, decoded)
+        try:
+            decoded = decode_run(run, max_ts)
+            report = self._process_run(source, run.offsets, decoded)
+        except Exception as exc:  # which messages: only stage 1 knows, at a flush's cut
+            raise AccountingError(source.partition, run.offsets[0], run.offsets[-1], exc) from exc
         return [Unit(run.offsets[0], run.offsets[-1], decoded.decoded, report, decoded.rejected_at)]
 
     def process(self, partition: int, offset: int, decoded: Decoded) -> Stage1Report:

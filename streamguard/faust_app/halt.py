@@ -16,9 +16,11 @@ which is what ``kill -9`` does, and the fault tests prove that a worker started 
 the partials, verdicts and commands of a worker that never stopped
 (``tests/faults/test_kill.py``; for this path ``test_internal_error.py``).
 
-The price: an error that repeats on the same input (a bug) stops every restart at the same
-message, so the guard stays down, loudly (exit status, restarts, the log), until the bug is
-fixed, rather than judging on counts that quietly lack that message.
+The price: an error that repeats on the same input (a bug) would stop every restart at the
+same message. For stage 1's accounting of predictions, the worker records which messages it
+was accounting before it exits, and a restart leaves out a message that stopped two workers,
+dead-lettered as ``quarantined`` (:mod:`streamguard.core.quarantine`). Any other repeating
+error keeps the guard down, loudly (exit status, restarts, the log), until the bug is fixed.
 """
 
 import contextlib

@@ -23,12 +23,13 @@ names its stored snapshot no longer holds. A restore takes any writer's copy of 
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 import zlib
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -126,6 +127,54 @@ class StateStore:
             len(value) + sum(len(v or b"") for _, v, _ in new)
         )
         return ok
+
+    def save_now(
+        self,
+        stage: str,
+        partition: int,
+        offset: int,
+        state: Any,
+        stamp: list[int] | None = None,
+        *,
+        timeout_s: float = 10.0,
+    ) -> bool:
+        """Store a small record (no parts) before returning, blocking the event loop meanwhile.
+
+        For a worker about to exit on half-changed state (``faust_app.halt``): no other
+        coroutine may run, flush or snapshot that state while the record is sent, so it goes
+        through a producer of its own in a thread. False if the broker did not have it within
+        ``timeout_s`` (logged); the caller exits anyway.
+        """
+        key = f"{stage}/{partition}"
+        record = {"stage": stage, "partition": partition, "offset": offset, "state": state}
+        if stamp is not None:
+            record["stamp"] = stamp
+        value, parts = split(record)
+        if parts:
+            raise ValueError(f"{key}: save_now takes records without parts")
+        stored: list[bool] = []
+
+        async def send() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            try:
+                await producer.start()
+                await producer.send_and_wait(
+                    self.spec.name, value, key=key.encode(), partition=self._partition(key)
+                )
+                stored.append(True)
+            finally:
+                await producer.stop()
+
+        def run() -> None:
+            try:
+                asyncio.run(asyncio.wait_for(send(), timeout_s))
+            except Exception as exc:  # reported below; the worker is stopping either way
+                log.error("could not store %s: %s", key, exc)
+
+        thread = threading.Thread(target=run, name=f"save-{key}", daemon=True)
+        thread.start()
+        thread.join(timeout_s + 5.0)
+        return bool(stored)
 
     async def load(
         self, keys: list[str], inputs: dict[str, tuple[str, int]] | None = None

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -59,6 +60,16 @@ def produce_behind(broker: Any, worker: WorkerProcess, messages: list[Message]) 
         produce(broker.bootstrap, messages, SPECS["predictions"].name)
     finally:
         os.kill(worker.pid, signal.SIGCONT)
+
+
+def wait_exit(worker: WorkerProcess, timeout_s: float = 120) -> tuple[int | None, str]:
+    """The exit status of ``worker`` (None if it still runs after ``timeout_s``), and its log."""
+    assert worker.process is not None
+    try:
+        status: int | None = worker.process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        status = None
+    return status, worker.log_tail(400)
 
 
 def read(broker: Any, role: str, timeout_s: float, until: Any = None) -> list[dict[str, Any]]:

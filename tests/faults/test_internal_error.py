@@ -9,7 +9,6 @@ replay's commands and statistics, as after ``kill -9``.
 """
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,14 @@ import pytest
 from streamguard.broker import EmbeddedBroker
 from streamguard.faust_app.halt import EXIT_STAGE_FAILED
 from streamguard.testing import WorkerProcess
-from tests.faults.helpers import FAST_SNAPSHOTS, SPECS, check, replay, shadow_scenario
+from tests.faults.helpers import (
+    FAST_SNAPSHOTS,
+    SPECS,
+    check,
+    replay,
+    shadow_scenario,
+    wait_exit,
+)
 from tests.integration.conftest import produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
@@ -42,12 +48,7 @@ def test_a_stage_that_raises_stops_the_worker_and_the_next_one_changes_nothing(
     try:
         failing.wait_ready(sources=8)
         produce(broker_with_topics.bootstrap, messages[:half], SPECS["predictions"].name)
-        assert failing.process is not None
-        try:
-            status: int | None = failing.process.wait(120)
-        except subprocess.TimeoutExpired:
-            status = None
-        log = failing.log_tail(400)
+        status, log = wait_exit(failing)
     finally:
         failing.stop()
     assert status == EXIT_STAGE_FAILED, f"exit status {status}; log:\n{log}"

@@ -311,3 +311,53 @@ def test_a_snapshot_stamped_with_another_message_than_its_log_holds_is_refused(
     out = asyncio.run(stamped_scenario(broker_with_topics.bootstrap))
     assert out["same"] == (True, 0.0)
     assert out["other"] == (False, 1.0)
+
+
+async def save_now_scenario(bootstrap: str) -> dict[str, Any]:
+    """A record stored by ``save_now`` from inside a running event loop, as a stopping worker
+    does, stamped with the message at its offset; and one to a broker that is not there."""
+    tp = TopicPartition(SPECS["predictions"].name, 2)
+    key = f"stage1-suspects/{tp.partition}"
+    out: dict[str, Any] = {}
+    async with producing(bootstrap) as producer:
+        sent = await producer.send_and_wait(tp.topic, b'{"poison": 1}', partition=tp.partition)
+        stamp = message_stamp(sent.timestamp, b'{"poison": 1}')
+        store = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
+        ticks = 0
+
+        async def ticking() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        ticker = asyncio.create_task(ticking())
+        await asyncio.sleep(0.01)
+        before = ticks
+        suspects = [{"first": sent.offset, "last": sent.offset, "crashes": 1, "error": "E"}]
+        out["stored"] = store.save_now("stage1-suspects", 2, sent.offset, suspects, stamp)
+        out["ran_meanwhile"] = ticks - before  # the loop was blocked: no other coroutine ran
+        ticker.cancel()
+        found = await StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics()).load(
+            [key], {key: (tp.topic, tp.partition)}
+        )
+        out["found"] = found.get(key)
+        out["stamp"] = stamp
+    nowhere = StateStore("127.0.0.1:1", STATE, None, Metrics())
+    started = asyncio.get_running_loop().time()
+    out["nowhere"] = nowhere.save_now("stage1-suspects", 0, 0, [], timeout_s=2.0)
+    out["nowhere_s"] = asyncio.get_running_loop().time() - started
+    return out
+
+
+def test_a_record_saved_now_blocks_the_loop_until_stored_and_is_restored(
+    broker_with_topics: EmbeddedBroker,
+) -> None:
+    out = asyncio.run(save_now_scenario(broker_with_topics.bootstrap))
+    assert out["stored"] is True
+    assert out["ran_meanwhile"] == 0
+    assert out["found"] is not None
+    assert out["found"]["state"][0]["crashes"] == 1
+    assert out["found"]["stamp"] == out["stamp"]
+    assert out["nowhere"] is False
+    assert out["nowhere_s"] < 10.0

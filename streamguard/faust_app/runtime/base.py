@@ -17,6 +17,7 @@ from typing import Any
 
 from streamguard.contracts import Alert, Command, Rejected, TopicSpec, dead_letter
 from streamguard.core.pacing import Pacer
+from streamguard.core.quarantine import Suspect
 from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_reliably
@@ -58,6 +59,8 @@ class _Input:
     last_message: Any = None  # the one at last_offset (stages 2, 3, leakage), for its stamp
     # Stage 2: Stage2.revision of the channel when its last snapshot was taken (or restored).
     saved_revision: int = 0
+    # Stage 1: what it was accounting at each crash not yet behind ``resume`` (core.quarantine).
+    suspects: list[Suspect] = field(default_factory=list)
 
     def last_stamp(self) -> list[int] | None:
         """Stamp of the message at ``last_offset``; None if none was read since the restore.

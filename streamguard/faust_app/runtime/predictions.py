@@ -11,14 +11,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from streamguard.contracts import Rejected, parse_message
+from streamguard.contracts import Rejected, decode_message, parse_message
+from streamguard.core.exceptions import AccountingError
 from streamguard.core.partials import dumps
+from streamguard.core.quarantine import Handling, Suspect, after_crash, handling, prune
 from streamguard.core.stage1 import Stage1Report, Unit
 from streamguard.core.stage1_watermarks import one_heartbeat
 from streamguard.faust_app.outbox import send_all_reliably
-from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, log
+from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, _stamp, log
 
 __all__ = ["Stage1Handlers"]
+
+#: State key prefix of what stage 1 was accounting at each crash (core.quarantine).
+SUSPECTS = "stage1-suspects"
 
 #: Stage-1 snapshots taken in one flush at most (the most overdue first); the rest wait a flush.
 _SNAPSHOTS_PER_FLUSH = 2
@@ -31,7 +36,8 @@ class Stage1Handlers(RuntimeBase):
         partitions = self._to_restore("predictions", wanted, self.stage1)
         if not partitions:
             return
-        keys = [f"{kind}/{p}" for p in partitions for kind in ("stage1", "stage1-progress")]
+        kinds = ("stage1", "stage1-progress", SUSPECTS)
+        keys = [f"{kind}/{p}" for p in partitions for kind in kinds]
         found = await self.store.load(keys, self._inputs("predictions", keys))
         for p in partitions:
             snapshot = found.get(f"stage1/{p}")
@@ -42,7 +48,74 @@ class Stage1Handlers(RuntimeBase):
             if snapshot or progress:
                 self.metrics.restores.labels("stage1").inc()
                 log.warning("stage 1 partition %d restored; resuming at offset %d", p, resume)
-            self.stage1[p] = _Input(resume=resume, snapshot_at=time.monotonic())
+            state = _Input(resume=resume, snapshot_at=time.monotonic())
+            state.suspects = prune(self._suspects(p, found.get(f"{SUSPECTS}/{p}")), resume)
+            for suspect in state.suspects:
+                log.warning(
+                    "stage 1 partition %d: accounting offsets %d-%d stopped a worker %d time(s) "
+                    "(%s); they are accounted one message at a time%s",
+                    p,
+                    suspect.first,
+                    suspect.last,
+                    suspect.crashes,
+                    suspect.error,
+                    ", and the message is left out if it is the one recorded"
+                    if 0 < self.settings.quarantine_after <= suspect.crashes
+                    else "",
+                )
+            self.stage1[p] = state
+
+    def _suspects(self, partition: int, record: dict[str, Any] | None) -> list[Suspect]:
+        """The suspects stored for ``partition`` (none if unreadable: counted, logged)."""
+        if record is None:
+            return []
+        try:
+            return [Suspect.from_dict(s) for s in record["state"]]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            self.metrics.internal_errors.labels("state").inc()
+            log.error("stage 1 partition %d: ignoring unreadable suspects: %s", partition, exc)
+            return []
+
+    def _crashed(self, partition: int, state: _Input, exc: AccountingError, message: Any) -> None:
+        """Store what stage 1 was accounting when it raised, before the worker stops.
+
+        Blocking (:meth:`StateStore.save_now`): the state is half-changed, and no flush or
+        snapshot may run while the record is sent. ``message`` is the one just read, if any.
+        """
+        after = self.settings.quarantine_after
+        if not after:
+            return
+        single = message is not None and exc.first == exc.last == message.offset
+        stamp = _stamp(message) if single else None
+        state.suspects = after_crash(state.suspects, exc.first, exc.last, exc.error, stamp)
+        crashes = next(s.crashes for s in state.suspects if s.first <= exc.last <= s.last)
+        stored = self.store.save_now(
+            SUSPECTS,
+            partition,
+            exc.last,
+            [s.to_dict() for s in state.suspects],
+            stamp,
+        )
+        log.critical(
+            "stage 1 partition %d: %s; %s (crash %d%s)",
+            partition,
+            exc,
+            "recorded" if stored else "NOT recorded (the state topic did not take it)",
+            crashes,
+            f"; the message is left out after {after}" if single else "; next, one at a time",
+        )
+
+    def _quarantined(self, partition: int, offset: int, value: bytes | None) -> Rejected:
+        """The dead letter of a message left out (:mod:`streamguard.core.quarantine`)."""
+        state = self.stage1[partition]
+        suspect = next(s for s in state.suspects if s.first == offset)
+        self.metrics.internal_errors.labels("stage1_quarantine").inc()
+        detail = (
+            f"accounting this message stopped {suspect.crashes} workers ({suspect.error}); "
+            "left out of every statistic so the guard can run (a bug: please report it)"
+        )
+        log.error("stage 1 partition %d offset %d quarantined: %s", partition, offset, detail)
+        return Rejected("quarantined", detail[:1000], value or b"")
 
     async def on_prediction(self, event: Any) -> None:
         """One message of the predictions topic (one-event messages are processed in runs:
@@ -57,8 +130,29 @@ class Stage1Handlers(RuntimeBase):
         self.metrics.messages.inc()
         max_ts = time.time() + self.settings.max_future_s
         value = event.value
-        parsed = parse_message(value, max_ts)
-        units = self.engine.stage1.feed(partition, offset, value, parsed, max_ts)
+        how = Handling.RUN
+        if state.suspects:  # a restart after stage 1 raised (core.quarantine)
+            how = handling(
+                state.suspects, offset, lambda: _stamp(message), self.settings.quarantine_after
+            )
+        letters: list[tuple[int, Rejected]] = []
+        try:
+            if how is Handling.SKIP:
+                units = self.engine.stage1.skip(partition, offset, max_ts)
+                letters.append((offset, self._quarantined(partition, offset, value)))
+            else:
+                alone = how is Handling.ALONE
+                parsed = decode_message(value, max_ts) if alone else parse_message(value, max_ts)
+                units = self.engine.stage1.feed(partition, offset, value, parsed, max_ts)
+        except AccountingError as exc:
+            self._crashed(partition, state, exc, message)
+            raise
+        except Exception as exc:  # in parsing or joining a run: this message's doing
+            self._crashed(
+                partition, state, AccountingError(partition, offset, offset, exc), message
+            )
+            raise
+
         # The payload is parsed; keeping it until the snapshot would only cost memory (the event
         # holds its own reference). So stage 1's snapshots are not stamped: a restore checks them
         # against the log's end alone.
@@ -66,8 +160,9 @@ class Stage1Handlers(RuntimeBase):
         event.value = None
         state.held.append(event)
         state.last_offset = offset
-        if units:  # most one-event messages only join their partition's run
-            await self._dead_letters(self._units(units, value), message.topic, partition)
+        if units or letters:  # most one-event messages only join their partition's run
+            letters = self._units(units, value) + letters
+            await self._dead_letters(letters, message.topic, partition)
         stage1 = self.engine.stage1
         if (stage1.closing(partition) or stage1.ending(partition)) and self.caught_up(partition):
             # A window's close passed here: stage 2 hears of it with this partition's next
@@ -191,7 +286,11 @@ class Stage1Handlers(RuntimeBase):
             slots = _SNAPSHOTS_PER_FLUSH
             held: list[int] = []
             for partition, state in inputs:
-                letters.append((partition, self._units(stage1.cut(partition, max_ts))))
+                try:
+                    letters.append((partition, self._units(stage1.cut(partition, max_ts))))
+                except AccountingError as exc:  # a run of one-event messages raised
+                    self._crashed(partition, state, exc, None)
+                    raise
                 # Or many messages waiting for one: each held event is ~0.6 KB with Faust's
                 # message, so a backlog of one-event messages piled up ~80 MB in 10 s.
                 due = (

@@ -1,10 +1,13 @@
-"""Fault injection for ``tests/faults/test_internal_error.py``: a worker whose stage 1 raises.
+"""Fault injection for the fault tests: a worker (or replay) whose stage 1 raises.
 
 With this folder on ``PYTHONPATH``, Python imports this module at start-up. In a
-``streamguard worker`` process with ``STREAMGUARD_TEST_RAISE_IN=feed:N`` the Nth call of
-``Stage1._predictions`` (one deployment's predictions of one message) raises, after the
+``streamguard worker`` or ``replay`` process with ``STREAMGUARD_TEST_RAISE_IN=feed:N`` the Nth
+call of ``Stage1._predictions`` (one deployment's predictions of one message) raises, after the
 message's counts were partly taken; with ``flush:N`` the Nth flush of a partition that holds
-groups raises, after taking them. Any other process is left alone.
+groups raises, after taking them (``test_internal_error.py``). With ``event:ID`` every call of
+``Stage1._predictions`` whose predictions hold the event id ``ID`` raises, after part of it was
+counted: a bug that one message's content triggers, in every process that reads it
+(``test_quarantine.py``). Any other process is left alone.
 """
 
 import os
@@ -12,7 +15,7 @@ import sys
 
 _WHERE = os.environ.get("STREAMGUARD_TEST_RAISE_IN", "")
 
-if _WHERE and "worker" in sys.argv:
+if _WHERE and ("worker" in sys.argv or "replay" in sys.argv):
     from typing import Any
 
     import streamguard.core.stage1 as _stage1
@@ -33,6 +36,15 @@ if _WHERE and "worker" in sys.argv:
             _predictions(self, *args, **kwargs)
 
         _stage1.Stage1._predictions = _failing_predictions  # type: ignore[method-assign]
+    elif _point == "event":
+        _predictions = _stage1.Stage1._predictions
+
+        def _poisoned_predictions(self: Any, source: Any, state: Any, batch: Any, *a: Any) -> None:
+            _predictions(self, source, state, batch, *a)
+            if _n in batch.event_id:  # after counting: the state is half-changed
+                raise RuntimeError(f"injected: {_WHERE}")
+
+        _stage1.Stage1._predictions = _poisoned_predictions  # type: ignore[method-assign]
     elif _point == "flush":
         _encode = _stage1.encode_partials
 

@@ -122,6 +122,8 @@ def test_a_bad_gc_threshold_is_refused(value: str, fragment: str) -> None:
         ("STREAMGUARD_MAX_AHEAD_S", "-5", "max ahead"),
         ("STREAMGUARD_MAX_AHEAD_S", "nan", "max ahead"),
         ("STREAMGUARD_MAX_AHEAD_S", "soon", "not a number"),
+        ("STREAMGUARD_QUARANTINE_AFTER", "-1", "quarantine after"),
+        ("STREAMGUARD_QUARANTINE_AFTER", "2.5", "not a whole number"),
     ],
 )
 def test_bad_worker_numbers_are_one_plain_error(name: str, value: str, fragment: str) -> None:

@@ -1,5 +1,6 @@
 """``streamguard replay``: alert-only findings are printed too, next to commands."""
 
+import os
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import orjson
 from streamguard.contracts import load_schema
 from streamguard.engine import Pipeline
 from streamguard.policy import Policy
-from tests.unit.cli.test_errors import streamguard
+from tests.unit.cli.test_errors import assert_one_error_line, streamguard
 from tests.unit.cli.test_simulate import simulate
 
 
@@ -36,3 +37,17 @@ def test_replay_prints_the_determinism_notice_of_a_nondeterministic_env(tmp_path
     counts = re.search(r"(\d+) commands, (\d+) alerts \((\d+) notices with no command\)", summary)
     assert counts is not None, summary
     assert counts.groups() == ("0", str(len(pipe.alerts)), str(len(printed)))
+
+
+def test_a_message_that_makes_replay_raise_is_named_in_one_line(tmp_path: Path) -> None:
+    """What the worker leaves out after two crashes (quarantine), replay names and stops at."""
+    recording = simulate(tmp_path, "shadow-deviation", 100, 30)
+    lines = recording.read_bytes().splitlines()
+    poison = orjson.loads(lines[6])["events"][0]["event_id"]
+    inject = Path(__file__).parents[2] / "faults" / "inject"
+    path = os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "STREAMGUARD_TEST_RAISE_IN": f"event:{poison}"}
+    result = streamguard("replay", str(recording), "--no-progress", env=env)
+    assert_one_error_line(result, 4, "line 7: accounting predictions partition ")
+    assert f"raised RuntimeError: injected: event:{poison}" in result.stderr
+    assert result.stdout == ""  # nothing was decided before line 7
