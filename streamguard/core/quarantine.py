@@ -11,17 +11,21 @@ crashes involved them. A restarted worker then treats each offset by :func:`hand
 * inside a suspect that has not crashed ``after`` times yet, or is not one known message:
   decoded and accounted alone (``ALONE``), so the next crash names one message, not a run.
   Accounting alone gives what runs give (``Pipeline(runs=False)`` is tested against runs);
-* the one message a suspect names, stamped (timestamp and CRC-32 of the value, so another
-  message at that offset after the broker lost its log is not taken for it), after ``after``
-  crashes: left out (``SKIP``). The worker dead-letters it as ``quarantined`` with the error,
-  and stage 1 covers its offset without accounting it.
+* the one message a suspect names, after ``after`` crashes: left out (``SKIP``). The worker
+  dead-letters it as ``quarantined`` with the error, and stage 1 covers its offset without
+  accounting it.
 
-Counting needs the same message twice (``after=2``, the default) before leaving it out, so
-that one transient failure (``MemoryError`` under a spike) costs a restart and not an event.
+Each suspect carries the stamp (Kafka timestamp and CRC-32 of the value) of the message at its
+``last`` offset: a message is left out only if it is the one stamped, so after the broker lost
+its log another message at that offset is not taken for it, and a crash at an offset whose
+stamp differs starts over. A crash inside a run counts for every message of the run, so with
+``after=2`` (the default) a message is left out after two crashes that involved it, the last
+with the message accounted alone: one transient failure (``MemoryError`` under a spike) costs
+a restart and not an event.
 
 Examples
 --------
->>> first = after_crash([], 100, 350, "ValueError: boom", None)
+>>> first = after_crash([], 100, 350, "ValueError: boom", [9, 4])
 >>> handling(first, 200, lambda: [7, 1], after=2)
 <Handling.ALONE: 'alone'>
 >>> second = after_crash(first, 200, 200, "ValueError: boom", [7, 1])
@@ -54,8 +58,7 @@ class Handling(enum.Enum):
 class Suspect:
     """Offsets ``first``..``last`` of one partition were being accounted at ``crashes`` crashes.
 
-    ``stamp`` is that of the message at ``last`` when ``first == last`` and the worker held the
-    message (it does not at a flush, which cuts runs after their payloads were dropped).
+    ``stamp`` is that of the message at ``last``; None when the worker could not take it.
     """
 
     first: int
@@ -104,28 +107,29 @@ def after_crash(
     """The suspects once accounting ``first``..``last`` raised ``error``.
 
     A crash inside a suspect's offsets narrows it to their overlap and counts one more crash;
-    but two stamps that differ are two messages (the log was lost and refilled), which starts
-    over. A crash elsewhere is a new suspect; the others are kept, since a restore from an
-    older snapshot reads them again. ``stamp`` is the message's when ``first == last``.
+    but a crash whose last message has another stamp than the suspect's at the same offset is
+    of another message (the log was lost and refilled), which starts over. A crash elsewhere
+    is a new suspect; the others are kept, since a restore from an older snapshot reads them
+    again. ``stamp`` is that of the message at ``last``.
     """
     if not 0 <= first <= last:
         raise ValueError(f"offsets {first}..{last} are not a range")
-    new = _stamp(stamp) if first == last else None
+    new = _stamp(stamp)
     kept = []
     crashes = 1
     lo, hi = first, last
     for suspect in suspects:
         overlaps = suspect.first <= last and first <= suspect.last
-        same = suspect.stamp is None or new is None or suspect.stamp == new
-        if overlaps and same and crashes == 1:
+        comparable = suspect.last == last and suspect.stamp is not None and new is not None
+        if overlaps and crashes == 1 and not (comparable and suspect.stamp != new):
             crashes = suspect.crashes + 1
             lo, hi = max(first, suspect.first), min(last, suspect.last)
-            if new is None and lo == hi == suspect.last:
+            if hi != last:  # the overlap ends at the suspect's last message
                 new = suspect.stamp
         elif not overlaps:
             kept.append(suspect)
         # An overlapping suspect of another message (other stamp) is of a lost log: dropped.
-    kept.append(Suspect(lo, hi, crashes, error[:500], new if lo == hi else None))
+    kept.append(Suspect(lo, hi, crashes, error[:500], new))
     return kept[-MAX_SUSPECTS:]
 
 

@@ -101,10 +101,7 @@ class Stage1(Partitions):
         source = self._source(partition)
         if isinstance(parsed, Decoded):
             units = self._run(source, max_ts)
-            try:
-                report = self.process(partition, offset, parsed)
-            except Exception as exc:  # the worker records the message before it stops
-                raise AccountingError(partition, offset, offset, exc) from exc
+            report = self.process(partition, offset, parsed, value)
             units.append(Unit(offset, offset, parsed, report, [offset] * len(parsed.rejected)))
             return units
         source.run.add(offset, value or b"", parsed)
@@ -123,12 +120,25 @@ class Stage1(Partitions):
             return []
         return self._run(source, max_ts)
 
+    def skippable(self, partition: int, offset: int) -> bool:
+        """Whether the message at ``offset`` may be left out (:meth:`skip`).
+
+        Not when a recorded flush boundary at or after it is still to be reproduced: that flush
+        once sent partials holding the message, so it was accounted then, and the partials
+        reproduced without it would differ from those stage 2 already has.
+        """
+        source = self._sources.get(partition)
+        return source is None or not source.replay or source.replay[-1] < offset
+
     def skip(self, partition: int, offset: int, max_ts: float) -> list[Unit]:
         """Leave the message at ``offset`` out (quarantined: :mod:`~streamguard.core.quarantine`).
 
         The run before it is processed first, as before any message accounted alone; then its
-        offset counts as read, so partials and snapshots cover it and no restart reads it again.
+        offset counts as read, so partials and snapshots cover it: a restart from a later
+        snapshot does not read it again (one from an earlier one leaves it out again).
         """
+        if not self.skippable(partition, offset):
+            raise ValueError(f"partition {partition}: offset {offset} was accounted before")
         source = self._source(partition)
         units = self._run(source, max_ts)
         if offset > source.offset_hi:
@@ -144,13 +154,36 @@ class Stage1(Partitions):
             decoded = decode_run(run, max_ts)
             report = self._process_run(source, run.offsets, decoded)
         except Exception as exc:  # which messages: only stage 1 knows, at a flush's cut
-            raise AccountingError(source.partition, run.offsets[0], run.offsets[-1], exc) from exc
+            first, last = run.offsets[0], run.offsets[-1]
+            raise AccountingError(source.partition, first, last, exc, run.values[-1]) from exc
+        # Outside the messages' accounting: a flush at a recorded boundary is not their doing.
+        # A run ends at the first offset at or past a boundary, so this is where one message
+        # at a time would flush.
+        self._reproduce(source, run.offsets[-1])
         return [Unit(run.offsets[0], run.offsets[-1], decoded.decoded, report, decoded.rejected_at)]
 
-    def process(self, partition: int, offset: int, decoded: Decoded) -> Stage1Report:
-        """Account one message of ``partition`` at ``offset``."""
-        report = Stage1Report()
+    def process(
+        self, partition: int, offset: int, decoded: Decoded, value: bytes | None = None
+    ) -> Stage1Report:
+        """Account one message of ``partition`` at ``offset`` (``value``: its bytes, if known).
+
+        Raises
+        ------
+        AccountingError
+            When accounting it raised (from that exception), naming the message.
+        """
         source = self._source(partition)
+        try:
+            report = self._one(source, offset, decoded)
+        except Exception as exc:  # the worker records the message before it stops
+            raise AccountingError(partition, offset, offset, exc, value) from exc
+        if not report.skipped_offsets:
+            self._reproduce(source, offset)
+        return report
+
+    def _one(self, source: Source, offset: int, decoded: Decoded) -> Stage1Report:
+        """Account one message, without the flushes a restored partition reproduces."""
+        report = Stage1Report()
         if offset <= source.offset_hi:
             report.skipped_offsets = 1
             return report
@@ -164,7 +197,6 @@ class Stage1(Partitions):
             max(watermark, decoded.max_ts),
             report=report,
         )
-        self._reproduce(source, offset)
         return report
 
     def _process_run(self, source: Source, offsets: list[int], run: DecodedRun) -> Stage1Report:
@@ -172,7 +204,7 @@ class Stage1(Partitions):
         if offsets[0] <= source.offset_hi:  # replayed after a restore: skip as one by one would
             report = Stage1Report()
             for k, offset in enumerate(offsets):
-                add_report(report, self.process(source.partition, offset, single(run, k)))
+                add_report(report, self._one(source, offset, single(run, k)))
             return report
         report = Stage1Report()
         predictions, outcomes = run.decoded.predictions, run.decoded.outcomes
@@ -217,8 +249,7 @@ class Stage1(Partitions):
             else:
                 report.one_by_one += hi - lo
                 for k in range(lo, hi):
-                    add_report(report, self.process(source.partition, offsets[k], single(run, k)))
-        self._reproduce(source, offsets[-1])
+                    add_report(report, self._one(source, offsets[k], single(run, k)))
         return report
 
     @staticmethod

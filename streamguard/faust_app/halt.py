@@ -10,7 +10,8 @@ injected into stage 1's accounting left the worker running with the message lost
 
 :func:`stops_worker` instead ends the process on the spot, with :data:`EXIT_STAGE_FAILED`,
 once the traceback is logged (a counter would die with the process; the exit status and the
-log line are what an operator sees). Nothing more is flushed, sent, acknowledged or stored,
+log line are what an operator sees). Nothing more is flushed, sent, acknowledged or stored
+(but for stage 1's record of the messages it was accounting, :mod:`streamguard.core.quarantine`),
 which is what ``kill -9`` does, and the fault tests prove that a worker started after a
 ``kill -9`` at any point restores every partition from its last stored snapshot and gives
 the partials, verdicts and commands of a worker that never stopped

@@ -136,6 +136,7 @@ class StateStore:
         state: Any,
         stamp: list[int] | None = None,
         *,
+        key: str | None = None,
         timeout_s: float = 10.0,
     ) -> bool:
         """Store a small record (no parts) before returning, blocking the event loop meanwhile.
@@ -143,9 +144,11 @@ class StateStore:
         For a worker about to exit on half-changed state (``faust_app.halt``): no other
         coroutine may run, flush or snapshot that state while the record is sent, so it goes
         through a producer of its own in a thread. False if the broker did not have it within
-        ``timeout_s`` (logged); the caller exits anyway.
+        ``timeout_s`` (logged); the caller exits anyway. ``key`` defaults to
+        ``"<stage>/<partition>"``; a record beside a snapshot (``"<stage>/<partition>/<name>"``)
+        shares its state partition.
         """
-        key = f"{stage}/{partition}"
+        key = key or f"{stage}/{partition}"
         record = {"stage": stage, "partition": partition, "offset": offset, "state": state}
         if stamp is not None:
             record["stamp"] = stamp

@@ -211,8 +211,8 @@ class RuntimeBase:
         return sorted(p for p in owned if p not in loaded)
 
     def _inputs(self, role: str, keys: list[str]) -> dict[str, tuple[str, int]]:
-        """Per snapshot key ``"<stage>/<p>"``, the input partition its offsets count."""
-        return {key: (self.specs[role].name, int(key.rsplit("/", 1)[1])) for key in keys}
+        """Per snapshot key ``"<stage>/<p>[/<name>]"``, the input partition its offsets count."""
+        return {key: (self.specs[role].name, int(key.split("/")[1])) for key in keys}
 
     async def _dead_letters(
         self, letters: list[tuple[int, Rejected]], topic: str, partition: int

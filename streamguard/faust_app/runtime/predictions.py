@@ -19,11 +19,26 @@ from streamguard.core.stage1 import Stage1Report, Unit
 from streamguard.core.stage1_watermarks import one_heartbeat
 from streamguard.faust_app.outbox import send_all_reliably
 from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, _stamp, log
+from streamguard.faust_app.state import message_stamp
 
 __all__ = ["Stage1Handlers"]
 
-#: State key prefix of what stage 1 was accounting at each crash (core.quarantine).
-SUSPECTS = "stage1-suspects"
+
+def _stamp_at(state: _Input, message: Any, offset: int, value: bytes | None) -> list[int] | None:
+    """Stamp of the message at ``offset``: the one just read, or one held (payload dropped, so
+    its bytes come from stage 1); None if neither holds it."""
+    if message is not None and message.offset == offset:
+        return _stamp(message)
+    for event in reversed(state.held):
+        if event.message.offset == offset:
+            ms = event.message.timestamp
+            return message_stamp(None if ms is None else round(ms * 1000), value)
+    return None
+
+
+#: State key of what stage 1 was accounting at each crash (core.quarantine): beside the
+#: partition's snapshot, on the same state partition, so a restore reads no other one.
+SUSPECTS = "stage1/{}/suspects"
 
 #: Stage-1 snapshots taken in one flush at most (the most overdue first); the rest wait a flush.
 _SNAPSHOTS_PER_FLUSH = 2
@@ -36,8 +51,8 @@ class Stage1Handlers(RuntimeBase):
         partitions = self._to_restore("predictions", wanted, self.stage1)
         if not partitions:
             return
-        kinds = ("stage1", "stage1-progress", SUSPECTS)
-        keys = [f"{kind}/{p}" for p in partitions for kind in kinds]
+        kinds = ("stage1/{}", "stage1-progress/{}", SUSPECTS)
+        keys = [kind.format(p) for p in partitions for kind in kinds]
         found = await self.store.load(keys, self._inputs("predictions", keys))
         for p in partitions:
             snapshot = found.get(f"stage1/{p}")
@@ -49,7 +64,7 @@ class Stage1Handlers(RuntimeBase):
                 self.metrics.restores.labels("stage1").inc()
                 log.warning("stage 1 partition %d restored; resuming at offset %d", p, resume)
             state = _Input(resume=resume, snapshot_at=time.monotonic())
-            state.suspects = prune(self._suspects(p, found.get(f"{SUSPECTS}/{p}")), resume)
+            state.suspects = prune(self._suspects(p, found.get(SUSPECTS.format(p))), resume)
             for suspect in state.suspects:
                 log.warning(
                     "stage 1 partition %d: accounting offsets %d-%d stopped a worker %d time(s) "
@@ -80,42 +95,75 @@ class Stage1Handlers(RuntimeBase):
         """Store what stage 1 was accounting when it raised, before the worker stops.
 
         Blocking (:meth:`StateStore.save_now`): the state is half-changed, and no flush or
-        snapshot may run while the record is sent. ``message`` is the one just read, if any.
+        snapshot may run while the record is sent. ``message`` is the one just read, if any;
+        the record is stamped with the message at ``exc.last`` (a restore refuses it once the
+        partition holds another message there: the broker lost the log).
         """
         after = self.settings.quarantine_after
         if not after:
             return
-        single = message is not None and exc.first == exc.last == message.offset
-        stamp = _stamp(message) if single else None
+        stamp = _stamp_at(state, message, exc.last, exc.value)
         state.suspects = after_crash(state.suspects, exc.first, exc.last, exc.error, stamp)
-        crashes = next(s.crashes for s in state.suspects if s.first <= exc.last <= s.last)
+        suspect = next(s for s in state.suspects if s.first <= exc.last <= s.last)
         stored = self.store.save_now(
-            SUSPECTS,
+            "stage1",
             partition,
             exc.last,
             [s.to_dict() for s in state.suspects],
             stamp,
+            key=SUSPECTS.format(partition),
         )
         log.critical(
-            "stage 1 partition %d: %s; %s (crash %d%s)",
+            "stage 1 partition %d: %s; %s (crash %d of offsets %d-%d; %s)",
             partition,
             exc,
             "recorded" if stored else "NOT recorded (the state topic did not take it)",
-            crashes,
-            f"; the message is left out after {after}" if single else "; next, one at a time",
+            suspect.crashes,
+            suspect.first,
+            suspect.last,
+            f"the message is left out at crash {after}"
+            if suspect.first == suspect.last
+            else "next, they are accounted one at a time",
         )
 
-    def _quarantined(self, partition: int, offset: int, value: bytes | None) -> Rejected:
-        """The dead letter of a message left out (:mod:`streamguard.core.quarantine`)."""
-        state = self.stage1[partition]
-        suspect = next(s for s in state.suspects if s.first == offset)
-        self.metrics.internal_errors.labels("stage1_quarantine").inc()
-        detail = (
-            f"accounting this message stopped {suspect.crashes} workers ({suspect.error}); "
-            "left out of every statistic so the guard can run (a bug: please report it)"
-        )
-        log.error("stage 1 partition %d offset %d quarantined: %s", partition, offset, detail)
-        return Rejected("quarantined", detail[:1000], value or b"")
+    def _suspected(
+        self,
+        state: _Input,
+        message: Any,
+        value: bytes | None,
+        max_ts: float,
+        letters: list[tuple[int, Rejected]],
+    ) -> list[Unit]:
+        """Account a message of a partition with suspects: in runs, alone, or not at all."""
+        partition, offset = message.partition, message.offset
+        stage1 = self.engine.stage1
+        after = self.settings.quarantine_after
+        how = handling(state.suspects, offset, lambda: _stamp(message), after)
+        if how is Handling.SKIP and not stage1.skippable(partition, offset):
+            log.error(
+                "stage 1 partition %d offset %d: not left out, since a flush since the last "
+                "snapshot holds it (so it was accounted once); accounted alone",
+                partition,
+                offset,
+            )
+            how = Handling.ALONE
+        if how is Handling.SKIP:
+            units = stage1.skip(partition, offset, max_ts)
+            suspect = next(s for s in state.suspects if s.first == offset)
+            self.metrics.internal_errors.labels("stage1_quarantine").inc()
+            detail = (
+                f"accounting this message stopped {suspect.crashes} workers ({suspect.error}); "
+                "left out of every statistic so the guard can run (a bug: please report it)"
+            )
+            log.error("stage 1 partition %d offset %d quarantined: %s", partition, offset, detail)
+            letters.append((offset, Rejected("quarantined", detail[:1000], value or b"")))
+            return units
+        try:  # alone: decoded whole, so that no run holds it
+            alone = how is Handling.ALONE
+            parsed = decode_message(value, max_ts) if alone else parse_message(value, max_ts)
+        except Exception as exc:
+            raise AccountingError(partition, offset, offset, exc, value) from exc
+        return stage1.feed(partition, offset, value, parsed, max_ts)
 
     async def on_prediction(self, event: Any) -> None:
         """One message of the predictions topic (one-event messages are processed in runs:
@@ -130,29 +178,19 @@ class Stage1Handlers(RuntimeBase):
         self.metrics.messages.inc()
         max_ts = time.time() + self.settings.max_future_s
         value = event.value
-        how = Handling.RUN
-        if state.suspects:  # a restart after stage 1 raised (core.quarantine)
-            how = handling(
-                state.suspects, offset, lambda: _stamp(message), self.settings.quarantine_after
-            )
         letters: list[tuple[int, Rejected]] = []
         try:
-            if how is Handling.SKIP:
-                units = self.engine.stage1.skip(partition, offset, max_ts)
-                letters.append((offset, self._quarantined(partition, offset, value)))
-            else:
-                alone = how is Handling.ALONE
-                parsed = decode_message(value, max_ts) if alone else parse_message(value, max_ts)
+            if not state.suspects:
+                try:
+                    parsed = parse_message(value, max_ts)
+                except Exception as exc:  # no state changed yet, but the message is to blame
+                    raise AccountingError(partition, offset, offset, exc, value) from exc
                 units = self.engine.stage1.feed(partition, offset, value, parsed, max_ts)
+            else:  # a restart after stage 1 raised (core.quarantine)
+                units = self._suspected(state, message, value, max_ts, letters)
         except AccountingError as exc:
             self._crashed(partition, state, exc, message)
             raise
-        except Exception as exc:  # in parsing or joining a run: this message's doing
-            self._crashed(
-                partition, state, AccountingError(partition, offset, offset, exc), message
-            )
-            raise
-
         # The payload is parsed; keeping it until the snapshot would only cost memory (the event
         # holds its own reference). So stage 1's snapshots are not stamped: a restore checks them
         # against the log's end alone.
@@ -372,6 +410,8 @@ class Stage1Handlers(RuntimeBase):
                 if await self.store.save("stage1", partition, snapshot["offset"], snapshot):
                     stage1.snapshot_stored(partition, snapshot["offset"])
                     state.held = _release(state.held, snapshot["offset"])
+                    if state.suspects:  # those behind it are never read again
+                        state.suspects = prune(state.suspects, snapshot["offset"] + 1)
         finally:
             self.snapshot_lock1.release()
 
