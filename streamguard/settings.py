@@ -147,9 +147,10 @@ class Settings:
     #: between flush ticks while paused; the 10,000-slice burst peaked at 787 MB against
     #: 882-886 (benchmarks/HISTORY.md).
     max_ahead_s: float = 0.0
-    #: Crashes of stage 1 on the same message after which a restarted worker dead-letters it
-    #: as ``quarantined`` and goes on without it (:mod:`streamguard.core.quarantine`); 0 never
-    #: does, and every restart stops at that message (exit status 70) until the bug is fixed.
+    #: Crashes of stage 1 (or of the leakage guard) on the same message after which a restarted
+    #: worker dead-letters it as ``quarantined`` and goes on without it
+    #: (:mod:`streamguard.core.quarantine`); 0 never does, and every restart stops at that message
+    #: (exit status 70) until the bug is fixed.
     quarantine_after: int = 2
 
     @classmethod

@@ -6,11 +6,12 @@ __all__ = ["AccountingError"]
 
 
 class AccountingError(StreamguardError):
-    """Accounting messages ``first``..``last`` of a predictions partition raised.
+    """Accounting messages ``first``..``last`` of an input partition raised.
 
     Raised from the original exception (``__cause__``), by :meth:`Stage1.feed` and
-    :meth:`Stage1.cut`: they know which messages were being accounted, the worker does not when
-    a run is cut at a flush. The worker records them, stamped with the message at ``last``
+    :meth:`Stage1.cut` (they know which messages were being accounted, the worker does not when
+    a run is cut at a flush), and by the worker for the training examples it counts. The
+    worker records them, stamped with the message at ``last``
     (:mod:`streamguard.core.quarantine`), before it stops.
     """
 
@@ -21,10 +22,12 @@ class AccountingError(StreamguardError):
         last: int,
         cause: BaseException,
         value: bytes | None = None,
+        *,
+        source: str = "predictions",
     ) -> None:
         what = f"offset {first}" if first == last else f"offsets {first}-{last}"
         super().__init__(
-            f"accounting predictions partition {partition} {what} raised "
+            f"accounting {source} partition {partition} {what} raised "
             f"{type(cause).__name__}: {cause}"
         )
         self.partition = partition

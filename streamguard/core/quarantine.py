@@ -1,11 +1,13 @@
-"""Messages that made stage 1 raise: narrowed down across restarts, then left out.
+"""Input messages that made a stage raise: narrowed down across restarts, then left out.
 
-A stage that raises stops the worker (``faust_app.halt``), since its state may be half-changed,
-and the restarted worker replays from its last snapshot. When the error comes from the message
-itself (a bug its content triggers), every restart would stop at it again and the guard would
-stay down. So before it exits, the worker stores a :class:`Suspect` per crash: the offsets of
-the *unit* stage 1 was accounting (one message, or a run of one-event messages) and how many
-crashes involved them. A restarted worker then treats each offset by :func:`handling`:
+A stage that raises stops the worker (``faust_app.halt``), since its state may be half-changed, and
+the restarted worker replays from its last snapshot. When the error comes from the message itself
+(a bug its content triggers), every restart would stop at it again and the guard would stay down.
+This holds for stage 1's predictions and for the leakage guard's training examples (always one
+message at a time); stage 1 is described here. So before it exits, the worker stores a
+:class:`Suspect` per crash: the offsets of the *unit* stage 1 was accounting (one message, or a run
+of one-event messages) and how many crashes involved them. A restarted worker then treats each
+offset by :func:`handling`:
 
 * outside every suspect: as usual (``RUN``: one-event messages join runs);
 * inside a suspect that has not crashed ``after`` times yet, or is not one known message:

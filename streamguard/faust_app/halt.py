@@ -8,20 +8,21 @@ shutdown checkpoint flushes and stores that state. Measured on 2026-11-25, an ex
 injected into stage 1's accounting left the worker running with the message lost, and
 ``/health`` back at ``ok`` a minute later.
 
-:func:`stops_worker` instead ends the process on the spot, with :data:`EXIT_STAGE_FAILED`,
-once the traceback is logged (a counter would die with the process; the exit status and the
-log line are what an operator sees). Nothing more is flushed, sent, acknowledged or stored
-(but for stage 1's record of the messages it was accounting, :mod:`streamguard.core.quarantine`),
-which is what ``kill -9`` does, and the fault tests prove that a worker started after a
-``kill -9`` at any point restores every partition from its last stored snapshot and gives
-the partials, verdicts and commands of a worker that never stopped
-(``tests/faults/test_kill.py``; for this path ``test_internal_error.py``).
+:func:`stops_worker` instead ends the process on the spot, with :data:`EXIT_STAGE_FAILED`, once the
+traceback is logged (a counter would die with the process; the exit status and the log line are
+what an operator sees). Nothing more is flushed, sent, acknowledged or stored (but for the record
+of the input messages it was accounting, :mod:`streamguard.core.quarantine`), which is what
+``kill -9`` does, and the fault tests prove that a worker started after a ``kill -9`` at any point
+restores every partition from its last stored snapshot and gives the partials, verdicts and
+commands of a worker that never stopped (``tests/faults/test_kill.py``; for this path
+``test_internal_error.py``).
 
-The price: an error that repeats on the same input (a bug) would stop every restart at the
-same message. For stage 1's accounting of predictions, the worker records which messages it
-was accounting before it exits, and a restart leaves out a message that stopped two workers,
-dead-lettered as ``quarantined`` (:mod:`streamguard.core.quarantine`). Any other repeating
-error keeps the guard down, loudly (exit status, restarts, the log), until the bug is fixed.
+The price: an error that repeats on the same input (a bug) would stop every restart at the same
+message. For stage 1's accounting of predictions and the leakage guard's of training examples, the
+worker records which messages it was accounting before it exits, and a restart leaves out a message
+that stopped two workers, dead-lettered as ``quarantined`` (:mod:`streamguard.core.quarantine`).
+Any other repeating error keeps the guard down, loudly (exit status, restarts, the log), until the
+bug is fixed.
 """
 
 import contextlib

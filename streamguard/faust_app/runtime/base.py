@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamguard.contracts import Alert, Command, Rejected, TopicSpec, dead_letter
+from streamguard.core.exceptions import AccountingError
 from streamguard.core.pacing import Pacer
-from streamguard.core.quarantine import Suspect
+from streamguard.core.quarantine import Suspect, after_crash, prune
 from streamguard.engine import Engine
 from streamguard.faust_app.metrics import Metrics
 from streamguard.faust_app.outbox import send_reliably
@@ -275,6 +276,90 @@ class RuntimeBase:
             wait=True,
         )
         log.warning("command %s %s: %s", command.action, command.command_id, alert.summary)
+
+    # -- quarantine (core.quarantine) ----------------------------------------------------------
+
+    def _suspects(
+        self, stage: str, partition: int, record: dict[str, Any] | None, resume: int
+    ) -> list[Suspect]:
+        """The suspects a restore found for ``partition`` still ahead of ``resume``, logged
+        (none if unreadable: counted, logged)."""
+        if record is None:
+            return []
+        try:
+            suspects = prune([Suspect.from_dict(s) for s in record["state"]], resume)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            self.metrics.internal_errors.labels("state").inc()
+            log.error("%s partition %d: ignoring unreadable suspects: %s", stage, partition, exc)
+            return []
+        after = self.settings.quarantine_after
+        for suspect in suspects:
+            log.warning(
+                "%s partition %d: accounting offsets %d-%d stopped a worker %d time(s) (%s); "
+                "they are accounted one message at a time%s",
+                stage,
+                partition,
+                suspect.first,
+                suspect.last,
+                suspect.crashes,
+                suspect.error,
+                ", and the message is left out if it is the one recorded"
+                if 0 < after <= suspect.crashes
+                else "",
+            )
+        return suspects
+
+    def _record_crash(
+        self,
+        stage: str,
+        key: str,
+        state: _Input,
+        exc: AccountingError,
+        stamp: list[int] | None,
+    ) -> None:
+        """Store what a stage was accounting when it raised, before the worker stops.
+
+        Blocking (:meth:`StateStore.save_now`): the state is half-changed, and no flush or
+        snapshot may run while the record is sent. ``stamp`` is that of the message at
+        ``exc.last``: a restore refuses the record once the partition holds another message
+        there (the broker lost the log).
+        """
+        after = self.settings.quarantine_after
+        if not after:
+            return
+        state.suspects = after_crash(state.suspects, exc.first, exc.last, exc.error, stamp)
+        suspect = next(s for s in state.suspects if s.first <= exc.last <= s.last)
+        records = [s.to_dict() for s in state.suspects]
+        owner = key.split("/", 1)[0]  # the stage whose snapshot the record sits beside
+        stored = self.store.save_now(owner, exc.partition, exc.last, records, stamp, key=key)
+        log.critical(
+            "%s partition %d: %s; %s (crash %d of offsets %d-%d; %s)",
+            stage,
+            exc.partition,
+            exc,
+            "recorded" if stored else "NOT recorded (the state topic did not take it)",
+            suspect.crashes,
+            suspect.first,
+            suspect.last,
+            f"the message is left out at crash {after}"
+            if suspect.first == suspect.last
+            else "next, they are accounted one at a time",
+        )
+
+    def _quarantine_letter(
+        self, stage: str, state: _Input, message: Any, value: bytes | None
+    ) -> Rejected:
+        """The dead letter of a message left out, counted and logged."""
+        suspect = next(s for s in state.suspects if s.first == message.offset)
+        self.metrics.internal_errors.labels(f"{stage}_quarantine").inc()
+        detail = (
+            f"accounting this message stopped {suspect.crashes} workers ({suspect.error}); "
+            "left out of every statistic so the guard can run (a bug: please report it)"
+        )
+        log.error(
+            "%s[%d]@%d quarantined: %s", message.topic, message.partition, message.offset, detail
+        )
+        return Rejected("quarantined", detail[:1000], value or b"")
 
     def agent_crashed(self, agent: str, exc: BaseException) -> None:
         """A stage raised: count it, log its traceback, and have /health say so for a minute.

@@ -14,7 +14,7 @@ from typing import Any
 from streamguard.contracts import Rejected, decode_message, parse_message
 from streamguard.core.exceptions import AccountingError
 from streamguard.core.partials import dumps
-from streamguard.core.quarantine import Handling, Suspect, after_crash, handling, prune
+from streamguard.core.quarantine import Handling, handling, prune
 from streamguard.core.stage1 import Stage1Report, Unit
 from streamguard.core.stage1_watermarks import one_heartbeat
 from streamguard.faust_app.outbox import send_all_reliably
@@ -64,67 +64,17 @@ class Stage1Handlers(RuntimeBase):
                 self.metrics.restores.labels("stage1").inc()
                 log.warning("stage 1 partition %d restored; resuming at offset %d", p, resume)
             state = _Input(resume=resume, snapshot_at=time.monotonic())
-            state.suspects = prune(self._suspects(p, found.get(SUSPECTS.format(p))), resume)
-            for suspect in state.suspects:
-                log.warning(
-                    "stage 1 partition %d: accounting offsets %d-%d stopped a worker %d time(s) "
-                    "(%s); they are accounted one message at a time%s",
-                    p,
-                    suspect.first,
-                    suspect.last,
-                    suspect.crashes,
-                    suspect.error,
-                    ", and the message is left out if it is the one recorded"
-                    if 0 < self.settings.quarantine_after <= suspect.crashes
-                    else "",
-                )
+            state.suspects = self._suspects("stage 1", p, found.get(SUSPECTS.format(p)), resume)
             self.stage1[p] = state
 
-    def _suspects(self, partition: int, record: dict[str, Any] | None) -> list[Suspect]:
-        """The suspects stored for ``partition`` (none if unreadable: counted, logged)."""
-        if record is None:
-            return []
-        try:
-            return [Suspect.from_dict(s) for s in record["state"]]
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            self.metrics.internal_errors.labels("state").inc()
-            log.error("stage 1 partition %d: ignoring unreadable suspects: %s", partition, exc)
-            return []
-
     def _crashed(self, partition: int, state: _Input, exc: AccountingError, message: Any) -> None:
-        """Store what stage 1 was accounting when it raised, before the worker stops.
+        """Record what stage 1 was accounting when it raised (:meth:`_record_crash`).
 
-        Blocking (:meth:`StateStore.save_now`): the state is half-changed, and no flush or
-        snapshot may run while the record is sent. ``message`` is the one just read, if any;
-        the record is stamped with the message at ``exc.last`` (a restore refuses it once the
-        partition holds another message there: the broker lost the log).
+        ``message`` is the one just read, if any; the record is stamped with the message at
+        ``exc.last``.
         """
-        after = self.settings.quarantine_after
-        if not after:
-            return
         stamp = _stamp_at(state, message, exc.last, exc.value)
-        state.suspects = after_crash(state.suspects, exc.first, exc.last, exc.error, stamp)
-        suspect = next(s for s in state.suspects if s.first <= exc.last <= s.last)
-        stored = self.store.save_now(
-            "stage1",
-            partition,
-            exc.last,
-            [s.to_dict() for s in state.suspects],
-            stamp,
-            key=SUSPECTS.format(partition),
-        )
-        log.critical(
-            "stage 1 partition %d: %s; %s (crash %d of offsets %d-%d; %s)",
-            partition,
-            exc,
-            "recorded" if stored else "NOT recorded (the state topic did not take it)",
-            suspect.crashes,
-            suspect.first,
-            suspect.last,
-            f"the message is left out at crash {after}"
-            if suspect.first == suspect.last
-            else "next, they are accounted one at a time",
-        )
+        self._record_crash("stage 1", SUSPECTS.format(partition), state, exc, stamp)
 
     def _suspected(
         self,
@@ -149,14 +99,7 @@ class Stage1Handlers(RuntimeBase):
             how = Handling.ALONE
         if how is Handling.SKIP:
             units = stage1.skip(partition, offset, max_ts)
-            suspect = next(s for s in state.suspects if s.first == offset)
-            self.metrics.internal_errors.labels("stage1_quarantine").inc()
-            detail = (
-                f"accounting this message stopped {suspect.crashes} workers ({suspect.error}); "
-                "left out of every statistic so the guard can run (a bug: please report it)"
-            )
-            log.error("stage 1 partition %d offset %d quarantined: %s", partition, offset, detail)
-            letters.append((offset, Rejected("quarantined", detail[:1000], value or b"")))
+            letters.append((offset, self._quarantine_letter("stage1", state, message, value)))
             return units
         try:  # alone: decoded whole, so that no run holds it
             alone = how is Handling.ALONE

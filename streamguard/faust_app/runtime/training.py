@@ -4,10 +4,16 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from streamguard.contracts import Rejected, decode_message
-from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, log
+from streamguard.contracts import Rejected, TrainingBatch, decode_message
+from streamguard.core.exceptions import AccountingError
+from streamguard.core.quarantine import Handling, handling
+from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, _stamp, log
 
 __all__ = ["LeakageHandlers"]
+
+#: State key of what the leakage guard was counting at each crash (core.quarantine).
+SUSPECTS = "leakage/{}/suspects"
+SKIP = Handling.SKIP
 
 
 class LeakageHandlers(RuntimeBase):
@@ -17,7 +23,7 @@ class LeakageHandlers(RuntimeBase):
         partitions = self._to_restore("training_examples", wanted, self.leakage)
         if not partitions:
             return
-        keys = [f"leakage/{p}" for p in partitions]
+        keys = [kind.format(p) for p in partitions for kind in ("leakage/{}", SUSPECTS)]
         found = await self.store.load(keys, self._inputs("training_examples", keys))
         for p in partitions:
             snapshot = found.get(f"leakage/{p}")
@@ -25,7 +31,9 @@ class LeakageHandlers(RuntimeBase):
             if snapshot:
                 self.metrics.restores.labels("leakage").inc()
                 log.warning("leakage partition %d restored; resuming at offset %d", p, resume)
-            self.leakage[p] = _Input(resume=resume, snapshot_at=time.monotonic())
+            state = _Input(resume=resume, snapshot_at=time.monotonic())
+            state.suspects = self._suspects("leakage", p, found.get(SUSPECTS.format(p)), resume)
+            self.leakage[p] = state
 
     async def on_training_example(self, event: Any) -> None:
         """One message of the training examples topic (keyed by pipeline).
@@ -42,7 +50,19 @@ class LeakageHandlers(RuntimeBase):
             event.ack()
             return
         async with self.lock_leakage:
-            decoded = decode_message(event.value)
+            if state.suspects and await self._left_out(state, event):
+                return
+            try:
+                decoded = decode_message(event.value)
+                report = self.engine.leakage.process(partition, offset, decoded.training)
+            except Exception as exc:  # a bug this message triggers: recorded (core.quarantine)
+                failed = AccountingError(
+                    partition, offset, offset, exc, event.value, source="training examples"
+                )
+                self._record_crash(
+                    "leakage", SUSPECTS.format(partition), state, failed, _stamp(message)
+                )
+                raise failed from exc
             stray = len(decoded.predictions) + len(decoded.outcomes)
             if stray:
                 decoded.rejected.append(
@@ -55,7 +75,6 @@ class LeakageHandlers(RuntimeBase):
                 )
             letters = [(offset, rejected) for rejected in decoded.rejected]
             await self._dead_letters(letters, message.topic, partition)
-            report = self.engine.leakage.process(partition, offset, decoded.training)
             self.metrics.events.labels("training_example").inc(report.examples)
             self.metrics.leakage_violations.inc(report.violations)
             for command, alert in report.commands:
@@ -63,6 +82,22 @@ class LeakageHandlers(RuntimeBase):
             state.held.append(event)
             state.last_offset, state.last_message = offset, message
             state.dirty = True
+
+    async def _left_out(self, state: _Input, event: Any) -> bool:
+        """Leave out a message that stopped ``quarantine_after`` workers (core.quarantine):
+        dead-lettered, its offset covered; True when it was, False to account it."""
+        message = event.message
+        after = self.settings.quarantine_after
+        if handling(state.suspects, message.offset, lambda: _stamp(message), after) is not SKIP:
+            return False
+        letter = self._quarantine_letter("leakage", state, message, event.value)
+        # Nothing of it was counted (the guard raised before it published): cover the offset.
+        self.engine.leakage.process(message.partition, message.offset, TrainingBatch.empty())
+        await self._dead_letters([(message.offset, letter)], message.topic, message.partition)
+        state.held.append(event)
+        state.last_offset, state.last_message = message.offset, message
+        state.dirty = True
+        return True
 
     async def snapshot_leakage(self) -> None:
         """Store the leakage state of every training partition that changed."""
