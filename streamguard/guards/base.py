@@ -10,6 +10,7 @@ from streamguard.core.verdict import (
     SliceResult,
     Verdict,
     clean_float,
+    clean_floats,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "StatelessGuard",
     "Verdict",
     "clean_float",
+    "clean_floats",
 ]
 
 

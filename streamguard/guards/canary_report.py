@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamguard.core.verdict import SliceResult, clean_float
+from streamguard.core.verdict import SliceResult, clean_float, clean_floats
 from streamguard.guards.canary_metrics import any_metric
 from streamguard.policy import CANARY_METRICS
 
@@ -96,9 +96,9 @@ def slice_results(tested: Tested, paused: set[str]) -> list[SliceResult]:
             ("delta", tested.delta[metric], 6),
             ("p_value", tested.p[metric], 9),
         ):
-            columns[f"{metric}.{key}"] = [clean_float(v, digits) for v in values.tolist()]
+            columns[f"{metric}.{key}"] = clean_floats(values, digits)
     for arm in ARMS:
-        columns[f"latency_p99_ms.{arm}"] = [clean_float(v) for v in tested.p99[arm].tolist()]
+        columns[f"latency_p99_ms.{arm}"] = clean_floats(tested.p99[arm])
     judged = any_metric(tested.judged).tolist()
     regressed = any_metric(tested.regressed)
     n = tested.canary["error_rate"][:, 0].astype(np.int64).tolist()

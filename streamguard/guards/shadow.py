@@ -63,6 +63,7 @@ from streamguard.guards.base import (
     SliceResult,
     Verdict,
     clean_float,
+    clean_floats,
 )
 from streamguard.guards.shadow_health import PRIMARY_ARM, SHADOW_ARM, judge_health, shadow_health
 from streamguard.guards.shadow_look import CLEAN_FRACTION, Look, bands_for, shadow_statistics
@@ -82,6 +83,28 @@ _NAMED = "named"
 def _widens(label: str, named: set[str]) -> bool:
     """Whether ``label`` is not in ``named`` and strictly contains a slice that is."""
     return label not in named and any(label_within(other, label) for other in named)
+
+
+def _slice_results(look: Look) -> list[SliceResult]:
+    """Every slice of ``look`` with its state and statistics, built column by column."""
+    names = list(look.judged.stats)
+    columns = [clean_floats(look.judged.stats[name]) for name in names]
+    return [
+        SliceResult(
+            slice=label,
+            n=n,
+            state=SEVERITY_ACTION.get(level, "ok") if enough else "insufficient",
+            stats=dict(zip(names, row, strict=True)),
+        )
+        for label, n, level, enough, row in zip(
+            look.labels,
+            look.n.astype(np.int64).tolist(),
+            look.judged.severity.astype(np.int64).tolist(),
+            look.enough.tolist(),
+            zip(*columns, strict=True),
+            strict=True,
+        )
+    ]
 
 
 class ShadowDeviationGuard:
@@ -140,17 +163,7 @@ class ShadowDeviationGuard:
         findings = [
             self._finding(label, chosen, state.get((version, label))) for label in explanations
         ]
-        slices = [
-            SliceResult(
-                slice=label,
-                n=int(horizon.n[i]),
-                state=SEVERITY_ACTION.get(int(horizon.judged.severity[i]), "ok")
-                if horizon.enough[i]
-                else "insufficient",
-                stats={k: clean_float(float(v[i])) for k, v in horizon.judged.stats.items()},
-            )
-            for i, label in enumerate(horizon.labels)
-        ]
+        slices = _slice_results(horizon)
         for finding in findings:  # a slice the recent look found is not "ok" in the list
             result = (
                 slices[horizon.index[finding.slice]] if finding.slice in horizon.index else None

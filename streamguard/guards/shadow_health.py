@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamguard.core.summary import Array
-from streamguard.guards.base import GuardContext, SliceResult, clean_float
+from streamguard.guards.base import GuardContext, SliceResult, clean_float, clean_floats
 from streamguard.guards.explain import Rest, explain
 from streamguard.policy import SHADOW_STATISTICS, DeploymentPolicy
 
@@ -111,18 +111,19 @@ def judge_health(
     with np.errstate(invalid="ignore"):
         low = (health.primaries >= minimum) & (rates["pairing_rate"] < floor)
     untrusted = {health.labels[i] for i in np.flatnonzero(low).tolist()}
+    cleaned = {name: clean_floats(values) for name, values in rates.items()}
+    none = dict.fromkeys(rates)
     seen = set()
     for result in slices:
         seen.add(result.slice)
         i = where.get(result.slice)
-        for name, values in rates.items():
-            result.stats[name] = None if i is None else clean_float(float(values[i]))
+        result.stats.update(none if i is None else {k: v[i] for k, v in cleaned.items()})
         if result.slice in untrusted and result.state in ("ok", "insufficient"):
             result.state = "untrusted"
     for label in sorted(untrusted - seen):
         i = where[label]
         stats: dict[str, float | None] = dict.fromkeys(SHADOW_STATISTICS)
-        stats.update({k: clean_float(float(v[i])) for k, v in rates.items()})
+        stats.update({k: v[i] for k, v in cleaned.items()})
         slices.append(SliceResult(label, 0, "untrusted", stats))
     slices.sort(key=lambda r: r.slice)
     gap = max(1.0 - floor, 1e-12)
