@@ -126,8 +126,8 @@ def after_crash(
         if overlaps and crashes == 1 and not (comparable and suspect.stamp != new):
             crashes = suspect.crashes + 1
             lo, hi = max(first, suspect.first), min(last, suspect.last)
-            if hi != last:  # the overlap ends at the suspect's last message
-                new = suspect.stamp
+            if hi != last or (new is None and hi == suspect.last):
+                new = suspect.stamp  # the overlap ends at the suspect's last message
         elif not overlaps:
             kept.append(suspect)
         # An overlapping suspect of another message (other stamp) is of a lost log: dropped.

@@ -99,6 +99,8 @@ class Stage1(Partitions):
         boundaries only, and a replay after a restore cuts its runs where the first pass did.
         """
         source = self._source(partition)
+        if source.replay_skips and offset in source.replay_skips:
+            return self.skip(partition, offset, max_ts)  # left out before this restart
         if isinstance(parsed, Decoded):
             units = self._run(source, max_ts)
             report = self.process(partition, offset, parsed, value)
@@ -123,12 +125,15 @@ class Stage1(Partitions):
     def skippable(self, partition: int, offset: int) -> bool:
         """Whether the message at ``offset`` may be left out (:meth:`skip`).
 
-        Not when a recorded flush boundary at or after it is still to be reproduced: that flush
-        once sent partials holding the message, so it was accounted then, and the partials
-        reproduced without it would differ from those stage 2 already has.
+        Not when a recorded flush boundary at or after it is still to be reproduced, unless it
+        was left out then too: that flush once sent partials holding the message, so it was
+        accounted then, and the partials reproduced without it would differ from those stage 2
+        already has.
         """
         source = self._sources.get(partition)
-        return source is None or not source.replay or source.replay[-1] < offset
+        if source is None or not source.replay or source.replay[-1] < offset:
+            return True
+        return offset in source.replay_skips
 
     def skip(self, partition: int, offset: int, max_ts: float) -> list[Unit]:
         """Leave the message at ``offset`` out (quarantined: :mod:`~streamguard.core.quarantine`).
@@ -141,7 +146,9 @@ class Stage1(Partitions):
             raise ValueError(f"partition {partition}: offset {offset} was accounted before")
         source = self._source(partition)
         units = self._run(source, max_ts)
+        source.replay_skips.discard(offset)
         if offset > source.offset_hi:
+            source.skipped.append(offset)
             self._cover(source, offset, offset)
             self._reproduce(source, offset)
         return units

@@ -121,6 +121,7 @@ class Partitions(Watermarks):
         source = self._sources.get(partition)
         if source is not None:
             source.boundaries = [b for b in source.boundaries if b > offset]
+            source.skipped = [s for s in source.skipped if s > offset]
 
     def settled(self, partition: int) -> bool:
         """True when ``partition`` has nothing waiting: no replay left, nothing unflushed."""
@@ -138,14 +139,17 @@ class Partitions(Watermarks):
         """The flush boundaries since the last stored snapshot; store it before sending partials.
 
         A restored partition still replaying lists the recorded boundaries it has not reached
-        yet too: a second restart before it reaches them must still flush and cut there.
+        yet too: a second restart before it reaches them must still flush and cut there. The
+        offsets left out since (quarantine) come with them, for the same reason.
         """
         source = self._sources.get(partition)
         boundaries = list(source.boundaries) + list(source.replay) if source else []
+        skipped = sorted({*source.skipped, *source.replay_skips}) if source else []
         return {
             "partition": partition,
             "offset": boundaries[-1] if boundaries else -1,
             "boundaries": boundaries,
+            "skipped": skipped,
         }
 
     def restore(
@@ -182,4 +186,6 @@ class Partitions(Watermarks):
                 state.shadowed = bool(saved["shadowed"])
         if progress is not None:
             source.replay = deque(sorted(int(b) for b in progress["boundaries"] if int(b) > offset))
+            # Records written before quarantine have none.
+            source.replay_skips = {int(s) for s in progress.get("skipped", ()) if int(s) > offset}
         return offset + 1

@@ -167,6 +167,10 @@ class Source:
     # drop those it already has.
     boundaries: list[int] = field(default_factory=list)
     replay: deque[int] = field(default_factory=deque)  # boundaries still to reproduce
+    # Offsets left out (quarantined, Stage1.skip) since the last stored snapshot, recorded with
+    # the boundaries: a restart must leave them out again to reproduce the same partials.
+    skipped: list[int] = field(default_factory=list)
+    replay_skips: set[int] = field(default_factory=set)  # recorded ones still to reach
     outbox: list[tuple[str, bytes]] = field(default_factory=list)  # reproduced partials
     run: Run = field(default_factory=Run)  # one-event messages read and not yet processed
     unflushed: int = 0  # events accounted since the last flush (Stage1.holdable)

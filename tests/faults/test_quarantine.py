@@ -81,7 +81,7 @@ def test_a_message_that_stops_every_worker_is_dead_lettered_after_two_and_the_re
     assert crash is not None, first
     if shape == "envelope":
         assert crash[1] == crash[2]
-        assert crash[3] == "the message is left out at crash 2"
+        assert crash[3] == "the message is left out at the restart after crash 2"
     else:
         assert int(crash[2]) - int(crash[1]) == len(events) - 1  # the run of its events
         assert crash[3] == "next, they are accounted one at a time"

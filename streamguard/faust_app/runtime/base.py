@@ -328,7 +328,7 @@ class RuntimeBase:
         if not after:
             return
         state.suspects = after_crash(state.suspects, exc.first, exc.last, exc.error, stamp)
-        suspect = next(s for s in state.suspects if s.first <= exc.last <= s.last)
+        suspect = state.suspects[-1]  # after_crash puts this crash's last
         records = [s.to_dict() for s in state.suspects]
         owner = key.split("/", 1)[0]  # the stage whose snapshot the record sits beside
         stored = self.store.save_now(owner, exc.partition, exc.last, records, stamp, key=key)
@@ -341,7 +341,7 @@ class RuntimeBase:
             suspect.crashes,
             suspect.first,
             suspect.last,
-            f"the message is left out at crash {after}"
+            f"the message is left out at the restart after crash {after}"
             if suspect.first == suspect.last
             else "next, they are accounted one at a time",
         )

@@ -320,3 +320,40 @@ def test_a_message_a_recorded_flush_holds_is_never_left_out() -> None:
     restarted.feed(0, 0, values[0], decode_message(values[0]), math.inf)
     restarted.feed(0, 1, values[1], decode_message(values[1]), math.inf)  # reproduces the flush
     assert restarted.skippable(0, 1)  # nothing left to reproduce
+
+
+def test_a_restart_leaves_out_again_what_a_recorded_flush_left_out() -> None:
+    """A worker left a message out and flushed, then stopped before its next snapshot (another
+    poisoned message, ``kill -9``): the next one must leave it out again, whatever it knows of
+    suspects, and flush the same partials (review of 98241f1: it accounted it alone, which
+    raised at every restart)."""
+    values = [_one(f"r{k}", role, 100.0 + k) for k in range(4) for role in ("primary", "shadow")]
+    first = Stage1(POLICY)
+    for offset, value in enumerate(values[:6]):
+        if offset == 3:
+            first.skip(0, offset, math.inf)
+        else:
+            first.feed(0, offset, value, decode_message(value), math.inf)
+    sent = first.flush(0)  # boundary at 5, after the message left out
+    progress = first.progress(0)
+    assert progress["skipped"] == [3]
+    restarted = Stage1(POLICY)
+    assert restarted.restore(0, None, progress) == 0
+    assert restarted.skippable(0, 3)
+    assert not restarted.skippable(0, 2)  # accounted in the first pass
+    reports = []
+    for offset, value in enumerate(values[:6]):  # no suspect says so: the record does
+        for unit in restarted.feed(0, offset, value, decode_message(value), math.inf):
+            reports.append(unit.report)
+    assert sum(r.predictions for r in reports) == 5
+    again = restarted.flush(0)
+    assert again == sent  # the reproduced partials, byte for byte
+    # Once reproduced, a snapshot stored after it forgets the skip with the boundaries.
+    assert restarted.progress(0)["skipped"] == [3]
+    restarted.snapshot_stored(0, 5)
+    assert restarted.progress(0)["skipped"] == []
+
+
+def test_a_crash_without_a_stamp_keeps_the_one_known() -> None:
+    known = after_crash([], 200, 200, "E", stamp(200))
+    assert after_crash(known, 200, 200, "E", None) == [Suspect(200, 200, 2, "E", stamp(200))]
