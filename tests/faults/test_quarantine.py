@@ -99,6 +99,7 @@ def test_a_message_that_stops_every_worker_is_dead_lettered_after_two_and_the_re
             if v["reason"] == "quarantined"
         ]
         metrics = worker.metrics()
+        health = worker.health() or {}
         log = worker.log_tail(400)
         assert worker.process is not None
         running = worker.process.poll() is None
@@ -116,3 +117,4 @@ def test_a_message_that_stops_every_worker_is_dead_lettered_after_two_and_the_re
     assert "stopped 2 workers (RuntimeError: injected" in letters[0]["detail"]
     errors = samples(metrics, "streamguard_internal_errors_total", "stage")
     assert errors.get("stage1_quarantine") == len(letters)
+    assert [(q["partition"], q["offset"]) for q in health["quarantined"]] == [(partition, offset)]

@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,6 +165,8 @@ class RuntimeBase:
         self.lock3 = asyncio.Lock()
         self.lock_leakage = asyncio.Lock()
         self.evicted_recently: dict[str, float] = {}
+        # The last messages left out (core.quarantine), for /health: what on-call should know.
+        self.quarantined: deque[dict[str, Any]] = deque(maxlen=20)
         self.crashed: dict[str, tuple[float, str]] = {}  # agent -> (when, why)
         # One restore at a time per stage: the eager one after an assignment and an agent's
         # on a first message must not both rebuild a partition (the second would reset it).
@@ -352,6 +354,16 @@ class RuntimeBase:
         """The dead letter of a message left out, counted and logged."""
         suspect = next(s for s in state.suspects if s.first == message.offset)
         self.metrics.internal_errors.labels(f"{stage}_quarantine").inc()
+        self.evicted_recently["quarantine"] = time.monotonic()  # /health: degraded a minute
+        self.quarantined.append(
+            {
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "crashes": suspect.crashes,
+                "error": suspect.error,
+            }
+        )
         detail = (
             f"accounting this message stopped {suspect.crashes} workers ({suspect.error}); "
             "left out of every statistic so the guard can run (a bug: please report it)"

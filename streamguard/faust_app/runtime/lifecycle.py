@@ -175,5 +175,6 @@ class Runtime(Stage1Handlers, Stage2Handlers, Stage3Handlers, LeakageHandlers):
                 "pending_halves": sum(self.engine.stage1.pending(p) for p in owned),
                 "signing": self.publisher.describe(),
                 "deployments": self.engine.stage2.deployments(),
+                "quarantined": list(self.quarantined),
             },
         )

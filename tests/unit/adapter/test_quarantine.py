@@ -118,3 +118,14 @@ def test_a_training_message_that_raises_is_recorded_then_left_out_after_two_cras
     counted = metric(text, 'streamguard_events_total{kind="training_example"}')
     assert counted == 2 * 40  # the other two messages, in full
     assert len(store.saved) == 2  # nothing more recorded
+    status, health = rt.health([])
+    assert (status, health["status"], health["dropping"]) == (200, "degraded", ["quarantine"])
+    assert health["quarantined"] == [
+        {
+            "topic": TOPIC,
+            "partition": 0,
+            "offset": 1,
+            "crashes": 2,
+            "error": "RuntimeError: poisoned",
+        }
+    ]
