@@ -37,10 +37,13 @@ POLICY = replace(
 def one_rest(look: Look, parent: str, children: list[str]) -> Rest:
     """The single-question judgement (the reference)."""
     p, shadow = look.index[parent], look.policy.shadow
+    row = int(look.rows[p])  # the arrays may keep their own row order (Look.rows)
     remainder = subtract_fields(
         look.measures.fields,
-        {k: v[p : p + 1] for k, v in look.arrays.items()},
-        sum_rows(look.measures.fields, look.arrays, [look.index[c] for c in children]),
+        {k: v[row : row + 1] for k, v in look.arrays.items()},
+        sum_rows(
+            look.measures.fields, look.arrays, [int(look.rows[look.index[c]]) for c in children]
+        ),
     )
     pairs = int(remainder["pairs"][0])
     stats = shadow_statistics(remainder, look.measures, shadow.psi_groups)
