@@ -130,13 +130,11 @@ class StateStore:
 
     def save_now(
         self,
-        stage: str,
-        partition: int,
+        key: str,
         offset: int,
         state: Any,
         stamp: list[int] | None = None,
         *,
-        key: str | None = None,
         timeout_s: float = 10.0,
     ) -> bool:
         """Store a small record (no parts) before returning, blocking the event loop meanwhile.
@@ -144,12 +142,12 @@ class StateStore:
         For a worker about to exit on half-changed state (``faust_app.halt``): no other
         coroutine may run, flush or snapshot that state while the record is sent, so it goes
         through a producer of its own in a thread. False if the broker did not have it within
-        ``timeout_s`` (logged); the caller exits anyway. ``key`` defaults to
-        ``"<stage>/<partition>"``; a record beside a snapshot (``"<stage>/<partition>/<name>"``)
-        shares its state partition.
+        ``timeout_s`` (logged); the caller exits anyway. ``key`` is ``"<stage>/<partition>"``,
+        or ``"<stage>/<partition>/<name>"`` for a record beside that snapshot, on its state
+        partition.
         """
-        key = key or f"{stage}/{partition}"
-        record = {"stage": stage, "partition": partition, "offset": offset, "state": state}
+        stage, partition = key.split("/")[:2]
+        record = {"stage": stage, "partition": int(partition), "offset": offset, "state": state}
         if stamp is not None:
             record["stamp"] = stamp
         value, parts = split(record)

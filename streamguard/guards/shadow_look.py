@@ -216,9 +216,8 @@ class Look:
         window's close at 20 deployments (benchmarks/HISTORY.md).
         """
         index, shadow, at = self.index, self.policy.shadow, self.rows.tolist()
-        rows = [(index[parent], [index[c] for c in children]) for parent, children in questions]
-        parents = [p for p, _ in rows]
-        queries = [(at[p], [at[c] for c in children]) for p, children in rows]
+        parents = [index[parent] for parent, _ in questions]
+        queries = [(at[index[p]], [at[index[c]] for c in children]) for p, children in questions]
         remainder = remainders(self.measures.fields, self.arrays, queries)
         stats = shadow_statistics(remainder, self.measures, shadow.psi_groups)
         bands = self.bands[parents, :, 0]

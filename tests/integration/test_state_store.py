@@ -327,7 +327,7 @@ async def save_now_scenario(bootstrap: str) -> dict[str, Any]:
         store = StateStore(bootstrap, STATE, ProducerTopic(producer), Metrics())
         suspect = {"first": sent.offset, "last": sent.offset, "crashes": 1, "error": "E"}
         record = [{**suspect, "stamp": stamp}]
-        out["stored"] = store.save_now("stage1", 2, sent.offset, record, stamp, key=key)
+        out["stored"] = store.save_now(key, sent.offset, record, stamp)
 
         # Read back by another thread before this loop runs again: the record was on the
         # broker when save_now returned, with no coroutine of this loop run meanwhile.
@@ -345,7 +345,7 @@ async def save_now_scenario(bootstrap: str) -> dict[str, Any]:
         )
     nowhere = StateStore("127.0.0.1:1", STATE, None, Metrics())
     started = asyncio.get_running_loop().time()
-    out["nowhere"] = nowhere.save_now("stage1", 0, 0, [], timeout_s=2.0)
+    out["nowhere"] = nowhere.save_now("stage1/0/suspects", 0, [], timeout_s=2.0)
     out["nowhere_s"] = asyncio.get_running_loop().time() - started
     return out
 

@@ -114,14 +114,15 @@ def _release(held: list[Any], upto: int) -> list[Any]:
     return keep
 
 
-def _stamp(message: Any) -> list[int]:
+def _stamp(message: Any, value: bytes | None = None) -> list[int]:
     """:func:`message_stamp` of a Faust message (its timestamp is the record's ms / 1000).
 
     Snapshots carry the stamp of the last input message they cover, so that a restore can tell
     it from another message at the same offset of a log the broker lost and refilled.
+    ``value`` stands for the message's bytes once the worker dropped them (stage 1).
     """
     ms = None if message.timestamp is None else round(message.timestamp * 1000)
-    return message_stamp(ms, message.value)
+    return message_stamp(ms, message.value if value is None else value)
 
 
 class RuntimeBase:
@@ -332,8 +333,7 @@ class RuntimeBase:
         state.suspects = after_crash(state.suspects, exc.first, exc.last, exc.error, stamp)
         suspect = state.suspects[-1]  # after_crash puts this crash's last
         records = [s.to_dict() for s in state.suspects]
-        owner = key.split("/", 1)[0]  # the stage whose snapshot the record sits beside
-        stored = self.store.save_now(owner, exc.partition, exc.last, records, stamp, key=key)
+        stored = self.store.save_now(key, exc.last, records, stamp)
         log.critical(
             "%s partition %d: %s; %s (crash %d of offsets %d-%d; %s)",
             stage,

@@ -19,7 +19,6 @@ from streamguard.core.stage1 import Stage1Report, Unit
 from streamguard.core.stage1_watermarks import one_heartbeat
 from streamguard.faust_app.outbox import send_all_reliably
 from streamguard.faust_app.runtime.base import RuntimeBase, _Input, _release, _stamp, log
-from streamguard.faust_app.state import message_stamp
 
 __all__ = ["Stage1Handlers"]
 
@@ -31,8 +30,7 @@ def _stamp_at(state: _Input, message: Any, offset: int, value: bytes | None) -> 
         return _stamp(message)
     for event in reversed(state.held):
         if event.message.offset == offset:
-            ms = event.message.timestamp
-            return message_stamp(None if ms is None else round(ms * 1000), value)
+            return _stamp(event.message, value)
     return None
 
 

@@ -13,7 +13,13 @@ __all__ = ["LeakageHandlers"]
 
 #: State key of what the leakage guard was counting at each crash (core.quarantine).
 SUSPECTS = "leakage/{}/suspects"
-SKIP = Handling.SKIP
+
+
+def _taken(state: _Input, event: Any) -> None:
+    """The partition's state now covers ``event``: held until a snapshot says so."""
+    state.held.append(event)
+    state.last_offset, state.last_message = event.message.offset, event.message
+    state.dirty = True
 
 
 class LeakageHandlers(RuntimeBase):
@@ -79,24 +85,21 @@ class LeakageHandlers(RuntimeBase):
             self.metrics.leakage_violations.inc(report.violations)
             for command, alert in report.commands:
                 await self._publish(command, alert)
-            state.held.append(event)
-            state.last_offset, state.last_message = offset, message
-            state.dirty = True
+            _taken(state, event)
 
     async def _left_out(self, state: _Input, event: Any) -> bool:
         """Leave out a message that stopped ``quarantine_after`` workers (core.quarantine):
         dead-lettered, its offset covered; True when it was, False to account it."""
         message = event.message
         after = self.settings.quarantine_after
-        if handling(state.suspects, message.offset, lambda: _stamp(message), after) is not SKIP:
+        how = handling(state.suspects, message.offset, lambda: _stamp(message), after)
+        if how is not Handling.SKIP:
             return False
         letter = self._quarantine_letter("leakage", state, message, event.value)
         # Nothing of it was counted (the guard raised before it published): cover the offset.
         self.engine.leakage.process(message.partition, message.offset, TrainingBatch.empty())
         await self._dead_letters([(message.offset, letter)], message.topic, message.partition)
-        state.held.append(event)
-        state.last_offset, state.last_message = message.offset, message
-        state.dirty = True
+        _taken(state, event)
         return True
 
     async def snapshot_leakage(self) -> None:

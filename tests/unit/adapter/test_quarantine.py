@@ -35,17 +35,8 @@ class Store:
         return {k: self.records[k] for k in keys if k in self.records}
 
     def save_now(
-        self,
-        stage: str,
-        partition: int,
-        offset: int,
-        state: Any,
-        stamp: list[int] | None = None,
-        *,
-        key: str | None = None,
-        timeout_s: float = 10.0,
+        self, key: str, offset: int, state: Any, stamp: list[int] | None = None, **_: Any
     ) -> bool:
-        assert key is not None
         self.records[key] = {"offset": offset, "state": state, "stamp": stamp}
         self.saved.append((key, state))
         return True
