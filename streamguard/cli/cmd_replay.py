@@ -154,6 +154,13 @@ def run(args: argparse.Namespace) -> int:
         if verdict_out is not None:
             verdict_out.close()
     stats = pipeline.stats
+    for failure in pipeline.failures.values():  # a guard's bug: the worker logs the same
+        print(
+            f"guard {failure.guard} failed on {failure.deployment} from the window ending at "
+            f"{failure.window_end:.0f} ({failure.error}); its verdicts there are error "
+            f"verdicts (a bug in streamguard: please report it):\n{failure.traceback}",
+            file=sys.stderr,
+        )
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected.items())) or "none"
     print(
         f"replayed {stats.messages} messages, {stats.events} events, {stats.pairs} pairs, "
@@ -161,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.training_examples} training examples ({stats.leakage_violations} leaking "
         f"features); "
         f"dead letters: {rejected}; "
-        f"{stats.verdicts} verdicts, {printed} commands, {len(pipeline.alerts)} alerts "
+        f"{stats.verdicts} verdicts ({stats.guard_errors} guard errors), {printed} commands, "
+        f"{len(pipeline.alerts)} alerts "
         f"({noticed} notices with no command)",
         file=sys.stderr,
     )

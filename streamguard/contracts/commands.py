@@ -191,6 +191,7 @@ def notice_for(  # noqa: PLR0917 - the parts of a notice's identity, then its co
     ts: float,
     summary: str,
     evidence: dict[str, Any],
+    severity: str = "warning",
 ) -> Alert:
     """An alert that comes with no command (shadow health: on-call should know, serving not act).
 
@@ -202,7 +203,7 @@ def notice_for(  # noqa: PLR0917 - the parts of a notice's identity, then its co
     return Alert(
         alert_id=hashlib.sha256(f"alert:{notice_id}".encode()).hexdigest()[:32],
         command_id=notice_id,
-        severity="warning",
+        severity=severity,
         deployment=deployment,
         model_version=model_version,
         guard=guard,

@@ -138,6 +138,10 @@ class GuardContext:
     def _first(self) -> int:
         return self.window - self.horizon_windows + 1
 
+    def forget(self) -> None:
+        """Drop the sums handed out so far; the next guard gets them afresh."""
+        self._cache.clear()
+
     def versions(self, stream: str) -> list[str]:
         recent = []
         for (name, version), s in self._d.streams.items():

@@ -34,7 +34,12 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
 - a verdict's ``health`` findings (the shadow guard's untrusted slices) become one *notice*
   per (guard, slice) once confirmed like findings: an alert with no command. A shadow that
   times out on some slices makes the comparison there untrustworthy; on-call should know, and
-  serving should not act on the model for it.
+  serving should not act on the model for it;
+- an *error verdict* (a guard that raised at a close, :mod:`streamguard.core.guard_failure`)
+  becomes one critical *notice* per (deployment, guard, error): the guard's verdicts are
+  missing until the bug is fixed, and on-call must know at once, not after ``confirm_windows``.
+  It changes no rollout state and no streak (the guard's findings resume where they stood).
+  Once the guard judges that deployment again, the same error notifies again if it returns.
 
 Commands are stamped with the end of the window whose verdict triggered them, and their ids are
 derived from (deployment, model_version, guard, slice, action, ts), so the same input always
@@ -62,12 +67,14 @@ from typing import Any
 
 from streamguard.contracts import Alert, Command, alert_for, notice_for
 from streamguard.contracts.commands import MODEL_ACTIONS, NOTICE
+from streamguard.core.guard_failure import ERROR_STATUS
 from streamguard.core.slices import label_dims, label_within
 from streamguard.policy import Policy
 
 __all__ = ["COMPAT_GUARD", "Decider", "Decisions", "RolloutState"]
 
 COMPAT_GUARD = "compat"  # the compatibility guard's verdicts carry the schema table
+_ERROR_KEY = ".error"  # (guard + this, signature) in ``noticed``: an error already notified
 
 
 class RolloutState(StrEnum):
@@ -153,6 +160,11 @@ class Decider:
         if window_end <= version.last_window.get(guard, -math.inf):
             return Decisions()
         version.last_window[guard] = window_end
+        if verdict.get("status") == ERROR_STATUS:
+            return Decisions([], self._failure_notice(verdict, version))
+        failed = self._versions.get((deployment, ""))
+        if failed is not None and failed.noticed:  # the guard judges again: it recovered
+            failed.noticed = {k for k in failed.noticed if k[0] != f"{guard}{_ERROR_KEY}"}
         if guard == COMPAT_GUARD:
             return Decisions(self._on_schemas(deployment, verdict.get("schemas") or {}, window_end))
         confirm = self.policy.for_deployment(deployment).confirm_windows
@@ -249,6 +261,29 @@ class Decider:
                 )
             )
         return out
+
+    @staticmethod
+    def _failure_notice(verdict: dict[str, Any], version: _Version) -> list[Alert]:
+        """One critical notice per (guard, error) of a deployment, until the guard recovers."""
+        guard, error = verdict["guard"], verdict["error"]
+        key = (f"{guard}{_ERROR_KEY}", str(error["signature"]))
+        if key in version.noticed:
+            return []
+        version.noticed.add(key)
+        shown = f"{error['type']}: {error['message']}" if error["message"] else error["type"]
+        summary = (
+            f"{verdict['deployment']}: the {guard} guard failed at a window close ({shown}, at "
+            f"{error['where']}); its verdicts are missing until this is fixed, the other guards "
+            "still judge; no command issued (a bug: please report it)"
+        )
+        evidence = {
+            "guard": guard,
+            "error": error,
+            "window": {"start": verdict["window_start"], "end": verdict["window_end"]},
+        }
+        ts = float(verdict["window_end"])
+        deployment = verdict["deployment"]
+        return [notice_for(deployment, "", guard, None, ts, summary, evidence, "critical")]
 
     def _on_schemas(
         self, deployment: str, table: dict[str, Any], window_end: float

@@ -10,7 +10,9 @@ For one model version:
   says its evidence cannot be trusted (a contaminated canary allocation, shadow slices that
   too few shadow predictions pair in);
 * ``pending``: anything else: no verdict of that version yet, too little traffic in every
-  slice, untrusted evidence, or a view that has not caught up on the topics yet. Argo counts
+  slice, untrusted evidence, a model guard whose latest close of the deployment failed (an
+  error verdict, :mod:`streamguard.core.guard_failure`), or a view that has not caught up on
+  the topics yet. Argo counts
   it inconclusive, Flagger does not promote on it, and neither fails the rollout for it.
 
 Without a version, the deployment is ``rolled_back`` or ``paused`` when any of its versions
@@ -37,6 +39,7 @@ Examples
 
 from typing import Any
 
+from streamguard.core.guard_failure import ERROR_STATUS
 from streamguard.decisions.rollouts import Rollout, RolloutView
 
 __all__ = ["JUDGED_STATES", "JUDGEMENTS", "MODEL_GUARDS", "StatusView"]
@@ -115,6 +118,8 @@ class StatusView:
         # Latest verdict per (deployment, model version, guard): what a version is judged on.
         self._by_version: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.rollouts = RolloutView()
+        # Guards whose latest verdict of a deployment is an error (a guard that raised), with it.
+        self._failing: dict[tuple[str, str], dict[str, Any]] = {}
 
     def on_verdict(self, verdict: dict[str, Any]) -> None:
         """Keep a verdict if it is the latest of its deployment, guard (and version)."""
@@ -124,6 +129,13 @@ class StatusView:
         end = verdict.get("window_end")
         if not isinstance(end, int | float):
             return
+        failing = self._failing.get((deployment, guard))
+        if verdict.get("status") == ERROR_STATUS:
+            if failing is None or end >= failing["window_end"]:
+                self._failing[(deployment, guard)] = verdict
+            return  # it judged no version: the verdicts it stands in for stay as they were
+        if failing is not None and end > failing["window_end"]:
+            del self._failing[(deployment, guard)]  # judging again
         known = self._verdicts.get((deployment, guard))
         if known is None or end >= known["window_end"]:
             self._verdicts[(deployment, guard)] = verdict
@@ -139,7 +151,8 @@ class StatusView:
 
     def deployments(self) -> list[str]:
         """Deployments with a verdict or a decision."""
-        names = {d for d, _ in self._verdicts} | {r.deployment for r in self.rollouts.rollouts()}
+        names = {d for d, _ in self._verdicts} | {d for d, _ in self._failing}
+        names |= {r.deployment for r in self.rollouts.rollouts()}
         return sorted(names)
 
     def current_versions(self, deployment: str) -> list[str]:
@@ -174,6 +187,8 @@ class StatusView:
             return "rolled_back"
         if "paused" in states:
             return "paused"
+        if any(d == deployment and g in MODEL_GUARDS for d, g in self._failing):
+            return "pending"  # a guard that judges the model is failing: nothing to vouch for
         versions = [version] if version is not None else self.current_versions(deployment)
         if versions and all(self._version_judgement(deployment, v) == "healthy" for v in versions):
             return "healthy"
@@ -212,6 +227,12 @@ class StatusView:
             # Request schemas each model version accepts (the compatibility guard's table).
             "schemas": self._verdicts.get((deployment, "compat"), {}).get("schemas", {}),
             "verdicts": verdicts,
+            # Guards failing at their latest close of the deployment (error verdicts).
+            "guard_errors": {
+                guard: {"window_end": v["window_end"], **v.get("error", {})}
+                for (d, guard), v in sorted(self._failing.items())
+                if d == deployment
+            },
         }
 
     def overview(self) -> dict[str, Any]:

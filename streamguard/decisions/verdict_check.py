@@ -25,6 +25,7 @@ from typing import Any
 from streamguard.contracts.checks import strings_ok
 from streamguard.contracts.commands import ACTIONS, NOTICE
 from streamguard.contracts.schemas import rules_for
+from streamguard.core.guard_failure import ERROR_STATUS
 from streamguard.core.slices import ROOT, label_dims
 from streamguard.decisions.decider import COMPAT_GUARD
 
@@ -83,8 +84,8 @@ def check_verdict(verdict: object) -> None:
 
     Checks the identity (deployment, guard, model version, baseline), the window bounds,
     every finding (a canonical slice label, action, and the statistic, threshold and n its
-    summary quotes unless it brings its own), the shadow guard's ``health`` findings and the
-    compatibility guard's ``schemas`` table.
+    summary quotes unless it brings its own), an error verdict's ``error``, the shadow guard's
+    ``health`` findings and the compatibility guard's ``schemas`` table.
     """
     if type(verdict) is not dict:
         raise VerdictError(f"a verdict is a JSON object, not {type(verdict).__name__}")
@@ -99,6 +100,8 @@ def check_verdict(verdict: object) -> None:
         raise VerdictError("baseline_version is not a string")
     for name in ("window_start", "window_end", "horizon_start"):
         _need(verdict, name, "number")
+    if verdict.get("status") == ERROR_STATUS:
+        _check_error(verdict.get("error"))
     findings = verdict.get("findings")
     if type(findings) is not list:
         raise VerdictError("findings is not a list")
@@ -136,6 +139,14 @@ def _check_finding(finding: object, where: str) -> None:
         for name in ("statistic", "n"):
             if name not in finding:
                 raise VerdictError(f"{where}{name} is missing")
+
+
+def _check_error(error: object) -> None:
+    """An error verdict's ``error``: what raised, where, and the signature notices dedupe on."""
+    if type(error) is not dict:
+        raise VerdictError("an error verdict's error is not an object")
+    for name in ("type", "message", "where", "signature"):
+        _need(error, name, "str", "error: ")
 
 
 def _check_schemas(table: object) -> None:

@@ -31,6 +31,7 @@ from streamguard.contracts import (
     parse_message,
     partition_for,
 )
+from streamguard.core.guard_failure import GuardFailure
 from streamguard.core.partials import dumps
 from streamguard.core.stage1 import Unit
 from streamguard.core.stage1_watermarks import one_heartbeat
@@ -65,6 +66,7 @@ class PipelineStats:
     late_pairs: int = 0
     duplicates: int = 0
     verdicts: int = 0
+    guard_errors: int = 0  # error verdicts: a guard raised at a close (core.guard_failure)
     training_examples: int = 0
     leakage_violations: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -124,6 +126,8 @@ class Pipeline:
         self.commands: list[Command] = []
         self.alerts: list[Alert] = []  # every alert: those of commands, and notices
         self.notices: list[Alert] = []  # alerts that come with no command (shadow health)
+        # The first failure of each (deployment, guard, signature): what replay reports.
+        self.failures: dict[tuple[str, str, str], GuardFailure] = {}
         self._offsets = [-1] * partitions
         self.training_partitions = training_partitions or (
             load_topic_specs()["training_examples"].partitions
@@ -212,7 +216,12 @@ class Pipeline:
         beat = one_heartbeat(self.stage1.heartbeat(flushed), flushed, self.stage1.announce(held))
         self.stage2.apply(orjson.loads(dumps(beat)))
         new: list[Command] = []
-        for verdict in self.stage2.advance(final=final):
+        verdicts = self.stage2.advance(final=final)
+        for failure in self.stage2.take_failures():
+            self.stats.guard_errors += 1
+            key = (failure.deployment, failure.guard, failure.signature)
+            self.failures.setdefault(key, failure)
+        for verdict in verdicts:
             self.stats.verdicts += 1
             if self.on_verdict is not None:
                 self.on_verdict(verdict)

@@ -168,6 +168,8 @@ class RuntimeBase:
         self.evicted_recently: dict[str, float] = {}
         # The last messages left out (core.quarantine), for /health: what on-call should know.
         self.quarantined: deque[dict[str, Any]] = deque(maxlen=20)
+        self.guard_failures: deque[dict[str, Any]] = deque(maxlen=20)  # latest last, for /health
+        self._failures_logged: set[tuple[str, str, str]] = set()  # tracebacks logged already
         self.crashed: dict[str, tuple[float, str]] = {}  # agent -> (when, why)
         # One restore at a time per stage: the eager one after an assignment and an agent's
         # on a first message must not both rebuild a partition (the second would reset it).

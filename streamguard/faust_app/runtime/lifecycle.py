@@ -176,5 +176,6 @@ class Runtime(Stage1Handlers, Stage2Handlers, Stage3Handlers, LeakageHandlers):
                 "signing": self.publisher.describe(),
                 "deployments": self.engine.stage2.deployments(),
                 "quarantined": list(self.quarantined),
+                "guard_failures": list(self.guard_failures),
             },
         )

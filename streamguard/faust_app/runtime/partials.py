@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from streamguard.core import PartialError
+from streamguard.core.guard_failure import GuardFailure
 from streamguard.core.partials import dumps
 from streamguard.faust_app.halt import stops_worker
 from streamguard.faust_app.outbox import send_all_reliably
@@ -83,7 +84,10 @@ class Stage2Handlers(RuntimeBase):
         stage2 = self.engine.stage2
         closed_at = time.time()  # windows close as advance() starts; the guards run after
         batch: list[tuple[bytes | None, bytes, int | None]] = []
-        for verdict in stage2.advance(now=now):
+        verdicts = stage2.advance(now=now)
+        for failure in stage2.take_failures():
+            self._guard_failed(failure)
+        for verdict in verdicts:
             self.metrics.verdicts.labels(verdict.guard).inc()
             message = verdict.to_dict()
             self.metrics.slices.observe(message)
@@ -109,6 +113,35 @@ class Stage2Handlers(RuntimeBase):
             windows, held = stage2.open_windows(deployment)
             self.metrics.open_windows.labels(deployment).set(windows)
             self.metrics.open_window_bytes.labels(deployment).set(held)
+
+    def _guard_failed(self, failure: GuardFailure) -> None:
+        """Count and log a guard that raised; its traceback once per deployment and error."""
+        self.metrics.internal_errors.labels(f"guard_{failure.guard}").inc()
+        self.evicted_recently["guard"] = time.monotonic()  # /health: degraded for a minute
+        self.guard_failures.append(
+            {
+                "deployment": failure.deployment,
+                "guard": failure.guard,
+                "window_end": failure.window_end,
+                "error": failure.error,
+                "where": failure.where,
+            }
+        )
+        key = (failure.deployment, failure.guard, failure.signature)
+        if key in self._failures_logged:
+            log.error(
+                "guard %s failed again on %s (%s)", failure.guard, failure.deployment, failure.error
+            )
+            return
+        self._failures_logged.add(key)
+        log.error(
+            "guard %s failed on %s at the window ending %.0f; its verdict is an error verdict and "
+            "the other guards judge on (a bug: please report it)\n%s",
+            failure.guard,
+            failure.deployment,
+            failure.window_end,
+            failure.traceback.rstrip(),
+        )
 
     async def _send_verdicts(
         self,

@@ -7,7 +7,9 @@ message's counts were partly taken; with ``flush:N`` the Nth flush of a partitio
 groups raises, after taking them (``test_internal_error.py``). With ``event:ID`` every call of
 ``Stage1._predictions`` whose predictions hold the event id ``ID`` raises, after part of it was
 counted: a bug that one message's content triggers, in every process that reads it
-(``test_quarantine.py``). Any other process is left alone.
+(``test_quarantine.py``). With ``guard:NAME`` the guard named NAME raises at every window
+close, after judging and after changing its state (``test_guard_failure.py``). Any other
+process is left alone.
 """
 
 import os
@@ -55,3 +57,19 @@ if _WHERE and ("worker" in sys.argv or "replay" in sys.argv):
             return _encode(source, max_bytes)
 
         _stage1.encode_partials = _failing_encode
+    elif _point == "guard":
+        import streamguard.guards.registry as _registry
+
+        _guard = next(
+            g
+            for g in vars(_registry).values()
+            if isinstance(g, type) and getattr(g, "name", None) == _n
+        )
+        _evaluate = _guard.evaluate
+
+        def _failing_guard(self: Any, ctx: Any) -> Any:
+            _evaluate(self, ctx)
+            ctx.state(self.name)["injected"] = ctx.window  # a change stage 2 must undo
+            raise RuntimeError(f"injected: {_WHERE}")
+
+        _guard.evaluate = _failing_guard

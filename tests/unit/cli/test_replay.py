@@ -51,3 +51,32 @@ def test_a_message_that_makes_replay_raise_is_named_in_one_line(tmp_path: Path) 
     assert_one_error_line(result, 4, "line 7: accounting predictions partition ")
     assert f"raised RuntimeError: injected: event:{poison}" in result.stderr
     assert result.stdout == ""  # nothing was decided before line 7
+
+
+def test_a_guard_that_raises_gives_a_critical_notice_and_the_others_commands(
+    tmp_path: Path,
+) -> None:
+    """Replay isolates a failing guard as the worker does (core.guard_failure)."""
+    recording = simulate(tmp_path, "shadow-deviation", 100, 300)
+    plain = streamguard("replay", str(recording), "--no-progress")
+    inject = Path(__file__).parents[2] / "faults" / "inject"
+    path = os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "STREAMGUARD_TEST_RAISE_IN": "guard:canary"}
+    result = streamguard("replay", str(recording), "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    failures = [m for m in lines if m.get("guard") == "canary" and "alert_id" in m]
+    assert len(failures) == 1  # one notice for the bug, however many closes it fails
+    assert failures[0]["severity"] == "critical"
+    assert "RuntimeError: injected: guard:canary" in failures[0]["summary"]
+    # Everything else replay printed is what it prints without the bug, in the same order.
+    assert [m for m in lines if m not in failures] == [
+        orjson.loads(line) for line in plain.stdout.splitlines()
+    ]
+    assert any(m.get("action") == "pause" for m in lines)  # the shadow guard still acts
+    assert "guard canary failed on home-ranker" in result.stderr
+    assert "Traceback" in result.stderr
+    errors = re.search(r"verdicts \((\d+) guard errors\)", result.stderr)
+    assert errors is not None
+    assert int(errors[1]) > 10
+    assert "(0 guard errors)" in plain.stderr
