@@ -17,10 +17,10 @@ Examples
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from streamguard.stats.page_hinkley import PageHinkley
 
@@ -105,7 +105,12 @@ class OnsetTracker:
         self.min_instances = int(min_instances)
         self.max_history = int(max_history)
         self.detected_at: float | None = None
-        self._history: deque[tuple[float, float]] = deque(maxlen=self.max_history)
+        # The history as a ring of (ts, value) rows, grown by doubling up to max_history:
+        # a deque of tuples took ~110 bytes a value (80 KB per full tracker, one per judged
+        # slice) and made pickling and snapshotting the shadow guard's state slow at 2 h.
+        self._rows = np.empty((0, 2), dtype=np.float64)
+        self._start = 0  # row of the oldest value once the ring is full
+        self._count = 0
         self._ph = self._new_detector()
 
     def _new_detector(self) -> PageHinkley:
@@ -124,7 +129,28 @@ class OnsetTracker:
         >>> t.history
         ((0.0, 10.0),)
         """
-        return tuple(self._history)
+        return tuple(map(tuple, self._ordered().tolist()))
+
+    def _ordered(self) -> npt.NDArray[np.float64]:
+        """The history's rows, oldest first (a view unless the ring has wrapped)."""
+        if self._start == 0:
+            return self._rows[: self._count]
+        return np.concatenate((self._rows[self._start :], self._rows[: self._start]))
+
+    def _append(self, ts: float, x: float) -> None:
+        rows = self._rows
+        if self._count < len(rows):
+            rows[self._count] = (ts, x)
+            self._count += 1
+        elif len(rows) < self.max_history:
+            grown = np.empty((min(self.max_history, max(8, 2 * len(rows))), 2))
+            grown[: self._count] = rows[: self._count]
+            grown[self._count] = (ts, x)
+            self._rows = grown
+            self._count += 1
+        else:  # full: overwrite the oldest
+            rows[self._start] = (ts, x)
+            self._start = (self._start + 1) % len(rows)
 
     def update(self, ts: float, value: float) -> bool:
         """Record one closed window's value; True if Page-Hinkley signals at this update.
@@ -155,7 +181,7 @@ class OnsetTracker:
         if math.isnan(value):
             return False
         x = min(max(float(value), 0.0), _CLIP_HI)
-        self._history.append((float(ts), x))
+        self._append(float(ts), x)
         detected = self._ph.update(x)
         if detected:
             self.detected_at = float(ts)
@@ -183,10 +209,10 @@ class OnsetTracker:
         >>> t.onset()
         30.0
         """
-        n = len(self._history)
+        n = self._count
         if n < 2:
             return None
-        hist = np.asarray(self._history, dtype=np.float64)
+        hist = self._ordered()
         x = hist[:, 1]
         # Centring first keeps the cumulative sums small, so flat series stay flat.
         x = x - x.mean()
@@ -211,7 +237,8 @@ class OnsetTracker:
         >>> t.history, t.detected_at
         ((), None)
         """
-        self._history.clear()
+        self._rows = np.empty((0, 2), dtype=np.float64)
+        self._start = self._count = 0
         self.detected_at = None
         self._ph = self._new_detector()
 
@@ -242,7 +269,7 @@ class OnsetTracker:
             "min_instances": self.min_instances,
             "max_history": self.max_history,
             "detected_at": self.detected_at,
-            "history": [[ts, x] for ts, x in self._history],
+            "history": self._ordered().tolist(),
             "page_hinkley": self._ph.snapshot(),
         }
 
@@ -283,7 +310,8 @@ class OnsetTracker:
         )
         at = snap["detected_at"]
         new.detected_at = None if at is None else float(at)
-        new._history.extend((float(ts), float(x)) for ts, x in snap["history"])
+        for ts, x in snap["history"][-new.max_history :]:
+            new._append(float(ts), float(x))
         new._ph = PageHinkley.restore(
             snap["page_hinkley"],
             min_instances=new.min_instances,

@@ -1,6 +1,9 @@
 """Tests for streamguard.stats.onset."""
 
 import json
+import math
+import pickle
+from collections import deque
 
 import numpy as np
 import pytest
@@ -98,6 +101,31 @@ def test_nan_is_ignored_and_history_is_bounded() -> None:
         t.update(float(i), 0.1 * i)
     assert len(t.history) == 5
     assert t.history[0][0] == 7.0
+
+
+@settings(max_examples=80)
+@given(
+    st.integers(2, 40),
+    st.lists(st.one_of(st.floats(-1.0, 12.0), st.just(float("nan"))), max_size=150),
+)
+def test_the_history_ring_is_the_last_values_in_order(size: int, values: list[float]) -> None:
+    """Against a deque of the last ``size`` clipped values, after every update; pickled and
+    restored copies (stage 2 pickles guard state before each judgement) carry on alike."""
+    tracker = OnsetTracker(max_history=size)
+    reference: deque[tuple[float, float]] = deque(maxlen=size)
+    for i, v in enumerate(values):
+        tracker.update(float(i), v)
+        if not math.isnan(v):
+            reference.append((float(i), min(max(v, 0.0), 10.0)))
+        assert tracker.history == tuple(reference)
+        if i % 7 == 0:
+            tracker = pickle.loads(pickle.dumps(tracker))  # noqa: S301 - made just above
+    assert OnsetTracker.restore(tracker.snapshot()).history == tuple(reference)
+    # onset() reads the ring in order: as over the reference list.
+    fresh = OnsetTracker(max_history=size + len(values))
+    for ts, x in reference:
+        fresh.update(ts, x)
+    assert tracker.onset() == fresh.onset()
 
 
 def test_reset_clears_everything() -> None:
