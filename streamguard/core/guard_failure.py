@@ -6,20 +6,34 @@ worker (:mod:`streamguard.faust_app.halt`) would not help: a restart closes the 
 with the same data and raises again, so every guard of every deployment would stay down until
 a fix ships. Stage 2 therefore runs each guard on its own:
 
-- before a guard judges a deployment, its state there (``ctx.state(guard)``) is copied; if the
-  guard raises, that copy is put back, so the failed close leaves the guard as it was, and the
-  next close retries from the same state;
+- before a guard judges a deployment, its state there (``ctx.state(guard)``) is pickled; if
+  the guard raises, the pickle is put back, so the failed close leaves the guard as if it had
+  not run (a state that cannot be pickled fails the guard the same way, before it runs);
+- the sums and labels the context handed out are copies, and the ones it cached are dropped,
+  so what the guard scribbled on before raising reaches no other guard;
 - the guard's verdict is replaced by an *error verdict* (:func:`failure_verdict`): no slices,
   no findings, ``status: "error"`` and what raised, where. Stage 3 turns it into one critical
   notice per deployment, guard and error (:mod:`streamguard.decisions.decider`), and the status
-  API judges the deployment ``pending`` while one of its model guards fails;
-- the other guards judge the same close as if the failing one were not there (their verdicts
-  are byte-identical: ``tests/unit/core/test_guard_failure.py``).
+  API judges the deployment ``pending`` while a model guard, or the stratification guard,
+  fails at its latest close;
+- the other guards judge the same close as they would without the failing one (their
+  verdicts are byte-identical: ``tests/unit/core/test_guard_failure.py``), with two
+  exceptions on purpose: the canary guard, which reads the stratification guard's state,
+  calls its mix ``failed`` (untrusted) at a close where that guard raised, and a rollback's
+  compatibility evidence is marked ``stale`` while the compatibility guard fails.
 
-A ``MemoryError`` is not isolated: it says nothing about the data, and the worker stops as
-before. Errors outside the guards (merging partials, closing windows) still stop the worker.
+What this does not give:
+
+- the window of a failed close is lost for good to guards that add up closed windows (the
+  canary's sequential tests, the stratification and compatibility totals, the shadow guard's
+  onset series): the next close takes in its own window only;
+- the item windows handed to the popularity guard are stage 2's own objects, not copies;
+- a ``MemoryError`` is not isolated (it says nothing about the data: the worker stops as
+  before), nor are errors outside the guards (merging partials, window bookkeeping).
+
 The failure is deterministic like the rest of stage 2: a restart, or ``streamguard replay`` of
-the same traffic, reports the same errors at the same closes.
+the same traffic, reports the same errors at the same closes (an exception message that prints
+an object's address is the exception).
 
 Examples
 --------
@@ -97,7 +111,10 @@ class GuardFailure:
 
         ``exc`` as its catcher got it: the first frame of its traceback is the catcher's.
         """
-        message = str(exc)
+        try:
+            message = str(exc)
+        except Exception:  # an exception whose __str__ raises must not escape stage 2
+            message = f"<{type(exc).__name__} whose message cannot be printed>"
         return cls(
             deployment=deployment,
             guard=guard,

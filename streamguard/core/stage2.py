@@ -83,9 +83,9 @@ class Stage2:
         # Per channel, a count of the changes only a snapshot keeps: applied partials and
         # closes. Heartbeats alone do not count, since replaying them rebuilds what they did.
         self._revisions: Counter[int] = Counter()
-        #: Guards that raised at a close, latest last, for the worker to log and count
-        #: (:meth:`take_failures`); bounded, since replay does not read them.
-        self.failures: deque[GuardFailure] = deque(maxlen=64)
+        #: Guards that raised at a close, latest last, for the worker and replay to log and
+        #: count: they take them after every :meth:`advance` (:meth:`take_failures`).
+        self.failures: list[GuardFailure] = []
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -281,20 +281,22 @@ class Stage2:
     ) -> Verdict | list[Verdict] | None:
         """``guard``'s verdict at this close; if it raises, an error verdict, its state kept."""
         state = d.guard_state.get(guard.name)
-        # The guard may change its state and then raise: keep a copy to put back. Pickling is
-        # the copy (unpickled only on failure): at 20 deployments it cost 7 % of the closes'
-        # time, copy.deepcopy 27 % (the shadow guard keeps an onset tracker per slice).
-        kept = pickle.dumps(state, pickle.HIGHEST_PROTOCOL) if state else None
+        kept: bytes | None = None
         try:
+            # The guard may change its state and then raise: keep a copy to put back. Pickling
+            # is the copy (unpickled only on failure); a state that cannot be pickled fails the
+            # guard like any other bug of it (Guard's docstring).
+            kept = None if state is None else pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
             return guard.evaluate(context)
         except MemoryError:
             raise  # says nothing about the data: the worker stops (faust_app.halt)
         except Exception as exc:  # any bug of one guard: the others judge on
-            if kept is None:
+            if state is None:
                 d.guard_state.pop(guard.name, None)
-            else:
+            elif kept is not None:  # (None here: the pickling itself failed, nothing ran)
                 d.guard_state[guard.name] = pickle.loads(kept)  # noqa: S301 - made just above
             context.forget()  # sums the failed guard read may have been changed in place
+            context.failed.add(guard.name)
             start = float(context.window * context.window_s)  # as the guards date verdicts
             failure = GuardFailure.of(d.name, guard.name, start + context.window_s, exc)
             self.failures.append(failure)
@@ -303,8 +305,7 @@ class Stage2:
 
     def take_failures(self) -> list[GuardFailure]:
         """The guard failures since the last call, oldest first."""
-        out = list(self.failures)
-        self.failures.clear()
+        out, self.failures = self.failures, []
         return out
 
     # -- snapshots ------------------------------------------------------------------------------

@@ -134,6 +134,9 @@ class GuardContext:
         self.window_s = deployment.policy.window_s
         self.horizon_windows = deployment.policy.horizon_windows
         self._cache: dict[tuple[str, str, int], tuple[list[str], dict[str, Array]]] = {}
+        #: Guards that raised at this close (stage 2 adds them): a guard reading another's
+        #: state (the canary reads the stratification's) knows it is the last close's.
+        self.failed: set[str] = set()
 
     def _first(self) -> int:
         return self.window - self.horizon_windows + 1
@@ -161,7 +164,9 @@ class GuardContext:
         s = self._d.streams[(stream, version)]
         first = self.window - windows + 1
         tables = [table for index, table in s.closed if index >= first]
-        self._cache[key] = (s.registry.labels, sum_frozen(s.fields, len(s.registry), tables))
+        # The labels are copies everywhere: the registry's own list must not be sortable by a
+        # guard (the sums and windows handed out are fresh arrays already).
+        self._cache[key] = (list(s.registry.labels), sum_frozen(s.fields, len(s.registry), tables))
         return self._cache[key]
 
     def windows(
@@ -183,13 +188,13 @@ class GuardContext:
             if table is not None:
                 table.add_into(window, names)
             out.append(window)
-        return s.registry.labels, out
+        return list(s.registry.labels), out
 
     def closed_window(self, stream: str, version: str) -> tuple[list[str], dict[str, Array]] | None:
         s = self._d.streams.get((stream, version))
         if s is None or not s.closed or s.closed[-1][0] != self.window:
             return None
-        return s.registry.labels, s.closed[-1][1].view(len(s.registry))
+        return list(s.registry.labels), s.closed[-1][1].view(len(s.registry))
 
     def baseline_version(self, stream: str, version: str) -> str:
         return self._d.streams[(stream, version)].baseline_version

@@ -146,6 +146,7 @@ class GuardContext(Protocol):
     window: int  # index of the window that just closed
     window_s: int
     horizon_windows: int
+    failed: set[str]  # guards that raised at this close so far (core.guard_failure)
 
     def versions(self, stream: str) -> list[str]:
         """Versions with data in the horizon for ``stream``, most recent first."""
@@ -197,7 +198,12 @@ class GuardContext(Protocol):
 
 
 class Guard(Protocol):
-    """A guard: judges a deployment's horizon at every window close."""
+    """A guard: judges a deployment's horizon at every window close.
+
+    Its per-deployment state must pickle: stage 2 pickles it before each judgement to put it
+    back if the guard raises (:mod:`streamguard.core.guard_failure`). What the context hands
+    out is the guard's to read, not to change (the sums and labels are copies).
+    """
 
     name: str
 

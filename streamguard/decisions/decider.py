@@ -40,6 +40,8 @@ Per (deployment, model version) the rollout is *healthy*, *paused* or *rolled ba
   missing until the bug is fixed, and on-call must know at once, not after ``confirm_windows``.
   It changes no rollout state and no streak (the guard's findings resume where they stood).
   Once the guard judges that deployment again, the same error notifies again if it returns.
+  While the compatibility guard fails, a rollback's ``compat`` evidence (its last table) is
+  marked ``stale`` and its alert says so.
 
 Commands are stamped with the end of the window whose verdict triggered them, and their ids are
 derived from (deployment, model_version, guard, slice, action, ts), so the same input always
@@ -215,6 +217,11 @@ class Decider:
             summary = _summary(command, finding)
             if "compat" in evidence and evidence["compat"]["compatible"] is False:
                 summary += _incompatible(evidence["compat"])
+            if "compat" in evidence and evidence["compat"].get("stale"):
+                summary += (
+                    ". The compatibility guard is failing: the schemas above are from its last "
+                    "good close"
+                )
             out.append((command, alert_for(command, summary)))
         return Decisions(out, notices)
 
@@ -316,13 +323,18 @@ class Decider:
         known = self._versions.get((deployment, target))
         accepts = known.accepts if known else []
         missing = sorted(set(version.live) - set(accepts))
-        return {
+        out: dict[str, Any] = {
             "target_version": target,
             "live_schemas": version.live,
             "target_accepts": accepts,
             "missing": missing,
             "compatible": not missing,
         }
+        failed = self._versions.get((deployment, ""))
+        key = f"{COMPAT_GUARD}{_ERROR_KEY}"
+        if failed is not None and any(k[0] == key for k in failed.noticed):
+            out["stale"] = True  # the compatibility guard fails: this is its last table
+        return out
 
     def on_control(self, command: dict[str, Any]) -> bool:
         """Apply a command seen on the control topic; True if it changed the state.

@@ -10,9 +10,9 @@ For one model version:
   says its evidence cannot be trusted (a contaminated canary allocation, shadow slices that
   too few shadow predictions pair in);
 * ``pending``: anything else: no verdict of that version yet, too little traffic in every
-  slice, untrusted evidence, a model guard whose latest close of the deployment failed (an
-  error verdict, :mod:`streamguard.core.guard_failure`), or a view that has not caught up on
-  the topics yet. Argo counts
+  slice, untrusted evidence, a model guard or the stratification guard that failed at the
+  deployment's latest close (an error verdict, :mod:`streamguard.core.guard_failure`), or a
+  view that has not caught up on the topics yet. Argo counts
   it inconclusive, Flagger does not promote on it, and neither fails the rollout for it.
 
 Without a version, the deployment is ``rolled_back`` or ``paused`` when any of its versions
@@ -37,12 +37,13 @@ Examples
 ('paused', 'paused', 'pending')
 """
 
+import math
 from typing import Any
 
 from streamguard.core.guard_failure import ERROR_STATUS
 from streamguard.decisions.rollouts import Rollout, RolloutView
 
-__all__ = ["JUDGED_STATES", "JUDGEMENTS", "MODEL_GUARDS", "StatusView"]
+__all__ = ["JUDGED_STATES", "JUDGEMENTS", "MODEL_GUARDS", "VOUCHING_GUARDS", "StatusView"]
 
 JUDGEMENTS = ("healthy", "paused", "rolled_back", "pending")
 
@@ -52,6 +53,10 @@ MODEL_GUARDS = frozenset({"shadow", "canary", "popularity"})
 
 #: Slice states of a slice that was judged ("insufficient" and "untrusted" ones were not).
 JUDGED_STATES = frozenset({"ok", "pause", "rollback"})
+
+#: Guards whose failure leaves a model version without a trustworthy judgement: the model
+#: guards, and the stratification guard the canary guard's trust rests on.
+VOUCHING_GUARDS = MODEL_GUARDS | {"stratification"}
 
 # A verdict's ``status`` that says its evidence cannot be trusted (canary, stratification).
 _UNTRUSTED_STATUS = frozenset({"untrusted", "contaminated"})
@@ -120,6 +125,7 @@ class StatusView:
         self.rollouts = RolloutView()
         # Guards whose latest verdict of a deployment is an error (a guard that raised), with it.
         self._failing: dict[tuple[str, str], dict[str, Any]] = {}
+        self._latest: dict[str, float] = {}  # latest window end of any verdict, per deployment
 
     def on_verdict(self, verdict: dict[str, Any]) -> None:
         """Keep a verdict if it is the latest of its deployment, guard (and version)."""
@@ -129,8 +135,14 @@ class StatusView:
         end = verdict.get("window_end")
         if not isinstance(end, int | float):
             return
+        self._latest[deployment] = max(end, self._latest.get(deployment, end))
         failing = self._failing.get((deployment, guard))
         if verdict.get("status") == ERROR_STATUS:
+            judged = self._verdicts.get((deployment, guard))
+            if not isinstance(verdict.get("error"), dict) or (
+                judged is not None and end < judged["window_end"]
+            ):
+                return  # junk, or older than what the guard judged since (a resend)
             if failing is None or end >= failing["window_end"]:
                 self._failing[(deployment, guard)] = verdict
             return  # it judged no version: the verdicts it stands in for stay as they were
@@ -174,6 +186,17 @@ class StatusView:
             return "pending"
         return "healthy"
 
+    def _failing_guards(self, deployment: str) -> set[str]:
+        """Guards whose error verdict is the deployment's latest close: a guard that fails
+        gives one at every close, so a later close without one means it no longer failed
+        there (it judged, or had nothing to judge)."""
+        latest = self._latest.get(deployment, -math.inf)
+        return {
+            g
+            for (d, g), v in self._failing.items()
+            if d == deployment and v["window_end"] >= latest
+        }
+
     def judgement(self, deployment: str, version: str | None = None) -> str:
         """One of :data:`JUDGEMENTS` for the deployment (or one of its versions)."""
         if not self.caught_up:
@@ -187,8 +210,8 @@ class StatusView:
             return "rolled_back"
         if "paused" in states:
             return "paused"
-        if any(d == deployment and g in MODEL_GUARDS for d, g in self._failing):
-            return "pending"  # a guard that judges the model is failing: nothing to vouch for
+        if self._failing_guards(deployment) & VOUCHING_GUARDS:
+            return "pending"  # a guard the judgement rests on is failing: nothing to vouch for
         versions = [version] if version is not None else self.current_versions(deployment)
         if versions and all(self._version_judgement(deployment, v) == "healthy" for v in versions):
             return "healthy"
@@ -229,9 +252,9 @@ class StatusView:
             "verdicts": verdicts,
             # Guards failing at their latest close of the deployment (error verdicts).
             "guard_errors": {
-                guard: {"window_end": v["window_end"], **v.get("error", {})}
+                guard: {"window_end": v["window_end"], **v["error"]}
                 for (d, guard), v in sorted(self._failing.items())
-                if d == deployment
+                if d == deployment and guard in self._failing_guards(deployment)
             },
         }
 

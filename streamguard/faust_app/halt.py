@@ -21,9 +21,9 @@ The price: an error that repeats on the same input (a bug) would stop every rest
 message. For stage 1's accounting of predictions and the leakage guard's of training examples, the
 worker records which messages it was accounting before it exits, and a restart leaves out a message
 that stopped two workers, dead-lettered as ``quarantined`` (:mod:`streamguard.core.quarantine`).
-A guard that raises at a window close does not get here: stage 2 isolates it
-(:mod:`streamguard.core.guard_failure`). Any other repeating error keeps the guard down, loudly
-(exit status, restarts, the log), until the bug is fixed.
+A guard that raises at a window close (but for ``MemoryError``) does not get here: stage 2
+isolates it (:mod:`streamguard.core.guard_failure`). Any other repeating error keeps the guard
+down, loudly (exit status, restarts, the log), until the bug is fixed.
 """
 
 import contextlib

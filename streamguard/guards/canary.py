@@ -30,7 +30,9 @@ close) has seen enough canary events to judge the traffic mix and found it strat
 baseline's: before that, and on a contaminated allocation, ``status`` is ``untrusted`` (never
 "no regression detected"), and ``stratification`` says why. Findings are issued either way: a
 proven regression is one whatever the mix. With the stratification guard disabled by policy,
-the mix is ``not checked`` and verdicts are trusted.
+the mix is ``not checked`` and verdicts are trusted; when the stratification guard raised at
+this close (:mod:`streamguard.core.guard_failure`), the mix is ``failed`` and verdicts are
+untrusted, since its state is the previous close's.
 """
 
 import math
@@ -144,11 +146,12 @@ class CanaryGuard:
                 window_s=ctx.window_s,
             )
         adjusted = self._adjusted(state, policy, settings)
-        mix = (
-            (allocation_status(ctx.state("stratification"), key) or "unknown")
-            if policy.stratification.enabled
-            else "not checked"
-        )
+        if not policy.stratification.enabled:
+            mix = "not checked"
+        elif "stratification" in ctx.failed:
+            mix = "failed"  # its state is the last close's: the mix now is not known
+        else:
+            mix = allocation_status(ctx.state("stratification"), key) or "unknown"
         trusted = mix in TRUSTED_MIX
         version, allocation = split_version(key)
         return Verdict(

@@ -1,8 +1,10 @@
 """A guard that raises at every close: the worker stays up and the other guards judge on.
 
 ``tests/faults/inject/sitecustomize.py`` (on ``PYTHONPATH``, ``STREAMGUARD_TEST_RAISE_IN=
-guard:canary``) makes the canary guard raise at every window close, after it judged and changed
-its state. Before :mod:`streamguard.core.guard_failure`, the worker stopped with exit status 70
+guard:canary``) makes the canary guard raise at every window close, after it judged. (The
+traffic has no canary, so the guard has no state to lose: that stage 2 puts a failing guard's
+state back is shown in ``tests/unit/core/test_guard_failure.py``; this test is the worker's
+plumbing.) Before :mod:`streamguard.core.guard_failure`, the worker stopped with exit status 70
 at the first close, and every restart at the same close: no guard judged anything. Now the
 shadow guard's verdicts and commands must be replay's (of the same traffic, no bug), the canary
 guard's verdicts error verdicts, on-call gets one critical notice, and the worker's metrics,

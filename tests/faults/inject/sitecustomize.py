@@ -8,7 +8,8 @@ groups raises, after taking them (``test_internal_error.py``). With ``event:ID``
 ``Stage1._predictions`` whose predictions hold the event id ``ID`` raises, after part of it was
 counted: a bug that one message's content triggers, in every process that reads it
 (``test_quarantine.py``). With ``guard:NAME`` the guard named NAME raises at every window
-close, after judging and after changing its state (``test_guard_failure.py``). Any other
+close, after judging and after adding a key to its state (``test_guard_failure.py``: the
+worker's plumbing; that stage 2 puts the state back is shown by the unit tests). Any other
 process is left alone.
 """
 

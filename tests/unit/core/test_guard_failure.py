@@ -16,8 +16,9 @@ import pytest
 from streamguard.core import PAIR_STREAM
 from streamguard.core.guard_failure import ERROR_STATUS, GuardFailure, failure_verdict
 from streamguard.engine import Pipeline
-from streamguard.guards import Verdict
+from streamguard.guards import Verdict, canary
 from streamguard.guards.base import GuardContext, StatelessGuard
+from streamguard.guards.stratification import StratificationGuard
 from streamguard.policy import Policy
 from streamguard.sim import Canary, ShadowDeviation, TrafficGenerator
 from tests.unit.core._events import sim_messages
@@ -132,8 +133,6 @@ def test_a_failing_guard_leaves_its_state_as_before_and_the_others_alike(
 def test_a_real_guard_that_raises_gives_error_verdicts_and_a_critical_notice(
     clean: tuple[Pipeline, list[Verdict]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamguard.guards import canary
-
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise FloatingPointError("injected into the canary's statistics")
 
@@ -162,19 +161,26 @@ def test_a_real_guard_that_raises_gives_error_verdicts_and_a_critical_notice(
 
 
 class Vandal(StatelessGuard):
-    """A guard that zeroes the horizon sums it was handed, then raises."""
+    """A guard that scribbles on everything it was handed, then raises."""
 
     name = "vandal"
 
     def evaluate(self, ctx: GuardContext) -> Verdict | None:
         for version in ctx.versions(PAIR_STREAM):
-            _, arrays = ctx.horizon(PAIR_STREAM, version)
+            labels, arrays = ctx.horizon(PAIR_STREAM, version)
+            labels.sort(reverse=True)
             for array in arrays.values():
                 array[...] = 0
+            window = ctx.closed_window(PAIR_STREAM, version)
+            if window is not None:
+                window[0].reverse()
+                for array in window[1].values():
+                    array[...] = 0
+            ctx.windows(PAIR_STREAM, version, 3, frozenset({"pairs"}))[0].clear()
         raise RuntimeError("after scribbling")
 
 
-def test_sums_a_failing_guard_scribbled_on_are_not_handed_to_the_next(
+def test_what_a_failing_guard_scribbled_on_is_not_handed_to_the_next(
     clean: tuple[Pipeline, list[Verdict]],
 ) -> None:
     pipeline = Pipeline(Policy(), PARTITIONS, flush_every=PARTITIONS)
@@ -231,3 +237,67 @@ def test_the_error_verdict_is_dated_like_the_guards_verdicts() -> None:
     assert len(long.message) < 400
     assert long.message.endswith("...")
     assert "ValueError" in long.traceback
+
+
+class Unpicklable(Counting):
+    """A guard whose state holds something pickle refuses."""
+
+    name = "unpicklable"
+
+    def evaluate(self, ctx: GuardContext) -> Verdict | None:
+        state = ctx.state(self.name)
+        if "hook" in state:
+            raise AssertionError("judged although its state could not be kept")
+        state["hook"] = lambda: None
+        return None
+
+
+def test_a_state_that_cannot_be_pickled_fails_its_guard_only(
+    clean: tuple[Pipeline, list[Verdict]],
+) -> None:
+    pipeline, verdicts = _run_collecting([Unpicklable(None)])
+    errors = [v.to_dict() for v in verdicts if v.guard == "unpicklable"]
+    assert errors, "the guard judged once, then every later close must fail to keep its state"
+    assert all(e["error"]["type"] in {"PicklingError", "AttributeError"} for e in errors)
+    assert "hook" in pipeline.stage2._deployments["home-ranker"].guard_state["unpicklable"]
+    others = [orjson.dumps(v.to_dict()) for v in verdicts if v.guard != "unpicklable"]
+    assert others == [orjson.dumps(v.to_dict()) for v in clean[1]]
+
+
+def test_every_failure_is_counted_however_many_a_round_has() -> None:
+    guards = [Counting(None) for _ in range(3)]
+    for i, guard in enumerate(guards):
+        guard.name = f"counting{i}"
+    pipeline = Pipeline(Policy(), PARTITIONS, flush_every=10**9)  # one flush: every close at once
+    verdicts: list[Verdict] = []
+    pipeline.on_verdict = verdicts.append
+    pipeline.stage2.guards[1:1] = guards
+    for message in MESSAGES:
+        pipeline.feed(message)
+    pipeline.finish()
+    errors = [v for v in verdicts if v.guard.startswith("counting")]
+    assert len(errors) > 64  # more than the bound the first version had
+    assert pipeline.stats.guard_errors == len(errors)
+
+
+def test_while_the_stratification_guard_fails_canary_verdicts_are_untrusted(
+    clean: tuple[Pipeline, list[Verdict]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    judge = StratificationGuard.evaluate
+    failing_from = min(v.window_end for v in clean[1] if v.guard == "canary") + 60.0
+
+    def evaluate(self: StratificationGuard, ctx: GuardContext) -> Any:
+        result = judge(self, ctx)
+        if (ctx.window + 1) * ctx.window_s >= failing_from:
+            raise RuntimeError("injected")
+        return result
+
+    monkeypatch.setattr(StratificationGuard, "evaluate", evaluate)
+    _, verdicts = _run_collecting()
+    canary = [v.to_dict() for v in verdicts if v.guard == "canary"]
+    before = [v for v in canary if v["window_end"] < failing_from]
+    after = [v for v in canary if v["window_end"] >= failing_from]
+    assert after, "no canary verdict while the stratification guard failed"
+    assert any(v["trusted"] for v in before)  # trusted until then, as in the clean run
+    assert all(v["trusted"] is False for v in after)
+    assert {v["stratification"] for v in after} == {"failed"}

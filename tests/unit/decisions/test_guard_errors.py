@@ -150,3 +150,60 @@ def test_a_deployment_known_only_from_errors_is_listed() -> None:
     view = status_with(error_verdict(100.0))
     assert view.deployments() == ["d"]
     assert view.overview()["deployments"] == {"d": "pending"}
+
+
+def test_a_guard_that_stops_failing_without_judging_no_longer_holds_the_judgement() -> None:
+    # The canary guard failed, then had nothing to judge (no verdict) while shadow judged on.
+    view = status_with(verdict(100.0, []), error_verdict(110.0, guard="canary"))
+    assert view.judgement("d") == "pending"
+    view.on_verdict(verdict(120.0, []))  # a later close without an error verdict of it
+    assert view.judgement("d") == "healthy"
+    assert view.deployment("d")["guard_errors"] == {}
+
+
+def test_an_error_verdict_older_than_the_guards_last_judgement_is_a_resend() -> None:
+    view = status_with(verdict(120.0, []), error_verdict(110.0))
+    assert view.judgement("d") == "healthy"
+    assert view.deployment("d")["guard_errors"] == {}
+
+
+def test_a_failing_stratification_guard_holds_the_judgement() -> None:
+    view = status_with(verdict(100.0, []), error_verdict(100.0, guard="stratification"))
+    assert view.judgement("d") == "pending"
+
+
+def test_junk_error_verdicts_are_ignored_by_the_status_view() -> None:
+    junk = {**error_verdict(110.0), "error": "oops"}
+    view = status_with(verdict(100.0, []), junk)
+    assert view.judgement("d") == "healthy"
+    assert view.deployment("d")["guard_errors"] == {}
+
+
+def test_a_rollback_while_the_compat_guard_fails_says_its_table_is_stale() -> None:
+    at_once = Policy(defaults=DeploymentPolicy(confirm_windows=1))
+    decider = Decider(at_once)
+    compat = {**verdict(100.0, [], guard="compat"), "schemas": {"v2": {"live": ["2"]}}}
+    decider.decide(compat)
+    decider.decide(error_verdict(110.0, guard="compat"))
+    decided = decider.decide(verdict(110.0, [finding(action="rollback")]))
+    (command, alert), *_ = decided.commands
+    assert command.evidence["compat"]["stale"] is True
+    assert alert is not None
+    assert "compatibility guard is failing" in alert.summary
+    decider.decide({**compat, "window_end": 120.0})  # it judges again
+    fresh = Decider(at_once)
+    fresh.decide(compat)
+    (command, _), *_ = fresh.decide(verdict(110.0, [finding(action="rollback")])).commands
+    assert "stale" not in command.evidence["compat"]
+
+
+def test_guard_failure_survives_an_exception_whose_message_cannot_be_printed() -> None:
+    class UnprintableError(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    try:
+        raise UnprintableError
+    except UnprintableError as exc:
+        failure = GuardFailure.of("d", "shadow", 0.0, exc)
+    assert failure.message == "<UnprintableError whose message cannot be printed>"

@@ -136,6 +136,7 @@ class Context:
 
     def __init__(self, policy: DeploymentPolicy = POLICY) -> None:
         self.window = -1
+        self.failed: set[str] = set()  # no guard raises here
         self._state: dict[str, dict[Any, Any]] = {}
         self._closed: dict[str, tuple[list[str], dict[str, Array]]] = {}
         self._history: dict[str, dict[int, tuple[list[str], dict[str, Array]]]] = {}
