@@ -15,7 +15,7 @@ a fix ships. Stage 2 therefore runs each guard on its own:
   no findings, ``status: "error"`` and what raised, where. Stage 3 turns it into one critical
   notice per deployment, guard and error (:mod:`streamguard.decisions.decider`), and the status
   API judges the deployment ``pending`` while a model guard, or the stratification guard,
-  fails at its latest close;
+  fails (until a whole later close comes without its error verdict);
 - the other guards judge the same close as they would without the failing one (their
   verdicts are byte-identical: ``tests/unit/core/test_guard_failure.py``), with two
   exceptions on purpose: the canary guard, which reads the stratification guard's state,
@@ -112,7 +112,8 @@ class GuardFailure:
         ``exc`` as its catcher got it: the first frame of its traceback is the catcher's.
         """
         try:
-            message = str(exc)
+            # A lone surrogate would make the verdict's JSON fail outside stage 2's isolation.
+            message = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
         except Exception:  # an exception whose __str__ raises must not escape stage 2
             message = f"<{type(exc).__name__} whose message cannot be printed>"
         return cls(

@@ -294,7 +294,10 @@ class Stage2:
             if state is None:
                 d.guard_state.pop(guard.name, None)
             elif kept is not None:  # (None here: the pickling itself failed, nothing ran)
-                d.guard_state[guard.name] = pickle.loads(kept)  # noqa: S301 - made just above
+                try:
+                    d.guard_state[guard.name] = pickle.loads(kept)  # noqa: S301 - made above
+                except Exception:  # a state that pickles but will not unpickle: start afresh
+                    d.guard_state.pop(guard.name, None)
             context.forget()  # sums the failed guard read may have been changed in place
             context.failed.add(guard.name)
             start = float(context.window * context.window_s)  # as the guards date verdicts

@@ -219,8 +219,8 @@ class Decider:
                 summary += _incompatible(evidence["compat"])
             if "compat" in evidence and evidence["compat"].get("stale"):
                 summary += (
-                    ". The compatibility guard is failing: the schemas above are from its last "
-                    "good close"
+                    ". The compatibility guard is failing: whether serving can roll back to "
+                    "the target's request schemas is known only up to its last good close"
                 )
             out.append((command, alert_for(command, summary)))
         return Decisions(out, notices)
@@ -318,7 +318,12 @@ class Decider:
 
     def _compat(self, deployment: str, version: _Version, target: str) -> dict[str, Any] | None:
         """Whether rolling back to ``target`` meets the schemas ``version`` is being sent."""
+        failed = self._versions.get((deployment, ""))
+        key = f"{COMPAT_GUARD}{_ERROR_KEY}"
+        stale = failed is not None and any(k[0] == key for k in failed.noticed)
         if not version.live:
+            if stale:  # the guard fails and never gave a table: say so, claim nothing
+                return {"target_version": target, "compatible": None, "stale": True}
             return None  # no event of this version carried a feature_schema
         known = self._versions.get((deployment, target))
         accepts = known.accepts if known else []
@@ -330,9 +335,7 @@ class Decider:
             "missing": missing,
             "compatible": not missing,
         }
-        failed = self._versions.get((deployment, ""))
-        key = f"{COMPAT_GUARD}{_ERROR_KEY}"
-        if failed is not None and any(k[0] == key for k in failed.noticed):
+        if stale:
             out["stale"] = True  # the compatibility guard fails: this is its last table
         return out
 

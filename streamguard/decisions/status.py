@@ -10,9 +10,9 @@ For one model version:
   says its evidence cannot be trusted (a contaminated canary allocation, shadow slices that
   too few shadow predictions pair in);
 * ``pending``: anything else: no verdict of that version yet, too little traffic in every
-  slice, untrusted evidence, a model guard or the stratification guard that failed at the
-  deployment's latest close (an error verdict, :mod:`streamguard.core.guard_failure`), or a
-  view that has not caught up on the topics yet. Argo counts
+  slice, untrusted evidence, a model guard or the stratification guard that failed (an error
+  verdict, :mod:`streamguard.core.guard_failure`) and has not had a whole later close without
+  one, or a view that has not caught up on the topics yet. Argo counts
   it inconclusive, Flagger does not promote on it, and neither fails the rollout for it.
 
 Without a version, the deployment is ``rolled_back`` or ``paused`` when any of its versions
@@ -125,7 +125,8 @@ class StatusView:
         self.rollouts = RolloutView()
         # Guards whose latest verdict of a deployment is an error (a guard that raised), with it.
         self._failing: dict[tuple[str, str], dict[str, Any]] = {}
-        self._latest: dict[str, float] = {}  # latest window end of any verdict, per deployment
+        # The two latest window ends of the deployment's verdicts (kept ones), latest first.
+        self._ends: dict[str, list[float]] = {}
 
     def on_verdict(self, verdict: dict[str, Any]) -> None:
         """Keep a verdict if it is the latest of its deployment, guard (and version)."""
@@ -135,7 +136,6 @@ class StatusView:
         end = verdict.get("window_end")
         if not isinstance(end, int | float):
             return
-        self._latest[deployment] = max(end, self._latest.get(deployment, end))
         failing = self._failing.get((deployment, guard))
         if verdict.get("status") == ERROR_STATUS:
             judged = self._verdicts.get((deployment, guard))
@@ -143,9 +143,11 @@ class StatusView:
                 judged is not None and end < judged["window_end"]
             ):
                 return  # junk, or older than what the guard judged since (a resend)
+            self._seen(deployment, float(end))
             if failing is None or end >= failing["window_end"]:
                 self._failing[(deployment, guard)] = verdict
             return  # it judged no version: the verdicts it stands in for stay as they were
+        self._seen(deployment, float(end))
         if failing is not None and end > failing["window_end"]:
             del self._failing[(deployment, guard)]  # judging again
         known = self._verdicts.get((deployment, guard))
@@ -186,15 +188,25 @@ class StatusView:
             return "pending"
         return "healthy"
 
+    def _seen(self, deployment: str, end: float) -> None:
+        ends = self._ends.setdefault(deployment, [])
+        if end not in ends:
+            self._ends[deployment] = sorted([*ends, end], reverse=True)[:2]
+
     def _failing_guards(self, deployment: str) -> set[str]:
-        """Guards whose error verdict is the deployment's latest close: a guard that fails
-        gives one at every close, so a later close without one means it no longer failed
-        there (it judged, or had nothing to judge)."""
-        latest = self._latest.get(deployment, -math.inf)
+        """Guards whose error verdict is not yet followed by a whole close without one.
+
+        A guard that fails gives an error verdict at every close, so a close without one means
+        it no longer failed there (it judged, or had nothing to judge). But a close's verdicts
+        arrive one guard after another, so the first verdict of the next close does not say
+        that close is whole: only a verdict of the close after it does (two later ends).
+        """
+        ends = self._ends.get(deployment, [])
+        second = ends[1] if len(ends) == 2 else -math.inf
         return {
             g
             for (d, g), v in self._failing.items()
-            if d == deployment and v["window_end"] >= latest
+            if d == deployment and v["window_end"] >= second
         }
 
     def judgement(self, deployment: str, version: str | None = None) -> str:

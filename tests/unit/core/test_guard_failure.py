@@ -301,3 +301,32 @@ def test_while_the_stratification_guard_fails_canary_verdicts_are_untrusted(
     assert any(v["trusted"] for v in before)  # trusted until then, as in the clean run
     assert all(v["trusted"] is False for v in after)
     assert {v["stratification"] for v in after} == {"failed"}
+
+
+class StubbornError(Exception):
+    """Pickles, but cannot be unpickled (its constructor needs two arguments)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(a)
+        self.b = b
+
+
+class Unrestorable(Counting):
+    name = "unrestorable"
+
+    def evaluate(self, ctx: GuardContext) -> Verdict | None:
+        self.seen.append((ctx.window, 0))
+        state = ctx.state(self.name)
+        if "odd" not in state:  # one close stores it, the next fails and cannot get it back
+            state["odd"] = StubbornError("x", "y")
+            return None
+        state["odd"] = None
+        raise RuntimeError("after changing a state pickle cannot rebuild")
+
+
+def test_a_state_that_cannot_be_unpickled_is_dropped_not_raised() -> None:
+    guard = Unrestorable(None)
+    _, verdicts = _run_collecting([guard])  # raised TypeError from pickle.loads before
+    errors = [v for v in verdicts if v.guard == "unrestorable"]
+    # Stored, failed and dropped, stored again...: every other close fails.
+    assert len(errors) == len(guard.seen) // 2 > 0

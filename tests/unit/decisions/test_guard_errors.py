@@ -3,6 +3,7 @@
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 
 from streamguard.contracts import load_schema
@@ -156,9 +157,23 @@ def test_a_guard_that_stops_failing_without_judging_no_longer_holds_the_judgemen
     # The canary guard failed, then had nothing to judge (no verdict) while shadow judged on.
     view = status_with(verdict(100.0, []), error_verdict(110.0, guard="canary"))
     assert view.judgement("d") == "pending"
-    view.on_verdict(verdict(120.0, []))  # a later close without an error verdict of it
+    view.on_verdict(verdict(120.0, []))  # the next close: maybe not whole yet
+    assert view.judgement("d") == "pending"
+    view.on_verdict(verdict(130.0, []))  # the close after: 120 was whole, without an error
     assert view.judgement("d") == "healthy"
     assert view.deployment("d")["guard_errors"] == {}
+
+
+@pytest.mark.parametrize("failing", ["shadow", "canary", "popularity"])
+def test_the_judgement_holds_while_a_close_arrives_guard_by_guard(failing: str) -> None:
+    order = ["compat", "shadow", "stratification", "canary", "popularity", "cold_start"]
+    view = status_with(verdict(100.0, []), error_verdict(110.0, guard=failing))
+    for end in (120.0, 130.0, 140.0):
+        for guard in order:
+            view.on_verdict(
+                error_verdict(end, guard=guard) if guard == failing else verdict(end, [], guard)
+            )
+            assert view.judgement("d") == "pending", (end, guard)
 
 
 def test_an_error_verdict_older_than_the_guards_last_judgement_is_a_resend() -> None:
@@ -177,6 +192,10 @@ def test_junk_error_verdicts_are_ignored_by_the_status_view() -> None:
     view = status_with(verdict(100.0, []), junk)
     assert view.judgement("d") == "healthy"
     assert view.deployment("d")["guard_errors"] == {}
+    # Nor does a far-future junk one stop real failures from holding the judgement.
+    view.on_verdict({**error_verdict(1e12), "error": "oops"})
+    view.on_verdict(error_verdict(120.0, guard="canary"))
+    assert view.judgement("d") == "pending"
 
 
 def test_a_rollback_while_the_compat_guard_fails_says_its_table_is_stale() -> None:
@@ -190,11 +209,23 @@ def test_a_rollback_while_the_compat_guard_fails_says_its_table_is_stale() -> No
     assert command.evidence["compat"]["stale"] is True
     assert alert is not None
     assert "compatibility guard is failing" in alert.summary
-    decider.decide({**compat, "window_end": 120.0})  # it judges again
-    fresh = Decider(at_once)
-    fresh.decide(compat)
-    (command, _), *_ = fresh.decide(verdict(110.0, [finding(action="rollback")])).commands
+    decider.decide({**compat, "window_end": 120.0, "schemas": {"v3": {"live": ["2"]}}})
+    v3 = {**verdict(130.0, [finding(action="rollback")]), "model_version": "v3"}
+    (command, _), *_ = decider.decide(v3).commands  # it judges again: no longer stale
+    assert command.evidence["compat"]["compatible"] is False
     assert "stale" not in command.evidence["compat"]
+
+
+def test_a_rollback_while_the_compat_guard_never_judged_says_so() -> None:
+    decider = Decider(Policy(defaults=DeploymentPolicy(confirm_windows=1)))
+    decider.decide(error_verdict(100.0, guard="compat"))
+    (command, alert), *_ = decider.decide(verdict(100.0, [finding(action="rollback")])).commands
+    assert command.evidence["compat"] == {"target_version": "v1", "compatible": None, "stale": True}
+    assert alert is not None
+    assert "compatibility guard is failing" in alert.summary
+    plain = Decider(Policy(defaults=DeploymentPolicy(confirm_windows=1)))
+    (command, _), *_ = plain.decide(verdict(100.0, [finding(action="rollback")])).commands
+    assert "compat" not in command.evidence
 
 
 def test_guard_failure_survives_an_exception_whose_message_cannot_be_printed() -> None:
@@ -207,3 +238,13 @@ def test_guard_failure_survives_an_exception_whose_message_cannot_be_printed() -
     except UnprintableError as exc:
         failure = GuardFailure.of("d", "shadow", 0.0, exc)
     assert failure.message == "<UnprintableError whose message cannot be printed>"
+
+
+def test_a_message_that_json_cannot_carry_is_escaped() -> None:
+    try:
+        raise ValueError("bad \ud800 value")
+    except ValueError as exc:
+        failure = GuardFailure.of("d", "shadow", 10.0, exc)
+    message = failure_verdict(failure, 0.0, -290.0).to_dict()
+    assert message["error"]["message"] == "bad \\ud800 value"
+    orjson.dumps(message)  # raised "surrogates not allowed" before
