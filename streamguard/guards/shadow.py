@@ -48,6 +48,7 @@ slice takes the most severe. Findings name the smallest slices that explain the 
 :class:`~streamguard.stats.OnsetTracker` over the slice's window-level series.
 """
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ import numpy.typing as npt
 
 from streamguard.core.measures import PairMeasures
 from streamguard.core.slices import label_within
+from streamguard.core.snapshot import Part
 from streamguard.core.stage1 import PAIR_STREAM
 from streamguard.guards.base import (
     SEVERITY_ACTION,
@@ -65,6 +67,7 @@ from streamguard.guards.base import (
     clean_float,
     clean_floats,
 )
+from streamguard.guards.onset_parts import restore_tracker, snapshot_tracker
 from streamguard.guards.shadow_health import PRIMARY_ARM, SHADOW_ARM, judge_health, shadow_health
 from streamguard.guards.shadow_look import CLEAN_FRACTION, Look, bands_for, shadow_statistics
 from streamguard.policy import SHADOW_STATISTICS, DeploymentPolicy
@@ -114,6 +117,11 @@ class ShadowDeviationGuard:
 
     def __init__(self, policy_for: Any) -> None:
         self._policy_for = policy_for  # deployment name -> DeploymentPolicy
+        # Block parts of each onset tracker's series, beside the state (which stage 2 pickles
+        # before every judgement): a tracker gone, or replaced by unpickling, takes its own.
+        self._parts: weakref.WeakKeyDictionary[OnsetTracker, dict[int, Part]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def evaluate(self, ctx: GuardContext) -> Verdict | None:
         """Verdict on the most recent shadow version with data in the horizon."""
@@ -220,15 +228,20 @@ class ShadowDeviationGuard:
             extra={"health": health},
         )
 
-    @staticmethod
-    def snapshot_state(state: dict[Any, Any]) -> Any:
-        """Onset trackers per (shadow version, slice), and the slices named per version."""
+    def snapshot_state(self, state: dict[Any, Any]) -> Any:
+        """Onset trackers per (shadow version, slice), their full blocks as parts
+        (:mod:`streamguard.guards.onset_parts`), and the slices named per version."""
+        parts = self._parts
+        onsets = []
+        for key, tracker in state.items():
+            if key == _NAMED:
+                continue
+            cache = parts.get(tracker)
+            if cache is None:
+                cache = parts[tracker] = {}
+            onsets.append([key[0], key[1], snapshot_tracker(tracker, cache)])
         return {
-            "onsets": [
-                [key[0], key[1], tracker.snapshot()]
-                for key, tracker in state.items()
-                if key != _NAMED
-            ],
+            "onsets": onsets,
             "named": {version: sorted(labels) for version, labels in state.get(_NAMED, {}).items()},
         }
 
@@ -237,7 +250,7 @@ class ShadowDeviationGuard:
         """State saved by :meth:`snapshot_state` (or a list of trackers, as saved before)."""
         saved = data if isinstance(data, dict) else {"onsets": data, "named": {}}
         state: dict[Any, Any] = {
-            (version, label): OnsetTracker.restore(tracker)
+            (version, label): restore_tracker(tracker)
             for version, label, tracker in saved["onsets"]
         }
         state[_NAMED] = {version: set(labels) for version, labels in saved["named"].items()}

@@ -111,6 +111,7 @@ class OnsetTracker:
         self._rows = np.empty((0, 2), dtype=np.float64)
         self._start = 0  # row of the oldest value once the ring is full
         self._count = 0
+        self.appended = 0  # values recorded since the start or the last reset (not just kept)
         self._ph = self._new_detector()
 
     def _new_detector(self) -> PageHinkley:
@@ -137,7 +138,13 @@ class OnsetTracker:
             return self._rows[: self._count]
         return np.concatenate((self._rows[self._start :], self._rows[: self._start]))
 
+    def rows(self) -> npt.NDArray[np.float64]:
+        """The history as ``(n, 2)`` rows ``(ts, value)``, oldest first; the last ``n`` of the
+        :attr:`appended` values (read it, do not change it)."""
+        return self._ordered()
+
     def _append(self, ts: float, x: float) -> None:
+        self.appended += 1
         rows = self._rows
         if self._count < len(rows):
             rows[self._count] = (ts, x)
@@ -238,12 +245,15 @@ class OnsetTracker:
         ((), None)
         """
         self._rows = np.empty((0, 2), dtype=np.float64)
-        self._start = self._count = 0
+        self._start = self._count = self.appended = 0
         self.detected_at = None
         self._ph = self._new_detector()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, history: bool = True) -> dict[str, Any]:
         """JSON-serialisable state; :meth:`restore` continues exactly where this left off.
+
+        Without ``history``, everything but the values (a caller that saves :meth:`rows` in
+        its own way, :mod:`streamguard.guards.onset_parts`, puts them back as ``history``).
 
         The Page-Hinkley state is stored field by field rather than replayed from the
         history, because it depends on every value since its last alarm, which may be more
@@ -262,16 +272,19 @@ class OnsetTracker:
         >>> json.loads(json.dumps(t.snapshot()))["history"]
         [[0.0, 0.5]]
         """
-        return {
+        out: dict[str, Any] = {
             "version": _SNAPSHOT_VERSION,
             "threshold": self.threshold,
             "delta": self.delta,
             "min_instances": self.min_instances,
             "max_history": self.max_history,
             "detected_at": self.detected_at,
-            "history": self._ordered().tolist(),
+            "appended": self.appended,
             "page_hinkley": self._ph.snapshot(),
         }
+        if history:
+            out["history"] = self._ordered().tolist()
+        return out
 
     @classmethod
     def restore(cls, snap: dict[str, Any]) -> OnsetTracker:
@@ -312,6 +325,7 @@ class OnsetTracker:
         new.detected_at = None if at is None else float(at)
         for ts, x in snap["history"][-new.max_history :]:
             new._append(float(ts), float(x))
+        new.appended = int(snap.get("appended", new.appended))  # (older snapshots lack it)
         new._ph = PageHinkley.restore(
             snap["page_hinkley"],
             min_instances=new.min_instances,

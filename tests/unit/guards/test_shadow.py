@@ -8,6 +8,7 @@ import pytest
 from streamguard.contracts import Command
 from streamguard.contracts.partitioning import routed
 from streamguard.core.slices import label_dims
+from streamguard.core.snapshot import pack, unpack
 from streamguard.engine import Pipeline
 from streamguard.guards import Verdict
 from streamguard.guards.shadow import ShadowDeviationGuard
@@ -103,7 +104,8 @@ def test_state_snapshot_keeps_named_slices_and_reads_the_older_form() -> None:
     tracker = OnsetTracker()
     tracker.update(0.0, 1.5)
     state = {("v2", "*"): tracker, "named": {"v2": {"platform=ios", "*"}}}
-    restored = ShadowDeviationGuard.restore_state(ShadowDeviationGuard.snapshot_state(state))
+    saved = ShadowDeviationGuard(lambda _: None).snapshot_state(state)
+    restored = ShadowDeviationGuard.restore_state(unpack(pack(saved)))  # its parts read back
     assert restored["named"] == {"v2": {"platform=ios", "*"}}
     assert restored[("v2", "*")].snapshot() == tracker.snapshot()
     older = ShadowDeviationGuard.restore_state([["v2", "*", tracker.snapshot()]])

@@ -1,0 +1,78 @@
+"""Onset series snapshotted in blocks: restored exactly, and written once per block."""
+
+import math
+import pickle
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamguard.core.snapshot import Part, pack, split, unpack
+from streamguard.guards.onset_parts import BLOCK, restore_tracker, snapshot_tracker
+from streamguard.stats.onset import OnsetTracker
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 400),
+    st.integers(0, 900),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(0, 900), max_size=6),
+    st.integers(0, 1),
+)
+def test_a_tracker_saved_in_blocks_is_restored_exactly(
+    size: int, length: int, seed: int, cuts: list[int], repickle: int
+) -> None:
+    # Values drawn from a seed: hypothesis' own lists stay short, and the blocks need length.
+    rng = random.Random(seed)
+    values = [math.nan if rng.random() < 0.1 else rng.uniform(0.0, 5.0) for _ in range(length)]
+    tracker, parts = OnsetTracker(max_history=size), {}
+    for i, v in enumerate(values):
+        tracker.update(10.0 * i, v)
+        if i in cuts:  # snapshots along the way keep their cache, as the guard's do
+            snapshot_tracker(tracker, parts)
+            if repickle:  # stage 2 put the state back after a failure: a new object
+                tracker, parts = pickle.loads(pickle.dumps(tracker)), {}  # noqa: S301
+    saved = snapshot_tracker(tracker, parts)
+    again = restore_tracker(unpack(pack(saved)))
+    assert again.history == tracker.history
+    assert again.snapshot() == tracker.snapshot()
+    assert len(saved["tail"]) < BLOCK
+    # Restored, it carries on as the original does.
+    assert [again.update(1e6 + i, 1.0) for i in range(5)] == [
+        tracker.update(1e6 + i, 1.0) for i in range(5)
+    ]
+    assert again.onset() == tracker.onset()
+
+
+def test_older_snapshots_with_the_whole_history_are_read() -> None:
+    tracker = OnsetTracker()
+    for i in range(300):
+        tracker.update(10.0 * i, (i % 5) / 5)
+    old = {k: v for k, v in tracker.snapshot().items() if k != "appended"}
+    assert restore_tracker(old).history == tracker.history
+
+
+def _round(trackers: list[OnsetTracker], caches: list[dict[int, Part]]) -> tuple[bytes, dict]:
+    return split([snapshot_tracker(t, c) for t, c in zip(trackers, caches, strict=True)])
+
+
+def test_a_snapshot_round_writes_only_the_tail_and_new_blocks() -> None:
+    rng = random.Random(3)
+    trackers = [OnsetTracker() for _ in range(20)]
+    caches: list[dict[int, Part]] = [{} for _ in trackers]
+    for t in trackers:
+        for i in range(720):
+            t.update(10.0 * i, rng.random())
+    _, first_parts = _round(trackers, caches)
+    for t in trackers:
+        t.update(7200.0, rng.random())  # one more window
+    second, second_parts = _round(trackers, caches)
+    assert set(second_parts) <= set(first_parts)  # no new block: nothing new to write
+    whole = pack([t.snapshot() for t in trackers])
+    assert len(second) * 5 < len(whole)  # the main record is the tails and part names
+    for t in trackers:  # a block completes: one new part per tracker
+        for i in range(1, BLOCK):
+            t.update(7200.0 + 10.0 * i, rng.random())
+    _, third_parts = _round(trackers, caches)
+    assert len(set(third_parts) - set(first_parts)) == len(trackers)
