@@ -8,7 +8,8 @@ pickle (a snapshot must not be able to run code). Mostly-zero arrays (the closed
 sketches) keep only their non-zero entries and counts are stored in the narrowest unsigned type
 that holds them, which makes a busy deployment's snapshot several times smaller and faster.
 
-Parts of a state that never change once made (stage 2's closed windows, most of its bytes) are
+Parts of a state that never change once made (stage 2's closed windows, most of its bytes,
+and the complete blocks of the shadow guard's onset series) are
 :class:`Part` objects: encoded once, and named by a hash of their bytes. :func:`pack` writes
 them in place; :func:`split` leaves ``{"__part__": name}`` in their place and returns them
 apart, so a store writes each one once and only the changing rest at every snapshot

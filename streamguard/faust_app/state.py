@@ -5,7 +5,8 @@ Each stage writes its state for one input partition under the key ``"<stage>/<pa
 partition, so a worker that is assigned input partition ``p`` reads one state partition to find it.
 Writes wait for the broker's acknowledgement: a snapshot is only ever trusted once stored.
 
-The parts of a state that never change (stage 2's closed windows: :class:`Part`) are written
+The parts of a state that never change (stage 2's closed windows, and the complete blocks of
+the shadow guard's onset series: :class:`Part`) are written
 once each, under ``"<stage>/<partition>/part/<writer>/<name>"`` on the same state partition and
 before the first snapshot that names them; a snapshot holds only their names (content hashes).
 Once a stored snapshot no longer names a part, the part gets a tombstone, so compaction

@@ -111,7 +111,9 @@ class OnsetTracker:
         self._rows = np.empty((0, 2), dtype=np.float64)
         self._start = 0  # row of the oldest value once the ring is full
         self._count = 0
-        self.appended = 0  # values recorded since the start or the last reset (not just kept)
+        # Values recorded since the tracker was made (not just those kept), never reset: it
+        # numbers the values, so a value's number never means another value.
+        self.appended = 0
         self._ph = self._new_detector()
 
     def _new_detector(self) -> PageHinkley:
@@ -245,7 +247,7 @@ class OnsetTracker:
         ((), None)
         """
         self._rows = np.empty((0, 2), dtype=np.float64)
-        self._start = self._count = self.appended = 0
+        self._start = self._count = 0
         self.detected_at = None
         self._ph = self._new_detector()
 
