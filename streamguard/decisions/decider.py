@@ -67,10 +67,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from streamguard.contracts import Alert, Command, alert_for, notice_for
+from streamguard.contracts import Alert, Command, alert_for
 from streamguard.contracts.commands import MODEL_ACTIONS, NOTICE
 from streamguard.core.guard_failure import ERROR_STATUS
 from streamguard.core.slices import label_dims, label_within
+from streamguard.decisions.alerts import (
+    command_summary,
+    failure_notice,
+    finding_evidence,
+    finding_notice,
+    health_notice,
+)
 from streamguard.policy import Policy
 
 __all__ = ["COMPAT_GUARD", "Decider", "Decisions", "RolloutState"]
@@ -107,34 +114,6 @@ class Decisions:
 
     commands: list[tuple[Command, Alert | None]] = field(default_factory=list)
     notices: list[Alert] = field(default_factory=list)
-
-
-_GUARD_TEXT = {
-    "shadow": "shadow predictions deviate from the primary's",
-    "stratification": (
-        "canary traffic is not stratified like the baseline's (its verdicts cannot be trusted "
-        "until the allocation is fixed)"
-    ),
-    "canary": "the canary is worse than the baseline",
-    "popularity": "the canary concentrates item exposure faster than the baseline",
-    "cold_start": "replicas that are young or not ready slow requests down",
-    "determinism": "predictions depend on the execution environment",
-}
-
-
-def _summary(command: Command, finding: dict[str, Any]) -> str:
-    where = finding["slice"] if finding["slice"] != "*" else "all traffic"
-    what = _GUARD_TEXT.get(command.guard, f"guard {command.guard} breached")
-    head = f"{command.deployment} {command.model_version}: {what} in {where}"
-    if finding.get("summary"):  # the guard's own words for its evidence
-        return f"{head}: {finding['summary']}; {command.action} issued"
-    value = finding.get("value")
-    shown = f"{value:.4g}" if isinstance(value, int | float) else "n/a"
-    return (
-        f"{command.deployment} {command.model_version}: {what} in {where}: "
-        f"{finding['statistic']}={shown} >= {finding['threshold']:.4g} over n={finding['n']}; "
-        f"{command.action} issued"
-    )
 
 
 class Decider:
@@ -194,9 +173,9 @@ class Decider:
             if version.state is RolloutState.ROLLED_BACK or _covered(version.issued, key):
                 continue
             version.issued.add(key)
-            evidence = _evidence(verdict, finding)
+            evidence = finding_evidence(verdict, finding)
             if action == NOTICE:  # an alert for on-call, nothing for serving to act on
-                notices.append(_notice(verdict, finding, evidence))
+                notices.append(finding_notice(verdict, finding, evidence))
                 continue
             compat = self._compat(deployment, version, evidence["baseline_version"])
             if action == "rollback" and compat is not None:
@@ -214,15 +193,7 @@ class Decider:
                 evidence=evidence,
                 ts=float(verdict["window_end"]),
             )
-            summary = _summary(command, finding)
-            if "compat" in evidence and evidence["compat"]["compatible"] is False:
-                summary += _incompatible(evidence["compat"])
-            if "compat" in evidence and evidence["compat"].get("stale"):
-                summary += (
-                    ". The compatibility guard is failing: whether serving can roll back to "
-                    "the target's request schemas is known only up to its last good close"
-                )
-            out.append((command, alert_for(command, summary)))
+            out.append((command, alert_for(command, command_summary(command, finding))))
         return Decisions(out, notices)
 
     @staticmethod
@@ -241,32 +212,7 @@ class Decider:
             if streaks[(key, label)] < confirm or (key, label) in version.noticed:
                 continue
             version.noticed.add((key, label))
-            where = label if label != "*" else "all traffic"
-            rate, errors = finding.get("pairing_rate"), finding.get("error_rate")
-            summary = (
-                f"{verdict['deployment']} {verdict['model_version']}: shadow results are untrusted "
-                f"in {where}: pairing rate {_number(rate)} < floor {finding['pairing_floor']:.4g} "
-                f"over {finding['primaries']} primaries (shadow error rate {_number(errors)}); "
-                "no command issued"
-            )
-            evidence = dict(finding) | {
-                "guard": verdict["guard"],
-                "statistic": "pairing_rate",
-                "baseline_version": verdict.get("baseline_version", ""),
-                "window": {"start": verdict["window_start"], "end": verdict["window_end"]},
-                "horizon": {"start": verdict["horizon_start"], "end": verdict["window_end"]},
-            }
-            out.append(
-                notice_for(
-                    verdict["deployment"],
-                    verdict["model_version"],
-                    verdict["guard"],
-                    label_dims(label) or None,
-                    float(verdict["window_end"]),
-                    summary,
-                    evidence,
-                )
-            )
+            out.append(health_notice(verdict, finding))
         return out
 
     @staticmethod
@@ -277,20 +223,7 @@ class Decider:
         if key in version.noticed:
             return []
         version.noticed.add(key)
-        shown = f"{error['type']}: {error['message']}" if error["message"] else error["type"]
-        summary = (
-            f"{verdict['deployment']}: the {guard} guard failed at a window close ({shown}, at "
-            f"{error['where']}); its verdicts are missing until this is fixed, the other guards "
-            "still judge; no command issued (a bug: please report it)"
-        )
-        evidence = {
-            "guard": guard,
-            "error": error,
-            "window": {"start": verdict["window_start"], "end": verdict["window_end"]},
-        }
-        ts = float(verdict["window_end"])
-        deployment = verdict["deployment"]
-        return [notice_for(deployment, "", guard, None, ts, summary, evidence, "critical")]
+        return [failure_notice(verdict)]
 
     def _on_schemas(
         self, deployment: str, table: dict[str, Any], window_end: float
@@ -415,49 +348,3 @@ def _covered(issued: set[tuple[str, str, str]], key: tuple[str, str, str]) -> bo
         return True
     guard, label, action = key
     return any(g == guard and a == action and label_within(label, s) for g, s, a in issued)
-
-
-def _notice(verdict: dict[str, Any], finding: dict[str, Any], evidence: dict[str, Any]) -> Alert:
-    """The alert of a finding that calls for no command."""
-    where = finding["slice"] if finding["slice"] != "*" else "all traffic"
-    what = _GUARD_TEXT.get(verdict["guard"], f"guard {verdict['guard']} breached")
-    detail = finding.get("summary") or (
-        f"{finding['statistic']}={_number(finding.get('value'))} >= "
-        f"{finding['threshold']:.4g} over n={finding['n']}"
-    )
-    return notice_for(
-        verdict["deployment"],
-        verdict["model_version"],
-        verdict["guard"],
-        label_dims(finding["slice"]) or None,
-        float(verdict["window_end"]),
-        f"{verdict['deployment']} {verdict['model_version']}: {what} in {where}: {detail}; "
-        "no command issued",
-        evidence,
-    )
-
-
-def _incompatible(compat: dict[str, Any]) -> str:
-    accepts = ", ".join(compat["target_accepts"]) or "none seen"
-    return (
-        f". ROLLBACK MAY CRASH SERVING: {compat['target_version'] or 'the target'} never served "
-        f"feature schema {', '.join(compat['missing'])} without errors (it accepts: {accepts}); "
-        "keep a dual read path or roll forward"
-    )
-
-
-def _number(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
-
-
-def _evidence(verdict: dict[str, Any], finding: dict[str, Any]) -> dict[str, Any]:
-    evidence = dict(finding)
-    evidence.update(
-        {
-            "guard": verdict["guard"],
-            "baseline_version": verdict.get("baseline_version", ""),
-            "window": {"start": verdict["window_start"], "end": verdict["window_end"]},
-            "horizon": {"start": verdict["horizon_start"], "end": verdict["window_end"]},
-        }
-    )
-    return evidence

@@ -193,8 +193,8 @@ class StatusView:
         if end not in ends:
             self._ends[deployment] = sorted([*ends, end], reverse=True)[:2]
 
-    def _failing_guards(self, deployment: str) -> set[str]:
-        """Guards whose error verdict is not yet followed by a whole close without one.
+    def _failing_guards(self, deployment: str) -> dict[str, dict[str, Any]]:
+        """Guards (with their error verdicts) not yet followed by a whole close without one.
 
         A guard that fails gives an error verdict at every close, so a close without one means
         it no longer failed there (it judged, or had nothing to judge). But a close's verdicts
@@ -204,7 +204,7 @@ class StatusView:
         ends = self._ends.get(deployment, [])
         second = ends[1] if len(ends) == 2 else -math.inf
         return {
-            g
+            g: v
             for (d, g), v in self._failing.items()
             if d == deployment and v["window_end"] >= second
         }
@@ -222,7 +222,7 @@ class StatusView:
             return "rolled_back"
         if "paused" in states:
             return "paused"
-        if self._failing_guards(deployment) & VOUCHING_GUARDS:
+        if self._failing_guards(deployment).keys() & VOUCHING_GUARDS:
             return "pending"  # a guard the judgement rests on is failing: nothing to vouch for
         versions = [version] if version is not None else self.current_versions(deployment)
         if versions and all(self._version_judgement(deployment, v) == "healthy" for v in versions):
@@ -265,8 +265,7 @@ class StatusView:
             # Guards failing at their latest close of the deployment (error verdicts).
             "guard_errors": {
                 guard: {"window_end": v["window_end"], **v["error"]}
-                for (d, guard), v in sorted(self._failing.items())
-                if d == deployment and guard in self._failing_guards(deployment)
+                for guard, v in sorted(self._failing_guards(deployment).items())
             },
         }
 

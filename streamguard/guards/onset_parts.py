@@ -72,7 +72,7 @@ def snapshot_tracker(tracker: OnsetTracker, parts: dict[int, Part]) -> dict[str,
     # of a block partly gone from the series) and those after the last complete one.
     saved["head"] = rows[: max(0, min(start * BLOCK, end) - first)].tolist()
     saved["blocks"] = blocks
-    saved["tail"] = rows[max(stop * BLOCK, start * BLOCK, first) - first :].tolist()
+    saved["tail"] = rows[stop * BLOCK - first :].tolist()  # stop * BLOCK >= first: ceil above
     return saved
 
 

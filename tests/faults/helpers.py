@@ -25,6 +25,14 @@ PARTITIONS = SPECS["predictions"].partitions
 # Snapshots every 2 s: a worker stopped mid-stream has stored some, and its successor uses them.
 FAST_SNAPSHOTS = {"STREAMGUARD_SNAPSHOT_INTERVAL_S": "2"}
 Message = tuple[int | None, bytes | None, bytes]
+INJECT = Path(__file__).parent / "inject"
+
+
+def raising(where: str) -> dict[str, str]:
+    """Environment that makes a worker (or replay) raise at ``where``: see
+    ``tests/faults/inject/sitecustomize.py`` for the points."""
+    path = os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")]))
+    return {"STREAMGUARD_TEST_RAISE_IN": where, "PYTHONPATH": path}
 
 
 def shadow_scenario(seconds: int = 480, seed: int = 11) -> list[Message]:

@@ -12,7 +12,6 @@ guard's verdicts error verdicts, on-call gets one critical notice, and the worke
 """
 
 import json
-import os
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.faults.helpers import (
     FAST_SNAPSHOTS,
     SPECS,
     check,
+    raising,
     read,
     replay,
     samples,
@@ -32,7 +32,6 @@ from tests.faults.helpers import (
 from tests.integration.conftest import produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
-INJECT = Path(__file__).parent / "inject"
 
 
 def test_a_guard_that_raises_at_every_close_leaves_the_others_judging(
@@ -40,8 +39,7 @@ def test_a_guard_that_raises_at_every_close_leaves_the_others_judging(
 ) -> None:
     messages = shadow_scenario()
     expected, sizes = replay(messages)
-    path = os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")]))
-    env = {**FAST_SNAPSHOTS, "STREAMGUARD_TEST_RAISE_IN": "guard:canary", "PYTHONPATH": path}
+    env = {**FAST_SNAPSHOTS, **raising("guard:canary")}
     worker = WorkerProcess(broker_with_topics.url, tmp_path / "w.log", env=env).start()
     try:
         worker.wait_ready(sources=8)

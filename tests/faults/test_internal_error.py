@@ -8,7 +8,6 @@ must exit instead (``streamguard.faust_app.halt``), and a worker started after i
 replay's commands and statistics, as after ``kill -9``.
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.faults.helpers import (
     FAST_SNAPSHOTS,
     SPECS,
     check,
+    raising,
     replay,
     shadow_scenario,
     wait_exit,
@@ -27,7 +27,6 @@ from tests.faults.helpers import (
 from tests.integration.conftest import produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
-INJECT = Path(__file__).parent / "inject"
 
 
 # feed:600: one deployment's predictions of a message in the first half of the traffic;
@@ -39,11 +38,8 @@ def test_a_stage_that_raises_stops_the_worker_and_the_next_one_changes_nothing(
     messages = shadow_scenario()
     expected, sizes = replay(messages)
     half = len(messages) // 2
-    path = os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")]))
     failing = WorkerProcess(
-        broker_with_topics.url,
-        tmp_path / "failing.log",
-        env={**FAST_SNAPSHOTS, "STREAMGUARD_TEST_RAISE_IN": where, "PYTHONPATH": path},
+        broker_with_topics.url, tmp_path / "failing.log", env={**FAST_SNAPSHOTS, **raising(where)}
     ).start()
     try:
         failing.wait_ready(sources=8)

@@ -11,7 +11,6 @@ run: the first crash then names the run, and the second worker accounts them one
 """
 
 import base64
-import os
 import re
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.faults.helpers import (
     PARTITIONS,
     SPECS,
     check,
+    raising,
     read,
     replay,
     samples,
@@ -36,12 +36,10 @@ from tests.faults.helpers import (
 from tests.integration.conftest import produce
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
-INJECT = Path(__file__).parent / "inject"
 
 
 def _poisoned_env(event_id: str) -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")]))
-    return {**FAST_SNAPSHOTS, "STREAMGUARD_TEST_RAISE_IN": f"event:{event_id}", "PYTHONPATH": path}
+    return {**FAST_SNAPSHOTS, **raising(f"event:{event_id}")}
 
 
 def _stops_at_the_poison(broker: EmbeddedBroker, log: Path, env: dict[str, str]) -> str:

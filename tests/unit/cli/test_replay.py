@@ -10,6 +10,7 @@ import orjson
 from streamguard.contracts import load_schema
 from streamguard.engine import Pipeline
 from streamguard.policy import Policy
+from tests.faults.helpers import raising
 from tests.unit.cli.test_errors import assert_one_error_line, streamguard
 from tests.unit.cli.test_simulate import simulate
 
@@ -44,9 +45,7 @@ def test_a_message_that_makes_replay_raise_is_named_in_one_line(tmp_path: Path) 
     recording = simulate(tmp_path, "shadow-deviation", 100, 30)
     lines = recording.read_bytes().splitlines()
     poison = orjson.loads(lines[6])["events"][0]["event_id"]
-    inject = Path(__file__).parents[2] / "faults" / "inject"
-    path = os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "STREAMGUARD_TEST_RAISE_IN": f"event:{poison}"}
+    env = {**os.environ, **raising(f"event:{poison}")}
     result = streamguard("replay", str(recording), "--no-progress", env=env)
     assert_one_error_line(result, 4, "line 7: accounting predictions partition ")
     assert f"raised RuntimeError: injected: event:{poison}" in result.stderr
@@ -59,9 +58,7 @@ def test_a_guard_that_raises_gives_a_critical_notice_and_the_others_commands(
     """Replay isolates a failing guard as the worker does (core.guard_failure)."""
     recording = simulate(tmp_path, "shadow-deviation", 100, 300)
     plain = streamguard("replay", str(recording), "--no-progress")
-    inject = Path(__file__).parents[2] / "faults" / "inject"
-    path = os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "STREAMGUARD_TEST_RAISE_IN": "guard:canary"}
+    env = {**os.environ, **raising("guard:canary")}
     result = streamguard("replay", str(recording), "--no-progress", env=env)
     assert result.returncode == 0, result.stderr
     lines = [orjson.loads(line) for line in result.stdout.splitlines()]
