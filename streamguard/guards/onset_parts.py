@@ -3,9 +3,9 @@
 Each judged slice keeps the last 720 window values (2 h) to date an onset
 (:class:`~streamguard.stats.onset.OnsetTracker`). Written whole at every stage-2 snapshot, they
 were most of it once full: in-process at 20 deployments (887 series), a snapshot round of every
-channel went from 0.65 MB and 0.49 s to 8.9 MB and 1.70 s (README, Roadmap). A series changes
-only at its end, so its values are cut into blocks of :data:`BLOCK` by their sequence number;
-a complete block is a :class:`~streamguard.core.snapshot.Part`, which a store writes once
+channel went from 0.65 MB and 0.49 s to 8.9 MB and 1.70 s (``benchmarks/HISTORY.md``). A series
+changes only at its end, so its values are cut into blocks of :data:`BLOCK` by their sequence
+number; a complete block is a :class:`~streamguard.core.snapshot.Part`, which a store writes once
 (as it does closed windows), and only the values outside such blocks are written each time:
 with full series, a round took 0.21 s and 2.0 MB instead (``benchmarks/HISTORY.md``).
 
