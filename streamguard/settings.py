@@ -15,6 +15,7 @@ __all__ = [
     "BROKER_ENV",
     "EMBEDDED_SESSION_TIMEOUT_S",
     "GC_YOUNG_THRESHOLD",
+    "MAX_AHEAD_S",
     "SESSION_TIMEOUT_ENV",
     "Settings",
     "bootstrap_servers",
@@ -30,6 +31,8 @@ SESSION_TIMEOUT_ENV = "STREAMGUARD_BROKER_SESSION_TIMEOUT_S"
 EMBEDDED_SESSION_TIMEOUT_S = 4.0
 #: The worker's default young-generation threshold (see :mod:`streamguard.cli.gc_tuning`).
 GC_YOUNG_THRESHOLD = 20_000
+#: The worker's default backpressure bound in event-time seconds (``Settings.max_ahead_s``).
+MAX_AHEAD_S = 120.0
 
 
 def bootstrap_servers(url: str) -> str:
@@ -142,11 +145,11 @@ class Settings:
     gc_young_threshold: int = GC_YOUNG_THRESHOLD
     #: Backpressure (:mod:`streamguard.core.pacing`): a predictions partition whose watermark
     #: is this many event-time seconds ahead of stage 2's low watermark stops being read
-    #: until it is within half of it; 0 (the default) turns it off. Off by default: with
-    #: 60 s, one worker read a 2.4M-event backlog at 148-150k events/s against 199k, idle
-    #: between flush ticks while paused; the 10,000-slice burst peaked at 787 MB against
-    #: 882-886 (benchmarks/HISTORY.md).
-    max_ahead_s: float = 0.0
+    #: until it is within half of it; 0 turns it off. 120 s (2026-11-25, one worker,
+    #: benchmarks/HISTORY.md): the 10,000-slice burst peaked at 740-769 MB with stage 2 done
+    #: 3 s after stage 1, against 893-926 MB and 21-25 s unpaced; a 2.4M-event backlog read at
+    #: the unpaced rate. 60 s paused at every flush tick and cost a sixth of that rate.
+    max_ahead_s: float = MAX_AHEAD_S
     #: Crashes of stage 1 (or of the leakage guard) on the same message after which a restarted
     #: worker dead-letters it as ``quarantined`` and goes on without it
     #: (:mod:`streamguard.core.quarantine`); 0 never does, and every restart stops at that message
@@ -175,7 +178,7 @@ class Settings:
             fetch_max_wait_ms=_env_int("STREAMGUARD_FETCH_MAX_WAIT_MS", 100),
             stream_buffer_mb=_env_float("STREAMGUARD_STREAM_BUFFER_MB", 64.0),
             gc_young_threshold=_env_int("STREAMGUARD_GC_YOUNG_THRESHOLD", GC_YOUNG_THRESHOLD),
-            max_ahead_s=_env_float("STREAMGUARD_MAX_AHEAD_S", 0.0),
+            max_ahead_s=_env_float("STREAMGUARD_MAX_AHEAD_S", MAX_AHEAD_S),
             quarantine_after=_env_int("STREAMGUARD_QUARANTINE_AFTER", 2),
             broker_session_timeout_s=_env_float(SESSION_TIMEOUT_ENV, 10.0),
         )

@@ -188,6 +188,7 @@ def create_app(
         return lost
 
     pauser = PartitionPauser(app, predictions_name)
+    runtime.pause = pauser.apply
 
     @app.timer(interval=settings.flush_interval_s, name="flush")
     async def flush() -> None:

@@ -191,11 +191,18 @@ class RuntimeBase:
         self._lag_at = -math.inf  # when the window-lag gauges were last updated (monotonic)
         # Predictions partitions to leave unread while stage 2 is far behind (backpressure).
         self.pacer = Pacer(settings.max_ahead_s)
+        # Applies a set of partitions to keep paused (the app's PartitionPauser); stage 2 calls
+        # it as soon as it has caught up, so a paused partition need not wait for a flush tick.
+        self.pause: Callable[[set[int]], Awaitable[int]] | None = None
         # Looked up on every message: built once.
         self._stage_of = {stage[1]: stage for stage in self._stages()}
 
     def _stages(self) -> tuple[Stage, ...]:
         """Every stage (the assembled runtime lists them; they need its restores)."""
+        raise NotImplementedError
+
+    def pacing(self) -> set[int]:
+        """Owned predictions partitions to leave unread now (stage 1's handlers answer)."""
         raise NotImplementedError
 
     async def _restored(self, stage: str, partition: int) -> _Input:
