@@ -145,7 +145,7 @@ class Settings:
     gc_young_threshold: int = GC_YOUNG_THRESHOLD
     #: Backpressure (:mod:`streamguard.core.pacing`): a predictions partition whose watermark
     #: is this many event-time seconds ahead of stage 2's low watermark stops being read
-    #: until it is within half of it; 0 turns it off. 120 s (2026-11-25, one worker,
+    #: until it is within half of it; 0 turns it off. 120 s (2026-11-26, one worker,
     #: benchmarks/HISTORY.md): the 10,000-slice burst peaked at 740-769 MB with stage 2 done
     #: 3 s after stage 1, against 893-926 MB and 21-25 s unpaced; a 2.4M-event backlog read at
     #: the unpaced rate. 60 s paused at every flush tick and cost a sixth of that rate.

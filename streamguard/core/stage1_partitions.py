@@ -123,6 +123,13 @@ class Partitions(Watermarks):
             source.boundaries = [b for b in source.boundaries if b > offset]
             source.skipped = [s for s in source.skipped if s > offset]
 
+    def replaying(self, partition: int) -> bool:
+        """True while ``partition`` replays toward recorded flush boundaries or holds partials
+        not sent yet: stage 2 has heard less of it than it read, so it may be the partition
+        that holds stage 2's low watermark back, and backpressure must not pause it."""
+        source = self._sources.get(partition)
+        return source is not None and bool(source.replay or source.outbox)
+
     def settled(self, partition: int) -> bool:
         """True when ``partition`` has nothing waiting: no replay left, nothing unflushed."""
         source = self._sources.get(partition)

@@ -4,16 +4,23 @@ Faust's ``Consumer.pause_partitions`` alone loses messages: ``getmany`` filters 
 batch by the live set of active partitions, so the rest of a batch already fetched for a
 partition paused mid-batch is dropped while aiokafka's fetch position has moved past it
 (tried 2026-11-25: a worker pausing at 30 s of skew never read 32,024 of 659,264 events). So
-:class:`PartitionPauser` seeks each partition it pauses back to the first offset it has not
-delivered, in the same step as the pause (nothing is delivered in between): aiokafka drops
-what it had buffered for the partition, and reading resumes there. Messages delivered before
-the pause are still processed; stage 1 skips any offset it already has, so a seek can only
-repeat what is skipped, never lose what was not read.
+:class:`PartitionPauser` seeks each partition it pauses back, in the same step as the pause
+(nothing is delivered in between): aiokafka drops what it had buffered for the partition, and
+reading resumes there. The seek goes to the consumer's read offset itself, not one past it:
+that offset is the last message delivered, except right after an assignment, where Faust sets
+it to the committed offset, the *next* one to deliver; one past it would skip that message
+(found in review, 2026-11-26). So a pause may deliver the last message again; stage 1 skips
+any offset it already has, so a seek can only repeat what is skipped, never lose what was not
+read. Messages delivered before the pause are still processed.
+
+Calls are serialised: the flush timer and stage 2 (which resumes partitions as soon as it has
+caught up) both apply, and a call waits for its seeks in the consumer's thread.
 
 A rebalance resumes every partition (Faust's recovery); the next look pauses them again if
 they are still ahead.
 """
 
+import asyncio
 from typing import Any
 
 __all__ = ["PartitionPauser"]
@@ -30,10 +37,15 @@ class PartitionPauser:
         self.app = app
         self.topic = topic
         self._ours: set[Any] = set()  # topic partitions this pauser paused (Faust's TP)
+        self._lock = asyncio.Lock()  # one call at a time: each one's view of _ours stays whole
 
     async def apply(self, wanted: set[int]) -> int:
         """Pause the partitions in ``wanted``, resume the others it paused; returns how many
         it paused now. Does nothing while the group rebalances (Faust pauses everything)."""
+        async with self._lock:
+            return await self._apply(wanted)
+
+    async def _apply(self, wanted: set[int]) -> int:
         app = self.app
         consumer = app.consumer
         if not (wanted or self._ours):  # nothing to pause or resume: most ticks, and when off
@@ -46,7 +58,8 @@ class PartitionPauser:
         if resume:
             consumer.resume_partitions(resume)
         seeks = []
-        read_offsets = consumer._read_offset  # the last offset delivered, per partition
+        # The last offset delivered per partition, or the next one right after an assignment.
+        read_offsets = consumer._read_offset
         for partition in sorted(wanted):
             tp = assigned.get(partition)
             if tp is None or tp in paused_now:
@@ -57,7 +70,7 @@ class PartitionPauser:
             consumer.pause_partitions([tp])
             # Records of a partition whose stream buffer was full pass Faust's filter too.
             consumer._buffered_partitions.discard(tp)
-            seeks.append((tp, read + 1))
+            seeks.append((tp, read))  # not read + 1: see the module docstring
         # Every pause above was made before the first await: no message of these partitions
         # was delivered after the offset each one comes back to.
         thread = consumer._thread

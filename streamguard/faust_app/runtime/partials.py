@@ -76,8 +76,12 @@ class Stage2Handlers(RuntimeBase):
             state.last_offset, state.last_message = offset, event.message
         if self.pacer.paused and self.pause is not None:
             # Stage 2 moved on: a partition paused for running ahead of it resumes now, not at
-            # the next flush tick (a backlog read with pauses idled until then).
-            self.metrics.pauses.inc(await self.pause(self.pacing()))
+            # the next flush tick (a backlog read with pauses idled until then). Applied only
+            # when the answer changed; the timer applies it whole at every tick.
+            before = self.pacer.paused
+            wanted = self.pacing()
+            if wanted != before:
+                self.metrics.pauses.inc(await self.pause(wanted))
 
     async def close_idle(self) -> None:
         """Close windows whose sources went idle, without a partial arriving."""

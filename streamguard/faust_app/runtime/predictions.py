@@ -116,6 +116,10 @@ class Stage1Handlers(RuntimeBase):
         if offset < state.resume:
             event.ack()  # already in the restored snapshot
             return
+        if offset <= state.last_offset:
+            # Delivered again: a pause seeks back to the last message delivered (faust_app.pacing),
+            # which may still wait in a run of one-event messages that would take it twice.
+            return
         self.metrics.messages.inc()
         max_ts = time.time() + self.settings.max_future_s
         value = event.value
@@ -399,7 +403,9 @@ class Stage1Handlers(RuntimeBase):
         now = time.time()
         stage1, stage2 = self.engine.stage1, self.engine.stage2
         low = min(stage2.low_watermark(now, channel) for channel in self.stage2)
-        watermarks = {p: stage1.watermark(p) for p in self.stage1}
+        # A partition stage 2 has heard less of than it read is never paused (it may be what
+        # holds the low watermark back: pausing it would stall every partition).
+        watermarks = {p: stage1.watermark(p) for p in self.stage1 if not stage1.replaying(p)}
         paused = self.pacer.update(watermarks, low)
         self.metrics.paused_partitions.set(len(paused))
         return paused
