@@ -23,6 +23,8 @@ they are still ahead.
 import asyncio
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
+
 __all__ = ["PartitionPauser"]
 
 
@@ -78,7 +80,12 @@ class PartitionPauser:
             # In the consumer's own thread, between its fetches: aiokafka's seek drops the
             # partition's fetched records, and done from this thread it raced the fetcher
             # (a KeyError that crashed the worker's fetch loop, in benchmarks.e2e).
-            await thread.call_thread(_seek, thread, tp, offset)
+            try:
+                await thread.call_thread(_seek, thread, tp, offset)
+            except IllegalStateError:
+                # Assigned elsewhere meanwhile (a rebalance between the pause and this seek):
+                # its next assignment seeks it to the committed offset, which loses nothing.
+                continue
             read_offsets[tp] = offset  # what Faust's Consumer.seek records: read from here
         self._ours = {tp for tp in assigned.values() if tp.partition in wanted} & set(
             consumer._paused_partitions

@@ -11,6 +11,7 @@ import math
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from aiokafka.errors import IllegalStateError
 from prometheus_client import generate_latest
 
 from streamguard.core.pacing import Pacer
@@ -80,9 +81,12 @@ class _Thread:
         self.seeks: list[tuple[int, int]] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.revoked: set[int] = set()  # partitions aiokafka no longer holds
 
     async def call_thread(self, fn: Any, thread: Any, tp: _TP, offset: int) -> None:
         await self.gate.wait()
+        if tp.partition in self.revoked:
+            raise IllegalStateError(f"No current assignment for partition {tp}")
         self.seeks.append((tp.partition, offset))
 
 
@@ -147,6 +151,23 @@ def test_calls_from_the_timer_and_stage2_do_not_interleave() -> None:
     paused, seeks = asyncio.run(scenario())
     assert seeks == 1
     assert paused == set()  # without the lock the resume saw nothing of its own and left it
+
+
+def test_a_seek_for_a_partition_assigned_elsewhere_meanwhile_is_skipped() -> None:
+    """A rebalance between a pause and its seek: aiokafka refuses the seek; the worker goes on
+    (the partition's next assignment seeks it to the committed offset)."""
+
+    async def scenario() -> tuple[list[tuple[int, int]], dict[int, int | None]]:
+        pauser, consumer = _pauser()
+        for p in (0, 1):
+            consumer._read_offset[_TP("predictions", p)] = 5
+        consumer._thread.revoked = {0}
+        await pauser.apply({0, 1})
+        return consumer._thread.seeks, {tp.partition: o for tp, o in consumer._read_offset.items()}
+
+    seeks, read = asyncio.run(scenario())
+    assert seeks == [(1, 5)]
+    assert read == {0: 5, 1: 5}
 
 
 def test_a_message_delivered_again_after_a_pause_is_taken_once() -> None:
