@@ -187,8 +187,7 @@ def create_app(
                 lost.append(tp.partition)
         return lost
 
-    pauser = PartitionPauser(app, predictions_name)
-    runtime.pause = pauser.apply
+    runtime.pause = PartitionPauser(app, predictions_name).apply
 
     @app.timer(interval=settings.flush_interval_s, name="flush")
     async def flush() -> None:
@@ -197,7 +196,7 @@ def create_app(
             if lost:
                 await runtime.forget_everything(f"predictions partitions {lost} shrank")
             # Backpressure: partitions far ahead of stage 2 wait (core.pacing).
-            metrics.pauses.inc(await pauser.apply(runtime.pacing()))
+            await runtime.repace()
             await runtime.flush(owned_sources(), n_channels)
 
     @app.task

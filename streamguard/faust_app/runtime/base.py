@@ -201,8 +201,8 @@ class RuntimeBase:
         """Every stage (the assembled runtime lists them; they need its restores)."""
         raise NotImplementedError
 
-    def pacing(self) -> set[int]:
-        """Owned predictions partitions to leave unread now (stage 1's handlers answer)."""
+    async def repace(self, *, on_change: bool = False) -> None:
+        """Apply backpressure now (stage 1's handlers answer)."""
         raise NotImplementedError
 
     async def _restored(self, stage: str, partition: int) -> _Input:

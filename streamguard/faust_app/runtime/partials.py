@@ -74,14 +74,10 @@ class Stage2Handlers(RuntimeBase):
             # What changed is told by Stage2.revision (snapshot_stage2), not by a flag here:
             # a close can also come from close_idle, or from another channel's message.
             state.last_offset, state.last_message = offset, event.message
-        if self.pacer.paused and self.pause is not None:
+        if self.pacer.paused:
             # Stage 2 moved on: a partition paused for running ahead of it resumes now, not at
-            # the next flush tick (a backlog read with pauses idled until then). Applied only
-            # when the answer changed; the timer applies it whole at every tick.
-            before = self.pacer.paused
-            wanted = self.pacing()
-            if wanted != before:
-                self.metrics.pauses.inc(await self.pause(wanted))
+            # the next flush tick (a backlog read with pauses idled until then).
+            await self.repace(on_change=True)
 
     async def close_idle(self) -> None:
         """Close windows whose sources went idle, without a partial arriving."""

@@ -410,6 +410,20 @@ class Stage1Handlers(RuntimeBase):
         self.metrics.paused_partitions.set(len(paused))
         return paused
 
+    async def repace(self, *, on_change: bool = False) -> None:
+        """Pause and resume partitions as :meth:`pacing` says, through the app's pauser.
+
+        The flush timer applies the answer whole at every tick; stage 2 looks again after each
+        partials message while a partition is paused, and applies only an answer that changed
+        (``on_change``).
+        """
+        if self.pause is None:
+            return
+        before = self.pacer.paused
+        wanted = self.pacing()
+        if not on_change or wanted != before:
+            self.metrics.pauses.inc(await self.pause(wanted))
+
     def caught_up(self, partition: int) -> bool:
         """Whether the worker has read everything the partition held at its last fetch."""
         state = self.stage1.get(partition)
